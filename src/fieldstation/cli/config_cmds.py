@@ -1,0 +1,55 @@
+"""``init``, ``validate`` and ``config schema``: writing and checking station files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fieldstation.cli.common import EXIT_INVALID, console, err_console, load_or_exit
+from fieldstation.config import station_model, template_text
+
+__all__ = ["register"]
+
+config_app = typer.Typer(help="Station file tools.", no_args_is_help=True)
+
+
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to write station.toml into.")] = Path(
+        "."
+    ),
+    station_id: Annotated[str | None, typer.Option("--id", help="Station id.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing station.toml.")] = False,
+) -> None:
+    """Write a commented station.toml showing every section; it validates as written."""
+    target = directory / "station.toml"
+    if target.exists() and not force:
+        err_console.print(f"[red]{target} exists[/]; use --force to overwrite it")
+        raise typer.Exit(EXIT_INVALID)
+    directory.mkdir(parents=True, exist_ok=True)
+    target.write_text(template_text(station_id), encoding="utf-8")
+    console.print(f"wrote {target}; check it with [bold]fieldstation validate {target}[/]")
+
+
+def validate(config: Annotated[Path, typer.Argument(help="Station file (TOML).")]) -> None:
+    """Check a station file: exit 0 when valid, 2 with every error (key, value, reason)."""
+    station = load_or_exit(config)
+    console.print(
+        f"[green]valid[/]: station {station.station.id!r}, {len(station.sensors)} sensor(s), "
+        f"{len(station.processors)} processor(s), {len(station.outputs)} output(s)"
+    )
+
+
+@config_app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of the station file (for editors)."""
+    print(json.dumps(station_model().model_json_schema(), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command()(init)
+    app.command()(validate)
+    app.add_typer(config_app, name="config")

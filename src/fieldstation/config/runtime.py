@@ -1,0 +1,45 @@
+"""Config of the supervisor (restart policy, liveness) and of logging."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ByteSize, Field
+
+from fieldstation.config.base import StrictModel
+from fieldstation.config.units import Bytes, Seconds
+
+__all__ = ["LoggingConfig", "RuntimeConfig"]
+
+
+class RuntimeConfig(StrictModel):
+    """How the supervisor restarts jobs and judges them alive."""
+
+    backoff_initial: Seconds = Field(default=1.0, gt=0, description="First restart delay.")
+    backoff_max: Seconds = Field(default=300.0, gt=0, description="Longest restart delay.")
+    max_restarts: int = Field(
+        default=5, ge=1, description="More restarts than this within restart_window: job failed."
+    )
+    restart_window: Seconds = Field(default=600.0, gt=0, description="Window of the limit.")
+    liveness_grace: Seconds = Field(
+        default=30.0, gt=0, description="Recorder liveness: a chunk due within 2 x chunk + this."
+    )
+    status_interval: Seconds = Field(default=5.0, gt=0, description="Rewrite run/status.json.")
+    stop_timeout: Seconds = Field(default=10.0, gt=0, description="SIGTERM to SIGKILL delay.")
+    outbox_poll: Seconds = Field(
+        default=5.0,
+        gt=0,
+        description="How often the delivery loop looks for new messages when idle (each look "
+        "is a database query: shorter means faster delivery and more CPU).",
+    )
+
+
+class LoggingConfig(StrictModel):
+    """Console and rotating log files in logs/."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    max_bytes: Bytes = Field(
+        default=ByteSize(10_000_000), description="Rotate a log file at this size."
+    )
+    max_age: Seconds = Field(default=86400.0, gt=0, description="Rotate a log file at this age.")
+    backups: int = Field(default=10, ge=0, description="Rotated files kept per log (gzip).")

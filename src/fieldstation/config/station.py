@@ -1,0 +1,311 @@
+"""The station file: top-level model, plugin-aware validation, loading and hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, NamedTuple, Union
+from zoneinfo import ZoneInfo, available_timezones
+
+from pydantic import Discriminator, Field, Tag, ValidationError, create_model, field_validator
+
+from fieldstation.config.base import Name, StrictModel
+from fieldstation.config.health import BatteryConfig, HeartbeatConfig, NetworkConfig
+from fieldstation.config.outputs import OutboxConfig, OutputConfig
+from fieldstation.config.plugins import PluginGroup, load_plugin, plugin_names
+from fieldstation.config.processing import ProcessorConfig
+from fieldstation.config.retention import RetentionConfig
+from fieldstation.config.runtime import LoggingConfig, RuntimeConfig
+from fieldstation.config.schedule import ScheduleConfig
+from fieldstation.config.sensors import SensorConfig
+
+__all__ = [
+    "ConfigError",
+    "ConfigIssue",
+    "StationConfig",
+    "StationSection",
+    "config_hash",
+    "load_config",
+    "parse_config",
+    "station_model",
+]
+
+
+@cache
+def _iana_zones() -> frozenset[str]:
+    """IANA zone names known to this system (tzdata), plus ``UTC``."""
+    return frozenset(available_timezones()) | {"UTC"}
+
+
+class StationSection(StrictModel):
+    """Who and where the station is."""
+
+    id: Name = Field(description="Station id: unique in a fleet; used in paths and topics.")
+    name: str = Field(default="", description="Human name of the station.")
+    latitude: float = Field(ge=-90, le=90, description="Latitude, decimal degrees (north > 0).")
+    longitude: float = Field(ge=-180, le=180, description="Longitude, decimal degrees (east > 0).")
+    elevation: float = Field(default=0.0, ge=-500, le=9000, description="Elevation, metres.")
+    timezone: str = Field(default="UTC", description="IANA timezone of local times in schedules.")
+    home: Path | None = Field(
+        default=None,
+        description="Station home folder; default $FIELDSTATION_HOME or ~/.fieldstation/<id>.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        if value not in _iana_zones():
+            raise ValueError(f"unknown IANA timezone {value!r} (e.g. 'Europe/London')")
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The station timezone."""
+        return ZoneInfo(self.timezone)
+
+
+class StationConfig(StrictModel):
+    """A whole station file. Build it with :func:`load_config` or :func:`parse_config`.
+
+    ``sensors``, ``processors`` and ``outputs`` hold instances of each plugin's own config model
+    (subclasses of the bases named in the annotations).
+    """
+
+    station: StationSection
+    sensors: list[SensorConfig] = Field(default_factory=list, description="Sensors (plugins).")
+    schedules: dict[Name, ScheduleConfig] = Field(
+        default_factory=dict, description="Named schedules, referred to by sensors."
+    )
+    processors: list[ProcessorConfig] = Field(
+        default_factory=list, description="Processors: a model plus filters and cleaners."
+    )
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    outputs: list[OutputConfig] = Field(default_factory=list, description="Outbox destinations.")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    battery: BatteryConfig = Field(default_factory=BatteryConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def sensor(self, name: str) -> SensorConfig:
+        """The sensor named ``name``; raises ``KeyError``."""
+        for sensor in self.sensors:
+            if sensor.name == name:
+                return sensor
+        raise KeyError(f"no sensor named {name!r}")
+
+    def processor(self, name: str) -> ProcessorConfig:
+        """The processor named ``name``; raises ``KeyError``."""
+        for processor in self.processors:
+            if processor.name == name:
+                return processor
+        raise KeyError(f"no processor named {name!r}")
+
+    def schedule_for(self, sensor: SensorConfig) -> ScheduleConfig:
+        """The schedule of ``sensor`` (continuous when it names none)."""
+        return self.schedules[sensor.schedule] if sensor.schedule else ScheduleConfig()
+
+    def destinations_for(self, kind: str) -> list[str]:
+        """Names of the enabled outputs that take messages of ``kind``."""
+        return [o.name for o in self.outputs if o.enabled and (o.kinds is None or kind in o.kinds)]
+
+    def home_path(self) -> Path:
+        """The station home: ``station.home``, else ``$FIELDSTATION_HOME``, else the default."""
+        if self.station.home is not None:
+            return self.station.home.expanduser()
+        env = os.environ.get("FIELDSTATION_HOME")
+        if env:
+            return Path(env).expanduser()
+        return Path("~/.fieldstation").expanduser() / self.station.id
+
+
+class ConfigIssue(NamedTuple):
+    """One problem in a station file: dotted key path, the offending value, the reason."""
+
+    path: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        shown = "" if self.value is _MISSING else f" (got {self.value!r})"
+        return f"{self.path or '<file>'}: {self.message}{shown}"
+
+
+class ConfigError(ValueError):
+    """A station file is invalid; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: Sequence[ConfigIssue], source: Path | None = None) -> None:
+        self.issues = list(issues)
+        self.source = source
+        where = f"{source}: " if source else ""
+        lines = "\n".join(f"  {issue}" for issue in self.issues)
+        super().__init__(f"{where}{len(self.issues)} error(s) in station config\n{lines}")
+
+
+_SECRET_KEY = re.compile(r"password|token|secret|api_key", re.IGNORECASE)
+_MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
+_PLUGIN_LISTS: dict[str, tuple[PluginGroup, str]] = {
+    "sensors": ("sensors", "kind"),
+    "processors": ("models", "model"),
+    "outputs": ("messengers", "kind"),
+}
+
+
+def _plugin_union(field: str, base: type[StrictModel]) -> Any:
+    """A tagged union of the installed plugins' config models for one plugin list."""
+    group, key = _PLUGIN_LISTS[field]
+    members = []
+    for name in plugin_names(group):
+        model = load_plugin(group, name).config_model
+        if not issubclass(model, base):
+            raise TypeError(f"{group} plugin {name!r}: config model must subclass {base.__name__}")
+        members.append(Annotated[model, Tag(name)])
+    if not members:
+        return base
+
+    def tag_of(value: Any) -> str | None:
+        raw = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+        return raw if isinstance(raw, str) else None
+
+    return Annotated[Union[tuple(members)], Discriminator(tag_of)]  # noqa: UP007
+
+
+@cache
+def station_model() -> type[StationConfig]:
+    """The station model with each plugin list typed by the installed plugins' config models."""
+    bases: dict[str, type[StrictModel]] = {
+        "sensors": SensorConfig,
+        "processors": ProcessorConfig,
+        "outputs": OutputConfig,
+    }
+    fields: dict[str, Any] = {}
+    for field, base in bases.items():
+        fields[field] = (
+            list[_plugin_union(field, base)],  # type: ignore[misc]
+            Field(default_factory=list, description=StationConfig.model_fields[field].description),
+        )
+    return create_model("StationConfig", __base__=StationConfig, **fields)  # type: ignore[call-overload, no-any-return]
+
+
+def _path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _lookup(data: Any, loc: Sequence[int | str]) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return data
+
+
+def _issues_from(error: ValidationError, data: dict[str, Any]) -> list[ConfigIssue]:
+    issues = []
+    for err in error.errors(include_url=False):
+        loc = list(err["loc"])
+        # A tagged union puts the plugin name into the path: sensors.1.synthetic.rate.
+        if len(loc) >= 3 and loc[0] in _PLUGIN_LISTS and isinstance(loc[1], int):
+            del loc[2]
+        message = err["msg"]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            group, key = _PLUGIN_LISTS[str(loc[0])]
+            loc.append(key)
+            known = ", ".join(plugin_names(group)) or "none installed"
+            message = f"unknown {group} plugin (installed: {known})"
+            if err["type"] == "union_tag_not_found":
+                message = f"'{key}' is required and names a {group} plugin (installed: {known})"
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        value = err.get("input", _MISSING) if err["type"] != "missing" else _MISSING
+        if err["type"] in ("union_tag_invalid",):
+            value = _lookup(data, loc)
+        if loc and isinstance(loc[-1], str) and _SECRET_KEY.search(loc[-1]):
+            value = "<redacted>"
+        issues.append(ConfigIssue(_path(loc), value, message))
+    return issues
+
+
+def _duplicates(kind: str, names: Sequence[str]) -> list[ConfigIssue]:
+    seen: set[str] = set()
+    issues = []
+    for index, name in enumerate(names):
+        if name in seen:
+            issues.append(ConfigIssue(f"{kind}[{index}].name", name, f"duplicate {kind[:-1]} name"))
+        seen.add(name)
+    return issues
+
+
+def _cross_checks(config: StationConfig) -> list[ConfigIssue]:
+    """Checks that span sections: unique names and references between sections."""
+    issues = _duplicates("sensors", [s.name for s in config.sensors])
+    issues += _duplicates("processors", [p.name for p in config.processors])
+    issues += _duplicates("outputs", [o.name for o in config.outputs])
+    sensor_names = {s.name for s in config.sensors}
+    for i, sensor in enumerate(config.sensors):
+        if sensor.schedule is not None and sensor.schedule not in config.schedules:
+            known = ", ".join(sorted(config.schedules)) or "none defined"
+            issues.append(
+                ConfigIssue(
+                    f"sensors[{i}].schedule", sensor.schedule, f"no such schedule ({known})"
+                )
+            )
+    for i, processor in enumerate(config.processors):
+        for j, name in enumerate(processor.sensors or []):
+            if name not in sensor_names:
+                issues.append(ConfigIssue(f"processors[{i}].sensors[{j}]", name, "no such sensor"))
+    for name in config.retention.sensors:
+        if name not in sensor_names:
+            issues.append(ConfigIssue(f"retention.sensors.{name}", name, "no such sensor"))
+    return issues
+
+
+def parse_config(data: dict[str, Any], source: Path | None = None) -> StationConfig:
+    """Validate a parsed station file. Raises :class:`ConfigError` listing every problem."""
+    try:
+        config = station_model().model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_issues_from(error, data), source) from None
+    issues = _cross_checks(config)
+    if issues:
+        raise ConfigError(issues, source)
+    return config
+
+
+def load_config(path: str | Path) -> StationConfig:
+    """Read and validate a station TOML file.
+
+    Raises :class:`ConfigError` for a missing file, bad TOML (with line and column) or invalid
+    content (every problem with its key path).
+    """
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(
+            [ConfigIssue("", _MISSING, f"cannot read file: {error}")], source
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([ConfigIssue("", _MISSING, f"not valid TOML: {error}")], source) from None
+    return parse_config(data, source)
+
+
+def config_hash(config: StationConfig) -> str:
+    """SHA-256 (hex) of the canonical JSON of the validated config; names a deployment."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

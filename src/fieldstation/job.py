@@ -1,0 +1,58 @@
+"""What a job receives from whoever runs it: the contract between jobs and the supervisor.
+
+A job (a sensor's recorder, a processor's worker, ...) is a plain function ``job(ctx) -> None``
+that runs until ``ctx.stop`` is set, then returns. It reports progress through
+``ctx.progress`` (a committed chunk, a claimed recording, a delivered batch) so the supervisor
+can judge it alive by progress rather than by its process merely existing. The same function
+runs under the supervisor (in its own process), under ``fieldstation record`` and in tests.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Protocol
+
+from fieldstation.clock import Clock, SystemClock
+from fieldstation.config.station import StationConfig
+from fieldstation.home import StationHome
+from fieldstation.store.db import Database, open_database
+
+__all__ = ["JobContext", "JobFunction", "ProgressFn", "ignore_progress"]
+
+ProgressFn = Callable[[str, dict[str, Any]], None]
+"""``progress(what, details)``: e.g. ``("chunk", {"recording_id": 12})``, ``("idle", {})``."""
+
+
+def ignore_progress(what: str, details: dict[str, Any]) -> None:
+    """A progress callback that drops reports (for one-shot commands)."""
+
+
+@dataclass
+class JobContext:
+    """Everything a job needs. Open the database in the job's own process (``ctx.db``)."""
+
+    config: StationConfig
+    home: StationHome
+    deployment_id: int
+    clock: Clock = field(default_factory=SystemClock)
+    stop: threading.Event = field(default_factory=threading.Event)
+    progress: ProgressFn = ignore_progress
+    name: str = ""
+    """Job name (``recorder:<sensor>``, ``processor:<name>``), for logs and events."""
+    stop_reason: str = "shutdown"
+    """End reason for work cut short by ``stop``: ``shutdown`` (station stops) or ``stopped``
+    (an operator stopped this job); set it before setting ``stop``."""
+
+    @cached_property
+    def db(self) -> Database:
+        """The station database, opened on first use in the calling process (no migration)."""
+        return open_database(self.home.database, migrate=False)
+
+
+class JobFunction(Protocol):
+    """A job: runs until ``ctx.stop`` is set; raises to report a crash."""
+
+    def __call__(self, ctx: JobContext) -> None: ...

@@ -1,0 +1,126 @@
+"""Schema migrations: to head, idempotent, newer revisions refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from fieldstation.store import SCHEMA_HEAD, SchemaVersionError, open_database
+from fieldstation.store.db import Database, alembic_config
+from fieldstation.store.deployments import current_deployment, start_deployment
+
+
+def test_head_constant_matches_alembic(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    database = open_database(tmp_path / "s.db", migrate=False)
+    script = ScriptDirectory.from_config(alembic_config(database.engine))
+    assert script.get_current_head() == SCHEMA_HEAD
+
+
+def test_empty_database_is_brought_to_head(tmp_path: Path) -> None:
+    database = open_database(tmp_path / "s.db")
+    assert database.revision() == SCHEMA_HEAD
+    tables = set(inspect(database.engine).get_table_names())
+    assert {
+        "deployments",
+        "recordings",
+        "detections",
+        "model_runs",
+        "outbox_messages",
+        "outbox_deliveries",
+        "events",
+    } <= tables
+    indexes = {i["name"] for i in inspect(database.engine).get_indexes("recordings")}
+    assert "ix_recordings_state_started" in indexes
+    queue = {i["name"] for i in inspect(database.engine).get_indexes("outbox_deliveries")}
+    assert "ix_outbox_deliveries_queue" in queue
+
+
+def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    open_database(path).dispose()
+    with open_database(path, migrate=False).engine.connect() as c:
+        before = c.execute(text("SELECT sql FROM sqlite_master ORDER BY name")).all()
+    database = open_database(path, migrate=False)
+    assert database.migrate() is False
+    with database.engine.connect() as c:
+        after = c.execute(text("SELECT sql FROM sqlite_master ORDER BY name")).all()
+    assert before == after
+
+
+def test_newer_revision_is_refused_with_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    database = open_database(path)
+    with database.engine.begin() as c:
+        c.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    database.dispose()
+    with pytest.raises(SchemaVersionError, match="newer than this fieldstation"):
+        open_database(path)
+
+
+def test_wal_and_durability_pragmas(tmp_path: Path) -> None:
+    database = open_database(tmp_path / "s.db")
+    with database.engine.connect() as c:
+        assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert c.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+        assert c.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert c.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+
+
+def test_a_non_durable_session_skips_only_the_sync(tmp_path: Path) -> None:
+    database = open_database(tmp_path / "s.db")
+    with database.session(durable=False) as session:
+        assert session.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        session.execute(text("UPDATE alembic_version SET version_num = version_num"))
+    with database.session() as session:  # the durable pool is untouched
+        assert session.execute(text("PRAGMA synchronous")).scalar() == 2
+    database.dispose()
+
+
+def test_times_round_trip_as_aware_utc_to_the_microsecond(db: Database) -> None:
+    started = datetime(2026, 3, 29, 0, 59, 59, 123456, tzinfo=UTC)
+    with db.session() as session:
+        start_deployment(
+            session, station_id="s", config_hash="a" * 64, config={}, version="0", now=started
+        )
+    with db.session() as session:
+        deployment = current_deployment(session)
+        assert deployment is not None
+        assert deployment.started_at == started
+        assert deployment.started_at.tzinfo is not None
+
+
+def test_naive_datetimes_are_refused(db: Database) -> None:
+    with pytest.raises(Exception, match="naive datetime"), db.session() as session:
+        start_deployment(
+            session,
+            station_id="s",
+            config_hash="a" * 64,
+            config={},
+            version="0",
+            now=datetime(2026, 1, 1),
+        )
+
+
+def test_same_config_continues_deployment_new_config_starts_one(db: Database) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    t1 = datetime(2026, 2, 1, tzinfo=UTC)
+    with db.session() as s:
+        first = start_deployment(
+            s, station_id="s", config_hash="a" * 64, config={}, version="0", now=t0
+        ).id
+    with db.session() as s:
+        again = start_deployment(
+            s, station_id="s", config_hash="a" * 64, config={}, version="0", now=t1
+        ).id
+        changed = start_deployment(
+            s, station_id="s", config_hash="b" * 64, config={}, version="0", now=t1
+        ).id
+    assert again == first
+    assert changed != first
