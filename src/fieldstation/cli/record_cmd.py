@@ -1,0 +1,162 @@
+"""``fieldstation record CONFIG --sensor NAME --for 30s``: record one sensor now, then stop.
+
+Runs the same recorder job the station runs (start-up recovery first), holding the station lock
+so no runtime records into the same home at the same time. By default the sensor's schedule
+applies inside the period; ``--now`` records the whole period regardless of the schedule.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fieldstation.cli.common import EXIT_INVALID, console, err_console, home_of, load_or_exit
+from fieldstation.config.units import parse_duration
+
+__all__ = ["record", "register"]
+
+
+def _clipped(slots: Any, deadline: datetime) -> Any:
+    """The slot function ``slots`` cut off at ``deadline``."""
+    from fieldstation.recording.job import ContinuousSlot
+
+    def clipped(now: datetime) -> ContinuousSlot | None:
+        slot = slots(now)
+        if slot is None or slot.start >= deadline:
+            return None
+        return ContinuousSlot(slot.start, min(slot.end, deadline))
+
+    return clipped
+
+
+def _whole_period(start: datetime, end: datetime) -> Any:
+    """A slot function with the single slot ``[start, end)``."""
+    from fieldstation.recording.job import ContinuousSlot
+
+    return lambda now: ContinuousSlot(start, end)
+
+
+def record(
+    config: Annotated[Path, typer.Argument(help="Station file (TOML).")],
+    sensor: Annotated[
+        str | None, typer.Option("--sensor", "-s", help="Sensor name (default: the first).")
+    ] = None,
+    duration: Annotated[
+        str, typer.Option("--for", help="How long to record, e.g. '30s', '5m', '1h'.")
+    ] = "30s",
+    now: Annotated[
+        bool, typer.Option("--now", help="Record the whole period, ignoring the schedule.")
+    ] = False,
+) -> None:
+    """Record one sensor for a while into the station home (chunks, rows, outbox messages)."""
+    from fieldstation import __version__
+    from fieldstation.clock import SystemClock
+    from fieldstation.config import config_hash
+    from fieldstation.home import StationLockedError
+    from fieldstation.job import JobContext
+    from fieldstation.recording.job import RecorderError, run_recorder, schedule_slots
+    from fieldstation.recording.recovery import recover
+    from fieldstation.sensors import SensorError
+    from fieldstation.store import open_database
+    from fieldstation.store.deployments import start_deployment
+
+    cfg = load_or_exit(config)
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as error:
+        err_console.print(f"[red]--for: {error}[/]")
+        raise typer.Exit(EXIT_INVALID) from None
+    enabled = [s.name for s in cfg.sensors if s.enabled]
+    name = sensor or (enabled[0] if enabled else None)
+    if name is None or name not in [s.name for s in cfg.sensors]:
+        err_console.print(f"[red]no sensor {name!r}; sensors: {', '.join(enabled) or 'none'}[/]")
+        raise typer.Exit(EXIT_INVALID)
+    home = home_of(cfg)
+    try:
+        lock = home.lock()
+    except StationLockedError as error:
+        err_console.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from None
+    clock = SystemClock()
+    with lock:
+        db = open_database(home.database)
+        with db.session() as session:
+            deployment = start_deployment(
+                session,
+                station_id=cfg.station.id,
+                config_hash=config_hash(cfg),
+                config=cfg.model_dump(mode="json"),
+                version=__version__,
+                now=clock.now(),
+            )
+        stop = threading.Event()
+        deadline = clock.now() + timedelta(seconds=seconds)  # reset after recovery, below
+        chunks: list[dict[str, Any]] = []
+        failure: list[BaseException] = []
+
+        def progress(what: str, details: dict[str, Any]) -> None:
+            if what == "chunk":
+                chunks.append(details)
+                console.print(f"  {details['path']}  {details['frames']} frames")
+            elif what == "slot":
+                console.print(f"recording {name}: {details['start']} → {details['end']}")
+            elif what == "waiting" and clock.now() >= deadline:
+                stop.set()
+
+        ctx = JobContext(
+            cfg,
+            home,
+            deployment.id,
+            clock,
+            stop,
+            progress,
+            name=f"record:{name}",
+            stop_reason="stopped",
+        )
+        ctx.__dict__["db"] = db  # share the open database (cached_property slot)
+        report = recover(ctx)
+        if report.changed:
+            console.print(f"recovery: { {k: len(v) for k, v in report.as_dict().items()} }")
+        deadline = clock.now() + timedelta(seconds=seconds)
+        base: Any
+        if now:
+            base = _whole_period(clock.now(), deadline)
+        else:
+            try:
+                base = schedule_slots(cfg, cfg.sensor(name))
+            except RecorderError as error:
+                err_console.print(f"[red]{error}[/]")
+                raise typer.Exit(EXIT_INVALID) from None
+
+        def job() -> None:
+            try:
+                run_recorder(ctx, name, slots=_clipped(base, deadline), stop_when_exhausted=True)
+            except BaseException as error:  # reported below, in the main thread
+                failure.append(error)
+
+        worker = threading.Thread(target=job, name=f"record:{name}")
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+        except KeyboardInterrupt:
+            stop.set()
+            worker.join()
+        db.dispose()
+    if failure:
+        problem = failure[0]
+        if isinstance(problem, RecorderError | SensorError):
+            err_console.print(f"[red]{problem}[/]")
+            raise typer.Exit(EXIT_INVALID)
+        raise problem
+    total = sum(int(c["frames"]) for c in chunks)
+    console.print(f"{len(chunks)} chunk(s), {total} frames, in {home.data}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``record`` to ``app``."""
+    app.command("record")(record)

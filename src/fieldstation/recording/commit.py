@@ -1,0 +1,123 @@
+"""Committing a finished chunk: rename into ``data/``, fsync, then one database transaction.
+
+Order (DESIGN.md, decision record 0022): the closed chunk is fsynced in ``spool/``; it is
+renamed into ``data/<sensor>/<YYYY-MM-DD>/`` and both folders are fsynced; then one transaction
+inserts the recording row and enqueues its ``recording`` outbox message; then the sidecar is
+deleted. A crash at any point leaves a state that :mod:`fieldstation.recording.recovery`
+completes: nothing committed is lost, nothing is recorded twice.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fieldstation.config.station import StationConfig
+from fieldstation.home import StationHome, fsync_dir
+from fieldstation.recording.chunk import FinishedChunk
+from fieldstation.store.db import Database
+from fieldstation.store.models import Recording
+from fieldstation.store.outbox import enqueue
+from fieldstation.store.recordings import find_by_path, insert_recording
+
+__all__ = ["commit_chunk", "insert_row", "message_id_for", "place_in_data"]
+
+
+def message_id_for(station: str, relpath: str) -> str:
+    """Stable outbox message id of a recording: UUID5 of station and path (36 characters)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"fieldstation:{station}:recording:{relpath}"))
+
+
+def place_in_data(home: StationHome, audio: Path, relpath: str) -> str:
+    """Rename the spool file ``audio`` to ``home.root / relpath`` (a free name: ``_1``, ``_2``
+    ... is added when taken) and fsync both folders; returns the relative path used."""
+    target = home.root / relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while target.exists():
+        n += 1
+        base = Path(relpath)
+        target = home.root / base.with_name(f"{base.stem}_{n}{base.suffix}")
+    os.replace(audio, target)
+    fsync_dir(target.parent)
+    fsync_dir(audio.parent)
+    return target.relative_to(home.root).as_posix()
+
+
+def insert_row(
+    db: Database,
+    config: StationConfig,
+    chunk: FinishedChunk,
+    relpath: str,
+    now: datetime,
+) -> Recording:
+    """Insert the recording row and its outbox message in one transaction; returns the row.
+
+    Idempotent: an existing row for ``relpath`` is returned unchanged.
+    """
+    spec = chunk.spec
+    with db.session() as session:
+        existing = find_by_path(session, relpath)
+        if existing is not None:
+            return existing
+        row = insert_recording(
+            session,
+            deployment_id=spec.deployment_id,
+            sensor=spec.sensor,
+            path=relpath,
+            session_id=spec.session_id,
+            chunk_index=spec.chunk_index,
+            start_frame=spec.start_frame,
+            started_at=spec.started_at,
+            duration=chunk.frames / spec.sample_rate,
+            sample_rate=spec.sample_rate,
+            channels=spec.channels,
+            frames=chunk.frames,
+            bytes=chunk.bytes,
+            sha256=chunk.sha256,
+            format=spec.format,
+            end_reason=chunk.end_reason,
+            created_at=now,
+            extra=chunk.extra,
+        )
+        body: dict[str, Any] = {
+            "recording_id": row.id,
+            "sensor": spec.sensor,
+            "path": relpath,
+            "session_id": spec.session_id,
+            "chunk_index": spec.chunk_index,
+            "start_frame": spec.start_frame,
+            "started_at": spec.started_at.isoformat(),
+            "duration": row.duration,
+            "sample_rate": spec.sample_rate,
+            "channels": spec.channels,
+            "frames": chunk.frames,
+            "bytes": chunk.bytes,
+            "sha256": chunk.sha256,
+            "format": spec.format,
+            "end_reason": chunk.end_reason,
+        }
+        enqueue(
+            session,
+            kind="recording",
+            body=body,
+            destinations=config.destinations_for("recording"),
+            now=now,
+            station_id=config.station.id,
+            message_id=message_id_for(config.station.id, relpath),
+            recording_id=row.id,
+        )
+    return row
+
+
+def commit_chunk(
+    db: Database, config: StationConfig, home: StationHome, chunk: FinishedChunk, now: datetime
+) -> Recording:
+    """Move a finished chunk into ``data/`` and record it (see the module docstring)."""
+    relpath = place_in_data(home, chunk.audio, chunk.spec.relpath())
+    row = insert_row(db, config, chunk, relpath, now)
+    chunk.sidecar.unlink(missing_ok=True)
+    return row

@@ -1,0 +1,411 @@
+"""The recorder job: records a sensor during its schedule slots into gapless chunks.
+
+``run_recorder(ctx, sensor_name)`` runs until ``ctx.stop`` is set. In each slot it opens the
+sensor and records one *session*: a contiguous stream anchored at the capture time of its first
+frame. Chunk *n* of a session holds exactly frames ``[n*N, (n+1)*N)`` (``N = round(chunk *
+sample_rate)``) and starts at ``anchor + n*N / sample_rate`` (UTC, microseconds), so chunks
+concatenate to the captured stream with no gap or overlap. A slot that ends exactly where the
+next one starts continues the same session.
+
+End reasons: ``complete`` (full chunk, or the last chunk when a replay ends), ``window_end``
+(cut by the slot end), ``stopped``/``shutdown`` (``ctx.stop_reason``; with ``keep_partial =
+false`` the partial chunk is discarded), ``device_error`` (the sensor failed, or lost frames),
+``disk_low`` (free space fell below half of ``min_free`` mid-chunk). No chunk starts while free
+space is below ``min_free``: an event ``disk_low`` is recorded and the recorder retries.
+
+Progress reports: ``("slot", {"start", "end"})``, ``("chunk", {"recording_id", "path",
+"frames"})``, ``("waiting", {"next_slot": iso or None})`` whenever no chunk is due: between
+slots (``next_slot`` = the next slot start), while the disk is low or a failed device waits to
+be reopened (``next_slot`` = when the recorder tries again).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from fieldstation import __version__
+from fieldstation.config.sensors import AudioSensorConfig, SensorConfig
+from fieldstation.config.station import StationConfig, config_hash
+from fieldstation.job import JobContext
+from fieldstation.recording.chunk import ChunkWriter, FinishedChunk
+from fieldstation.recording.commit import commit_chunk
+from fieldstation.recording.disk import DiskGuard, DiskUsageFn
+from fieldstation.recording.metadata import ChunkSpec
+from fieldstation.recording.recovery import recover_spool
+from fieldstation.sensors import Block, DeviceError, Sensor, build_sensor
+from fieldstation.sensors.pacing import frame_time
+from fieldstation.store.events import record_event
+
+__all__ = [
+    "ContinuousSlot",
+    "RecorderError",
+    "SlotFn",
+    "SlotLike",
+    "run_recorder",
+    "schedule_slots",
+]
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL = 3600.0
+"""Seconds between re-checks of the schedule when it has no next slot."""
+DISK_RETRY = 10.0
+"""Seconds between free-space checks while the disk is low."""
+DEVICE_BACKOFF = (1.0, 60.0)
+"""First and largest wait (seconds) before reopening a failed sensor; doubles each failure."""
+
+
+class RecorderError(RuntimeError):
+    """The recorder cannot run (unknown sensor, not an audio sensor, no schedule engine)."""
+
+
+class SlotLike(Protocol):
+    """A recording slot: ``start`` and ``end`` aware UTC (``fieldstation.schedule.Slot``)."""
+
+    @property
+    def start(self) -> datetime: ...
+
+    @property
+    def end(self) -> datetime: ...
+
+
+SlotFn = Callable[[datetime], SlotLike | None]
+"""``slots(now)``: the slot containing ``now``, else the next one, else None."""
+
+
+@dataclass(frozen=True)
+class ContinuousSlot:
+    """A slot from ``start`` to ``end`` (used for continuous recording and in tests)."""
+
+    start: datetime
+    end: datetime
+
+
+def continuous(now: datetime) -> ContinuousSlot:
+    """Slot function of continuous recording: one day at a time, each adjacent to the next."""
+    return ContinuousSlot(now, now + timedelta(days=1))
+
+
+def schedule_slots(config: StationConfig, sensor: SensorConfig) -> SlotFn:
+    """The slot function of ``sensor``'s schedule (``fieldstation.schedule.next_slot``).
+
+    A sensor without a schedule records continuously. Raises :class:`RecorderError` when the
+    sensor names a schedule and no schedule engine is installed.
+    """
+    if sensor.schedule is None:
+        return continuous
+    schedule = config.schedule_for(sensor)
+    try:
+        from fieldstation.schedule import next_slot
+    except ImportError:
+        windows = [(w.start, w.end) for w in schedule.windows]
+        if schedule.duty_cycle is None and windows == [("00:00", "24:00")]:
+            return continuous
+        raise RecorderError(
+            f"sensor {sensor.name!r} uses schedule {sensor.schedule!r} but "
+            "fieldstation.schedule.next_slot is not available; omit 'schedule' to record "
+            "continuously"
+        ) from None
+    station = config.station
+
+    def slots(now: datetime) -> SlotLike | None:
+        slot: SlotLike | None = next_slot(schedule, station, now)
+        return slot
+
+    return slots
+
+
+class _SessionEnd(Exception):
+    def __init__(self, outcome: str) -> None:
+        self.outcome = outcome
+
+
+class Recorder:
+    """One sensor's recorder (build with :func:`run_recorder`)."""
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        config: AudioSensorConfig,
+        sensor: Sensor,
+        slots: SlotFn,
+        disk: DiskGuard,
+    ) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.sensor = sensor
+        self.slots = slots
+        self.disk = disk
+        self.clock = ctx.clock
+        self.source = ctx.name or f"recorder:{config.name}"
+        self.chunk_frames = max(1, round(config.chunk * sensor.sample_rate))
+        self._config_hash = config_hash(ctx.config)
+        self._disk_low_reported = False
+        self._done_until: datetime | None = None
+        self._backoff = DEVICE_BACKOFF[0]
+        self.writer: ChunkWriter | None = None
+        self._overflows_at_open = 0
+        self.session_id = ""
+        self.anchor: datetime | None = None
+        self.chunk_index = 0
+        self.session_frame = 0
+
+    # --- the outer loop: slots, waiting, disk guard, device back-off ---
+    def run(self, stop_when_exhausted: bool = False) -> None:
+        stop = self.ctx.stop
+        while not stop.is_set():
+            now = self.clock.now()
+            slot = self.slots(now)
+            if slot is None or slot.end <= now:
+                self._idle(None, IDLE_POLL)
+                continue
+            if slot.start > now:
+                self._idle(slot.start, (slot.start - now).total_seconds())
+                continue
+            if self._done_until is not None and slot.end <= self._done_until:
+                # recorded already (a stream faster than real time reached the end early)
+                self._idle(slot.end, (slot.end - now).total_seconds())
+                continue
+            if not self._disk_ok():
+                self._idle(now + timedelta(seconds=DISK_RETRY), DISK_RETRY)
+                continue
+            outcome = self.record_session(slot)
+            if outcome == "exhausted":
+                if stop_when_exhausted:
+                    return
+                while not stop.is_set():
+                    self._idle(None, IDLE_POLL)
+            elif outcome == "device_error":
+                retry = self._backoff
+                self._backoff = min(self._backoff * 2, DEVICE_BACKOFF[1])
+                self._idle(self.clock.now() + timedelta(seconds=retry), retry)
+            else:
+                self._backoff = DEVICE_BACKOFF[0]
+
+    def _idle(self, until: datetime | None, seconds: float) -> None:
+        """Report ``waiting`` (``next_slot``: when the recorder will look again, or None) and
+        wait up to ``seconds`` for ``ctx.stop``. The report tells the supervisor that no chunk
+        is due (disk low, device back-off and between slots alike)."""
+        self.ctx.progress("waiting", {"next_slot": until.isoformat() if until else None})
+        self.clock.wait(self.ctx.stop, seconds)
+
+    def _event(self, kind: str, message: str, severity: Any, data: dict[str, Any]) -> None:
+        log.log(logging.WARNING if severity != "info" else logging.INFO, "%s", message)
+        with self.ctx.db.session() as session:
+            record_event(
+                session,
+                kind=kind,
+                source=self.source,
+                message=message,
+                now=self.clock.now(),
+                station_id=self.ctx.config.station.id,
+                destinations=self.ctx.config.destinations_for("event"),
+                severity=severity,
+                data=data,
+            )
+
+    def _disk_ok(self) -> bool:
+        free = self.disk.free()
+        if free >= self.disk.min_free:
+            if self._disk_low_reported:
+                log.info("sensor %s: free space back to %d bytes", self.config.name, free)
+            self._disk_low_reported = False
+            return True
+        if not self._disk_low_reported:
+            self._disk_low_reported = True
+            self._event(
+                "disk_low",
+                f"sensor {self.config.name}: {free} bytes free, below min_free "
+                f"{self.disk.min_free}; recording paused until space returns",
+                "warning",
+                {"sensor": self.config.name, "free": free, "min_free": self.disk.min_free},
+            )
+        return False
+
+    # --- one session: a contiguous stream cut into chunks ---
+    def record_session(self, slot: SlotLike) -> str:
+        """Record during ``slot``; returns the outcome: ``window_end``, ``stopped``,
+        ``exhausted``, ``device_error`` or ``disk_low``."""
+        self.ctx.progress("slot", {"start": slot.start.isoformat(), "end": slot.end.isoformat()})
+        try:
+            self.sensor.open()
+        except DeviceError as error:
+            return self._device_error(error)
+        self.anchor = None
+        slot_end = slot.end
+        limit = 0
+        expected = 0
+        try:
+            while True:
+                if self.ctx.stop.is_set():
+                    self._end_chunk(self.ctx.stop_reason, stopping=True)
+                    return "stopped"
+                try:
+                    block = self.sensor.read()
+                except DeviceError as error:
+                    self._end_chunk("device_error")
+                    return self._device_error(error)
+                if block is None:
+                    self._end_chunk("complete", {"source_ended": True})
+                    return "exhausted"
+                if self.anchor is None or block.start_frame != expected:
+                    if self.anchor is not None:
+                        self._frames_lost(block.start_frame - expected)
+                    self._new_session(block)
+                    limit = self._frames_until(slot_end)
+                expected = block.start_frame + block.frames
+                data = block.data
+                while True:
+                    if self.session_frame >= limit:
+                        following = self.slots(slot_end)
+                        if following is not None and following.start <= slot_end < following.end:
+                            slot_end = following.end
+                            limit = self._frames_until(slot_end)
+                            self.ctx.progress(
+                                "slot",
+                                {"start": following.start.isoformat(), "end": slot_end.isoformat()},
+                            )
+                            continue
+                        self._end_chunk("window_end")
+                        self._done_until = slot_end
+                        return "window_end"
+                    if not len(data):
+                        break
+                    if self.writer is None:
+                        # a block in hand was captured before the stop was seen: it is written
+                        # (a partial chunk then ends with the stop reason at the next check)
+                        if not self._disk_ok():
+                            return "disk_low"
+                        self._open_chunk()
+                    assert self.writer is not None
+                    n = min(
+                        len(data),
+                        self.chunk_frames - self.writer.frames,
+                        limit - self.session_frame,
+                    )
+                    self.writer.write(data[:n])
+                    data = data[n:]
+                    self.session_frame += n
+                    if self.writer.frames == self.chunk_frames:
+                        self._end_chunk("complete")
+                if self.writer is not None and self.disk.must_stop():
+                    self._end_chunk("disk_low")
+                    self._disk_ok()
+                    return "disk_low"
+        finally:
+            if self.writer is not None:  # an unexpected error: leave it to recovery
+                self.writer.abandon()
+                self.writer = None
+            self.sensor.close()
+
+    def _new_session(self, block: Block) -> None:
+        self.session_id = str(uuid.uuid4())
+        self.anchor = block.captured_at
+        self.chunk_index = 0
+        self.session_frame = 0
+
+    def _frames_until(self, end: datetime) -> int:
+        assert self.anchor is not None
+        micros = (end - self.anchor) // timedelta(microseconds=1)
+        return max(0, micros * self.sensor.sample_rate // 1_000_000)
+
+    def _device_error(self, error: DeviceError) -> str:
+        """Record a ``device_error`` event for ``error``; returns the outcome ``device_error``."""
+        message = f"sensor {self.config.name}: {error}"
+        self._event("device_error", message, "error", {"sensor": self.config.name})
+        return "device_error"
+
+    def _frames_lost(self, lost: int) -> None:
+        self._end_chunk("device_error", {"lost_frames_after": lost})
+        self._event(
+            "frames_lost",
+            f"sensor {self.config.name}: {lost} frame(s) lost (input overflow); "
+            "a new session starts",
+            "warning",
+            {"sensor": self.config.name, "lost_frames": lost, **self.sensor.health().as_dict()},
+        )
+
+    def _open_chunk(self) -> None:
+        assert self.anchor is not None
+        station = self.ctx.config.station
+        spec = ChunkSpec(
+            station=station.id,
+            sensor=self.config.name,
+            session_id=self.session_id,
+            chunk_index=self.chunk_index,
+            start_frame=self.session_frame,
+            started_at=frame_time(self.anchor, self.session_frame, self.sensor.sample_rate),
+            sample_rate=self.sensor.sample_rate,
+            channels=self.sensor.channels,
+            sample_format=self.config.sample_format,
+            format=self.config.format,
+            deployment_id=self.ctx.deployment_id,
+            config_hash=self._config_hash,
+            version=__version__,
+            latitude=station.latitude,
+            longitude=station.longitude,
+            elevation=station.elevation,
+        )
+        self.writer = ChunkWriter(self.ctx.home.spool, spec)
+        self._overflows_at_open = self.sensor.health().overflows
+
+    def _end_chunk(
+        self, reason: str, extra: dict[str, Any] | None = None, stopping: bool = False
+    ) -> None:
+        writer, self.writer = self.writer, None
+        if writer is None:
+            return
+        self.chunk_index += 1
+        if writer.frames == 0 or (stopping and not self.config.keep_partial):
+            writer.discard()
+            return
+        overflows = self.sensor.health().overflows - self._overflows_at_open
+        if overflows:  # flagged by the device during this chunk: kept with the row
+            extra = {**(extra or {}), "input_overflows": overflows}
+        finished = writer.finish(reason, extra)
+        self._commit(finished)
+
+    def _commit(self, finished: FinishedChunk) -> None:
+        row = commit_chunk(self.ctx.db, self.ctx.config, self.ctx.home, finished, self.clock.now())
+        self.ctx.progress(
+            "chunk", {"recording_id": row.id, "path": row.path, "frames": finished.frames}
+        )
+
+
+def run_recorder(
+    ctx: JobContext,
+    sensor_name: str,
+    *,
+    slots: SlotFn | None = None,
+    sensor: Sensor | None = None,
+    disk_usage: DiskUsageFn = shutil.disk_usage,
+    stop_when_exhausted: bool = False,
+) -> None:
+    """Record sensor ``sensor_name`` of ``ctx.config`` until ``ctx.stop`` is set.
+
+    ``slots`` (default: the sensor's schedule, :func:`schedule_slots`), ``sensor`` (default:
+    built from the config with ``ctx.clock``) and ``disk_usage`` (default
+    ``shutil.disk_usage``) are injectable for tests. With ``stop_when_exhausted`` the job
+    returns when a replay without loop has played everything (otherwise it idles until stopped).
+    Raises :class:`RecorderError` for an unknown or non-audio sensor;
+    :class:`~fieldstation.sensors.SensorConfigError` when the sensor cannot be built.
+    """
+    try:
+        config = ctx.config.sensor(sensor_name)
+    except KeyError:
+        names = ", ".join(s.name for s in ctx.config.sensors) or "none"
+        raise RecorderError(f"no sensor named {sensor_name!r} (sensors: {names})") from None
+    if not isinstance(config, AudioSensorConfig):
+        raise RecorderError(f"sensor {sensor_name!r} ({config.kind}) is not an audio sensor")
+    ctx.home.ensure()
+    recover_spool(ctx, sensor_name)  # this sensor's chunks left by a crash of this job
+    built = sensor if sensor is not None else build_sensor(config, ctx.clock)
+    guard = DiskGuard(ctx.home.root, int(config.min_free), disk_usage)
+    recorder = Recorder(ctx, config, built, slots or schedule_slots(ctx.config, config), guard)
+    recorder.run(stop_when_exhausted=stop_when_exhausted)

@@ -1,0 +1,330 @@
+"""Start-up recovery: finish or salvage what a crash left behind (run before any recorder).
+
+For every sidecar in ``spool/`` (see :mod:`fieldstation.recording.chunk`):
+
+- a closed chunk whose audio is intact (SHA-256 matches) is committed with its own end reason;
+- an unfinished (or damaged) chunk is decoded block by block up to the first undecodable frame,
+  rewritten cleanly and committed with end reason ``recovered``; nothing decodable: quarantined;
+- a chunk already renamed into ``data/`` gets its row if it has none.
+
+Then audio in ``spool/`` without a sidecar is quarantined; every file under ``data/`` without a
+row gets one from the metadata embedded in it (end reason from its sidecar or GUANO, else
+``recovered``), or is quarantined when unreadable; and every row marked present whose file is
+gone gets ``file_state = 'missing'``. Recovery is idempotent and safe to crash in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from fieldstation.home import StationHome, fsync_dir, move_durably
+from fieldstation.job import JobContext
+from fieldstation.recording.chunk import (
+    ChunkWriter,
+    FinishedChunk,
+    read_sidecar,
+    sha256_file,
+)
+from fieldstation.recording.commit import commit_chunk, insert_row
+from fieldstation.recording.metadata import ChunkSpec, MetadataError, read_embedded
+from fieldstation.store.events import record_event
+from fieldstation.store.models import Recording
+from fieldstation.store.recordings import find_by_path, mark_missing, present_paths
+
+__all__ = ["RecoveryReport", "recover", "recover_spool", "salvage_frames"]
+
+log = logging.getLogger(__name__)
+AUDIO_SUFFIXES = (".flac", ".wav")
+_SALVAGE_BLOCK = 4096
+_Leftovers = dict[tuple[str, int], dict[str, Any]]
+
+
+@dataclass
+class RecoveryReport:
+    """What :func:`recover` did; paths are relative to the station home."""
+
+    committed: list[str] = field(default_factory=list)
+    """Closed chunks found in spool/ and committed with their own end reason."""
+    salvaged: list[str] = field(default_factory=list)
+    """Unfinished chunks decoded and committed with end reason ``recovered``."""
+    quarantined: list[str] = field(default_factory=list)
+    """Files moved to quarantine/ (undecodable, or no metadata)."""
+    registered: list[str] = field(default_factory=list)
+    """Files in data/ that had no row and got one."""
+    missing: list[int] = field(default_factory=list)
+    """Ids of rows whose file is gone (now ``file_state = 'missing'``)."""
+    removed: list[str] = field(default_factory=list)
+    """Leftovers deleted from spool/ (stale sidecars, temp files)."""
+
+    @property
+    def changed(self) -> bool:
+        """True when recovery found anything to do."""
+        return any(
+            (
+                self.committed,
+                self.salvaged,
+                self.quarantined,
+                self.registered,
+                self.missing,
+                self.removed,
+            )
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "committed": self.committed,
+            "salvaged": self.salvaged,
+            "quarantined": self.quarantined,
+            "registered": self.registered,
+            "missing": self.missing,
+            "removed": self.removed,
+        }
+
+
+def salvage_frames(path: Path, dtype: str) -> Any:
+    """Decode ``path`` block by block until the end or the first error; returns the frames as
+    an array ``(frames, channels)`` of ``dtype`` (possibly empty). Raises nothing for a damaged
+    file (an unreadable one gives an empty array)."""
+    import numpy as np
+    import soundfile as sf
+
+    parts = []
+    channels = 1
+    try:
+        with sf.SoundFile(str(path)) as f:
+            channels = f.channels
+            while True:
+                try:
+                    data = f.read(_SALVAGE_BLOCK, dtype=dtype, always_2d=True)
+                except (sf.LibsndfileError, RuntimeError):
+                    break
+                if not len(data):
+                    break
+                parts.append(data)
+                if len(data) < _SALVAGE_BLOCK:
+                    break
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        pass
+    if not parts:
+        return np.zeros((0, channels), dtype=dtype)
+    return np.concatenate(parts)
+
+
+def _quarantine(home: StationHome, path: Path, report: RecoveryReport) -> None:
+    target = home.quarantine_target(path.name)
+    move_durably(path, target)
+    report.quarantined.append(target.relative_to(home.root).as_posix())
+    log.warning("recovery: quarantined %s as %s", path, target)
+
+
+def _rel(home: StationHome, path: Path) -> str:
+    return path.relative_to(home.root).as_posix()
+
+
+def _closed_chunk(spec: ChunkSpec, side: dict[str, Any], audio: Path, sidecar: Path) -> Any:
+    if not side.get("closed"):
+        return None
+    if not audio.exists() or sha256_file(audio) != side.get("sha256"):
+        return None
+    return FinishedChunk(
+        spec=spec,
+        audio=audio,
+        sidecar=sidecar,
+        frames=int(side["frames"]),
+        end_reason=str(side["end_reason"]),
+        bytes=int(side["bytes"]),
+        sha256=str(side["sha256"]),
+        extra=dict(side.get("extra") or {}),
+    )
+
+
+def _salvage(
+    ctx: JobContext, spec: ChunkSpec, audio: Path, sidecar: Path, report: RecoveryReport
+) -> None:
+    from fieldstation.sensors.base import DTYPES
+
+    data = salvage_frames(audio, DTYPES[spec.sample_format])
+    if len(data) == 0:
+        _quarantine(ctx.home, audio, report)
+        sidecar.unlink(missing_ok=True)
+        return
+    temp = audio.with_name(f"{audio.stem}.salvage{audio.suffix}")
+    writer = ChunkWriter(ctx.home.spool, spec, audio=temp, sidecar=False)
+    writer.write(data)
+    finished = writer.finish("recovered", {"salvaged_frames": int(len(data))})
+    os.replace(temp, audio)
+    fsync_dir(audio.parent)
+    finished = FinishedChunk(
+        spec=spec,
+        audio=audio,
+        sidecar=sidecar,
+        frames=finished.frames,
+        end_reason="recovered",
+        bytes=finished.bytes,
+        sha256=finished.sha256,
+        extra=finished.extra,
+    )
+    row = commit_chunk(ctx.db, ctx.config, ctx.home, finished, ctx.clock.now())
+    report.salvaged.append(row.path)
+
+
+def _owner(ctx: JobContext, sensor: str | None) -> Any:
+    """A predicate on spool file names: True for files of ``sensor`` (None: every file)."""
+    if sensor is None:
+        return lambda name: True
+    pattern = re.compile(
+        rf"^{re.escape(ctx.config.station.id)}_{re.escape(sensor)}_\d{{8}}T\d{{6}}\.\d{{6}}Z\."
+    )
+    return lambda name: pattern.match(name) is not None
+
+
+def _recover_spool(
+    ctx: JobContext, report: RecoveryReport, sensor: str | None = None
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Handle every sidecar (of ``sensor`` only, when given); returns closed sidecars of chunks
+    already in data/ by (session, chunk index), for the data walk."""
+    home = ctx.home
+    owned = _owner(ctx, sensor)
+    leftovers: _Leftovers = {}
+    for temp in sorted(home.spool.glob("*.salvage.*")) + sorted(home.spool.glob("*.tmp")):
+        if owned(temp.name):
+            temp.unlink(missing_ok=True)
+            report.removed.append(_rel(home, temp))
+    for sidecar in sorted(home.spool.glob("*.json")):
+        if not owned(sidecar.name):
+            continue
+        try:
+            side = read_sidecar(sidecar)
+            spec = ChunkSpec.from_embedded(side["spec"])
+        except (OSError, ValueError, MetadataError):
+            _quarantine(home, sidecar, report)
+            continue
+        audio = home.spool / str(side.get("audio") or f"{sidecar.stem}.{spec.format}")
+        if audio.exists():
+            closed = _closed_chunk(spec, side, audio, sidecar)
+            if closed is not None:
+                row = commit_chunk(ctx.db, ctx.config, home, closed, ctx.clock.now())
+                report.committed.append(row.path)
+            else:
+                _salvage(ctx, spec, audio, sidecar, report)
+            continue
+        target = home.root / spec.relpath()
+        if side.get("closed") and target.exists():
+            with ctx.db.session() as session:
+                has_row = find_by_path(session, spec.relpath()) is not None
+            if not has_row:
+                closed = _closed_chunk(spec, side, target, sidecar)
+                if closed is not None:
+                    insert_row(ctx.db, ctx.config, closed, spec.relpath(), ctx.clock.now())
+                    report.registered.append(spec.relpath())
+        elif side.get("closed"):
+            leftovers[(spec.session_id, spec.chunk_index)] = side
+        sidecar.unlink(missing_ok=True)
+        report.removed.append(_rel(home, sidecar))
+    for audio in sorted(home.spool.iterdir()):
+        if audio.is_file() and audio.suffix.lower() in AUDIO_SUFFIXES and owned(audio.name):
+            _quarantine(home, audio, report)
+    fsync_dir(home.spool)
+    return leftovers
+
+
+def _data_files(home: StationHome) -> Iterator[Path]:
+    if home.data.exists():
+        for path in sorted(home.data.rglob("*")):
+            if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES:
+                yield path
+
+
+def _register(
+    ctx: JobContext,
+    path: Path,
+    leftovers: _Leftovers,
+    report: RecoveryReport,
+) -> None:
+    import soundfile as sf
+
+    try:
+        spec, embedded_reason = read_embedded(path)
+        frames = sf.info(str(path)).frames
+    except (MetadataError, sf.LibsndfileError, RuntimeError, ValueError):
+        _quarantine(ctx.home, path, report)
+        return
+    side = leftovers.get((spec.session_id, spec.chunk_index), {})
+    chunk = FinishedChunk(
+        spec=spec,
+        audio=path,
+        sidecar=path,
+        frames=int(frames),
+        end_reason=str(side.get("end_reason") or embedded_reason or "recovered"),
+        bytes=path.stat().st_size,
+        sha256=sha256_file(path),
+        extra={"registered_by_recovery": True},
+    )
+    relpath = _rel(ctx.home, path)
+    insert_row(ctx.db, ctx.config, chunk, relpath, ctx.clock.now())
+    report.registered.append(relpath)
+
+
+def recover_spool(ctx: JobContext, sensor: str) -> RecoveryReport:
+    """Recover only ``sensor``'s leftovers in ``spool/`` (salvage, commit or quarantine).
+
+    Run by the recorder of ``sensor`` when it starts, so a recorder restarted after a crash
+    finishes its own chunks at once; safe while other recorders write (it touches only files
+    named for ``sensor``). Records a ``recovery`` event when anything was found.
+    """
+    ctx.home.ensure()
+    report = RecoveryReport()
+    _recover_spool(ctx, report, sensor)
+    _report_event(ctx, report, f"recorder {sensor} start-up")
+    return report
+
+
+def _report_event(ctx: JobContext, report: RecoveryReport, what: str) -> None:
+    if not report.changed:
+        return
+    summary = {k: len(v) for k, v in report.as_dict().items()}
+    with ctx.db.session() as session:
+        record_event(
+            session,
+            kind="recovery",
+            source=ctx.name or "recovery",
+            message=f"{what} recovery: {summary}",
+            now=ctx.clock.now(),
+            station_id=ctx.config.station.id,
+            destinations=ctx.config.destinations_for("event"),
+            severity="warning" if report.quarantined or report.missing else "info",
+            data=report.as_dict(),
+        )
+
+
+def recover(ctx: JobContext) -> RecoveryReport:
+    """Bring spool/, data/ and the recording rows back in agreement (module docstring).
+
+    Run it before the recorders start (they must not be writing). Records one ``recovery``
+    event when anything was found. Raises ``OSError`` when the home cannot be written.
+    """
+    home = ctx.home.ensure()
+    report = RecoveryReport()
+    leftovers = _recover_spool(ctx, report)
+    with ctx.db.session() as session:
+        rows = present_paths(session)
+        known = set(session.scalars(select(Recording.path)))
+    for path in _data_files(home):
+        if _rel(home, path) not in known:
+            _register(ctx, path, leftovers, report)
+    gone = [rid for path, rid in rows.items() if not (home.root / path).exists()]
+    if gone:
+        with ctx.db.session() as session:
+            mark_missing(session, gone, ctx.clock.now())
+        report.missing.extend(gone)
+    _report_event(ctx, report, "start-up")
+    return report

@@ -1,0 +1,141 @@
+"""The :class:`Sensor` protocol and what sensors hand out: blocks of samples with their times.
+
+A sensor is anything with ``open()``, ``read()``, ``close()`` and ``health()`` (a structural
+``typing.Protocol``, no base class needed). ``read()`` returns the next :class:`Block`: a numpy
+array of shape ``(frames, channels)`` in the configured sample format, the index of its first
+frame in the stream since ``open()`` (the running frame index) and the UTC capture time of that
+first frame. A jump in the running frame index means frames were lost (e.g. an input overflow).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from fieldstation.config.sensors import AudioSensorConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "DTYPES",
+    "Block",
+    "DeviceError",
+    "Sensor",
+    "SensorConfigError",
+    "SensorError",
+    "SensorHealth",
+    "check_file_format",
+]
+
+DTYPES: dict[str, str] = {
+    "int16": "int16",
+    "int24": "int32",
+    "int32": "int32",
+    "float32": "float32",
+}
+"""numpy dtype of blocks per sample format. ``int24`` samples travel left-justified in int32
+(soundfile's convention: full scale is the int32 range), and are written as 24-bit PCM."""
+
+
+class SensorError(RuntimeError):
+    """A sensor failed."""
+
+
+class DeviceError(SensorError):
+    """The device is gone or stopped delivering samples (end reason ``device_error``).
+
+    The recorder closes the current chunk, records an event and tries to reopen later.
+    """
+
+
+class SensorConfigError(SensorError, ValueError):
+    """The sensor's configuration cannot work with its input (say what to change)."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """Consecutive frames from a sensor.
+
+    ``data``: array ``(frames, channels)`` in the sensor's dtype; ``start_frame``: index of the
+    first frame in the stream since ``open()``; ``captured_at``: aware UTC time of that frame.
+    """
+
+    data: np.ndarray
+    start_frame: int
+    captured_at: datetime
+
+    @property
+    def frames(self) -> int:
+        """Number of frames in the block."""
+        return int(self.data.shape[0])
+
+
+@dataclass
+class SensorHealth:
+    """What a sensor reports about itself (``health()``)."""
+
+    state: str = "closed"
+    """``closed``, ``open`` or ``error``."""
+    frames: int = 0
+    """Frames delivered since ``open()``."""
+    overflows: int = 0
+    """Input overflows reported by the device or the bounded queue (frames may be lost)."""
+    lost_frames: int = 0
+    """Frames known to be lost (dropped because the queue was full)."""
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return {
+            "state": self.state,
+            "frames": self.frames,
+            "overflows": self.overflows,
+            "lost_frames": self.lost_frames,
+            "error": self.error,
+            **self.details,
+        }
+
+
+@runtime_checkable
+class Sensor(Protocol):
+    """A source of sample blocks (audio device, replayed files, synthetic signal).
+
+    Attributes ``sample_rate`` (Hz), ``channels`` and ``dtype`` (numpy dtype name) describe the
+    stream; they are valid after construction (replay may read them from its files).
+    """
+
+    sample_rate: int
+    channels: int
+    dtype: str
+
+    def open(self) -> None:
+        """Start the stream; the running frame index restarts at 0. Raises :class:`SensorError`."""
+        ...
+
+    def read(self) -> Block | None:
+        """The next block (waiting for it, paced by the sensor's clock); None when the input
+        has ended for good (a replay without loop). Raises :class:`DeviceError`."""
+        ...
+
+    def close(self) -> None:
+        """Stop the stream (idempotent)."""
+        ...
+
+    def health(self) -> SensorHealth:
+        """Counters and state of the sensor."""
+        ...
+
+
+def check_file_format(config: AudioSensorConfig) -> None:
+    """Raise ``ValueError`` when ``config.format`` cannot store ``config.sample_format``.
+
+    FLAC stores 16 and 24-bit integer PCM only (libsndfile subtypes PCM_16, PCM_24).
+    """
+    if config.format == "flac" and config.sample_format not in ("int16", "int24"):
+        raise ValueError(
+            f"FLAC cannot store sample_format {config.sample_format!r}: "
+            "use format = 'wav' or sample_format = 'int16' / 'int24'"
+        )

@@ -1,0 +1,153 @@
+"""The PortAudio input behind the ``audio`` sensor plugin (imports sounddevice lazily)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from fieldstation.clock import Clock, SystemClock
+from fieldstation.sensors.audio import AudioConfig
+from fieldstation.sensors.base import DTYPES, Block, DeviceError, SensorHealth
+
+__all__ = ["AudioSensor", "find_input_device"]
+
+log = logging.getLogger(__name__)
+_WARN_EVERY = 10.0  # seconds between overflow warnings in the log
+
+
+def find_input_device(sd: Any, device: str | int | None) -> int | None:
+    """Index of the input device named by ``device`` (index, or case-insensitive substring of
+    the name); None for the default input. Raises :class:`DeviceError` listing the inputs."""
+    if device is None:
+        return None
+    devices = list(sd.query_devices())
+    inputs = [(i, d["name"]) for i, d in enumerate(devices) if d["max_input_channels"] > 0]
+    if isinstance(device, int):
+        if any(i == device for i, _ in inputs):
+            return device
+    else:
+        exact = [i for i, name in inputs if name.lower() == device.lower()]
+        partial = [i for i, name in inputs if device.lower() in name.lower()]
+        if exact or partial:
+            return (exact or partial)[0]
+    listing = ", ".join(f"{i}: {name}" for i, name in inputs) or "none"
+    raise DeviceError(f"no audio input device {device!r} (inputs: {listing})")
+
+
+class AudioSensor:
+    """A sounddevice ``InputStream`` feeding a bounded queue (see :mod:`.audio`)."""
+
+    def __init__(self, config: AudioConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.sample_rate = config.sample_rate
+        self.channels = config.channels
+        self.dtype = DTYPES[config.sample_format]
+        self._queue: queue.Queue[tuple[int, np.ndarray, datetime]] = queue.Queue(
+            maxsize=config.queue_blocks
+        )
+        self._stream: Any = None
+        self._lock = threading.Lock()
+        self._cb_frame = 0
+        self._frames = 0
+        self._overflows = 0
+        self._lost = 0
+        self._error: str | None = None
+        self._last_warning = float("-inf")
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        now = self.clock.now()
+        try:
+            lag = float(time_info.currentTime) - float(time_info.inputBufferAdcTime)
+        except (AttributeError, TypeError, ValueError):
+            lag = 0.0
+        if not 0 < lag < 1:
+            lag = frames / self.sample_rate
+        captured = now - timedelta(seconds=lag)
+        start = self._cb_frame
+        self._cb_frame += frames
+        with self._lock:
+            if status and status.input_overflow:
+                self._overflows += 1
+            try:
+                self._queue.put_nowait((start, indata.copy(), captured))
+            except queue.Full:
+                self._overflows += 1
+                self._lost += frames
+
+    def open(self) -> None:
+        import sounddevice as sd  # heavy (+22 MiB): only where a real device is used
+
+        self.close()
+        self._queue = queue.Queue(maxsize=self.config.queue_blocks)
+        self._cb_frame = self._frames = 0
+        self._error = None
+        device = find_input_device(sd, self.config.device)
+        try:
+            self._stream = sd.InputStream(
+                samplerate=self.sample_rate,
+                channels=self.channels,
+                dtype=self.dtype,
+                blocksize=self.config.blocksize,
+                device=device,
+                latency=self.config.latency,
+                callback=self._callback,
+            )
+            self._stream.start()
+        except Exception as error:  # PortAudioError, ValueError from bad settings
+            self._stream = None
+            self._error = str(error)
+            raise DeviceError(
+                f"cannot open audio input {self.config.device!r} at {self.sample_rate} Hz, "
+                f"{self.channels} channel(s), {self.dtype}: {error}"
+            ) from error
+
+    def _warn_overflows(self) -> None:
+        now = self.clock.monotonic()
+        if self._overflows and now - self._last_warning >= _WARN_EVERY:
+            self._last_warning = now
+            log.warning(
+                "audio input %s: %d overflow(s), %d frame(s) lost so far",
+                self.config.name,
+                self._overflows,
+                self._lost,
+            )
+
+    def read(self) -> Block | None:
+        if self._stream is None:
+            raise RuntimeError("read() before open()")
+        try:
+            start, data, captured = self._queue.get(timeout=self.config.timeout)
+        except queue.Empty:
+            active = bool(getattr(self._stream, "active", False))
+            self._error = f"no samples for {self.config.timeout:g} s (stream active: {active})"
+            raise DeviceError(f"audio input {self.config.name!r}: {self._error}") from None
+        self._frames = start + len(data)
+        self._warn_overflows()
+        return Block(data, start, captured)
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except Exception as error:  # the device may already be gone
+                log.warning("closing audio input %s: %s", self.config.name, error)
+
+    def health(self) -> SensorHealth:
+        with self._lock:
+            overflows, lost = self._overflows, self._lost
+        state = "error" if self._error else ("open" if self._stream is not None else "closed")
+        return SensorHealth(
+            state=state,
+            frames=self._frames,
+            overflows=overflows,
+            lost_frames=lost,
+            error=self._error,
+        )

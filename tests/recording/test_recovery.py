@@ -1,0 +1,234 @@
+"""Start-up recovery: spool salvage and quarantine, orphan data files, missing files, SIGKILL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from sqlalchemy import select
+
+from fieldstation.clock import SystemClock
+from fieldstation.job import JobContext
+from fieldstation.recording.chunk import ChunkWriter, sha256_file
+from fieldstation.recording.job import run_recorder
+from fieldstation.recording.metadata import ChunkSpec
+from fieldstation.recording.recovery import recover, salvage_frames
+from fieldstation.sensors.generator import SyntheticSensor
+from fieldstation.store.models import Message, Recording
+
+
+def spec_for(ctx: JobContext, fmt: str = "flac", index: int = 0, rate: int = 8000) -> ChunkSpec:
+    return ChunkSpec(
+        station=ctx.config.station.id,
+        sensor="syn",
+        session_id=str(uuid.uuid4()),
+        chunk_index=index,
+        start_frame=index * rate,
+        started_at=ctx.clock.now() + timedelta(seconds=index),
+        sample_rate=rate,
+        channels=1,
+        sample_format="int16",
+        format=fmt,
+        deployment_id=ctx.deployment_id,
+        config_hash="h",
+        version="test",
+        latitude=1.0,
+        longitude=2.0,
+        elevation=3.0,
+    )
+
+
+def noise(frames: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((frames, 1)) * 3000).astype(np.int16)
+
+
+def all_rows(db: Any) -> list[Recording]:
+    with db.session() as session:
+        return list(session.scalars(select(Recording).order_by(Recording.id)))
+
+
+@pytest.fixture
+def ctx(make_station, make_ctx) -> JobContext:  # type: ignore[no-untyped-def]
+    context, _ = make_ctx(
+        make_station({"name": "syn", "kind": "synthetic", "sample_rate": 8000, "frequency": 1000})
+    )
+    return context
+
+
+def test_closed_chunk_left_in_spool_is_committed_with_its_end_reason(ctx, db, spool_empty):  # type: ignore[no-untyped-def]
+    writer = ChunkWriter(ctx.home.spool, spec_for(ctx))
+    writer.write(noise(5000))
+    finished = writer.finish("window_end")  # crash here: closed but not renamed
+    report = recover(ctx)
+    rows = all_rows(db)
+    assert [(r.frames, r.end_reason, r.sha256) for r in rows] == [
+        (5000, "window_end", finished.sha256)
+    ]
+    assert report.committed == [rows[0].path] and spool_empty()
+    with db.session() as session:
+        assert session.scalars(select(Message).where(Message.kind == "recording")).one()
+
+
+@pytest.mark.parametrize("fmt", ["flac", "wav"])
+def test_unfinished_chunk_is_salvaged_up_to_its_last_whole_block(ctx, db, spool_empty, fmt):  # type: ignore[no-untyped-def]
+    spec = spec_for(ctx, fmt)
+    writer = ChunkWriter(ctx.home.spool, spec)
+    data = noise(40000)
+    writer.write(data)
+    writer._file.flush()  # what reached the disk before the power cut
+    size = writer.audio.stat().st_size
+    with open(writer.audio, "rb") as f:
+        head = f.read(size * 2 // 3 + 1)  # cut mid-frame
+    writer.abandon()
+    writer.audio.write_bytes(head)
+    report = recover(ctx)
+    (row,) = all_rows(db)
+    assert report.salvaged == [row.path] and spool_empty()
+    assert row.end_reason == "recovered" and 0 < row.frames < 40000
+    got = sf.read(str(ctx.home.root / row.path), dtype="int16", always_2d=True)[0]
+    assert np.array_equal(got, data[: row.frames])
+    assert row.sha256 == sha256_file(ctx.home.root / row.path)
+    assert (row.session_id, row.started_at) == (spec.session_id, spec.started_at)
+
+
+def test_undecodable_or_unknown_spool_files_are_quarantined(ctx, db, spool_empty):  # type: ignore[no-untyped-def]
+    writer = ChunkWriter(ctx.home.spool, spec_for(ctx))
+    writer.abandon()
+    writer.audio.write_bytes(b"fLaC garbage")
+    (ctx.home.spool / "stray.wav").write_bytes(b"RIFF....")
+    report = recover(ctx)
+    assert sorted(Path(p).name for p in report.quarantined) == sorted(
+        [writer.audio.name, "stray.wav"]
+    )
+    assert all_rows(db) == [] and spool_empty()
+
+
+@pytest.mark.parametrize("fmt", ["flac", "wav"])
+def test_data_file_without_row_gets_its_row_from_embedded_metadata(ctx, db, fmt):  # type: ignore[no-untyped-def]
+    spec = spec_for(ctx, fmt, index=3)
+    writer = ChunkWriter(ctx.home.spool, spec, sidecar=False)
+    writer.write(noise(8000))
+    finished = writer.finish("complete")
+    target = ctx.home.root / spec.relpath()
+    target.parent.mkdir(parents=True)
+    os.replace(finished.audio, target)  # crash after the rename, sidecar lost too
+    report = recover(ctx)
+    (row,) = all_rows(db)
+    assert report.registered == [spec.relpath()]
+    assert (row.session_id, row.chunk_index, row.start_frame) == (spec.session_id, 3, 24000)
+    assert (row.frames, row.sha256, row.started_at) == (8000, finished.sha256, spec.started_at)
+    assert row.end_reason == ("complete" if fmt == "wav" else "recovered")
+
+
+def test_row_whose_file_is_gone_is_marked_missing_and_recovery_is_idempotent(ctx, db):  # type: ignore[no-untyped-def]
+    from fieldstation.recording.commit import commit_chunk
+
+    writer = ChunkWriter(ctx.home.spool, spec_for(ctx))
+    writer.write(noise(100))
+    row = commit_chunk(ctx.db, ctx.config, ctx.home, writer.finish("complete"), ctx.clock.now())
+    (ctx.home.root / row.path).unlink()
+    assert recover(ctx).missing == [row.id]
+    assert all_rows(db)[0].file_state == "missing"
+    assert not recover(ctx).changed
+
+
+def _recorder_child(config: Any, home: Any, deployment_id: int, sensor: str) -> None:
+    ctx = JobContext(config, home, deployment_id, SystemClock(), name=f"recorder:{sensor}")
+    run_recorder(ctx, sensor)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_instants_loses_nothing_committed(  # type: ignore[no-untyped-def]
+    make_station, make_ctx, db, home, spool_empty
+):
+    sensors = [
+        {
+            "name": n,
+            "kind": "synthetic",
+            "sample_rate": 16000,
+            "frequency": 2000,
+            "speed": 8.0,
+            "chunk": "0.25s",
+            "block": "0.05s",
+            "format": fmt,
+            "min_free": "1MB",
+        }
+        for n, fmt in (("f", "flac"), ("w", "wav"))
+    ]
+    config = make_station(*sensors)
+    ctx, _ = make_ctx(config)
+    fork = multiprocessing.get_context("fork")
+    rng = random.Random(20260601)
+    quarantined = 0
+    outcomes: dict[str, int] = {}
+    for i in range(50):
+        name = "fw"[i % 2]
+        child = fork.Process(target=_recorder_child, args=(config, home, ctx.deployment_id, name))
+        child.start()
+        time.sleep(rng.uniform(0.02, 0.35))
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        report = recover(ctx)
+        quarantined += len(report.quarantined)
+        for key, value in report.as_dict().items():
+            outcomes[key] = outcomes.get(key, 0) + len(value)
+        assert spool_empty(), f"kill {i}: spool not empty"
+        data_files = {p.relative_to(home.root).as_posix() for p in home.data.rglob("*.*")}
+        present = {r.path for r in all_rows(db) if r.file_state == "present"}
+        assert data_files == present, f"kill {i}"
+    rows = all_rows(db)
+    assert len(rows) > 50 and all(r.file_state == "present" for r in rows)
+    reasons = {r.end_reason for r in rows}
+    assert reasons <= {"complete", "recovered"} and "complete" in reasons
+    generators = {s.name: SyntheticSensor(s, SystemClock()) for s in config.sensors}  # type: ignore[arg-type]
+    sessions: dict[str, list[Recording]] = {}
+    for r in rows:
+        path = home.root / r.path
+        assert sha256_file(path) == r.sha256
+        got = sf.read(str(path), dtype="int16", always_2d=True)[0]
+        assert len(got) == r.frames
+        expected = generators[r.sensor].samples(r.start_frame, r.start_frame + r.frames)
+        assert np.array_equal(got, expected), f"{r.path}: samples differ from the source"
+        sessions.setdefault(r.session_id, []).append(r)
+    for chunks in sessions.values():
+        chunks.sort(key=lambda r: r.chunk_index)
+        for a, b in zip(chunks, chunks[1:], strict=False):
+            assert b.start_frame == a.start_frame + a.frames
+    print("recovery outcomes over 50 kills:", outcomes, "rows:", len(rows))
+    # only files with no decodable frame at all (killed before the first frame reached the
+    # disk) may be quarantined: nothing that could be salvaged is set aside
+    for path in home.quarantine.iterdir():
+        assert len(salvage_frames(path, "int16")) == 0, f"{path.name} had frames"
+    assert len(list(home.quarantine.iterdir())) == quarantined
+
+
+def test_a_starting_recorder_salvages_only_its_own_spool_files(make_station, make_ctx, db):  # type: ignore[no-untyped-def]
+    synth = {"kind": "synthetic", "sample_rate": 8000, "frequency": 1000, "chunk": "1s"}
+    config = make_station({**synth, "name": "syn"}, {**synth, "name": "syn_b"})
+    ctx, progress = make_ctx(config)
+    mine = ChunkWriter(ctx.home.spool, spec_for(ctx))  # sensor "syn"
+    mine.write(noise(3000))
+    mine.abandon()  # the recorder died mid-chunk
+    other_spec = ChunkSpec(**{**spec_for(ctx).__dict__, "sensor": "syn_b"})
+    other = ChunkWriter(ctx.home.spool, other_spec)
+    other.write(noise(100))  # another recorder is writing this one right now
+    progress.stop_after_chunks = 1
+    run_recorder(ctx, "syn")
+    rows = all_rows(db)
+    assert [(r.sensor, r.end_reason, r.frames) for r in rows] == [
+        ("syn", "recovered", 3000),
+        ("syn", "complete", 8000),
+    ]
+    assert other.audio.exists() and other.sidecar.exists()
+    other.abandon()

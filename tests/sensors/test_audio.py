@@ -1,0 +1,83 @@
+"""The audio sensor's own logic: device lookup, bounded queue, overflow accounting, timeouts.
+
+Real capture through PortAudio is tested in tests/recording/test_pulse_capture.py.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fieldstation.clock import VirtualClock
+from fieldstation.sensors import DeviceError, Sensor, build_sensor
+from fieldstation.sensors.audio import AudioConfig
+from fieldstation.sensors.device import AudioSensor, find_input_device
+
+DEVICES = [
+    {"name": "HDA Intel PCH: ALC3246 Analog (hw:0,0)", "max_input_channels": 2},
+    {"name": "HDMI 0", "max_input_channels": 0},
+    {"name": "UltraMic 384K: USB Audio (hw:1,0)", "max_input_channels": 1},
+]
+FAKE_SD = SimpleNamespace(query_devices=lambda: DEVICES)
+
+
+def test_device_by_index_exact_name_or_substring() -> None:
+    assert find_input_device(FAKE_SD, None) is None
+    assert find_input_device(FAKE_SD, 2) == 2
+    assert find_input_device(FAKE_SD, "ultramic") == 2
+    with pytest.raises(DeviceError, match=r"no audio input device 'HDMI'.*0: HDA.*2: UltraMic"):
+        find_input_device(FAKE_SD, "HDMI")
+    with pytest.raises(DeviceError, match="no audio input device 1"):
+        find_input_device(FAKE_SD, 1)
+
+
+def make(queue_blocks: int = 2) -> AudioSensor:
+    config = AudioConfig(
+        name="m", kind="audio", sample_rate=8000, queue_blocks=queue_blocks, timeout=0.01
+    )
+    sensor = build_sensor(config, VirtualClock())
+    assert isinstance(sensor, AudioSensor) and isinstance(sensor, Sensor)
+    sensor._stream = SimpleNamespace(active=True, abort=lambda: None, close=lambda: None)
+    return sensor
+
+
+def feed(sensor: AudioSensor, value: int, frames: int = 100, overflow: bool = False) -> None:
+    times = SimpleNamespace(currentTime=10.0, inputBufferAdcTime=9.99)
+    status = SimpleNamespace(input_overflow=overflow)
+    sensor._callback(np.full((frames, 1), value, dtype=np.int16), frames, times, status)
+
+
+def test_a_full_queue_drops_counts_and_leaves_a_gap_in_the_frame_index(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sensor = make(queue_blocks=2)
+    feed(sensor, 1)
+    feed(sensor, 2)
+    feed(sensor, 3)  # queue full: dropped and counted
+    feed(sensor, 4, overflow=True)  # still full: dropped, and PortAudio flagged an overflow
+    first, second = sensor.read(), sensor.read()
+    assert first is not None and second is not None
+    assert (first.start_frame, second.start_frame) == (0, 100)
+    health = sensor.health()
+    assert (health.overflows, health.lost_frames) == (3, 200)
+    feed(sensor, 5)
+    third = sensor.read()
+    assert third is not None and third.start_frame == 400  # the jump shows the 200 lost frames
+    with pytest.raises(DeviceError, match="no samples for 0.01 s"):
+        sensor.read()
+    assert sensor.health().state == "error"
+    assert "3 overflow(s), 200 frame(s) lost" in caplog.text
+
+
+def test_overflow_flag_is_counted_and_blocks_keep_their_index() -> None:
+    sensor = make(queue_blocks=8)
+    feed(sensor, 1)
+    feed(sensor, 2, overflow=True)
+    blocks = [sensor.read(), sensor.read()]
+    assert [b.start_frame for b in blocks if b is not None] == [0, 100]
+    assert blocks[1] is not None and int(blocks[1].data[0, 0]) == 2
+    assert sensor.health().overflows == 1
+    # the capture time comes from the ADC time of the buffer: 10 ms before the callback
+    assert (sensor.clock.now() - blocks[0].captured_at).total_seconds() == pytest.approx(0.01)
