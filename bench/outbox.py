@@ -1,0 +1,147 @@
+"""Outbox speed: durable enqueue rate and QoS 1 delivery rate to a local Mosquitto.
+
+Prints one JSON object. Targets (issue 6): >= 10,000 msgs/s enqueued (in batches, each batch
+one fsynced SQLite transaction, synchronous=FULL) and >= 2,000 msgs/s delivered (marked sent
+only on PUBACK) to a Mosquitto on loopback. A real subscriber, in its own process as it would
+be in the field, counts the distinct message ids that arrive. The machine's load average is
+reported with the rates: on a shared machine they move with it.
+
+    python3 bench/outbox.py [--messages 20000] [--batch 500] [--delivery-batch 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from fieldstation.clock import SystemClock
+from fieldstation.config import parse_config, template_text
+from fieldstation.home import StationHome
+from fieldstation.outbox.delivery import DeliveryLoop
+from fieldstation.store import open_database
+from fieldstation.store.outbox import NewMessage, OutboxCap, enqueue, enqueue_many, status
+from fieldstation.testing.broker import MosquittoBroker, Subscriber
+
+BODY = {"label": "Turdus merula", "score": 0.87, "start": 1.5, "end": 4.5}
+
+
+def _subscribe(port: int, topic: str, expect: int, ready: Any, result: Any) -> None:
+    """Child process: subscribe, signal ``ready``, then report distinct ids received."""
+    sub = Subscriber("127.0.0.1", port, topic, client_id="bench-subscriber")
+    sub.subscribed.wait(10)
+    ready.set()
+    sub.wait_for(lambda s: len(s.ids) >= expect, 120)
+    result.put(len(sub.ids))
+    sub.close()
+
+
+def _enqueue_rates(db: Any, station: str, cap: OutboxCap, n: int, batch: int) -> dict[str, Any]:
+    clock = SystemClock()
+    single_n = min(n // 10, 2000)
+    started = time.perf_counter()
+    for first in range(0, single_n, batch):
+        with db.session() as session:
+            for i in range(first, min(single_n, first + batch)):
+                enqueue(
+                    session,
+                    kind="detection",
+                    body={**BODY, "n": i},
+                    destinations=["broker"],
+                    now=clock.now(),
+                    station_id=station,
+                    cap=cap,
+                )
+    single_s = time.perf_counter() - started
+    many_n = n - single_n
+    started = time.perf_counter()
+    for first in range(0, many_n, batch):
+        with db.session() as session:
+            items = [
+                NewMessage("detection", {**BODY, "n": i}, ["broker"])
+                for i in range(first, min(many_n, first + batch))
+            ]
+            enqueue_many(session, items, now=clock.now(), station_id=station, cap=cap)
+    many_s = time.perf_counter() - started
+    return {
+        "enqueue_batch": batch,
+        "enqueue_one_by_one_messages": single_n,
+        "enqueue_one_by_one_per_second": round(single_n / single_s),
+        "enqueue_many_messages": many_n,
+        "enqueue_many_seconds": round(many_s, 3),
+        "enqueue_many_per_second": round(many_n / many_s),
+        "enqueue_target": 10000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=500, help="messages per transaction")
+    parser.add_argument("--delivery-batch", type=int, default=1000, help="outbox.batch_size")
+    args = parser.parse_args()
+    n = args.messages
+    spawn = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp, MosquittoBroker(Path(tmp) / "broker") as broker:
+        data = tomllib.loads(template_text())
+        data["station"]["home"] = str(Path(tmp) / "home")
+        data["outputs"] = [
+            {"name": "broker", "kind": "mqtt", "host": "127.0.0.1", "port": broker.port}
+        ]
+        data["outbox"]["batch_size"] = args.delivery_batch
+        config = parse_config(data)
+        station = config.station.id
+        home = StationHome(config.home_path()).ensure()
+        db = open_database(home.database)
+
+        clock = SystemClock()
+        loop = DeliveryLoop(config, db, clock, home)
+        loop.run_once()  # empty outbox: builds and connects the messenger before any timing
+
+        ready, received = spawn.Event(), spawn.Queue()
+        topic = f"fieldstation/{station}/detection"
+        child = spawn.Process(target=_subscribe, args=(broker.port, topic, n, ready, received))
+        child.start()
+        ready.wait(30)
+
+        report = {
+            "messages": n,
+            **_enqueue_rates(db, station, OutboxCap.of(config.outbox), n, args.batch),
+        }
+
+        started = time.perf_counter()
+        delivered = 0
+        while True:
+            delivered += loop.run_once()
+            with db.session() as session:
+                if status(session).total("pending") == 0:
+                    break
+        deliver_s = time.perf_counter() - started
+        with db.session() as session:
+            sent = status(session).total("sent")
+        distinct = received.get(timeout=130)
+        child.join(10)
+        loop.close()
+        db.dispose()
+    report |= {
+        "delivery_batch": args.delivery_batch,
+        "delivered": delivered,
+        "sent_total": sent,
+        "deliver_seconds": round(deliver_s, 3),
+        "deliver_per_second": round(delivered / deliver_s) if deliver_s else None,
+        "deliver_target": 2000,
+        "subscriber_received_distinct": distinct,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

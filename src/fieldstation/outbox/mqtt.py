@@ -1,0 +1,239 @@
+"""MQTT messenger (paho-mqtt 2.x, QoS 1, sent on PUBACK)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from fieldstation.config.outputs import OutputConfig
+from fieldstation.config.plugins import Plugin
+from fieldstation.config.secrets import SecretRef
+from fieldstation.config.units import Seconds
+from fieldstation.outbox.messenger import OutgoingMessage, Result, message_topic, status_topic
+
+__all__ = ["MqttMessenger", "MqttOutputConfig", "plugin"]
+
+log = logging.getLogger(__name__)
+
+# MQTT v5 PUBACK reason codes that will not get better by retrying (MQTT 5.0, 3.4.2.1).
+_PERMANENT_REASONS = {0x87: "not authorized", 0x90: "topic name invalid", 0x99: "payload format"}
+
+
+class MqttOutputConfig(OutputConfig):
+    """An MQTT broker; topics are ``{prefix}/{station}/{kind}``."""
+
+    host: str = Field(description="Broker host name or address.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
+    prefix: str = Field(default="fieldstation", description="Topic prefix.")
+    client_id: str | None = Field(default=None, description="Default: fieldstation-<station id>.")
+    username: str | None = Field(default=None, description="User name.")
+    password: SecretRef | None = Field(default=None, description="'env:NAME' or 'file:PATH'.")
+    tls: bool = Field(default=False, description="Connect with TLS.")
+    ca_file: Path | None = Field(default=None, description="CA bundle for TLS.")
+    keepalive: Seconds = Field(default=60.0, gt=0, description="MQTT keepalive.")
+    protocol: str = Field(default="5", pattern="^(3.1.1|5)$", description="'5' or '3.1.1'.")
+    message_expiry: Seconds | None = Field(default=None, description="MQTT v5 message expiry.")
+    connect_timeout: Seconds = Field(
+        default=5.0, gt=0, description="How long a batch waits for a connection before retrying."
+    )
+    ack_timeout: Seconds = Field(
+        default=30.0, gt=0, description="How long a batch waits for its PUBACKs; later: retry."
+    )
+    reconnect_max: Seconds = Field(
+        default=60.0, ge=1, description="Longest pause between reconnection attempts (1 s first)."
+    )
+    max_inflight: int = Field(
+        default=1000, ge=1, le=65535, description="QoS 1 messages awaiting PUBACK at once."
+    )
+
+
+class MqttMessenger:
+    """One persistent MQTT connection (paho's network thread, reconnecting with backoff).
+
+    On connect it publishes a retained ``online`` to ``{prefix}/{station}/status``; the
+    connection's last will is a retained ``offline`` there, so the broker announces a station
+    that dies without saying goodbye; :meth:`close` publishes ``offline`` itself. ``send``
+    publishes a whole batch at QoS 1 (pipelined, up to ``max_inflight`` unacknowledged), then
+    waits for the PUBACKs: a message is ``sent`` only when its PUBACK arrived. With MQTT v5 each
+    message carries content type ``application/json`` and, if configured, a message expiry.
+    Waits use the injected clock.
+    """
+
+    def __init__(self, config: MqttOutputConfig, *, station_id: str, clock: Any) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+        self.config = config
+        self.station_id = station_id
+        self.clock = clock
+        self._v5 = config.protocol == "5"
+        self._status_topic = status_topic(config.prefix, station_id)
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._acks: dict[int, Any] = {}
+        self._waiting: set[int] = set()
+        self._batch_done = threading.Event()
+        self._last_error = "not connected yet"
+        self._closed = False
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=config.client_id or f"fieldstation-{station_id}",
+            protocol=MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311,
+        )
+        client = self._client
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_publish = self._on_publish
+        client.max_inflight_messages_set(config.max_inflight)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(1, max(1, int(config.reconnect_max)))
+        client.will_set(self._status_topic, "offline", qos=1, retain=True)
+        if config.username is not None:
+            password = config.password.reveal() if config.password is not None else None
+            client.username_pw_set(config.username, password)
+        if config.tls:
+            client.tls_set(ca_certs=str(config.ca_file) if config.ca_file else None)
+        self._properties = self._publish_properties()
+        client.connect_async(config.host, config.port, keepalive=int(config.keepalive))
+        client.loop_start()
+
+    def _publish_properties(self) -> Any:
+        if not self._v5:
+            return None
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        class PackedOnce(Properties):  # type: ignore[misc]
+            """The same properties go with every message: pack them once, not per publish."""
+
+            _packed: bytes | None = None
+
+            def pack(self) -> bytes:
+                packed = self._packed
+                if packed is None:
+                    packed = super().pack()
+                    object.__setattr__(self, "_packed", packed)
+                return packed
+
+        properties = PackedOnce(PacketTypes.PUBLISH)
+        properties.ContentType = "application/json"
+        if self.config.message_expiry:
+            properties.MessageExpiryInterval = int(self.config.message_expiry)
+        return properties
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection to the broker is up."""
+        return self._connected.is_set()
+
+    # paho callbacks (network thread) -------------------------------------------------------
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self._last_error = f"broker refused the connection: {reason}"
+            log.warning("mqtt %s:%s: %s", self.config.host, self.config.port, self._last_error)
+            return
+        client.publish(self._status_topic, "online", qos=1, retain=True)
+        self._connected.set()
+        log.info("mqtt connected to %s:%s", self.config.host, self.config.port)
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self._last_error = f"cannot reach the broker at {self.config.host}:{self.config.port}"
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if self._connected.is_set():  # else keep why connecting failed (e.g. refused)
+            self._last_error = f"connection to {self.config.host}:{self.config.port} lost: {reason}"
+        self._connected.clear()
+        self._batch_done.set()  # a waiting batch stops waiting for PUBACKs that won't come
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        with self._lock:
+            self._acks[mid] = reason
+            if mid in self._waiting:
+                self._waiting.discard(mid)
+                if not self._waiting:
+                    self._batch_done.set()
+
+    # Messenger ---------------------------------------------------------------------------------
+    def send(self, batch: Sequence[OutgoingMessage]) -> list[Result]:
+        """Publish ``batch`` at QoS 1 and wait for the PUBACKs (see the class docstring)."""
+        if not batch:
+            return []
+        if not self._connected.is_set():
+            self.clock.wait(self._connected, self.config.connect_timeout)
+        if not self._connected.is_set():
+            return [Result.retry(f"mqtt unavailable: {self._last_error}")] * len(batch)
+        with self._lock:
+            self._acks.clear()
+            self._waiting.clear()
+            self._batch_done.clear()
+        mids: list[int | None] = []
+        prefix, station = self.config.prefix, self.station_id
+        for message in batch:
+            info = self._client.publish(
+                message_topic(prefix, station, message.kind),
+                message.payload.encode(),
+                qos=1,
+                properties=self._properties,
+            )
+            mids.append(info.mid if info.rc in (0, 4) else None)  # 4: queued while reconnecting
+        with self._lock:
+            self._waiting = {m for m in mids if m is not None and m not in self._acks}
+            if not self._waiting:
+                self._batch_done.set()
+        self.clock.wait(self._batch_done, self.config.ack_timeout)
+        with self._lock:
+            acks = dict(self._acks)
+            self._waiting.clear()
+        return [self._result(mid, acks) for mid in mids]
+
+    def _result(self, mid: int | None, acks: dict[int, Any]) -> Result:
+        if mid is None:
+            return Result.retry("paho refused the publish (client queue full)")
+        if mid not in acks:
+            if not self._connected.is_set():
+                return Result.retry(f"no PUBACK: {self._last_error}")
+            return Result.retry(f"no PUBACK within {self.config.ack_timeout:g} s")
+        reason = acks[mid]
+        if reason is None or not getattr(reason, "is_failure", False):
+            return Result.sent()
+        value = getattr(reason, "value", None)
+        if value in _PERMANENT_REASONS:
+            return Result.reject(f"broker rejected the message: {reason}")
+        return Result.retry(f"broker PUBACK: {reason}")
+
+    def close(self) -> None:
+        """Publish a retained ``offline``, disconnect cleanly, stop the network thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._connected.is_set():
+            info = self._client.publish(self._status_topic, "offline", qos=1, retain=True)
+            done = threading.Event()
+            for _ in range(20):  # up to ~1 s for the PUBACK of the goodbye
+                if info.is_published() or not self._connected.is_set():
+                    break
+                self.clock.wait(done, 0.05)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def _create(
+    config: MqttOutputConfig, *, station_id: str, clock: Any = None, **context: object
+) -> MqttMessenger:
+    """Build the messenger and start connecting (in the background)."""
+    if clock is None:
+        from fieldstation.clock import SystemClock
+
+        clock = SystemClock()
+    return MqttMessenger(config, station_id=station_id, clock=clock)
+
+
+plugin = Plugin(config_model=MqttOutputConfig, factory=_create, description=__doc__ or "")

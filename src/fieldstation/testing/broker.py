@@ -1,0 +1,228 @@
+"""A real Mosquitto broker on a free loopback port, for tests, examples and benchmarks.
+
+``MosquittoBroker`` writes a config into its own folder (persistence on, so a stopped and
+restarted broker keeps its sessions and queued QoS 1 messages), starts ``mosquitto -c`` as a
+child process, and can stop (SIGTERM: the broker saves its state), kill (SIGKILL) and restart
+it on the same port. As root Mosquitto would drop to user ``mosquitto``; the config says
+``user root`` so the folder it writes needs no special owner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BrokerError", "MosquittoBroker", "Subscriber", "free_port"]
+
+
+class BrokerError(RuntimeError):
+    """Mosquitto is not installed or did not start (its log is quoted)."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that was free a moment ago (bind to port 0, read, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class MosquittoBroker:
+    """A Mosquitto child process on ``host:port`` (a free port by default).
+
+    Use as a context manager or call :meth:`start` / :meth:`stop`. ``folder`` (default: a new
+    temporary folder, removed by :meth:`cleanup`) holds ``mosquitto.conf``, the persistence
+    file and ``mosquitto.log``. ``extra_config`` lines are appended to the config.
+    """
+
+    def __init__(
+        self,
+        folder: Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        extra_config: str = "",
+    ) -> None:
+        executable = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+        )
+        if executable is None:
+            raise BrokerError("mosquitto is not installed: apt-get install mosquitto")
+        self.executable = executable
+        self._own_folder = folder is None
+        self.folder = Path(folder or tempfile.mkdtemp(prefix="fieldstation-mosquitto-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.port = port or free_port(host)
+        self.extra_config = extra_config
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_file(self) -> Path:
+        return self.folder / "mosquitto.conf"
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "mosquitto.log"
+
+    def _write_config(self) -> None:
+        lines = [
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {self.folder}/",
+            f"log_dest file {self.log_file}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "max_queued_messages 0",
+            "max_inflight_messages 0",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        self.config_file.write_text("\n".join(lines) + "\n" + self.extra_config + "\n")
+
+    @property
+    def running(self) -> bool:
+        """True while the broker process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 10.0) -> MosquittoBroker:
+        """Start the broker and wait until it accepts connections (raises BrokerError)."""
+        if self.running:
+            return self
+        self._write_config()
+        self.process = subprocess.Popen(
+            [self.executable, "-c", str(self.config_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        stderr = b""
+        if self.process.poll() is not None and self.process.stderr:
+            stderr = self.process.stderr.read()
+        self.kill()
+        log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        raise BrokerError(
+            f"mosquitto did not start on {self.host}:{self.port}: "
+            f"{stderr.decode(errors='replace')}{log[-2000:]}"
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop gracefully (SIGTERM; the broker saves sessions and queued messages)."""
+        self._signal(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL; unsaved broker state is lost)."""
+        self._signal(signal.SIGKILL, 10.0)
+
+    def _signal(self, signum: int, timeout: float) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+
+    def restart(self) -> MosquittoBroker:
+        """Stop gracefully and start again on the same port."""
+        self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        """Stop and remove the folder when this object created it."""
+        self.kill()
+        if self._own_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> MosquittoBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+class Subscriber:
+    """A real paho subscriber (QoS 1, persistent session) that records what arrives.
+
+    The session survives broker restarts (``clean_session=False`` on MQTT 3.1.1 and a
+    persistent broker), so QoS 1 messages queued while it was disconnected still arrive.
+    ``ids`` counts each envelope ``id`` received (a count above 1 is a duplicate);
+    ``retained`` maps topics to the last payload (text) seen on them, for status topics.
+    """
+
+    def __init__(self, host: str, port: int, topic: str, client_id: str = "test-subscriber"):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.ids: Counter[str] = Counter()
+        self.payloads: dict[str, list[str]] = {}
+        self.subscribed = threading.Event()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self.topic = topic
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect_async(host, port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        text = message.payload.decode(errors="replace")
+        with self._changed:
+            self.payloads.setdefault(message.topic, []).append(text)
+            if text.startswith("{"):
+                self.ids[json.loads(text)["id"]] += 1
+            self._changed.notify_all()
+
+    def wait_for(self, predicate: Any, timeout: float) -> bool:
+        """Wait until ``predicate(self)`` is true (checked on each message) or ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.5))
+        return True
+
+    @property
+    def duplicates(self) -> int:
+        """Messages received more than once (extra copies)."""
+        with self._lock:
+            return sum(n - 1 for n in self.ids.values())
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,40 @@
+"""Fixtures of the outbox tests: station configs with given outputs, a real Mosquitto."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fieldstation.config import StationConfig, parse_config, template_text
+from fieldstation.home import StationHome
+from fieldstation.testing.broker import MosquittoBroker
+
+MakeStation = Callable[..., StationConfig]
+
+
+@pytest.fixture
+def make_station(home: StationHome) -> MakeStation:
+    """``make_station(outputs=[...], **outbox)``: the default station in ``home`` with these
+    outputs and ``[outbox]`` values."""
+    base = tomllib.loads(template_text())
+
+    def make(outputs: list[dict[str, Any]], **outbox: Any) -> StationConfig:
+        data = copy.deepcopy(base)
+        data["station"]["home"] = str(home.root)
+        data["outputs"] = outputs
+        data["outbox"].update(outbox)
+        return parse_config(data)
+
+    return make
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A real Mosquitto on a free loopback port (persistent), stopped after the test."""
+    with MosquittoBroker(tmp_path / "broker") as running:
+        yield running

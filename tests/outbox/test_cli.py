@@ -1,0 +1,113 @@
+"""``fieldstation outbox CONFIG status|list|retry|purge-dead`` on a real station database."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from fieldstation.cli import outbox_cmd
+from fieldstation.clock import VirtualClock
+from fieldstation.home import StationHome
+from fieldstation.store import Database
+from fieldstation.store import outbox as store
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    application = typer.Typer()
+    application.callback()(lambda: None)
+    outbox_cmd.register(application)
+    return application
+
+
+@pytest.fixture
+def station_file(home: StationHome) -> Path:
+    path = home.root / "station.toml"
+    path.write_text(
+        f"""
+[station]
+id = "cli"
+latitude = 0
+longitude = 0
+timezone = "UTC"
+home = "{home.root}"
+
+[[outputs]]
+name = "local"
+kind = "file"
+
+[outbox]
+max_bytes = "3KB"
+when_full = "drop_oldest"
+"""
+    )
+    return path
+
+
+def test_status_list_retry_purge(
+    app: typer.Typer,
+    station_file: Path,
+    db: Database,
+    clock: VirtualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outbox_cmd.console, "width", 200)
+    cap = store.OutboxCap(3000, "drop_oldest")
+    with db.session() as session:
+        for kind in ["event"] * 4 + ["recording"] * 4 + ["detection"] * 8:
+            store.enqueue(
+                session,
+                kind=kind,
+                body={"pad": "x" * 150},
+                destinations=["local"],
+                now=clock.now(),
+                station_id="cli",
+                cap=cap,
+            )
+        rows, _ = store.next_batch(session, "local", now=clock.now(), limit=2)
+        store.mark_dead(session, [r.delivery_id for r in rows], reason="HTTP 400: no")
+    runner = CliRunner()
+    result = runner.invoke(app, ["outbox", str(station_file), "status", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    local = report["destinations"]["local"]
+    assert local["dropped"] > 0 and local["dead"] == 2
+    assert local["pending"] + local["dead"] + local["dropped"] == 16
+    assert report["pending_bytes"] <= 3000 and report["max_bytes"] == 3000
+    with db.session() as session:
+        dropped = store.list_deliveries(session, state="dropped", limit=100)
+    assert {m.kind for _, m in dropped} == {"recording", "detection"}  # never an event
+    assert sum(m.kind == "recording" for _, m in dropped) == 4  # lowest priority went first
+
+    table = runner.invoke(app, ["outbox", str(station_file), "status"])
+    assert table.exit_code == 0 and "local" in table.stdout and "when full" in table.stdout
+    listed = runner.invoke(app, ["outbox", str(station_file), "list", "--state", "dead"])
+    assert listed.exit_code == 0 and "HTTP 400: no" in listed.stdout
+    bad = runner.invoke(app, ["outbox", str(station_file), "list", "--state", "lost"])
+    assert bad.exit_code == 2
+
+    retried = runner.invoke(app, ["outbox", str(station_file), "retry"])
+    assert retried.exit_code == 0 and "2 dead letter(s) moved back" in retried.stdout
+    with db.session() as session:
+        rows, _ = store.next_batch(session, "local", now=datetime.now(UTC), limit=1)
+        assert store.mark_dead(session, [r.delivery_id for r in rows], reason="again") == 1
+    purged = runner.invoke(app, ["outbox", str(station_file), "purge-dead", "--yes"])
+    assert purged.exit_code == 0 and "1 dead letter(s) deleted" in purged.stdout
+    with db.session() as session:
+        assert store.status(session).counts["local"]["dead"] == 0
+
+
+def test_missing_database_is_a_clear_error(app: typer.Typer, tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(
+        f'[station]\nid = "x"\nlatitude = 0\nlongitude = 0\ntimezone = "UTC"\n'
+        f'home = "{tmp_path / "nohome"}"\n'
+    )
+    result = CliRunner().invoke(app, ["outbox", str(path), "status"])
+    assert result.exit_code == 2
+    assert "no station database" in result.output

@@ -1,0 +1,195 @@
+"""MQTT options against a real Mosquitto: username/password from a secret file, TLS with a
+private CA, MQTT v5 content type and message expiry."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fieldstation.clock import SystemClock
+from fieldstation.config import StationConfig
+from fieldstation.home import StationHome
+from fieldstation.outbox.delivery import DeliveryLoop
+from fieldstation.store import Database
+from fieldstation.store import outbox as store
+from fieldstation.testing.broker import MosquittoBroker, free_port
+
+
+def _enqueue(db: Database, n: int) -> list[str]:
+    with db.session() as session:
+        return store.enqueue_many(
+            session,
+            [store.NewMessage("summary", {"n": i}, ["broker"]) for i in range(n)],
+            now=SystemClock().now(),
+            station_id="default",
+        )
+
+
+def _counts(db: Database) -> dict[str, int]:
+    with db.session() as session:
+        return store.status(session).counts["broker"]
+
+
+def test_username_and_password_from_a_secret_file(
+    tmp_path: Path,
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+) -> None:
+    passwords = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwords), "station", "right horse"], check=True
+    )
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("right horse\n")
+    secret.chmod(0o600)
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("battery staple\n")
+    wrong.chmod(0o600)
+    extra = f"password_file {passwords}\n"
+    with MosquittoBroker(tmp_path / "broker", extra_config=extra) as broker:
+        broker.config_file.write_text(
+            broker.config_file.read_text().replace("allow_anonymous true", "allow_anonymous false")
+        )
+        broker.restart()
+        output = {
+            "name": "broker",
+            "kind": "mqtt",
+            "host": broker.host,
+            "port": broker.port,
+            "username": "station",
+            "connect_timeout": "1s",
+        }
+        _enqueue(db, 5)
+        bad = make_station([{**output, "password": f"file:{wrong}"}], backoff_initial="0.1s")
+        with DeliveryLoop(bad, db, SystemClock(), home) as loop:
+            assert loop.run_once() == 0
+        with db.session() as session:
+            (delivery, _), *_ = store.list_deliveries(session)
+        assert "refused" in str(delivery.last_error) and "mqtt unavailable" in str(
+            delivery.last_error
+        )
+        good = make_station([{**output, "password": f"file:{secret}"}], backoff_initial="0.1s")
+        with DeliveryLoop(good, db, SystemClock(), home) as loop:
+            SystemClock().sleep(0.2)  # past the backoff of the refused attempt
+            assert loop.run_once() == 5
+
+
+def _make_ca(folder: Path) -> dict[str, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI, EC P-256)."""
+    ca_key, ca, key, csr, cert = (
+        folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-subj", "/CN=test-ca", "-days", "1")
+    run("req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    san = folder / "san.cnf"
+    san.write_text("subjectAltName=IP:127.0.0.1\n")
+    run(
+        "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+        "-out", cert, "-days", "1", "-extfile", san,
+    )  # fmt: skip
+    key.chmod(0o644)
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+def test_tls_with_a_private_ca(
+    tmp_path: Path,
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+) -> None:
+    files = _make_ca(tmp_path)
+    tls_port = free_port()
+    extra = (
+        f"listener {tls_port} 127.0.0.1\ncafile {files['ca']}\n"
+        f"certfile {files['cert']}\nkeyfile {files['key']}\n"
+    )
+    with MosquittoBroker(tmp_path / "broker", extra_config=extra) as broker:
+        config = make_station(
+            [
+                {
+                    "name": "broker",
+                    "kind": "mqtt",
+                    "host": "127.0.0.1",
+                    "port": tls_port,
+                    "tls": True,
+                    "ca_file": str(files["ca"]),
+                }
+            ]
+        )
+        assert broker.running
+        _enqueue(db, 20)
+        with DeliveryLoop(config, db, SystemClock(), home) as loop:
+            assert loop.run_once() == 20
+        assert _counts(db)["sent"] == 20
+
+
+def test_mqtt5_content_type_and_message_expiry(
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    broker: MosquittoBroker,
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    received: list[Any] = []
+    ready, got = threading.Event(), threading.Event()
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    sub.on_connect = lambda c, *a: c.subscribe("fieldstation/default/summary", qos=1)
+    sub.on_subscribe = lambda *a: ready.set()
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        received.append(message)
+        got.set()
+
+    sub.on_message = on_message
+    sub.connect(broker.host, broker.port)
+    sub.loop_start()
+    try:
+        assert ready.wait(10)
+        config = make_station(
+            [
+                {
+                    "name": "broker",
+                    "kind": "mqtt",
+                    "host": broker.host,
+                    "port": broker.port,
+                    "message_expiry": "1h",
+                }
+            ]
+        )
+        _enqueue(db, 1)
+        with DeliveryLoop(config, db, SystemClock(), home) as loop:
+            assert loop.run_once() == 1
+        assert got.wait(10)
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+    properties = received[0].properties
+    assert properties.ContentType == "application/json"
+    assert 3590 <= properties.MessageExpiryInterval <= 3600
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1"])
+def test_mqtt311_still_delivers(
+    protocol: str,
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    broker: MosquittoBroker,
+) -> None:
+    config = make_station(
+        [{"name": "broker", "kind": "mqtt", "host": broker.host, "port": broker.port,
+          "protocol": protocol, "message_expiry": "1h"}]
+    )  # fmt: skip
+    _enqueue(db, 10)
+    with DeliveryLoop(config, db, SystemClock(), home) as loop:
+        assert loop.run_once() == 10
