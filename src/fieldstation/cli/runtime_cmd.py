@@ -1,0 +1,314 @@
+"""Runtime commands: ``run``, ``status``, ``start/stop/restart JOB``, ``logs``, ``install``,
+``uninstall``.
+
+``run`` runs the supervisor in this process; the other commands talk to a running station
+through its control socket (``run/control.sock`` in the station home), except ``logs`` which
+reads the log files directly (so it works on a stopped station too).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fieldstation.cli.common import EXIT_INVALID, console, err_console, home_of, load_or_exit
+from fieldstation.home import StationHome
+
+__all__ = ["register"]
+
+EXIT_FAILED = 1
+"""Exit status when the station cannot run or does not answer."""
+
+ConfigArg = Annotated[
+    Path | None, typer.Argument(help="Station file (TOML); default: the embedded default.")
+]
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Station home (default: the home of --config or the default)."),
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Station file whose home to use.")
+]
+
+
+def _home(home: Path | None, config: Path | None) -> StationHome:
+    if home is not None:
+        return StationHome(home.expanduser())
+    return home_of(load_or_exit(config))
+
+
+def _client(home: StationHome) -> Any:
+    from fieldstation.runtime.client import ControlClient
+
+    return ControlClient(home.control_socket)
+
+
+def run(
+    config: ConfigArg = None,
+    duration: Annotated[
+        str | None, typer.Option("--for", help="Stop after this long (e.g. 20s, 5m).")
+    ] = None,
+) -> None:
+    """Run the station (Ctrl-C or SIGTERM stops it gracefully)."""
+    from fieldstation.config.units import parse_duration
+    from fieldstation.home import StationLockedError
+    from fieldstation.runtime.logs import setup_logging
+    from fieldstation.runtime.station import Station
+
+    cfg = load_or_exit(config)
+    seconds = None
+    if duration is not None:
+        try:
+            seconds = parse_duration(duration)
+        except ValueError as error:
+            err_console.print(f"[red]--for {duration!r}: {error}[/]")
+            raise typer.Exit(EXIT_INVALID) from None
+    station = Station(cfg)
+    station.home.ensure()
+    setup_logging(cfg.logging, station.home.logs, name="station", console=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    console.print(
+        f"station [bold]{cfg.station.id}[/] in {station.home.root}"
+        + (f" for {duration}" if duration else " (Ctrl-C stops)"),
+        highlight=False,
+    )
+    try:
+        station.run(stop, duration=seconds)
+    except StationLockedError as error:
+        err_console.print(f"[red]{error}[/]", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    console.print(f"station [bold]{cfg.station.id}[/] stopped", highlight=False)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    from fieldstation.config.units import format_seconds
+
+    return format_seconds(round(seconds))
+
+
+def _render(status: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from fieldstation.config.units import format_bytes
+
+    deployment = status.get("deployment") or {}
+    storage = status.get("storage") or {}
+    outbox = status.get("outbox") or {}
+    health = "[green]healthy[/]" if status.get("healthy") else "[red]unhealthy[/]"
+    if status.get("shutting_down"):
+        health += ", [yellow]shutting down[/]"
+    console.print(
+        f"station [bold]{status.get('station')}[/] pid {status.get('pid')} {health}, up "
+        f"{_age(status.get('uptime_s'))}, deployment {deployment.get('id')}",
+        highlight=False,
+    )
+    table = Table("job", "state", "pid", "uptime", "restarts", "last progress", "next slot")
+    colours = {"running": "green", "failed": "red", "backoff": "yellow", "stopped": "dim"}
+    for job in status.get("jobs", []):
+        last = job.get("last_progress") or {}
+        progress = f"{last['what']} ({_age(last.get('age_s'))} ago)" if last else "-"
+        state = job["state"]
+        if job.get("restart_in_s") is not None:
+            state += f" ({job['restart_in_s']:.0f} s)"
+        table.add_row(
+            job["name"],
+            f"[{colours.get(job['state'], 'white')}]{state}[/]",
+            str(job.get("pid") or "-"),
+            _age(job.get("uptime_s")),
+            str(job.get("restarts", 0)),
+            progress,
+            job.get("next_slot") or "-",
+        )
+    console.print(table)
+    free = storage.get("free_bytes")
+    console.print(
+        f"outbox pending {outbox.get('pending', '?')}, disk free "
+        f"{format_bytes(free) if free is not None else '?'}, network "
+        f"{ {True: 'up', False: 'down', None: '?'}[(status.get('network') or {}).get('up')] }",
+        highlight=False,
+    )
+
+
+def status(
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the jobs of the running station (exit 1 when it is not running)."""
+    from fieldstation.runtime.client import StationNotRunningError
+    from fieldstation.runtime.status import read_status
+
+    station_home = _home(home, config)
+    try:
+        with _client(station_home) as client:
+            body = client.status()
+    except StationNotRunningError as error:
+        last = read_status(station_home.status_file)
+        if as_json:
+            print(json.dumps({"running": False, "error": str(error), "last": last}, indent=2))
+        else:
+            err_console.print(f"[yellow]{error}[/]", highlight=False)
+            if last is not None:
+                err_console.print(f"last status written at {last.get('updated_at')}:")
+                _render(last)
+        raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        print(json.dumps({"running": True, **body}, indent=2, default=str))
+    else:
+        _render(body)
+
+
+def _job_command(action: str, job: str, home: StationHome) -> None:
+    from fieldstation.runtime.client import ControlError, StationNotRunningError
+
+    try:
+        with _client(home) as client:
+            body = getattr(client, action)(job)
+    except (StationNotRunningError, ControlError) as error:
+        err_console.print(f"[red]{error}[/]", highlight=False)
+        code = EXIT_INVALID if isinstance(error, ControlError) and error.status == 404 else 1
+        raise typer.Exit(code) from None
+    console.print(f"{body['name']}: {body['state']}", highlight=False)
+
+
+JobArg = Annotated[str, typer.Argument(help="Job name, e.g. recorder:mic, processor:energy.")]
+
+
+def start(job: JobArg, config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """Start a stopped or failed job."""
+    _job_command("start", job, _home(home, config))
+
+
+def stop(job: JobArg, config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """Stop a job; it stays stopped until started (a sleeping recorder skips its next slot)."""
+    _job_command("stop", job, _home(home, config))
+
+
+def restart(job: JobArg, config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """Stop a job and start it again."""
+    _job_command("restart", job, _home(home, config))
+
+
+def logs(
+    job: Annotated[str, typer.Argument(help="Job name, or 'station' (the supervisor).")] = (
+        "station"
+    ),
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = (
+        False
+    ),
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines to show.")] = 50,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Print the last lines of a job's log (logs/<job>.log)."""
+    from fieldstation.runtime.jobs import log_file_of
+    from fieldstation.runtime.supervisor import tail_lines
+
+    station_home = _home(home, config)
+    path = log_file_of(station_home, job)
+    if not path.exists():
+        known = sorted(p.stem.replace("-", ":", 1) for p in station_home.logs.glob("*.log"))
+        err_console.print(
+            f"[red]no log {path}[/]; logs: {', '.join(known) or 'none'}", highlight=False
+        )
+        raise typer.Exit(EXIT_INVALID)
+    for line in tail_lines(path, lines):
+        print(line)
+    if not follow:
+        return
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        handle.seek(0, 2)
+        try:
+            while True:
+                line = handle.readline()
+                if line:
+                    print(line, end="", flush=True)
+                    continue
+                time.sleep(0.5)
+                if path.stat().st_size < handle.tell():  # rotated
+                    handle.close()
+                    handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+        except KeyboardInterrupt:
+            return
+
+
+def install(
+    config: Annotated[Path, typer.Argument(help="Station file (TOML) the service runs.")],
+    user: Annotated[bool, typer.Option("--user", help="Install a user unit.")] = False,
+    enable: Annotated[bool, typer.Option(help="Enable and start it with systemctl.")] = True,
+) -> None:
+    """Install a systemd service running this station (Type=notify, watchdog, restarts)."""
+    from fieldstation.runtime.systemd import SystemdError, install_unit, render_unit
+
+    cfg = load_or_exit(config)
+    station_home = home_of(cfg).ensure()
+    text = render_unit(
+        station_id=cfg.station.id, config_path=config, home=station_home.root, user=user
+    )
+    try:
+        done = install_unit(
+            text,
+            station_id=cfg.station.id,
+            home_systemd=station_home.systemd,
+            user=user,
+            enable=enable,
+        )
+    except SystemdError as error:
+        err_console.print(f"[red]{error}[/]", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    for path in done.copies:
+        console.print(f"wrote {path}", highlight=False)
+    if done.enabled:
+        console.print(f"enabled and started {done.unit}")
+    if done.todo:
+        console.print("to finish, run:")
+        for line in done.todo:
+            console.print(f"  {line}", highlight=False, markup=False)
+
+
+def uninstall(
+    config: ConfigArg = None,
+    user: Annotated[bool, typer.Option("--user", help="Remove the user unit.")] = False,
+) -> None:
+    """Stop, disable and remove the station's systemd unit."""
+    from fieldstation.runtime.systemd import SystemdError, uninstall_unit
+
+    cfg = load_or_exit(config)
+    try:
+        removed = uninstall_unit(
+            station_id=cfg.station.id, home_systemd=home_of(cfg).systemd, user=user
+        )
+    except SystemdError as error:
+        err_console.print(f"[red]{error}[/]", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    for path in removed:
+        console.print(f"removed {path}", highlight=False)
+    if not removed:
+        console.print("no unit installed")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command()(run)
+    app.command()(status)
+    app.command()(start)
+    app.command()(stop)
+    app.command()(restart)
+    app.command()(logs)
+    app.command()(install)
+    app.command()(uninstall)

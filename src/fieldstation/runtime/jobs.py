@@ -1,0 +1,297 @@
+"""Job specs and the entry point of a job's child process.
+
+A process job names its function by module path (``"fieldstation.recording.job:run_recorder"``)
+so the supervisor never imports it: the child does, after the fork, and only the child pays
+for the heavy modules a job needs (numpy, soundfile, a model). A thread job is a callable
+``run(stop)`` built by the station (delivery loop, heartbeat, ...).
+
+Children are started with multiprocessing's ``forkserver`` method: a small single-threaded
+server process, started before the supervisor starts any thread and preloaded with the light
+modules every job needs (:data:`PRELOAD`), forks each child. Forking the supervisor itself
+would be cheaper, but it runs threads that use SQLite, and a fork taken while another thread
+holds a lock (SQLite's own mutexes included) can deadlock the child (decision record 0060).
+The config crosses over as JSON-ready data and is validated again in the child.
+
+The child process (:func:`child_main`):
+
+- asks the kernel to send it SIGTERM when its parent (the fork server, which exits when the
+  supervisor dies) dies (``PR_SET_PDEATHSIG``, prctl(2)), and exits at once if it is gone;
+- moves into its own process group, so the supervisor can kill it with everything it started
+  (``killpg``) and a terminal's Ctrl-C reaches only the supervisor, which then stops jobs in
+  order;
+- SIGTERM sets ``ctx.stop`` with ``stop_reason`` ``"shutdown"``, SIGUSR1 with ``"stopped"``
+  (an operator stopped the job); either arms ``alarm(stop_timeout)`` so a job that ignores the
+  stop still dies;
+- logs to ``logs/<job>.log`` only, and reports progress to the supervisor as JSON lines over
+  a one-way pipe (bounded: a supervisor that stops reading slows the job down).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from typing import Any
+
+from fieldstation.clock import SystemClock
+from fieldstation.home import StationHome
+from fieldstation.runtime.liveness import AlwaysAlive, Liveness
+
+__all__ = [
+    "JobNotFoundError",
+    "ProcessJobSpec",
+    "ThreadJobSpec",
+    "child_main",
+    "fork_fork_server",
+    "log_file_of",
+    "resolve_target",
+]
+
+PRELOAD = ["fieldstation.runtime.jobs", "fieldstation.runtime.preload"]
+"""Modules the fork server imports once, so each child starts with them and their pages are
+shared by all jobs (see :mod:`fieldstation.runtime.preload`)."""
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: signal sent to this process when its parent thread dies."""
+
+STOP_SIGNALS = {signal.SIGTERM: "shutdown", signal.SIGUSR1: "stopped"}
+"""Signal the supervisor sends -> ``ctx.stop_reason`` of the job."""
+
+log = logging.getLogger(__name__)
+
+
+class JobNotFoundError(LookupError):
+    """A job target ``module:function`` cannot be imported."""
+
+
+@dataclass(frozen=True)
+class ProcessJobSpec:
+    """A job run in its own OS process: ``target(ctx, *args)``.
+
+    ``target``: ``"package.module:function"``. ``liveness``: how progress is judged.
+    """
+
+    name: str
+    target: str
+    args: tuple[Any, ...] = ()
+    liveness: Liveness = field(default_factory=AlwaysAlive)
+    kind: str = "process"
+
+
+@dataclass(frozen=True)
+class ThreadJobSpec:
+    """A job run as a thread of the supervisor: ``run(stop)`` returns once ``stop`` is set."""
+
+    name: str
+    run: Callable[[threading.Event], None]
+    kind: str = "thread"
+
+
+def log_file_of(home: StationHome, job: str) -> Any:
+    """Path of the log file of ``job`` (``recorder:mic`` -> ``logs/recorder-mic.log``)."""
+    return home.logs / f"{job.replace(':', '-')}.log"
+
+
+def resolve_target(target: str) -> Callable[..., Any]:
+    """Import ``"module:function"``; raises :class:`JobNotFoundError` naming what is missing."""
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as error:
+        raise JobNotFoundError(f"job function {target} not found: {error}") from error
+
+
+def fork_fork_server(preload: list[str] | None = None) -> int | None:
+    """Start multiprocessing's fork server by forking THIS process; returns its PID.
+
+    Call it while the process is single-threaded (before the supervisor starts threads or
+    opens the database): the server then shares every page this process has loaded (Python,
+    pydantic, SQLAlchemy, the config) with the supervisor and with every job it forks, instead
+    of being a fresh interpreter that loads them again (decision record 0060). Returns None
+    when a fork server already runs (nothing done); jobs then start through that one.
+    """
+    import socket
+    from multiprocessing import connection, forkserver
+
+    server: Any = forkserver._forkserver  # type: ignore[attr-defined]
+    if server._forkserver_pid is not None:
+        return None
+    _without_resource_tracker()
+    address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(address)
+    os.chmod(address, 0o600)
+    listener.listen()
+    alive_r, alive_w = os.pipe()
+    gc.collect()
+    gc.freeze()  # shared pages stay shared: the collector no longer writes to these objects
+    pid = os.fork()
+    if pid == 0:  # the fork server
+        code = 0
+        try:
+            os.close(alive_w)
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+                signal.signal(sig, signal.SIG_DFL)
+            _give_back_freed_memory()  # inherited by every job
+            forkserver.main(listener.fileno(), alive_r, preload or PRELOAD)
+        except SystemExit:
+            pass
+        except BaseException:
+            code = 1
+        os._exit(code)
+    os.close(alive_r)
+    listener.close()
+    server._forkserver_address = address
+    server._forkserver_alive_fd = alive_w
+    server._forkserver_pid = pid
+    return pid
+
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+"""mallopt(3) parameters, from glibc's <malloc.h>."""
+FREED_MEMORY_THRESHOLD = 128 * 1024
+"""Bytes: allocations from this size up are mmap'ed (and unmapped when freed), and free heap
+above this size at the top is returned to the kernel: glibc's defaults, but fixed (mallopt(3)
+otherwise raises the mmap threshold up to 32 MiB after the first large block is freed)."""
+
+
+def _give_back_freed_memory() -> None:
+    """Make glibc give freed memory back to the kernel (a no-op elsewhere).
+
+    A job frees large numpy buffers after each chunk or recording; with glibc's dynamic
+    threshold they end up in the heap and stay resident (about 5 MiB per job of the embedded
+    default, bench/footprint.py).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, FREED_MEMORY_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, FREED_MEMORY_THRESHOLD)
+
+
+def _without_resource_tracker() -> None:
+    """Stand /dev/null in for multiprocessing's resource tracker, saving its process (~8 MiB).
+
+    The tracker only removes named semaphores and shared memory blocks that a dead process
+    leaked; jobs create none (they talk to the supervisor through pipes), so what multiprocessing
+    would tell it has nowhere to go. Nothing is done when a tracker already runs.
+    """
+    from multiprocessing import resource_tracker
+
+    tracker: Any = resource_tracker._resource_tracker  # type: ignore[attr-defined]
+    if tracker._fd is None:
+        tracker._fd = os.open(os.devnull, os.O_WRONLY)
+
+
+def _release_fork_server() -> None:
+    """Close our copy of the fork server's "alive" pipe.
+
+    multiprocessing hands every child the write end of that pipe so the server outlives its
+    clients; our jobs start no processes through it, and holding it would keep the server (and
+    so, through PR_SET_PDEATHSIG, the jobs) alive after the supervisor died.
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # type: ignore[attr-defined]
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        setattr(server, "_forkserver_alive_fd", None)  # noqa: B010
+
+
+def _die_with_parent() -> None:
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class _Reporter:
+    """``progress(what, details)`` writing JSON lines to the supervisor's pipe."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+
+    def __call__(self, what: str, details: dict[str, Any]) -> None:
+        message = {"what": what, "details": details, "at": datetime.now(UTC).isoformat()}
+        data = json.dumps(message, default=str).encode()
+        with self.lock, contextlib.suppress(OSError, ValueError):
+            self.conn.send_bytes(data)
+
+
+def child_main(
+    spec: ProcessJobSpec,
+    config_data: dict[str, Any],
+    home: StationHome,
+    deployment_id: int,
+    conn: Connection,
+) -> None:
+    """Entry point of a job process (run by multiprocessing in the child); never returns.
+
+    ``config_data``: ``StationConfig.model_dump(mode="json")`` (validated again here).
+    Exit status: 0 when the job returned, 1 when it raised (the traceback goes to its log).
+    """
+    from fieldstation.config import parse_config
+    from fieldstation.job import JobContext
+    from fieldstation.runtime.logs import setup_logging
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _release_fork_server()
+    _die_with_parent()
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    config = parse_config(config_data)
+    setup_logging(config.logging, home.logs, name=spec.name, console=False)
+    stop = threading.Event()
+    ctx = JobContext(
+        config=config,
+        home=home,
+        deployment_id=deployment_id,
+        clock=SystemClock(),
+        stop=stop,
+        progress=_Reporter(conn),
+        name=spec.name,
+    )
+    stop_timeout = max(1, int(config.runtime.stop_timeout + 0.999))
+
+    def on_stop(signum: int, frame: object) -> None:
+        if not stop.is_set():
+            ctx.stop_reason = STOP_SIGNALS.get(signal.Signals(signum), "shutdown")
+            stop.set()
+            signal.alarm(stop_timeout)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_stop)
+    code = 0
+    try:
+        log.info("job %s starting (pid %d)", spec.name, os.getpid())
+        resolve_target(spec.target)(ctx, *spec.args)
+        log.info("job %s ended (%s)", spec.name, ctx.stop_reason if stop.is_set() else "returned")
+    except BaseException:
+        log.exception("job %s crashed", spec.name)
+        code = 1
+    finally:
+        logging.shutdown()
+        with contextlib.suppress(Exception):
+            conn.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,511 @@
+"""Building and running a station from its config: the runtime's top level.
+
+Start-up order (issue 7): take the home lock (a second runtime on the same home gets
+:class:`~fieldstation.home.StationLockedError` naming the holder's PID), open and migrate the
+database, start (or continue) the deployment, run start-up recovery, then start the jobs:
+each sensor's recorder and each processor in its own process; the network monitor, delivery
+loop, heartbeat, summarizer and retention as supervisor threads; plus the control API, the
+status file writer and the systemd watchdog. Shutdown reverses it.
+
+Job modules are imported by module path only where they are used, so the runtime imports
+(and the supervisor process stays small) even when a job module is missing: a missing job is
+logged and left out.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fieldstation import __version__
+from fieldstation.clock import Clock, SystemClock
+from fieldstation.config.station import StationConfig, config_hash
+from fieldstation.home import StationHome
+from fieldstation.runtime import systemd
+from fieldstation.runtime.jobs import (
+    PRELOAD,
+    ProcessJobSpec,
+    ThreadJobSpec,
+    fork_fork_server,
+    log_file_of,
+)
+from fieldstation.runtime.liveness import ProcessorLiveness, RecorderLiveness
+from fieldstation.runtime.status import atomic_write_json, disk_status, system_status
+from fieldstation.runtime.supervisor import Supervisor, UnknownJobError, tail_lines
+from fieldstation.store.db import Database
+from fieldstation.store.processing import expire_leases, worker_id
+
+__all__ = [
+    "PROCESSOR",
+    "RECORDER",
+    "RECOVER",
+    "MigrationError",
+    "Station",
+    "migrate_in_child",
+    "module_available",
+    "process_jobs",
+]
+
+log = logging.getLogger(__name__)
+
+RECORDER = "fieldstation.recording.job:run_recorder"
+PROCESSOR = "fieldstation.processing.worker:run_processor"
+RECOVER = "fieldstation.recording.recovery:recover"
+
+
+class MigrationError(RuntimeError):
+    """The station database could not be migrated (see logs/migrate.log)."""
+
+
+def _migrate(path: str) -> None:
+    from fieldstation.store import open_database
+
+    open_database(path, migrate=True).dispose()
+
+
+def migrate_in_child(path: Path) -> None:
+    """Open and migrate the database at ``path`` in a short-lived child process.
+
+    Alembic costs the process that imports it about 34 MiB that it never gives back; the
+    supervisor runs for months, so the migration runs in a child (through the same fork
+    server as the jobs) and the supervisor opens the migrated database without it.
+    Raises :class:`MigrationError` when the child fails.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    process = context.Process(target=_migrate, args=(str(path),), name="migrate")
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise MigrationError(
+            f"migrating {path} failed (exit code {process.exitcode}); run "
+            f"`python -c 'from fieldstation.store import open_database; "
+            f'open_database("{path}")\'` to see why'
+        )
+
+
+def module_available(target: str) -> bool:
+    """True when the module of ``"module:function"`` exists (without importing it)."""
+    module = target.partition(":")[0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def process_jobs(
+    config: StationConfig,
+    recorder: str = RECORDER,
+    processor: str = PROCESSOR,
+) -> list[ProcessJobSpec]:
+    """One job per enabled sensor (``recorder:<name>``) and processor (``processor:<name>``)."""
+    grace = config.runtime.liveness_grace
+    specs = [
+        ProcessJobSpec(
+            name=f"recorder:{sensor.name}",
+            target=recorder,
+            args=(sensor.name,),
+            liveness=RecorderLiveness(chunk=sensor.chunk, grace=grace),
+        )
+        for sensor in config.sensors
+        if sensor.enabled
+    ]
+    specs += [
+        ProcessJobSpec(
+            name=f"processor:{proc.name}",
+            target=processor,
+            args=(proc.name,),
+            liveness=ProcessorLiveness(timeout=proc.timeout),
+        )
+        for proc in config.processors
+        if proc.enabled
+    ]
+    return specs
+
+
+@dataclass
+class Station:
+    """One running station: ``Station(config).run(stop)`` blocks until ``stop`` is set.
+
+    ``jobs``: process jobs to run (default :func:`process_jobs`); ``threads``: whether to run
+    the thread jobs (delivery, heartbeat, ...); ``progress``: print progress lines (INFO log).
+    """
+
+    config: StationConfig
+    clock: Clock = field(default_factory=SystemClock)
+    jobs: list[ProcessJobSpec] | None = None
+    threads: bool = True
+    control: bool = True
+    tick: float = 5.0
+    home: StationHome = field(init=False)
+    db: Database | None = field(init=False, default=None)
+    deployment_id: int | None = field(init=False, default=None)
+    supervisor: Supervisor | None = field(init=False, default=None)
+    network: Any = field(init=False, default=None)
+    started_at: float = field(init=False, default=0.0)
+    ready: threading.Event = field(init=False, default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.home = StationHome(self.config.home_path())
+
+    # --- start-up steps --------------------------------------------------------------------
+
+    def _open(self) -> None:
+        from fieldstation.store import open_database
+        from fieldstation.store.deployments import start_deployment
+
+        migrate_in_child(self.home.database)
+        self.db = open_database(self.home.database, migrate=False)
+        with self.db.session() as session:
+            deployment = start_deployment(
+                session,
+                station_id=self.config.station.id,
+                config_hash=config_hash(self.config),
+                config=self.config.model_dump(mode="json"),
+                version=__version__,
+                now=self.clock.now(),
+            )
+            self.deployment_id = deployment.id
+        log.info("station %s: deployment %s", self.config.station.id, self.deployment_id)
+
+    def _job_exited(self, name: str, pid: int | None) -> None:
+        kind, _, processor = name.partition(":")
+        if kind != "processor" or pid is None or self.db is None:
+            return
+        released = _expire_leases(self.db, self.clock.now(), worker_id(processor, pid))
+        if released:
+            log.info("%s: released %d claim(s) of the ended worker", name, released)
+
+    def _recover(self) -> None:
+        assert self.db is not None
+        released = _expire_leases(self.db, self.clock.now())
+        if released:
+            log.info("start-up: released %d processing claim(s) of the last run", released)
+        if not module_available(RECOVER):
+            log.warning("start-up recovery not available (%s missing)", RECOVER)
+            return
+        from fieldstation.job import JobContext
+
+        assert self.deployment_id is not None
+        ctx = JobContext(
+            config=self.config,
+            home=self.home,
+            deployment_id=self.deployment_id,
+            clock=self.clock,
+            name="recovery",
+        )
+        try:
+            report = _load(RECOVER)(ctx)
+        except Exception as error:
+            log.exception("start-up recovery failed")
+            self.record_event(
+                "recovery_failed", "runtime", f"recovery failed: {error}", "error", {}
+            )
+            return
+        finally:
+            if "db" in ctx.__dict__:  # opened by recover(): close it, the jobs open their own
+                ctx.db.dispose()
+        log.info("start-up recovery: %s", report)
+
+    def record_event(
+        self, kind: str, source: str, message: str, severity: str, data: dict[str, Any]
+    ) -> None:
+        """Store an event row and enqueue it for the outputs taking events."""
+        from fieldstation.store.events import record_event
+
+        assert self.db is not None
+        with self.db.session() as session:
+            record_event(
+                session,
+                kind=kind,
+                source=source,
+                message=message,
+                now=self.clock.now(),
+                station_id=self.config.station.id,
+                destinations=self.config.destinations_for("event"),
+                severity=severity,  # type: ignore[arg-type]
+                data=data,
+            )
+
+    def _thread_jobs(self) -> list[ThreadJobSpec]:
+        """The supervisor threads whose modules exist."""
+        config, clock, home, db = self.config, self.clock, self.home, self.db
+        assert db is not None
+        specs: list[ThreadJobSpec] = []
+
+        def job_states() -> list[dict[str, Any]]:
+            if self.supervisor is None:
+                return []
+            return [
+                {"name": j["name"], "state": j["state"], "restarts": j["restarts"]}
+                for j in self.supervisor.snapshot()
+            ]
+
+        if module_available("fieldstation.health.network:NetworkMonitor"):
+            from fieldstation.health.network import NetworkMonitor
+
+            self.network = NetworkMonitor(config, clock, db=db)
+            specs.append(ThreadJobSpec("network", self.network.run))
+        network_up = self.network.is_up if self.network is not None else None
+
+        def thread(name: str, factory: Callable[[], Any]) -> None:
+            def run(stop: threading.Event) -> None:
+                worker = factory()
+                try:
+                    worker.run(stop)
+                finally:
+                    close = getattr(worker, "close", None)
+                    if close is not None:
+                        close()
+
+            specs.append(ThreadJobSpec(name, run))
+
+        if module_available("fieldstation.outbox.delivery:DeliveryLoop"):
+            thread(
+                "outbox",
+                lambda: _load("fieldstation.outbox.delivery:DeliveryLoop")(
+                    config,
+                    db,
+                    clock,
+                    home,
+                    network_up=network_up,
+                    poll_interval=config.runtime.outbox_poll,
+                ),
+            )
+        if module_available("fieldstation.health.heartbeat:Heartbeat"):
+            thread(
+                "heartbeat",
+                lambda: _load("fieldstation.health.heartbeat:Heartbeat")(
+                    config, db, clock, home, job_states, network_up=network_up
+                ),
+            )
+        if module_available("fieldstation.health.summary:Summarizer"):
+            thread(
+                "summary",
+                lambda: _load("fieldstation.health.summary:Summarizer")(config, db, clock),
+            )
+        if module_available("fieldstation.retention.job:RetentionJob"):
+            thread(
+                "retention",
+                lambda: _load("fieldstation.retention:RetentionJob")(config, db, home, clock),
+            )
+        return specs
+
+    # --- running ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, duration: float | None = None) -> None:
+        """Run until ``stop`` is set (or ``duration`` seconds pass); stops every job on return.
+
+        Raises :class:`~fieldstation.home.StationLockedError` when another runtime holds the
+        home. Must be called from the main thread only if signals are to reach it.
+        """
+        fork_fork_server()  # before any thread, lock or database (decision 0060)
+        lock = self.home.lock()
+        self.started_at = self.clock.monotonic()
+        control = None
+        helpers: list[threading.Thread] = []
+        try:
+            self._open()
+            self._recover()
+            specs: list[ProcessJobSpec | ThreadJobSpec] = []
+            wanted = self.jobs if self.jobs is not None else process_jobs(self.config)
+            for spec in wanted:
+                if module_available(spec.target):
+                    specs.append(spec)
+                else:
+                    log.warning("job %s left out: %s is missing", spec.name, spec.target)
+            if self.threads:
+                specs += self._thread_jobs()
+            assert self.deployment_id is not None
+            self.supervisor = Supervisor(
+                self.config,
+                self.home,
+                self.deployment_id,
+                self.clock,
+                specs,
+                events=self.record_event,
+                on_progress=_print_progress,
+                tick=self.tick,
+                on_exit=self._job_exited,
+            )
+            self.supervisor.start()
+            if self.control:
+                from fieldstation.runtime.control import ControlServer
+
+                control = ControlServer(self.home.control_socket, self).start()
+            for name, target in (("status", self._status_loop), ("watchdog", self._watchdog)):
+                helper = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
+                helper.start()
+                helpers.append(helper)
+            if duration is not None:
+                timer = threading.Thread(
+                    target=self._stop_after, args=(stop, duration), name="duration", daemon=True
+                )
+                timer.start()
+            systemd.notify("READY=1\nSTATUS=running")
+            self.ready.set()
+            self.supervisor.run(stop)
+        finally:
+            stop.set()
+            systemd.notify("STOPPING=1")
+            if self.supervisor is not None and not self.supervisor.shutting_down:
+                self.supervisor.shutdown()
+            for helper in helpers:
+                helper.join(5.0)
+            if control is not None:
+                control.close()
+            if self.supervisor is not None:
+                self._write_status()
+                self.supervisor.close()
+            if self.db is not None:
+                self.db.dispose()
+            lock.release()
+
+    def _stop_after(self, stop: threading.Event, duration: float) -> None:
+        self.clock.wait(stop, duration)
+        stop.set()
+
+    def _status_loop(self, stop: threading.Event) -> None:
+        interval = self.config.runtime.status_interval
+        while True:
+            try:
+                self._write_status()
+            except Exception:
+                log.exception("could not write %s", self.home.status_file)
+            if self.clock.wait(stop, interval):
+                return
+
+    def _write_status(self) -> None:
+        atomic_write_json(self.home.status_file, self.status())
+
+    def _watchdog(self, stop: threading.Event) -> None:
+        interval = systemd.watchdog_interval()
+        if interval is None:
+            return
+        while not self.clock.wait(stop, interval):
+            supervisor = self.supervisor
+            if supervisor is not None and supervisor.healthy():
+                jobs = supervisor.snapshot()
+                running = sum(1 for j in jobs if j["state"] == "running")
+                systemd.notify(f"WATCHDOG=1\nSTATUS={running}/{len(jobs)} jobs running")
+
+    # --- ControlApi ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Everything ``fieldstation status`` shows (JSON-ready)."""
+        supervisor = self.supervisor
+        jobs = supervisor.snapshot() if supervisor is not None else []
+        pids = [os.getpid()] + [j["pid"] for j in jobs if j["kind"] == "process" and j["pid"]]
+        status: dict[str, Any] = {
+            "station": self.config.station.id,
+            "pid": os.getpid(),
+            "home": str(self.home.root),
+            "updated_at": self.clock.now().isoformat(),
+            "uptime_s": round(self.clock.monotonic() - self.started_at, 3),
+            "healthy": supervisor.healthy() if supervisor is not None else False,
+            # True from the moment an ordered shutdown begins: jobs then stop on purpose.
+            "shutting_down": supervisor.shutting_down if supervisor is not None else False,
+            "deployment": {"id": self.deployment_id, "config_hash": config_hash(self.config)},
+            "jobs": jobs,
+            "recording": _recording_status(jobs),
+            "network": {"up": self.network.is_up() if self.network is not None else None},
+        }
+        try:
+            status["storage"] = disk_status(self.home.root)
+        except OSError as error:
+            status["storage"] = {"error": str(error)}
+        status.update(system_status(pids))
+        status["outbox"] = self._outbox_depth()
+        from fieldstation.health.metrics import versions
+
+        status["versions"] = versions()
+        return status
+
+    def _outbox_depth(self) -> dict[str, Any]:
+        if self.db is None:
+            return {}
+        try:
+            from fieldstation.store.health import outbox_depth
+
+            with self.db.session() as session:
+                depth = outbox_depth(session)
+            oldest = depth.oldest_created_at
+            age = None if oldest is None else (self.clock.now() - oldest).total_seconds()
+            return {"pending": depth.pending, "oldest_age_s": age}
+        except Exception as error:  # the status must not fail on a busy database
+            return {"error": f"{type(error).__name__}: {error}"}
+
+    def _require(self) -> Supervisor:
+        if self.supervisor is None:
+            raise UnknownJobError("the station is starting; no jobs yet")
+        return self.supervisor
+
+    def start_job(self, name: str) -> dict[str, Any]:
+        return self._require().start_job(name)
+
+    def stop_job(self, name: str) -> dict[str, Any]:
+        return self._require().stop_job(name)
+
+    def restart_job(self, name: str) -> dict[str, Any]:
+        return self._require().restart_job(name)
+
+    def logs(self, job: str, lines: int) -> list[str]:
+        if job != "station":
+            self._require().job(job)  # raises UnknownJobError
+        return tail_lines(log_file_of(self.home, job), max(1, min(lines, 10_000)))
+
+
+def _recording_status(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    recorders: dict[str, Any] = {}
+    for job in jobs:
+        if not job["name"].startswith("recorder:"):
+            continue
+        last = job["last_progress"] or {}
+        recorders[job["name"].partition(":")[2]] = {
+            "state": job["state"],
+            "in_slot": last.get("what") in ("slot", "chunk"),
+            "last": last.get("what"),
+            "next_slot": job["next_slot"],
+        }
+    return {"sensors": recorders, "active": any(r["in_slot"] for r in recorders.values())}
+
+
+def _print_progress(job: str, what: str, details: dict[str, Any]) -> None:
+    if what == "chunk":
+        log.info(
+            "%s: chunk committed, recording %s (%s frames) %s",
+            job,
+            details.get("recording_id"),
+            details.get("frames"),
+            details.get("path", ""),
+        )
+    elif what == "processed":
+        log.info(
+            "%s: recording %s processed, %s detection(s)",
+            job,
+            details.get("recording_id"),
+            details.get("detections"),
+        )
+    elif what in ("slot", "waiting", "failed"):
+        log.info("%s: %s %s", job, what, details)
+    else:
+        log.debug("%s: %s %s", job, what, details)
+
+
+def _expire_leases(db: Database, now: datetime, worker: str | None = None) -> int:
+    with db.session() as session:
+        return expire_leases(session, now=now, worker=worker)

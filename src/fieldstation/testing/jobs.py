@@ -1,0 +1,73 @@
+"""Job functions that misbehave on purpose, for supervisor tests and fault-injection scripts.
+
+They follow the job contract (``job(ctx, *args)``, see :mod:`fieldstation.job`) and live in
+the package (not in tests) because the supervisor starts jobs in fresh processes that import
+them by module path.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from multiprocessing import forkserver
+from pathlib import Path
+
+import psutil
+
+from fieldstation.job import JobContext
+
+__all__ = ["crashing", "hanging", "progressing"]
+
+
+def progressing(ctx: JobContext, marker: str, every: float = 0.05) -> None:
+    """Opens a slot, then reports a chunk every ``every`` s until stopped.
+
+    Appends its PID to ``<marker>.starts`` on start; writes ``ctx.stop_reason`` to ``marker``
+    when it stops.
+    """
+    with open(marker + ".starts", "a") as handle:
+        handle.write(f"{os.getpid()}\n")
+    ctx.progress("slot", {"start": "now", "end": "later"})
+    n = 0
+    while not ctx.stop.is_set():
+        n += 1
+        ctx.progress("chunk", {"recording_id": n})
+        ctx.stop.wait(every)
+    Path(marker).write_text(ctx.stop_reason)
+
+
+def crashing(ctx: JobContext) -> None:
+    """Always raises at once."""
+    raise RuntimeError("boom: crashing job always fails")
+
+
+def hanging(ctx: JobContext, marker: str | None = None) -> None:
+    """Opens a slot, then never reports a chunk nor honours the stop (a stuck device read).
+
+    Appends its PID to ``marker`` (when given) on start.
+    """
+    if marker is not None:
+        with open(marker, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+    ctx.progress("slot", {"start": "now", "end": "later"})
+    while True:
+        time.sleep(0.05)
+
+
+def job_processes() -> list[psutil.Process]:
+    """This process's descendants other than multiprocessing's fork server and resource tracker.
+
+    What a supervisor in this process has left running: job processes and their children.
+    """
+    server = getattr(forkserver._forkserver, "_forkserver_pid", None)  # type: ignore[attr-defined]
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        if child.pid == server:
+            continue
+        try:
+            line = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "forkserver" not in line and "resource_tracker" not in line:
+            found.append(child)
+    return found

@@ -1,0 +1,211 @@
+"""The supervisor with real child processes: crashes, hangs, SIGKILLs, stop/start, shutdown.
+
+The job functions below run in forked children (the supervisor imports them by module path).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from fieldstation.clock import SystemClock
+from fieldstation.config import StationConfig, parse_config, template_text
+from fieldstation.home import StationHome
+from fieldstation.runtime.jobs import ProcessJobSpec, ThreadJobSpec
+from fieldstation.runtime.liveness import RecorderLiveness
+from fieldstation.runtime.supervisor import Supervisor, UnknownJobError
+from fieldstation.testing.jobs import job_processes
+
+HERE = "fieldstation.testing.jobs"
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def fast_config(home: StationHome, **runtime: float) -> StationConfig:
+    values: dict[str, float] = {
+        "backoff_initial": 0.05,
+        "backoff_max": 0.2,
+        "max_restarts": 100,
+        "restart_window": 60,
+        "liveness_grace": 0.5,
+        "stop_timeout": 1.0,
+    }
+    values.update(runtime)
+    data = tomllib.loads(template_text())
+    data["station"]["home"] = str(home.root)
+    data["runtime"] = values
+    return parse_config(data)
+
+
+@contextmanager
+def supervising(
+    config: StationConfig, home: StationHome, specs: list[Any]
+) -> Iterator[tuple[Supervisor, list[tuple[str, str, str, str, dict[str, Any]]]]]:
+    events: list[tuple[str, str, str, str, dict[str, Any]]] = []
+    sup = Supervisor(
+        config, home, 1, SystemClock(), specs, events=lambda *e: events.append(e), tick=0.1
+    )
+    stop = threading.Event()
+
+    def main() -> None:
+        sup.start()
+        sup.run(stop)
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    try:
+        yield sup, events
+    finally:
+        stop.set()
+        thread.join(15)
+        sup.close()
+    assert not thread.is_alive()
+    assert job_processes() == []
+
+
+def state(sup: Supervisor, name: str) -> str:
+    return str(sup.job(name)["state"])
+
+
+def progress_spec(marker: Path, name: str = "rec") -> ProcessJobSpec:
+    return ProcessJobSpec(
+        name, f"{HERE}:progressing", (str(marker),), RecorderLiveness(chunk=0.1, grace=0.5)
+    )
+
+
+# --- tests --------------------------------------------------------------------------------
+
+
+def test_crashing_job_fails_after_limit_while_others_keep_running(home: StationHome) -> None:
+    config = fast_config(home, max_restarts=3)
+    marker = home.root / "rec"
+    specs = [progress_spec(marker), ProcessJobSpec("crash", f"{HERE}:crashing")]
+    with supervising(config, home, specs) as (sup, events):
+        wait_for(lambda: state(sup, "crash") == "failed")
+        restarted = [e for e in events if e[0] == "job_restarted"]
+        failed = [e for e in events if e[0] == "job_failed"]
+        assert len(restarted) == 3 and len(failed) == 1
+        for _kind, source, _message, _severity, data in restarted + failed:
+            assert source == "crash" and data["exit_code"] == 1
+            assert any("boom: crashing job always fails" in line for line in data["log_tail"])
+        assert failed[0][3] == "error" and "fieldstation start crash" in failed[0][2]
+        assert not sup.healthy()
+        first = sup.job("rec")["last_progress"]["details"]["recording_id"]
+        wait_for(lambda: sup.job("rec")["last_progress"]["details"]["recording_id"] > first + 3)
+        assert state(sup, "rec") == "running" and sup.job("rec")["restarts"] == 0
+        # failed stays failed until an operator starts it: it then gets a fresh budget
+        sup.start_job("crash")
+        wait_for(lambda: sup.job("crash")["restarts"] >= 4)
+    assert marker.read_text() == "shutdown"
+
+
+def test_hanging_job_is_killed_by_liveness_and_restarted(home: StationHome) -> None:
+    config = fast_config(home, stop_timeout=0.5)
+    starts = home.root / "hang.starts"
+    spec = ProcessJobSpec(
+        "hang", f"{HERE}:hanging", (str(starts),), RecorderLiveness(chunk=0.1, grace=0.3)
+    )
+    with supervising(config, home, [spec]) as (sup, events):
+        wait_for(lambda: len(starts.read_text().split()) >= 3 if starts.exists() else False)
+        restarts = [e for e in events if e[0] == "job_restarted"]
+        assert len(restarts) >= 2
+        data = restarts[0][4]
+        assert data["reason"].startswith("hung: no chunk for")
+        assert data["exit_code"] in (-signal.SIGKILL, -signal.SIGALRM)
+    pids = [int(p) for p in starts.read_text().split()]
+    assert len(set(pids)) == len(pids)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+
+
+def test_sigkilled_job_is_restarted_every_time(home: StationHome) -> None:
+    config = fast_config(home)
+    marker = home.root / "rec"
+    rng = random.Random(7)
+    with supervising(config, home, [progress_spec(marker)]) as (sup, events):
+        for kill in range(10):
+            pid = wait_for(lambda: state(sup, "rec") == "running" and sup.job("rec")["pid"])
+            time.sleep(rng.uniform(0, 0.1))
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda n=kill + 1: sup.job("rec")["restarts"] == n)
+        wait_for(lambda: state(sup, "rec") == "running")
+    codes = [e[4]["exit_code"] for e in events if e[0] == "job_restarted"]
+    assert codes == [-signal.SIGKILL] * 10
+    assert len((home.root / "rec.starts").read_text().split()) == 11
+
+
+def test_stop_keeps_job_stopped_until_started(home: StationHome) -> None:
+    config = fast_config(home)
+    marker = home.root / "rec"
+    with supervising(config, home, [progress_spec(marker)]) as (sup, events):
+        wait_for(lambda: state(sup, "rec") == "running")
+        sup.stop_job("rec")
+        wait_for(lambda: state(sup, "rec") == "stopped")
+        assert marker.read_text() == "stopped"
+        time.sleep(0.5)  # several backoff periods: nothing restarts it
+        assert state(sup, "rec") == "stopped" and events == []
+        sup.start_job("rec")
+        wait_for(lambda: state(sup, "rec") == "running")
+        sup.restart_job("rec")
+        wait_for(lambda: len((home.root / "rec.starts").read_text().split()) == 3)
+        wait_for(lambda: state(sup, "rec") == "running")
+        with pytest.raises(UnknownJobError, match="jobs: rec"):
+            sup.stop_job("nope")
+    assert events == []
+
+
+def test_shutdown_stops_children_and_threads(home: StationHome) -> None:
+    config = fast_config(home)
+    seen = threading.Event()
+
+    def thread_job(stop: threading.Event) -> None:
+        seen.set()
+        stop.wait()
+
+    markers = [home.root / f"rec{i}" for i in range(3)]
+    specs: list[Any] = [progress_spec(m, f"rec{i}") for i, m in enumerate(markers)]
+    specs.append(ThreadJobSpec("loop", thread_job))
+    with supervising(config, home, specs) as (sup, _):
+        wait_for(lambda: all(state(sup, f"rec{i}") == "running" for i in range(3)))
+        assert seen.is_set() and state(sup, "loop") == "running"
+        pids = [sup.job(f"rec{i}")["pid"] for i in range(3)]
+        # each child leads its own process group (killed as a whole on exit)
+        assert [os.getpgid(p) for p in pids] == pids
+    assert [m.read_text() for m in markers] == ["shutdown"] * 3
+    assert state(sup, "loop") == "stopped"
+
+
+def test_thread_job_crash_is_restarted(home: StationHome) -> None:
+    config = fast_config(home, max_restarts=2)
+    runs: list[int] = []
+
+    def flaky(stop: threading.Event) -> None:
+        runs.append(1)
+        raise ValueError("thread boom")
+
+    with supervising(config, home, [ThreadJobSpec("flaky", flaky)]) as (sup, events):
+        wait_for(lambda: state(sup, "flaky") == "failed")
+    assert len(runs) == 3
+    assert [e[0] for e in events] == ["job_restarted", "job_restarted", "job_failed"]
+    assert "thread boom" in events[0][4]["reason"]
