@@ -1,0 +1,245 @@
+"""``recordings``, ``detections``, ``pin`` and ``unpin``: looking at and keeping the data."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from fieldstation.cli.common import EXIT_INVALID, console, err_console, home_of, load_or_exit
+
+if TYPE_CHECKING:
+    from fieldstation.store import Database
+
+__all__ = ["parse_since", "register"]
+
+ConfigArg = Annotated[Path, typer.Argument(help="Station file (TOML).")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="Only since this time: ISO 8601 (UTC unless it names a zone) or an "
+        "age like '2d', '6h'.",
+    ),
+]
+LimitOpt = Annotated[int, typer.Option("--limit", min=0, help="At most this many rows (0: all).")]
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``text`` as an aware UTC time: ISO 8601 (naive = UTC) or an age before ``now`` ('2d').
+
+    Raises ``ValueError`` naming both accepted forms.
+    """
+    from fieldstation.config.units import parse_duration
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return now - timedelta(seconds=parse_duration(text))
+        except ValueError:
+            raise ValueError(
+                f"--since {text!r}: give an ISO time ('2026-06-01', '2026-06-01T05:30') or an "
+                "age ('90m', '2d')"
+            ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _since_or_exit(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_since(text, datetime.now(UTC))
+    except ValueError as error:
+        err_console.print(f"[red]{error}[/]")
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+def _open(config_path: Path) -> Database:
+    """The station database of the station file, or exit 1 when the station never ran."""
+    from fieldstation.store import open_database
+
+    home = home_of(load_or_exit(config_path))
+    if not home.database.exists():
+        err_console.print(
+            f"[red]no station database at {home.database}[/]; run the station first "
+            f"(`fieldstation run {config_path}`)"
+        )
+        raise typer.Exit(1)
+    return open_database(home.database)
+
+
+def recordings(
+    config: ConfigArg,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            help="recorded, processing, processed, failed, quarantined; or present, "
+            "deleted, missing (the file).",
+        ),
+    ] = None,
+    since: SinceOpt = None,
+    limit: LimitOpt = 50,
+) -> None:
+    """List recordings, newest first, with their detection counts and file state."""
+    from fieldstation.store.retention import list_recordings
+
+    states = ("recorded", "processing", "processed", "failed", "quarantined")
+    file_states = ("present", "deleted", "missing")
+    if state is not None and state not in states + file_states:
+        err_console.print(f"[red]--state {state!r}[/]: one of {', '.join(states + file_states)}")
+        raise typer.Exit(EXIT_INVALID)
+    after = _since_or_exit(since)
+    db = _open(config)
+    try:
+        with db.session() as session:
+            rows = list_recordings(
+                session,
+                state=state if state in states else None,
+                file_state=state if state in file_states else None,
+                since=after,
+                limit=limit or None,
+            )
+    finally:
+        db.dispose()
+    table = Table(title=f"{len(rows)} recording(s)")
+    for column in ("id", "sensor", "started (UTC)", "s", "state", "file", "pin", "det", "path"):
+        table.add_column(column)
+    for rec, n in rows:
+        file = rec.file_state if rec.file_state != "deleted" else f"deleted ({rec.delete_reason})"
+        table.add_row(
+            str(rec.id),
+            rec.sensor,
+            rec.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{rec.duration:.1f}",
+            rec.state,
+            file,
+            "yes" if rec.pinned else "",
+            str(n),
+            rec.path,
+        )
+    console.print(table)
+
+
+def detections(
+    config: ConfigArg,
+    label: Annotated[str | None, typer.Option("--label", help="Only this label.")] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", min=0, max=1, help="Only scores at least this.")
+    ] = None,
+    since: SinceOpt = None,
+    limit: LimitOpt = 100,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="CSV on stdout instead of a table.")
+    ] = False,
+) -> None:
+    """List detections, newest first (``--csv`` for spreadsheets and scripts)."""
+    from fieldstation.store.retention import list_detections
+
+    after = _since_or_exit(since)
+    db = _open(config)
+    try:
+        with db.session() as session:
+            rows = list_detections(
+                session, label=label, min_score=min_score, since=after, limit=limit or None
+            )
+    finally:
+        db.dispose()
+    header = [
+        "id",
+        "detected_at",
+        "label",
+        "score",
+        "start_s",
+        "end_s",
+        "low_hz",
+        "high_hz",
+        "recording_id",
+        "sensor",
+        "path",
+        "file_state",
+    ]
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        for det, rec in rows:
+            writer.writerow(
+                [
+                    det.id,
+                    det.detected_at.isoformat(),
+                    det.label,
+                    f"{det.score:.6g}",
+                    det.start,
+                    det.end,
+                    det.low_hz if det.low_hz is not None else "",
+                    det.high_hz if det.high_hz is not None else "",
+                    rec.id,
+                    rec.sensor,
+                    rec.path,
+                    rec.file_state,
+                ]
+            )
+        return
+    table = Table(title=f"{len(rows)} detection(s)")
+    for column in ("id", "detected (UTC)", "label", "score", "start-end s", "recording", "file"):
+        table.add_column(column)
+    for det, rec in rows:
+        table.add_row(
+            str(det.id),
+            det.detected_at.strftime("%Y-%m-%d %H:%M:%S"),
+            det.label,
+            f"{det.score:.3f}",
+            f"{det.start:.2f}-{det.end:.2f}",
+            str(rec.id),
+            rec.file_state,
+        )
+    console.print(table)
+
+
+def _set_pin(config: Path, recording_id: int, pinned: bool) -> None:
+    from fieldstation.store.retention import RecordingNotFoundError, set_pinned
+
+    db = _open(config)
+    try:
+        with db.session() as session:
+            rec = set_pinned(session, recording_id, pinned)
+            file_state, path = rec.file_state, rec.path
+    except RecordingNotFoundError as error:
+        err_console.print(f"[red]{error}[/]")
+        raise typer.Exit(EXIT_INVALID) from None
+    finally:
+        db.dispose()
+    verb = "pinned (retention never deletes it)" if pinned else "unpinned"
+    console.print(f"recording {recording_id} {verb}: {path}")
+    if file_state != "present":
+        err_console.print(f"[yellow]note: its file is {file_state}[/]")
+
+
+def pin(
+    config: ConfigArg,
+    recording_id: Annotated[int, typer.Argument(help="Recording id (see `recordings`).")],
+) -> None:
+    """Pin a recording: retention never deletes it."""
+    _set_pin(config, recording_id, True)
+
+
+def unpin(
+    config: ConfigArg,
+    recording_id: Annotated[int, typer.Argument(help="Recording id (see `recordings`).")],
+) -> None:
+    """Unpin a recording: retention rules apply to it again."""
+    _set_pin(config, recording_id, False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command()(recordings)
+    app.command()(detections)
+    app.command()(pin)
+    app.command()(unpin)

@@ -1,0 +1,1 @@
+"""fieldstation.health."""

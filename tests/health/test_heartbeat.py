@@ -1,0 +1,275 @@
+"""Heartbeats: real metrics, status rules, and a simulated offline day delivered in order."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from sqlalchemy import func, select
+
+from fieldstation.clock import VirtualClock
+from fieldstation.config import StationConfig, parse_config, template_text
+from fieldstation.health.heartbeat import Heartbeat, derive_status
+from fieldstation.health.metrics import StationMetrics, cpu_temperature
+from fieldstation.health.network import NetworkMonitor
+from fieldstation.home import StationHome
+from fieldstation.store import Database
+from fieldstation.store.models import Delivery, Message
+from fieldstation.testing.rows import add_detection, add_model_run, add_recording
+
+DAY = 86400.0
+
+
+def station(home: StationHome, **sections: Any) -> StationConfig:
+    data = tomllib.loads(template_text())
+    data["station"]["home"] = str(home.root)
+    data.update(sections)
+    return parse_config(data)
+
+
+class FakeHost:
+    """Injected host metrics (the HostMetrics protocol)."""
+
+    def __init__(self, **values: Any) -> None:
+        self.values = {"disk_free": 50_000_000_000, "memory_percent": 30.0, **values}
+
+    def read(self, home: Path) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def metrics(**kwargs: Any) -> StationMetrics:
+    base: dict[str, Any] = {
+        "host": {"disk_free": 50_000_000_000, "memory_percent": 30.0, "cpu_temp_c": None},
+        "outbox_pending": 0,
+        "outbox_oldest_age_s": None,
+        "last_recording_age_s": None,
+        "last_detection_age_s": None,
+        "jobs": [{"name": "recorder:mic", "state": "running", "restarts": 0}],
+        "deployment_id": 1,
+        "config_hash": "x",
+        "versions": {},
+    }
+    base.update(kwargs)
+    return StationMetrics(**base)
+
+
+def test_status_rules(home: StationHome) -> None:
+    config = station(home)
+    assert derive_status(metrics(), config) == ("ok", [])
+    restarting = [{"name": "processor:energy", "state": "restarting", "restarts": 2}]
+    status, reasons = derive_status(metrics(jobs=restarting), config)
+    assert status == "degraded" and reasons == ["job processor:energy restarting"]
+    failed = [{"name": "recorder:mic", "state": "failed", "restarts": 5}]
+    assert derive_status(metrics(jobs=failed), config)[0] == "failing"
+    # below the sensor's min_free (200 MB in the default station) recording stops: failing
+    assert derive_status(metrics(host={"disk_free": 100_000_000}), config)[0] == "failing"
+    # below retention.min_free (1 GB) but above the sensor guard: degraded
+    assert derive_status(metrics(host={"disk_free": 500_000_000}), config)[0] == "degraded"
+    assert derive_status(metrics(outbox_oldest_age_s=7200.0), config)[0] == "degraded"
+    assert derive_status(metrics(battery={"percent": 10.0}), config)[0] == "degraded"
+    assert derive_status(metrics(), config, network_up=False)[0] == "degraded"
+    assert derive_status(metrics(errors=["database: locked"]), config)[0] == "failing"
+
+
+def test_heartbeat_reports_real_metrics(home: StationHome, db: Database) -> None:
+    clock = VirtualClock()
+    config = station(home)
+    jobs = [{"name": "recorder:mic", "state": "running", "restarts": 1}]
+    body = Heartbeat(config, db, clock, home, lambda: jobs).beat_once()
+    host = body["metrics"]["host"]
+    assert host["memory_total"] == psutil.virtual_memory().total
+    assert host["disk_total"] == psutil.disk_usage(str(home.root)).total
+    assert host["cpu_count"] == psutil.cpu_count()
+    assert host["cpu_temp_c"] == cpu_temperature()  # None where there is no thermal zone
+    assert host["cpu_percent"] is None  # the first read has no interval to measure over
+    assert body["metrics"]["jobs"] == jobs
+    assert body["metrics"]["outbox"]["pending"] == 0
+    assert body["metrics"]["battery"] is None  # disabled in the default station
+    assert body["status"] in ("ok", "degraded")
+
+
+def test_cpu_temperature_reads_sys_thermal(tmp_path: Path) -> None:
+    assert cpu_temperature(tmp_path) is None
+    for index, (kind, milli) in enumerate([("acpitz", "31000"), ("x86_pkg_temp", "48500")]):
+        zone = tmp_path / f"thermal_zone{index}"
+        zone.mkdir()
+        (zone / "type").write_text(kind + "\n")
+        (zone / "temp").write_text(milli + "\n")
+    (tmp_path / "thermal_zone9").mkdir()  # unreadable zone is skipped
+    assert cpu_temperature(tmp_path) in (31.0, 48.5)
+
+
+class DayClock(VirtualClock):
+    """Sets ``stop`` once a simulated day has passed (so ``Heartbeat.run`` ends)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self.stop = stop
+        self.end = self.now() + timedelta(seconds=DAY)
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        result = super().wait(event, timeout)
+        if self.now() >= self.end - timedelta(seconds=1):
+            self.stop.set()
+            return True
+        return result
+
+
+def listener(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(16)
+    return sock
+
+
+def test_offline_day_of_heartbeats_delivered_in_order(home: StationHome, db: Database) -> None:
+    pytest.importorskip("fieldstation.outbox.delivery")
+    from fieldstation.outbox.delivery import DeliveryLoop
+
+    probe = listener()
+    port = probe.getsockname()[1]
+    probe.close()  # the "broker" is unreachable all day
+    config = station(home, network={"down_after": 1, "up_after": 1})
+    stop = threading.Event()
+    clock = DayClock(stop)
+    monitor = NetworkMonitor(config, clock, targets=[f"127.0.0.1:{port}"], db=db)
+    assert not monitor.probe_once().ok and not monitor.is_up()
+    loop = DeliveryLoop(config, db, clock, home, network_up=monitor.is_up)
+    heartbeat = Heartbeat(config, db, clock, home, lambda: [], network_up=monitor.is_up)
+    heartbeat.run(stop)  # a whole simulated day, interval 5 min
+    assert loop.run_once() == 0  # no attempt while down
+    with db.session() as session:
+        query = select(Message.kind, func.count(Message.id)).group_by(Message.kind)
+        kinds = {str(kind): int(n) for kind, n in session.execute(query).all()}
+        assert session.scalar(select(func.count(Delivery.id)).where(Delivery.attempts > 0)) == 0
+    assert kinds["heartbeat"] == 288
+    assert not (home.root / "outbox.jsonl").exists()
+
+    server = listener(port)  # the network comes back
+    try:
+        assert monitor.probe_once().ok and monitor.is_up()
+        delivered = 0
+        for _ in range(20):
+            delivered += loop.run_once()
+            if delivered >= 290:
+                break
+    finally:
+        server.close()
+        loop.close()
+    lines = [json.loads(line) for line in (home.root / "outbox.jsonl").read_text().splitlines()]
+    beats = [m for m in lines if m["kind"] == "heartbeat"]
+    assert len(beats) == 288
+    assert [b["body"]["seq"] for b in beats] == list(range(1, 289))
+    times = [b["created_at"] for b in beats]
+    assert times == sorted(times) and len(set(times)) == 288
+    assert {b["body"]["network_up"] for b in beats} == {False}
+    assert {b["body"]["status"] for b in beats} <= {"degraded", "failing"}
+    assert all("network down" in b["body"]["reasons"] for b in beats)
+    memory = {b["body"]["metrics"]["host"]["memory_total"] for b in beats}
+    assert memory == {psutil.virtual_memory().total}
+    pending = [b["body"]["metrics"]["outbox"]["pending"] for b in beats]
+    assert pending[0] >= 1 and pending == sorted(pending)  # the outbox grew during the day
+    events = [m["body"]["event"] for m in lines if m["kind"] == "event"]
+    assert events == ["network_down", "network_up"]
+    assert [b["body"]["metrics"]["jobs"] for b in beats[:1]] == [[]]
+
+
+def test_heartbeat_without_destination_writes_nothing(home: StationHome, db: Database) -> None:
+    config = station(home, outputs=[])
+    body = Heartbeat(config, db, VirtualClock(), home, None, host=FakeHost()).beat_once()
+    assert body["status"] == "ok"
+    with db.session() as session:
+        assert session.scalar(select(func.count(Message.id))) == 0
+
+
+def test_activity_ages_and_database_failure(home: StationHome, db: Database) -> None:
+    from contextlib import contextmanager
+
+    from sqlalchemy.exc import OperationalError
+
+    from fieldstation.store.deployments import start_deployment
+
+    clock = VirtualClock()
+    config = station(home)
+    with db.session() as session:
+        dep = start_deployment(
+            session,
+            station_id="default",
+            config_hash="h" * 64,
+            config={},
+            version="t",
+            now=clock.now(),
+        )
+        rec = add_recording(session, deployment_id=dep.id, started_at=clock.now())
+        run = add_model_run(session, rec.id, started_at=clock.now())
+        add_detection(
+            session, run, label="bat", score=0.5, detected_at=clock.now() + timedelta(seconds=30)
+        )
+    clock.advance(600)
+    heartbeat = Heartbeat(config, db, clock, home, None, host=FakeHost())
+    body = heartbeat.beat_once()
+    m = body["metrics"]
+    assert m["last_recording_age_s"] == 600 and m["last_detection_age_s"] == 570
+    assert m["deployment_id"] == dep.id and m["config_hash"] == "h" * 64
+    assert body["config_hash_in_force"] != "h" * 64
+    assert m["outbox"]["pending"] == 0  # the first heartbeat is written after measuring
+
+    class BrokenDatabase:
+        @contextmanager
+        def session(self) -> Any:
+            raise OperationalError("SELECT", {}, Exception("disk I/O error"))
+            yield
+
+    broken = Heartbeat(config, BrokenDatabase(), clock, home, None, host=FakeHost())  # type: ignore[arg-type]
+    body = broken.build()
+    assert body["status"] == "failing" and "disk I/O error" in body["reasons"][0]
+    assert body["metrics"]["outbox"]["pending"] is None  # unknown, not zero
+
+
+def test_enabled_battery_without_hardware_reports_null(home: StationHome, db: Database) -> None:
+    config = station(home, battery={"enabled": True, "bus": 99})
+    body = Heartbeat(config, db, VirtualClock(), home, None, host=FakeHost()).beat_once()
+    assert body["metrics"]["battery"] is None  # absent INA219: null, never a made-up value
+    assert body["status"] == "ok"
+
+
+def test_heartbeat_honours_the_outbox_cap(
+    home: StationHome, db: Database, clock: VirtualClock
+) -> None:
+    """Under ``block`` a full outbox refuses the beat; under ``drop_oldest`` it drops bulk."""
+    from fieldstation.store.outbox import OutboxFullError, enqueue
+
+    def fill(config: StationConfig) -> None:
+        with db.session() as session:
+            for i in range(5):
+                enqueue(
+                    session,
+                    kind="recording",
+                    body={"pad": "x" * 300, "i": i},
+                    destinations=["local"],
+                    now=clock.now(),
+                    station_id="default",
+                )
+
+    blocking = station(home, outbox={"max_bytes": 1500, "when_full": "block"})
+    fill(blocking)
+    beat = Heartbeat(blocking, db, clock, home, host=FakeHost())
+    with pytest.raises(OutboxFullError):
+        beat.beat_once()
+    with db.session() as session:
+        assert session.scalar(select(func.count()).where(Message.kind == "heartbeat")) == 0
+
+    dropping = station(home, outbox={"max_bytes": 1500, "when_full": "drop_oldest"})
+    Heartbeat(dropping, db, clock, home, host=FakeHost()).beat_once()
+    with db.session() as session:
+        assert session.scalar(select(func.count()).where(Message.kind == "heartbeat")) == 1
+        dropped = session.scalar(select(func.count()).where(Delivery.state == "dropped"))
+        assert dropped and dropped >= 1

@@ -1,0 +1,243 @@
+"""Network monitor: hysteresis on a real loopback TCP endpoint, backoff, events, outbox gate."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+import tomllib
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from fieldstation.clock import VirtualClock
+from fieldstation.config import StationConfig, parse_config, template_text
+from fieldstation.health.network import NetworkMonitor, Target, TargetError, targets_of
+from fieldstation.home import StationHome
+from fieldstation.store import Database
+from fieldstation.store.models import Event
+from fieldstation.store.outbox import enqueue
+
+
+def station(home: StationHome, **sections: Any) -> StationConfig:
+    data = tomllib.loads(template_text())
+    data["station"]["home"] = str(home.root)
+    data.update(sections)
+    return parse_config(data)
+
+
+def listener(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(16)
+    return sock
+
+
+def event_kinds(db: Database) -> list[str]:
+    with db.session() as session:
+        return list(session.scalars(select(Event.kind).order_by(Event.id)))
+
+
+def test_hysteresis_with_a_real_endpoint_that_goes_away_and_comes_back(
+    home: StationHome, db: Database, clock: VirtualClock
+) -> None:
+    server = listener()
+    port = server.getsockname()[1]
+    config = station(
+        home,
+        network={"down_after": 3, "up_after": 2, "timeout": 1},
+        outputs=[{"name": "broker", "kind": "mqtt", "host": "127.0.0.1", "port": port}],
+    )
+    monitor = NetworkMonitor(config, clock, db=db)
+    assert monitor.targets == [Target("127.0.0.1", port)]
+    try:
+        assert monitor.probe_once().ok and monitor.is_up()
+    finally:
+        server.close()
+    for expected_up in (True, True, False, False):  # down only on the 3rd failure
+        result = monitor.probe_once()
+        assert not result.ok and "refused" in str(result.errors[f"127.0.0.1:{port}"]).lower()
+        assert monitor.is_up() is expected_up
+    assert event_kinds(db) == ["network_down"]
+    server = listener(port)
+    try:
+        assert monitor.probe_once().ok and not monitor.is_up()  # one success is not enough
+        assert monitor.probe_once().ok and monitor.is_up()
+        assert monitor.probe_once().ok and monitor.is_up()
+    finally:
+        server.close()
+    assert event_kinds(db) == ["network_down", "network_up"]
+    assert monitor.changes == 2
+
+
+class CountingGate:
+    """A fake outbox: one attempt per message per pass, only when ``network_up()``."""
+
+    def __init__(self, network_up: Any) -> None:
+        self.network_up = network_up
+        self.attempts = 0
+
+    def run_once(self, pending: int) -> int:
+        if not self.network_up():
+            return 0
+        self.attempts += pending
+        return pending
+
+
+def test_outbox_gate_makes_no_attempts_while_down(
+    home: StationHome, db: Database, clock: VirtualClock
+) -> None:
+    server = listener()
+    port = server.getsockname()[1]
+    server.close()
+    config = station(home, network={"down_after": 2, "up_after": 1})
+    monitor = NetworkMonitor(config, clock, targets=[f"127.0.0.1:{port}"], db=db)
+    gate = CountingGate(monitor.is_up)
+    attempts_while_down = []
+    for _ in range(10):
+        monitor.probe_once()
+        before = gate.attempts
+        gate.run_once(pending=5)
+        if not monitor.is_up():
+            attempts_while_down.append(gate.attempts - before)
+    assert gate.attempts == 5  # only the first pass, before the 2nd failure
+    assert attempts_while_down == [0] * 9
+    server = listener(port)
+    try:
+        monitor.probe_once()
+    finally:
+        server.close()
+    assert gate.run_once(pending=5) == 5
+
+
+def test_real_delivery_loop_waits_while_down(
+    home: StationHome, db: Database, clock: VirtualClock
+) -> None:
+    delivery = pytest.importorskip("fieldstation.outbox.delivery")
+    server = listener()
+    port = server.getsockname()[1]
+    server.close()
+    config = station(home, network={"down_after": 1, "up_after": 1})
+    monitor = NetworkMonitor(config, clock, targets=[f"127.0.0.1:{port}"], db=db)
+    sent: list[str] = []
+
+    class Recorder:
+        def send(self, batch: Any) -> list[Any]:
+            from fieldstation.outbox.messenger import Result
+
+            sent.extend(m.message_id for m in batch)
+            return [Result.sent() for _ in batch]
+
+        def close(self) -> None:
+            pass
+
+    loop = delivery.DeliveryLoop(
+        config, db, clock, home, network_up=monitor.is_up, messengers={"local": Recorder()}
+    )
+    try:
+        with db.session() as session:
+            enqueue(
+                session,
+                kind="summary",
+                body={},
+                destinations=["local"],
+                now=clock.now(),
+                station_id="default",
+                message_id="m1",
+            )
+        monitor.probe_once()
+        assert loop.run_once() == 0 and sent == []
+        server = listener(port)
+        try:
+            monitor.probe_once()
+        finally:
+            server.close()
+        assert loop.run_once() >= 1 and "m1" in sent
+    finally:
+        loop.close()
+
+
+def test_backoff_with_jitter_while_down(home: StationHome, clock: VirtualClock) -> None:
+    config = station(
+        home, network={"interval": 10, "backoff_max": 100, "down_after": 1, "up_after": 2}
+    )
+    outcomes = iter([False] * 6 + [True, True, True])
+    monitor = NetworkMonitor(
+        config,
+        clock,
+        targets=["example.invalid:1"],
+        probe=lambda t, s: None if next(outcomes) else "refused",
+        rng=random.Random(7),
+    )
+    stop = threading.Event()
+    delays: list[float] = []
+    original = clock.wait
+
+    def wait(event: threading.Event, timeout: float | None) -> bool:
+        delays.append(float(timeout or 0))
+        if len(delays) == 9:
+            stop.set()
+        return original(event, timeout)
+
+    clock.wait = wait  # type: ignore[method-assign]
+    monitor.run(stop)
+    down = delays[:6]
+    for level, delay in enumerate(down, start=1):
+        cap = min(10 * 2**level, 100)
+        assert cap / 2 <= delay <= cap
+    assert len(set(down)) == len(down)  # jittered
+    assert delays[6:] == [10, 10, 10]  # a success probes again after 'interval'
+    assert monitor.is_up()
+
+
+def test_targets_from_outputs_and_config(home: StationHome) -> None:
+    config = station(
+        home,
+        network={"targets": ["10.0.0.1:22"]},
+        outputs=[
+            {"name": "broker", "kind": "mqtt", "host": "mqtt.example.org", "port": 8883},
+            {"name": "hub", "kind": "http", "url": "https://hub.example.org/ingest"},
+            {"name": "local", "kind": "file"},
+        ],
+    )
+    assert [str(t) for t in targets_of(config)] == [
+        "mqtt.example.org:8883",
+        "hub.example.org:443",
+        "10.0.0.1:22",
+    ]
+    with pytest.raises(TargetError, match="host:port"):
+        Target.parse("nohostport")
+
+
+def test_no_target_means_up(home: StationHome, clock: VirtualClock) -> None:
+    monitor = NetworkMonitor(station(home), clock)
+    assert monitor.targets == [] and monitor.probe_once().ok and monitor.is_up()
+
+
+def test_disabled_loops_wait_for_stop(home: StationHome, db: Database) -> None:
+    from fieldstation.health.heartbeat import Heartbeat
+    from fieldstation.health.summary import Summarizer
+
+    config = station(
+        home, network={"enabled": False}, heartbeat={"enabled": False, "summary_interval": 0}
+    )
+    clock = VirtualClock()
+    workers = [
+        NetworkMonitor(config, clock).run,
+        Heartbeat(config, db, clock, home, None).run,
+        Summarizer(config, db, clock).run,
+    ]
+    stop = threading.Event()
+    threads = [threading.Thread(target=w, args=(stop,)) for w in workers]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    assert all(t.is_alive() for t in threads)  # a supervised thread that ends looks crashed
+    stop.set()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)
+    assert clock.monotonic() == 0  # and they did not spin the clock

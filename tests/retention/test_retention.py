@@ -1,0 +1,230 @@
+"""Retention: policies, quotas, protections, disk-low reporting and crash-safe deletion."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from fieldstation.clock import VirtualClock
+from fieldstation.home import StationHome
+from fieldstation.recording.disk import DiskGuard
+from fieldstation.retention import RetentionJob
+from fieldstation.store import Database
+from fieldstation.store.models import Delivery, Event, Recording
+from fieldstation.store.outbox import enqueue
+from fieldstation.store.retention import mark_deleted
+
+MB = 1_000_000
+
+
+def states(db: Database) -> dict[int, tuple[str, str | None]]:
+    with db.session() as session:
+        return {r.id: (r.file_state, r.delete_reason) for r in session.scalars(select(Recording))}
+
+
+def events(db: Database, kind: str) -> int:
+    with db.session() as session:
+        return int(session.scalar(select(func.count(Event.id)).where(Event.kind == kind)) or 0)
+
+
+def announce(db: Database, clock: VirtualClock, recording_id: int) -> None:
+    """A pending ``recording`` notice (as the processor would write it)."""
+    with db.session() as session:
+        enqueue(
+            session,
+            kind="recording",
+            body={"id": recording_id},
+            destinations=["local"],
+            now=clock.now(),
+            station_id="default",
+            recording_id=recording_id,
+        )
+
+
+def test_small_disk_quota_protection_and_disk_low(
+    db: Database,
+    home: StationHome,
+    clock: VirtualClock,
+    rows: Any,
+    fake_disk: Any,
+    make_station: Any,
+) -> None:
+    disk = fake_disk(10 * MB)
+    config = make_station(
+        sensor_min_free=2 * MB,
+        retention={"min_free": 3 * MB, "best_per_label": 1, "protect_unsent": True},
+    )
+    job = RetentionJob(config, db, home, clock, disk_usage=disk)
+    ids = [rows.recording(size=MB) for _ in range(4)]  # oldest: plain, deletable
+    pinned = rows.recording(size=MB, pinned=True)
+    unprocessed = rows.recording(size=MB, state="recorded")
+    claimed = rows.recording(size=MB, state="processing")
+    unsent = rows.recording(size=MB)
+    announce(db, clock, unsent)
+    best = rows.recording(size=MB)
+    rows.detection(best, "Turdus merula", 0.9)
+    rows.detection(ids[3], "Turdus merula", 0.4)
+    assert disk(home.root).free == 1 * MB  # 9 files of 1 MB on 10 MB
+
+    report = job.run_once()
+    assert disk(home.root).free >= 3 * MB  # quota holds
+    assert report.deleted == {"min_free": 2}
+    after = states(db)
+    assert after[ids[0]] == ("deleted", "min_free") and after[ids[1]] == ("deleted", "min_free")
+    assert not (home.root / rows_path(db, ids[0])).exists()
+    assert (home.root / rows_path(db, ids[2])).exists()
+    assert report.short_bytes == 0 and report.blocked_sensors == [] and report.event is None
+
+    # fill the disk with something retention does not own: everything deletable goes, still short
+    disk.other = 6 * MB
+    report = job.run_once()
+    after = states(db)
+    assert {after[i][0] for i in (pinned, unprocessed, claimed, unsent, best)} == {"present"}
+    assert after[ids[2]][0] == after[ids[3]][0] == "deleted"
+    for rid in (pinned, unprocessed, claimed, unsent, best):
+        assert (home.root / rows_path(db, rid)).exists()
+    free = disk(home.root).free
+    assert free < 2 * MB and report.short_bytes == 3 * MB - free
+    assert report.blocked_sensors == ["mic"] and report.event == "disk_low"
+    # the recorder's own disk guard, on the same disk: no chunk starts (disk_low)
+    guard = DiskGuard(home.root, config.sensors[0].min_free, disk_usage=disk)
+    assert not guard.may_start()
+    assert job.run_once().event is None  # reported once, not every run
+    assert events(db, "disk_low") == 1
+
+    # space returns: the guard clears, one disk_ok event
+    disk.other = 0
+    report = job.run_once()
+    assert report.event == "disk_ok" and report.blocked_sensors == [] and report.short_bytes == 0
+    assert guard.may_start()  # recording resumes
+    assert events(db, "disk_ok") == 1
+    with db.session() as session:  # rows are never removed
+        assert session.scalar(select(func.count(Recording.id))) == 9
+
+
+def rows_path(db: Database, recording_id: int) -> str:
+    with db.session() as session:
+        row = session.get(Recording, recording_id)
+        assert row is not None
+        return row.path
+
+
+def test_delivered_notice_no_longer_protects(
+    db: Database,
+    home: StationHome,
+    clock: VirtualClock,
+    rows: Any,
+    fake_disk: Any,
+    make_station: Any,
+) -> None:
+    config = make_station(retention={"min_free": 0, "max_bytes": 1000})
+    first = rows.recording(size=1000)
+    second = rows.recording(size=1000)
+    announce(db, clock, first)
+    job = RetentionJob(config, db, home, clock, disk_usage=fake_disk(10**9))
+    report = job.run_once()
+    assert states(db)[first][0] == "present" and states(db)[second] == ("deleted", "max_bytes")
+    with db.session() as session:
+        session.execute(update(Delivery).values(state="sent"))
+    rows.recording(size=1000)
+    report = job.run_once()
+    assert states(db)[first] == ("deleted", "max_bytes") and report.data_bytes == 1000
+
+
+def test_policies(
+    db: Database,
+    home: StationHome,
+    clock: VirtualClock,
+    rows: Any,
+    fake_disk: Any,
+    make_station: Any,
+) -> None:
+    config = make_station(
+        more_sensors=("old", "other"),
+        retention={
+            "min_free": 0,
+            "default": {"keep": "all"},
+            "sensors": {
+                "mic": {"keep": "detections", "labels": ["bat"], "min_score": 0.5},
+                "old": {"keep": "days", "days": 2},
+            },
+        },
+    )
+    none = rows.recording()
+    weak = rows.recording()
+    rows.detection(weak, "bat", 0.3)
+    other_label = rows.recording()
+    rows.detection(other_label, "bird", 0.9)
+    kept = rows.recording()
+    rows.detection(kept, "bat", 0.7)
+    pending = rows.recording(state="recorded")
+    failed = rows.recording(state="failed")
+    aged = rows.recording(sensor="old", started_at=clock.now() - timedelta(days=3))
+    young = rows.recording(sensor="old", started_at=clock.now() - timedelta(days=1))
+    keep_all = rows.recording(sensor="other")
+    report = RetentionJob(config, db, home, clock, disk_usage=fake_disk(10**9)).run_once()
+    after = states(db)
+    assert {i for i, s in after.items() if s[0] == "deleted"} == {none, weak, other_label, aged}
+    assert after[none][1] == "no_detections" and after[aged][1] == "age"
+    for survivor in (kept, pending, failed, young, keep_all):
+        assert after[survivor] == ("present", None)
+    assert report.deleted == {"no_detections": 3, "age": 1}
+    assert report.unlinked == 4
+    assert not (home.root / rows_path(db, none)).exists()
+    with db.session() as session:
+        row = session.get(Recording, none)
+        assert row is not None and row.deleted_at == clock.now()
+
+
+def test_crash_between_mark_and_unlink_is_swept(
+    db: Database,
+    home: StationHome,
+    clock: VirtualClock,
+    rows: Any,
+    fake_disk: Any,
+    make_station: Any,
+) -> None:
+    config = make_station(retention={"min_free": 0})
+    rid = rows.recording()
+    path = home.root / rows_path(db, rid)
+    with db.session() as session:  # marked and committed, then the process died
+        mark_deleted(session, Recording.id == rid, reason="min_free", now=clock.now())
+    assert path.exists()
+    report = RetentionJob(config, db, home, clock, disk_usage=fake_disk(10**9)).run_once()
+    assert report.swept == 1 and not path.exists()
+    # and a row marked deleted whose file is already gone is fine too
+    report = RetentionJob(config, db, home, clock, disk_usage=fake_disk(10**9)).run_once()
+    assert report.swept == 0 and report.errors == []
+
+
+def test_run_loop_runs_early_on_low_disk(
+    db: Database,
+    home: StationHome,
+    clock: VirtualClock,
+    rows: Any,
+    fake_disk: Any,
+    make_station: Any,
+) -> None:
+    import threading
+
+    config = make_station(retention={"min_free": 5 * MB, "interval": 3600})
+    disk = fake_disk(10 * MB)
+    runs: list[float] = []
+    stop = threading.Event()
+
+    class Counting(RetentionJob):
+        def run_once(self) -> Any:
+            runs.append(clock.monotonic())
+            if len(runs) == 2:
+                stop.set()
+            report = super().run_once()
+            if len(runs) == 1:
+                for _ in range(6):
+                    rows.recording(size=MB)  # the disk fills after the first run
+            return report
+
+    Counting(config, db, home, clock, disk_usage=disk).run(stop, check_every=60)
+    assert runs[1] - runs[0] == 60  # not the full hour
+    assert disk(home.root).free >= 5 * MB
