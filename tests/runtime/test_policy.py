@@ -75,10 +75,16 @@ def test_recorder_liveness_only_inside_a_slot() -> None:
     assert reason is not None and "25.1" in reason
 
 
-def test_processor_liveness_only_while_claimed() -> None:
-    rule = ProcessorLiveness(timeout=60)
+def test_processor_liveness_claimed_and_silent() -> None:
+    rule = ProcessorLiveness(timeout=60, poll_interval=5)
     assert rule.stalled("claimed", 0, 59) is None
     assert rule.stalled("claimed", 0, 61) is not None
-    assert rule.stalled("processed", 0, 1000) is None
-    assert rule.stalled("idle", 0, 1000) is None
+    # between recordings an idle worker reports every poll_interval: silence past
+    # poll_interval + timeout means it is stuck before its next claim
+    assert rule.stalled("processed", 0, 64) is None
+    assert rule.stalled("idle", 0, 65) is None
+    reason = rule.stalled("idle", 0, 65.5)
+    assert reason is not None and "'idle'" in reason and "65.0" in reason
+    assert rule.stalled("processed", 0, 1000) is not None
+    assert rule.stalled(None, None, 1e9) is None  # starting: nothing reported yet
     assert AlwaysAlive().stalled("claimed", 0, 1e9) is None

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from fieldstation.clock import SystemClock
+from fieldstation.clock import SystemClock, VirtualClock
 from fieldstation.config import StationConfig, parse_config, template_text
 from fieldstation.home import StationHome
 from fieldstation.runtime.jobs import ProcessJobSpec, ThreadJobSpec
@@ -194,6 +194,37 @@ def test_shutdown_stops_children_and_threads(home: StationHome) -> None:
         assert [os.getpgid(p) for p in pids] == pids
     assert [m.read_text() for m in markers] == ["shutdown"] * 3
     assert state(sup, "loop") == "stopped"
+
+
+def test_shutdown_stops_producers_before_draining_consumers(home: StationHome) -> None:
+    """Recorders close their last chunk before processors stop, so it gets processed."""
+    config = fast_config(home, stop_timeout=5.0)
+    journal = home.root / "journal"
+    specs = [
+        ProcessJobSpec("proc", f"{HERE}:idling", (str(journal),), drain=True),
+        ProcessJobSpec("rec", f"{HERE}:closing_slowly", (str(journal),)),
+    ]
+    with supervising(config, home, specs) as (sup, _):
+        wait_for(lambda: state(sup, "rec") == "running" and state(sup, "proc") == "running")
+    lines = [line.split() for line in journal.read_text().splitlines()]
+    assert [f"{w[0]} {w[1]}" for w in lines] == ["producer closed", "consumer stopped"]
+    # the consumer was stopped promptly once idle after the producer, not after the drain limit
+    assert float(lines[1][2]) - float(lines[0][2]) < 2.0
+
+
+def test_loop_alive_judges_the_loop_not_the_jobs(home: StationHome) -> None:
+    clock = VirtualClock()
+    sup = Supervisor(fast_config(home), home, 1, clock, [], tick=1.0)
+    try:
+        sup.step(0)
+        clock.advance(7.9)  # 3 * tick + 5 = 8 s
+        assert sup.loop_alive() and sup.healthy()
+        clock.advance(0.2)
+        assert not sup.loop_alive() and not sup.healthy()
+        sup.step(0)
+        assert sup.loop_alive()
+    finally:
+        sup.close()
 
 
 def test_thread_job_crash_is_restarted(home: StationHome) -> None:

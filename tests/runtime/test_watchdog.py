@@ -1,4 +1,8 @@
-"""systemd notify under a real station: READY=1, WATCHDOG=1 only while healthy, STOPPING=1."""
+"""systemd notify under a real station: READY=1, WATCHDOG=1 while the loop turns, STOPPING=1.
+
+A failed job does not starve the watchdog (decision 0061): systemd would restart the whole
+station, interrupting the healthy jobs, and mend nothing. It is named in ``STATUS=``.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from fieldstation.runtime.jobs import ProcessJobSpec
 from fieldstation.runtime.station import Station, process_jobs
 
 
-def test_watchdog_is_fed_only_while_every_job_is_healthy(
+def test_watchdog_fed_while_the_loop_turns_and_failed_jobs_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_station: Any
 ) -> None:
     address = tmp_path / "notify.sock"
@@ -61,5 +65,7 @@ def test_watchdog_is_fed_only_while_every_job_is_healthy(
     assert messages[0].startswith("READY=1")
     pings = [t for t, m in received if m.startswith("WATCHDOG=1")]
     assert pings and pings[0] < failed_at
-    assert not [t for t in pings if t > failed_at + 0.3]  # a failed job starves the watchdog
+    after = [m for t, m in received if m.startswith("WATCHDOG=1") and t > failed_at + 0.3]
+    assert len(after) >= 3  # the other jobs keep running, and so does the watchdog
+    assert all("failed: crash" in m for m in after)
     assert messages[-1] == "STOPPING=1"

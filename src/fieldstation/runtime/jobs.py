@@ -80,6 +80,9 @@ class ProcessJobSpec:
     """A job run in its own OS process: ``target(ctx, *args)``.
 
     ``target``: ``"package.module:function"``. ``liveness``: how progress is judged.
+    ``drain``: at shutdown, stop this job only after the other process jobs (the producers)
+    have exited and it has reported ``idle`` since, or ``runtime.stop_timeout`` seconds
+    passed (a processor finishes the recorders' last chunks).
     """
 
     name: str
@@ -87,6 +90,7 @@ class ProcessJobSpec:
     args: tuple[Any, ...] = ()
     liveness: Liveness = field(default_factory=AlwaysAlive)
     kind: str = "process"
+    drain: bool = False
 
 
 @dataclass(frozen=True)

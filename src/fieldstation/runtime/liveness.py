@@ -5,7 +5,8 @@ Rules (issue 7):
 - recorder: while inside a slot (last report ``slot`` or ``chunk``) a ``chunk`` report is due
   within ``2 x chunk + runtime.liveness_grace`` seconds of the last one; otherwise it hangs.
 - processor: after ``claimed`` a ``processed`` or ``failed`` report is due within the
-  processor's ``timeout`` seconds.
+  processor's ``timeout`` seconds; after any other report the next is due within
+  ``poll_interval + timeout`` (an idle worker reports every ``poll_interval``).
 - anything else: judged only by its process being alive.
 
 Times are monotonic seconds of the injected clock.
@@ -58,16 +59,30 @@ class RecorderLiveness:
 
 @dataclass(frozen=True)
 class ProcessorLiveness:
-    """A claimed recording must be processed (or failed) within ``timeout`` seconds."""
+    """A processor must keep reporting.
+
+    After ``claimed``, a ``processed``/``failed``/``quarantined`` report is due within
+    ``timeout`` seconds. After any other report (``idle`` between looks for work, or the end
+    of a recording), the next one is due within ``poll_interval + timeout`` seconds: an idle
+    worker reports every ``poll_interval``, so a worker that has gone silent is stuck before
+    its next claim (a database lock never released, a hung thread), even with work pending.
+    """
 
     timeout: float
+    poll_interval: float = 5.0
 
     def stalled(self, last_what: str | None, last_at: float | None, now: float) -> str | None:
-        if last_what != "claimed" or last_at is None:
+        if last_at is None:
             return None
-        busy = now - last_at
-        if busy > self.timeout:
-            return (
-                f"claimed recording not finished after {busy:.1f} s (timeout {self.timeout:.1f} s)"
-            )
+        silent = now - last_at
+        if last_what == "claimed":
+            if silent > self.timeout:
+                return (
+                    f"claimed recording not finished after {silent:.1f} s "
+                    f"(timeout {self.timeout:.1f} s)"
+                )
+            return None
+        limit = self.poll_interval + self.timeout
+        if silent > limit:
+            return f"no report for {silent:.1f} s after {last_what!r} (limit {limit:.1f} s)"
         return None

@@ -129,7 +129,8 @@ def process_jobs(
             name=f"processor:{proc.name}",
             target=processor,
             args=(proc.name,),
-            liveness=ProcessorLiveness(timeout=proc.timeout),
+            liveness=ProcessorLiveness(timeout=proc.timeout, poll_interval=proc.poll_interval),
+            drain=True,
         )
         for proc in config.processors
         if proc.enabled
@@ -393,15 +394,19 @@ class Station:
         atomic_write_json(self.home.status_file, self.status())
 
     def _watchdog(self, stop: threading.Event) -> None:
+        """Feed the systemd watchdog while the supervisor's loop turns (decision 0061).
+
+        A job in ``failed`` does not starve the watchdog: it is reported (``STATUS=``, an
+        event, the heartbeat) and the other jobs keep running; a restart of the whole
+        station by systemd would not mend it and would interrupt the healthy jobs.
+        """
         interval = systemd.watchdog_interval()
         if interval is None:
             return
         while not self.clock.wait(stop, interval):
             supervisor = self.supervisor
-            if supervisor is not None and supervisor.healthy():
-                jobs = supervisor.snapshot()
-                running = sum(1 for j in jobs if j["state"] == "running")
-                systemd.notify(f"WATCHDOG=1\nSTATUS={running}/{len(jobs)} jobs running")
+            if supervisor is not None and supervisor.loop_alive():
+                systemd.notify(f"WATCHDOG=1\nSTATUS={_status_line(supervisor)}")
 
     # --- ControlApi ------------------------------------------------------------------------
 
@@ -467,6 +472,15 @@ class Station:
         if job != "station":
             self._require().job(job)  # raises UnknownJobError
         return tail_lines(log_file_of(self.home, job), max(1, min(lines, 10_000)))
+
+
+def _status_line(supervisor: Supervisor) -> str:
+    """The systemd ``STATUS=`` text: ``"5/6 jobs running; failed: processor:birdnet"``."""
+    jobs = supervisor.snapshot()
+    running = sum(1 for j in jobs if j["state"] == "running")
+    failed = [j["name"] for j in jobs if j["state"] == "failed"]
+    line = f"{running}/{len(jobs)} jobs running"
+    return f"{line}; failed: {', '.join(failed)}" if failed else line
 
 
 def _recording_status(jobs: list[dict[str, Any]]) -> dict[str, Any]:

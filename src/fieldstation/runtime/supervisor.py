@@ -220,13 +220,21 @@ class Supervisor:
         with self._lock:
             return self._describe(job, self.clock.monotonic())
 
-    def healthy(self, max_loop_age: float | None = None) -> bool:
-        """True while the loop turns (within ``max_loop_age`` s) and no job has failed."""
+    def loop_alive(self, max_loop_age: float | None = None) -> bool:
+        """True while the loop turns: its last turn is at most ``max_loop_age`` s old
+        (default ``3 * tick + 5``). This is what feeds the systemd watchdog: a loop that no
+        longer turns can restart nothing, so only a restart of the whole station helps."""
         limit = max_loop_age if max_loop_age is not None else 3 * self.tick + 5.0
-        if self.clock.monotonic() - self.last_tick > limit:
-            return False
+        return self.clock.monotonic() - self.last_tick <= limit
+
+    def failed_jobs(self) -> list[str]:
+        """Names of the jobs in state ``failed`` (restart intensity exceeded)."""
         with self._lock:
-            return not any(job.state == "failed" for job in self._jobs.values())
+            return [job.name for job in self._jobs.values() if job.state == "failed"]
+
+    def healthy(self, max_loop_age: float | None = None) -> bool:
+        """True while the loop turns (:meth:`loop_alive`) and no job has failed."""
+        return self.loop_alive(max_loop_age) and not self.failed_jobs()
 
     def start_job(self, name: str) -> dict[str, Any]:
         """Start a stopped or failed job (forgets its past restarts); returns its snapshot."""
@@ -538,12 +546,18 @@ class Supervisor:
             self._start_job(job)
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Stop every job: SIGTERM (reason ``shutdown``), SIGKILL after ``stop_timeout``.
+        """Stop every job in order: producers, then drained consumers, then threads.
 
-        Waits until every child has exited and kills each job's whole process group. Process
-        jobs (the producers: recorders, processors) stop first; thread jobs (delivery,
-        heartbeat, ...) only after them, so the outbox still sees what the producers committed
-        while closing (a recorder's last chunk, a processor's last detections).
+        1. Process jobs without ``drain`` (the producers: recorders) get SIGTERM (reason
+           ``shutdown``), so each closes its open chunk; SIGKILL after ``timeout`` seconds
+           (default ``runtime.stop_timeout``).
+        2. Process jobs with ``drain`` (processors) keep running until each has reported
+           ``idle`` after step 1 ended (it has processed what the producers committed while
+           closing), at most ``timeout`` seconds; then SIGTERM, SIGKILL after ``timeout``.
+        3. Thread jobs (delivery, heartbeat, ...) stop last, so the outbox still sees what the
+           process jobs committed.
+
+        Waits until every child has exited and kills each job's whole process group.
         """
         self.shutting_down = True
         limit = timeout if timeout is not None else self.config.runtime.stop_timeout
@@ -551,30 +565,18 @@ class Supervisor:
         for job in self._jobs.values():
             job.wanted = False
             job.next_start = None
-            if job.alive and job.is_process:
-                self._terminate(job, "shutdown", signal.SIGTERM, now)
-            elif not job.alive and job.state in ("backoff", "starting", "running"):
+            if not job.alive and job.state in ("backoff", "starting", "running"):
                 job.state = "stopped"
-        deadline = now + limit
-        while any(j.process is not None for j in self._jobs.values()):
-            remaining = deadline - self.clock.monotonic()
-            if remaining <= 0:
-                for job in self._jobs.values():
-                    if job.process is not None:
-                        log.warning("job %s ignored SIGTERM; SIGKILL", job.name)
-                        self._kill_group(job, signal.SIGKILL)
-                deadline = self.clock.monotonic() + 5.0
-                limit = 0
-            sentinels = [j.process.sentinel for j in self._jobs.values() if j.process is not None]
-            wait(sentinels, max(0.0, min(0.5, remaining)))
-            for job in self._jobs.values():
-                if job.process is not None and not job.alive:
-                    self._on_exit(job, self.clock.monotonic())
+        producers = [j for j in self._jobs.values() if j.is_process and not self._drains(j)]
+        consumers = [j for j in self._jobs.values() if j.is_process and self._drains(j)]
+        self._stop_processes(producers, limit)
+        self._await_idle(consumers, self.clock.monotonic() + limit)
+        self._stop_processes(consumers, limit)
         now = self.clock.monotonic()
         for job in self._jobs.values():
             if job.thread is not None:
                 self._terminate(job, "shutdown", signal.SIGTERM, now)
-        deadline = now + (timeout if timeout is not None else self.config.runtime.stop_timeout)
+        deadline = now + limit
         for job in self._jobs.values():
             if job.thread is not None:
                 job.thread.join(max(0.1, deadline - self.clock.monotonic()))
@@ -583,6 +585,64 @@ class Supervisor:
                 else:
                     log.warning("thread job %s did not stop in time", job.name)
             self._kill_group(job, signal.SIGKILL)
+
+    @staticmethod
+    def _drains(job: _Job) -> bool:
+        return isinstance(job.spec, ProcessJobSpec) and job.spec.drain
+
+    def _stop_processes(self, jobs: list[_Job], limit: float) -> None:
+        """SIGTERM the live ``jobs``; SIGKILL what still runs after ``limit`` s; reap all."""
+        now = self.clock.monotonic()
+        for job in jobs:
+            if job.alive:
+                self._terminate(job, "shutdown", signal.SIGTERM, now)
+        deadline = now + limit
+        while any(j.process is not None for j in jobs):
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                for job in jobs:
+                    if job.process is not None:
+                        log.warning("job %s ignored SIGTERM; SIGKILL", job.name)
+                        self._kill_group(job, signal.SIGKILL)
+                deadline = self.clock.monotonic() + 5.0
+            sentinels = [j.process.sentinel for j in jobs if j.process is not None]
+            wait(sentinels, max(0.0, min(0.5, remaining)))
+            self._reap(jobs)
+
+    def _await_idle(self, jobs: list[_Job], deadline: float) -> None:
+        """Let ``jobs`` run until each has reported ``idle`` from now on, or ``deadline``."""
+        since = self.clock.monotonic()  # an idle reported before does not count
+
+        def busy() -> list[_Job]:
+            return [
+                j
+                for j in jobs
+                if j.alive and not (j.last_what == "idle" and (j.last_at or 0.0) >= since)
+            ]
+
+        waiting = busy()
+        if waiting:
+            log.info("letting %s finish pending work", ", ".join(j.name for j in waiting))
+        while waiting and self.clock.monotonic() < deadline:
+            conns = [j.conn for j in waiting if j.conn is not None]
+            sentinels = [j.process.sentinel for j in waiting if j.process is not None]
+            remaining = deadline - self.clock.monotonic()
+            ready = wait([*conns, *sentinels], max(0.0, min(0.5, remaining)))
+            for job in waiting:
+                if job.conn is not None and job.conn in ready:
+                    self._drain(job)
+            self._reap(jobs)
+            waiting = busy()
+        if waiting:
+            log.warning(
+                "%s still busy after the drain time; stopping anyway",
+                ", ".join(j.name for j in waiting),
+            )
+
+    def _reap(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            if job.process is not None and not job.alive:
+                self._on_exit(job, self.clock.monotonic())
 
     def close(self) -> None:
         """Release the wake-up pipe (after :meth:`shutdown`)."""

@@ -16,7 +16,7 @@ import psutil
 
 from fieldstation.job import JobContext
 
-__all__ = ["crashing", "hanging", "progressing"]
+__all__ = ["closing_slowly", "crashing", "hanging", "idling", "progressing"]
 
 
 def progressing(ctx: JobContext, marker: str, every: float = 0.05) -> None:
@@ -52,6 +52,32 @@ def hanging(ctx: JobContext, marker: str | None = None) -> None:
     ctx.progress("slot", {"start": "now", "end": "later"})
     while True:
         time.sleep(0.05)
+
+
+def closing_slowly(ctx: JobContext, journal: str, seconds: float = 0.3) -> None:
+    """A producer: reports chunks until stopped, then takes ``seconds`` to close its last one.
+
+    Appends ``producer closed <monotonic s>`` to ``journal`` once closed.
+    """
+    ctx.progress("slot", {"start": "now", "end": "later"})
+    while not ctx.stop.is_set():
+        ctx.progress("chunk", {})
+        ctx.stop.wait(0.05)
+    time.sleep(seconds)
+    with open(journal, "a") as handle:
+        handle.write(f"producer closed {time.monotonic()}\n")
+
+
+def idling(ctx: JobContext, journal: str, every: float = 0.05) -> None:
+    """A consumer with nothing to do: reports ``idle`` every ``every`` s until stopped.
+
+    Appends ``consumer stopped <monotonic s>`` to ``journal`` when it gets the stop.
+    """
+    while not ctx.stop.is_set():
+        ctx.progress("idle", {"pending": 0})
+        ctx.stop.wait(every)
+    with open(journal, "a") as handle:
+        handle.write(f"consumer stopped {time.monotonic()}\n")
 
 
 def job_processes() -> list[psutil.Process]:
