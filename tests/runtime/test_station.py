@@ -299,13 +299,13 @@ def test_fault_injection_loses_and_duplicates_nothing(tmp_path: Path) -> None:
             with db.session() as s:
                 undone = s.scalar(
                     select(func.count(Recording.id)).where(
-                        Recording.id <= high_water, Recording.state.not_in(("processed", "failed"))
+                        Recording.id <= high_water, Recording.state != "processed"
                     )
                 )
                 unsent = s.scalar(
                     select(func.count(Delivery.id))
                     .join(Message)
-                    .where(Delivery.state == "pending", Message.kind != "heartbeat")
+                    .where(Delivery.state != "sent", Message.kind != "heartbeat")
                     .where((Message.recording_id <= high_water) | Message.recording_id.is_(None))
                 )
                 states = Counter(
@@ -338,10 +338,22 @@ def test_fault_injection_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         sessions: dict[str, list[Recording]] = {}
         for r in recordings:
             sessions.setdefault(r.session_id, []).append(r)
+        per_chunk = 2 * 16_000  # chunk = 2 s at 16 kHz
+        missing = 0
         for chunks in sessions.values():
             chunks.sort(key=lambda r: r.chunk_index)
+            for r in chunks:
+                assert r.start_frame == r.chunk_index * per_chunk and r.frames <= per_chunk
             for a, b in zip(chunks, chunks[1:], strict=False):
-                assert b.start_frame == a.start_frame + a.frames or b.chunk_index > a.chunk_index
+                assert b.chunk_index > a.chunk_index
+                if b.chunk_index == a.chunk_index + 1:
+                    assert b.start_frame == a.start_frame + a.frames == b.chunk_index * per_chunk
+                    assert a.frames == per_chunk  # only a session's last chunk may be short
+                missing += b.chunk_index - a.chunk_index - 1
+        # a chunk missing inside a session is one a SIGKILL cut before it could be salvaged:
+        # it is in quarantine/, never silently gone
+        quarantined = [p for p in (home / "quarantine").rglob("*") if p.is_file()]
+        assert missing <= len(quarantined)
         # one successful model run per processed recording: no duplicated detections
         runs = Counter(
             s.scalars(select(ModelRun.recording_id).where(ModelRun.status == "ok")).all()
