@@ -239,11 +239,19 @@ def install_unit(
 
 
 def uninstall_unit(
-    *, station_id: str, home_systemd: Path, user: bool, target_dir: Path | None = None
+    *,
+    station_id: str,
+    home_systemd: Path,
+    user: bool,
+    target_dir: Path | None = None,
+    disable: bool = True,
 ) -> list[Path]:
-    """Disable and stop the unit (when systemctl works) and delete its files; returns them."""
+    """Disable and stop the unit (when ``disable`` and systemctl works) and delete its files.
+
+    Returns the files removed. Raises :class:`SystemdError` when one cannot be removed.
+    """
     name = unit_name(station_id)
-    systemctl = _systemctl(user)
+    systemctl = _systemctl(user) if disable else None
     if systemctl is not None:
         _run([*systemctl, "disable", "--now", name])
     removed = []
