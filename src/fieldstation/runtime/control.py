@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import socketserver
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -114,12 +115,14 @@ class ControlServer:
         self.path = path
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a stale socket of a dead runtime (we hold the station lock)
-        old = os.umask(0o177)
-        try:
-            self._server = _Server(str(path), _Handler)
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
+        # Bound inside a private (0700) folder, made 0600, then renamed into place: the socket
+        # is never reachable by others, and the process umask (shared with the threads that
+        # create files meanwhile) is left alone.
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".c") as private:
+            staged = Path(private) / "s"
+            self._server = _Server(str(staged), _Handler)
+            os.chmod(staged, 0o600)
+            os.replace(staged, path)
         self._server.api = api
         self._thread = threading.Thread(
             target=self._server.serve_forever,
