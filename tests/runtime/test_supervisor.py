@@ -5,6 +5,7 @@ The job functions below run in forked children (the supervisor imports them by m
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -24,6 +25,7 @@ from fieldstation.config import StationConfig, parse_config, template_text
 from fieldstation.home import StationHome
 from fieldstation.runtime.jobs import ProcessJobSpec, ThreadJobSpec
 from fieldstation.runtime.liveness import RecorderLiveness
+from fieldstation.runtime.logs import setup_logging
 from fieldstation.runtime.supervisor import Supervisor, UnknownJobError
 from fieldstation.testing.jobs import job_processes
 
@@ -235,8 +237,21 @@ def test_thread_job_crash_is_restarted(home: StationHome) -> None:
         runs.append(1)
         raise ValueError("thread boom")
 
-    with supervising(config, home, [ThreadJobSpec("flaky", flaky)]) as (sup, events):
-        wait_for(lambda: state(sup, "flaky") == "failed")
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    setup_logging(config.logging, home.logs, name="station", console=False)
+    try:
+        with supervising(config, home, [ThreadJobSpec("flaky", flaky)]) as (sup, events):
+            wait_for(lambda: state(sup, "flaky") == "failed")
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+            handler.close()
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
     assert len(runs) == 3
     assert [e[0] for e in events] == ["job_restarted", "job_restarted", "job_failed"]
     assert "thread boom" in events[0][4]["reason"]
+    # a thread job's restart event carries the supervisor's log, with the crash in it
+    assert any("ValueError: thread boom" in line for line in events[-1][4]["log_tail"])

@@ -460,7 +460,8 @@ class Supervisor:
             return
         reason = job.reason if cause == "hung" else (job.thread_error or "exited")
         decision = job.policy.on_exit(now)
-        tail = tail_lines(log_file_of(self.home, job.name))
+        # a thread job logs into the supervisor's own log (with its crash traceback)
+        tail = tail_lines(log_file_of(self.home, job.name if job.is_process else "station"))
         data = {
             "job": job.name,
             "exit_code": code,
