@@ -124,3 +124,35 @@ def test_same_config_continues_deployment_new_config_starts_one(db: Database) ->
         ).id
     assert again == first
     assert changed != first
+
+
+def test_commands_refuse_a_newer_database_with_one_clear_line(tmp_path: Path) -> None:
+    """`run`, `recordings` and `outbox status` on a newer release's database: exit 2, no
+    traceback, the message says what to do."""
+    import subprocess
+    import sys
+    import tomllib
+
+    import tomli_w
+
+    from fieldstation.config import template_text
+
+    data = tomllib.loads(template_text())
+    data["station"]["home"] = str(tmp_path / "home")
+    config = tmp_path / "station.toml"
+    config.write_text(tomli_w.dumps(data))
+    database = open_database(tmp_path / "home" / "station.db")
+    with database.engine.begin() as c:
+        c.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    database.dispose()
+    cli = [sys.executable, "-m", "fieldstation.cli"]
+    for args in (
+        ["run", str(config), "--for", "1s"],
+        ["recordings", str(config)],
+        ["outbox", str(config), "status"],
+    ):
+        done = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=60)
+        output = done.stdout + done.stderr
+        assert done.returncode == 2, (args, output)
+        assert "newer than this fieldstation" in output and "upgrade fieldstation" in output
+        assert "Traceback" not in output, output

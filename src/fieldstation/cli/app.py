@@ -54,5 +54,21 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Entry point of the ``fieldstation`` script."""
-    app()
+    """Entry point of the ``fieldstation`` script.
+
+    Errors every command can meet on a station home are printed as one line and exit 2
+    instead of a traceback: a database written by a newer release
+    (:class:`~fieldstation.store.db.SchemaVersionError`) and a station home held by another
+    process (:class:`~fieldstation.home.StationLockedError`).
+    """
+    try:
+        app()
+    except Exception as error:
+        from fieldstation.cli.common import EXIT_INVALID, err_console
+        from fieldstation.home import StationLockedError
+        from fieldstation.store.db import SchemaVersionError
+
+        if not isinstance(error, SchemaVersionError | StationLockedError):
+            raise
+        err_console.print(f"[red]{error}[/]", highlight=False, soft_wrap=True)
+        raise SystemExit(EXIT_INVALID) from None

@@ -169,8 +169,9 @@ class Station:
         from fieldstation.store import open_database
         from fieldstation.store.deployments import start_deployment
 
-        migrate_in_child(self.home.database)
         self.db = open_database(self.home.database, migrate=False)
+        self.db.check_schema()  # a newer release's database: a clear error, before any child
+        migrate_in_child(self.home.database)
         with self.db.session() as session:
             deployment = start_deployment(
                 session,

@@ -102,20 +102,28 @@ class Database:
         with self.engine.connect() as connection:
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
-    def migrate(self) -> bool:
-        """Bring the schema to :data:`SCHEMA_HEAD`; True when a migration ran.
+    def check_schema(self) -> str | None:
+        """The stamped revision, after checking that this release knows it (no Alembic needed).
 
         Raises :class:`SchemaVersionError` when the database carries a revision this release
         does not know (it was written by a newer fieldstation).
         """
         current = self.revision()
-        if current == SCHEMA_HEAD:
-            return False
         if current is not None and current not in _known_revisions():
             raise SchemaVersionError(
-                f"the database is at schema revision {current!r}, newer than this fieldstation "
-                f"knows (head {SCHEMA_HEAD!r}); upgrade fieldstation, or use another station home"
+                f"the database {self.engine.url.database} is at schema revision {current!r}, "
+                f"newer than this fieldstation knows (head {SCHEMA_HEAD!r}); upgrade "
+                "fieldstation, or use another station home"
             )
+        return current
+
+    def migrate(self) -> bool:
+        """Bring the schema to :data:`SCHEMA_HEAD`; True when a migration ran.
+
+        Raises :class:`SchemaVersionError` as :meth:`check_schema` does.
+        """
+        if self.check_schema() == SCHEMA_HEAD:
+            return False
         from alembic import command  # heavy (+34 MiB): only while migrating
 
         command.upgrade(alembic_config(self.engine), "head")
