@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 __all__ = ["parse_since", "register"]
 
 ConfigArg = Annotated[Path, typer.Argument(help="Station file (TOML).")]
+OptionalConfigArg = Annotated[
+    Path | None,
+    typer.Argument(help="Station file (TOML); default: the embedded default station."),
+]
 SinceOpt = Annotated[
     str | None,
     typer.Option(
@@ -60,22 +64,22 @@ def _since_or_exit(text: str | None) -> datetime | None:
         raise typer.Exit(EXIT_INVALID) from None
 
 
-def _open(config_path: Path) -> Database:
+def _open(config_path: Path | None) -> Database:
     """The station database of the station file, or exit 1 when the station never ran."""
     from fieldstation.store import open_database
 
     home = home_of(load_or_exit(config_path))
     if not home.database.exists():
+        run = " ".join(["fieldstation run", *([str(config_path)] if config_path else [])])
         err_console.print(
-            f"[red]no station database at {home.database}[/]; run the station first "
-            f"(`fieldstation run {config_path}`)"
+            f"[red]no station database at {home.database}[/]; run the station first (`{run}`)"
         )
         raise typer.Exit(1)
     return open_database(home.database)
 
 
 def recordings(
-    config: ConfigArg,
+    config: OptionalConfigArg = None,
     state: Annotated[
         str | None,
         typer.Option(
@@ -128,7 +132,7 @@ def recordings(
 
 
 def detections(
-    config: ConfigArg,
+    config: OptionalConfigArg = None,
     label: Annotated[str | None, typer.Option("--label", help="Only this label.")] = None,
     min_score: Annotated[
         float | None, typer.Option("--min-score", min=0, max=1, help="Only scores at least this.")
