@@ -130,56 +130,81 @@ def listener(port: int = 0) -> socket.socket:
     return sock
 
 
-def test_offline_day_of_heartbeats_delivered_in_order(home: StationHome, db: Database) -> None:
+def test_offline_day_of_heartbeats_delivered_in_order(
+    home: StationHome, db: Database, http_ingest: Any
+) -> None:
+    """The hub (HTTP) is unreachable all day: the local file still receives every heartbeat
+    as it is written, the hub output makes no attempt, and gets them all, in order, after."""
     pytest.importorskip("fieldstation.outbox.delivery")
     from fieldstation.outbox.delivery import DeliveryLoop
 
     probe = listener()
     port = probe.getsockname()[1]
-    probe.close()  # the "broker" is unreachable all day
-    config = station(home, network={"down_after": 1, "up_after": 1})
+    probe.close()  # the hub is unreachable all day
+    hub = http_ingest(port)
+    config = station(
+        home,
+        network={"down_after": 1, "up_after": 1},
+        outputs=[
+            {"name": "local", "kind": "file", "path": "outbox.jsonl"},
+            {"name": "hub", "kind": "http", "url": hub.url, "timeout": "5s"},
+        ],
+    )
     stop = threading.Event()
     clock = DayClock(stop)
-    monitor = NetworkMonitor(config, clock, targets=[f"127.0.0.1:{port}"], db=db)
+    monitor = NetworkMonitor(config, clock, db=db)  # probes the hub's endpoint
+    assert [str(t) for t in monitor.targets] == [f"127.0.0.1:{port}"]
     assert not monitor.probe_once().ok and not monitor.is_up()
     loop = DeliveryLoop(config, db, clock, home, network_up=monitor.is_up)
     heartbeat = Heartbeat(config, db, clock, home, lambda: [], network_up=monitor.is_up)
     heartbeat.run(stop)  # a whole simulated day, interval 5 min
-    assert loop.run_once() == 0  # no attempt while down
+    assert loop.run_once() == 289  # while down: 288 beats + the network_down event, to the file
     with db.session() as session:
         query = select(Message.kind, func.count(Message.id)).group_by(Message.kind)
         kinds = {str(kind): int(n) for kind, n in session.execute(query).all()}
-        assert session.scalar(select(func.count(Delivery.id)).where(Delivery.attempts > 0)) == 0
+        by_state = dict(
+            session.execute(
+                select(
+                    Delivery.destination + ":" + Delivery.state, func.count(Delivery.id)
+                ).group_by(Delivery.destination, Delivery.state)
+            ).all()
+        )
+        hub_attempts = session.scalar(
+            select(func.sum(Delivery.attempts)).where(Delivery.destination == "hub")
+        )
     assert kinds["heartbeat"] == 288
-    assert not (home.root / "outbox.jsonl").exists()
+    assert by_state == {"local:sent": 289, "hub:pending": 289}
+    assert hub_attempts == 0 and hub.requests == 0  # no attempt on the network output
+    local_while_down = (home.root / "outbox.jsonl").read_text().splitlines()
+    assert len(local_while_down) == 289
 
-    server = listener(port)  # the network comes back
-    try:
-        assert monitor.probe_once().ok and monitor.is_up()
-        delivered = 0
-        for _ in range(20):
-            delivered += loop.run_once()
-            if delivered >= 290:
-                break
-    finally:
-        server.close()
-        loop.close()
+    hub.start()  # the network comes back
+    assert monitor.probe_once().ok and monitor.is_up()
+    delivered = 0
+    for _ in range(20):
+        delivered += loop.run_once()
+        if delivered >= 291:  # 289 + network_up, to both outputs
+            break
+    loop.close()
+    assert delivered == 291
     lines = [json.loads(line) for line in (home.root / "outbox.jsonl").read_text().splitlines()]
-    beats = [m for m in lines if m["kind"] == "heartbeat"]
-    assert len(beats) == 288
-    assert [b["body"]["seq"] for b in beats] == list(range(1, 289))
-    times = [b["created_at"] for b in beats]
-    assert times == sorted(times) and len(set(times)) == 288
-    assert {b["body"]["network_up"] for b in beats} == {False}
-    assert {b["body"]["status"] for b in beats} <= {"degraded", "failing"}
-    assert all("network down" in b["body"]["reasons"] for b in beats)
-    memory = {b["body"]["metrics"]["host"]["memory_total"] for b in beats}
-    assert memory == {psutil.virtual_memory().total}
-    pending = [b["body"]["metrics"]["outbox"]["pending"] for b in beats]
-    assert pending[0] >= 1 and pending == sorted(pending)  # the outbox grew during the day
-    events = [m["body"]["event"] for m in lines if m["kind"] == "event"]
-    assert events == ["network_down", "network_up"]
-    assert [b["body"]["metrics"]["jobs"] for b in beats[:1]] == [[]]
+    for received in (lines, hub.messages):
+        beats = [m for m in received if m["kind"] == "heartbeat"]
+        assert len(beats) == 288
+        assert [b["body"]["seq"] for b in beats] == list(range(1, 289))
+        times = [b["created_at"] for b in beats]
+        assert times == sorted(times) and len(set(times)) == 288
+        assert {b["body"]["network_up"] for b in beats} == {False}
+        assert {b["body"]["status"] for b in beats} <= {"degraded", "failing"}
+        assert all("network down" in b["body"]["reasons"] for b in beats)
+        memory = {b["body"]["metrics"]["host"]["memory_total"] for b in beats}
+        assert memory == {psutil.virtual_memory().total}
+        pending = [b["body"]["metrics"]["outbox"]["pending"] for b in beats]
+        assert pending[0] >= 1 and pending == sorted(pending)  # the outbox grew during the day
+        events = [m["body"]["event"] for m in received if m["kind"] == "event"]
+        assert events == ["network_down", "network_up"]
+        assert [b["body"]["metrics"]["jobs"] for b in beats[:1]] == [[]]
+    assert {json.loads(x)["id"] for x in local_while_down} < {m["id"] for m in hub.messages}
 
 
 def test_heartbeat_without_destination_writes_nothing(home: StationHome, db: Database) -> None:

@@ -17,7 +17,7 @@ from fieldstation.config import StationConfig, parse_config, template_text
 from fieldstation.health.network import NetworkMonitor, Target, TargetError, targets_of
 from fieldstation.home import StationHome
 from fieldstation.store import Database
-from fieldstation.store.models import Event
+from fieldstation.store.models import Delivery, Event
 from fieldstation.store.outbox import enqueue
 
 
@@ -241,3 +241,43 @@ def test_disabled_loops_wait_for_stop(home: StationHome, db: Database) -> None:
         t.join(5)
     assert not any(t.is_alive() for t in threads)
     assert clock.monotonic() == 0  # and they did not spin the clock
+
+
+def test_each_network_output_waits_on_its_own_target(
+    home: StationHome, db: Database, clock: VirtualClock, http_ingest: Any
+) -> None:
+    """One hub unreachable, the other up: only the unreachable one is held back."""
+    from fieldstation.outbox.delivery import DeliveryLoop
+
+    near = http_ingest(0).start()
+    gone = http_ingest(0).start()
+    gone.stop()  # its port is closed: connections are refused
+    config = station(
+        home,
+        network={"down_after": 1, "up_after": 1},
+        outputs=[
+            {"name": "near", "kind": "http", "url": near.url},
+            {"name": "far", "kind": "http", "url": gone.url},
+        ],
+    )
+    monitor = NetworkMonitor(config, clock, db=db)
+    result = monitor.probe_once()
+    assert result.ok and monitor.is_up()  # the network as a whole is up (one target answers)
+    near_output, far_output = config.outputs
+    assert monitor.is_up_for(near_output) and not monitor.is_up_for(far_output)
+    with db.session() as session:
+        enqueue(
+            session,
+            kind="event",
+            body={},
+            destinations=["near", "far"],
+            now=clock.now(),
+            station_id="default",
+            message_id="m1",
+        )
+    with DeliveryLoop(config, db, clock, home, network_up=monitor.is_up) as loop:
+        assert loop.run_once() == 1
+    assert [m["id"] for m in near.messages] == ["m1"]
+    with db.session() as session:
+        (far,) = session.scalars(select(Delivery).where(Delivery.destination == "far")).all()
+    assert far.state == "pending" and far.attempts == 0  # no attempt on the unreachable hub

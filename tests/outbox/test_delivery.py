@@ -169,6 +169,37 @@ def test_no_attempt_while_network_is_down(
         assert loop.run_once() == 5
 
 
+def test_network_gate_holds_only_outputs_that_need_the_network(
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    clock: VirtualClock,
+) -> None:
+    from fieldstation.testing.broker import free_port
+
+    config = make_station(
+        [
+            {"name": "up", "kind": "file", "path": "up.jsonl"},
+            {"name": "api", "kind": "http", "url": f"http://127.0.0.1:{free_port()}/"},
+        ]
+    )
+    with db.session() as session:
+        ids = store.enqueue_many(
+            session,
+            [store.NewMessage("detection", {"n": i}, ["up", "api"]) for i in range(25)],
+            now=clock.now(),
+            station_id="default",
+        )
+    with DeliveryLoop(config, db, clock, home, network_up=lambda: False) as loop:
+        assert loop.run_once() == 25  # every message reaches the local file while down
+    lines = (home.root / "up.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ids
+    with db.session() as session:
+        api = store.list_deliveries(session, destination="api", limit=100)
+    assert len(api) == 25 and {(d.state, d.attempts) for d, _ in api} == {("pending", 0)}
+    assert _counts(db)["sent"] == 25
+
+
 def test_run_reports_progress_and_stops(
     config: StationConfig, home: StationHome, db: Database, clock: VirtualClock
 ) -> None:
@@ -221,8 +252,12 @@ def test_loop_applies_the_cap_to_messages_written_without_it(
             now=clock.now(),
             station_id="default",
         )
-    with DeliveryLoop(config, db, clock, home, network_up=lambda: False) as loop:
+    held = Scripted([])  # a network output (no needs_network: True), held back while down
+    with DeliveryLoop(
+        config, db, clock, home, network_up=lambda: False, messengers={"up": held}
+    ) as loop:
         assert loop.run_once() == 0
+    assert held.batches == []
     with db.session() as session:
         report = store.status(session)
         dropped = store.list_deliveries(session, state="dropped", limit=100)

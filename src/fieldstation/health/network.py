@@ -9,8 +9,11 @@ flap the state). While down, probes back off: the delay doubles from ``network.i
 ``network.backoff_max``, with "full jitter" in [delay/2, delay] (AWS Architecture Blog,
 "Exponential Backoff And Jitter", 2015); once a probe succeeds, the next comes after
 ``interval`` again so recovery is confirmed quickly. With no target at all the network counts as
-up. The outbox calls :meth:`NetworkMonitor.is_up` and makes no attempts while it is False.
-State changes are recorded as events (``network_down`` / ``network_up``).
+up. The outbox calls :meth:`NetworkMonitor.is_up` and makes no attempts on outputs that need
+the network while it is False; with :meth:`NetworkMonitor.is_up_for` each output waits on its own
+target, which has the same hysteresis (``down_after`` / ``up_after`` of its own probes). Local
+outputs (the file messenger) never wait. State changes of the whole network are recorded as
+events (``network_down`` / ``network_up``); those of single targets are logged.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from fieldstation.clock import Clock
 from fieldstation.config import StationConfig
 from fieldstation.store import Database
 
-__all__ = ["NetworkMonitor", "ProbeResult", "Target", "TargetError", "targets_of"]
+__all__ = ["NetworkMonitor", "ProbeResult", "Target", "TargetError", "target_of", "targets_of"]
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +69,35 @@ class ProbeResult:
     errors: dict[str, str | None]
 
 
+def target_of(output: Any) -> Target | None:
+    """The probe target of one output config: its ``host``/``port`` (default 1883) or the
+    host and port of its ``http(s)`` ``url``; None for an output with neither (a file)."""
+    host = getattr(output, "host", None)
+    url = getattr(output, "url", None)
+    if isinstance(host, str) and host:
+        return Target(host, int(getattr(output, "port", None) or 1883))
+    if isinstance(url, str) and url:
+        parts = urlsplit(url)
+        if parts.hostname:
+            default = 443 if parts.scheme == "https" else 80
+            return Target(parts.hostname, parts.port or default)
+    return None
+
+
 def targets_of(config: StationConfig) -> list[Target]:
     """Targets from enabled outputs (``host``/``port`` or ``url``) and ``network.targets``."""
-    found: list[Target] = []
-    for output in config.outputs:
-        if not output.enabled:
-            continue
-        host = getattr(output, "host", None)
-        url = getattr(output, "url", None)
-        if isinstance(host, str) and host:
-            found.append(Target(host, int(getattr(output, "port", None) or 1883)))
-        elif isinstance(url, str) and url:
-            parts = urlsplit(url)
-            if parts.hostname:
-                default = 443 if parts.scheme == "https" else 80
-                found.append(Target(parts.hostname, parts.port or default))
+    found = [t for o in config.outputs if o.enabled and (t := target_of(o)) is not None]
     found.extend(Target.parse(t) for t in config.network.targets)
     return list(dict.fromkeys(found))
+
+
+@dataclass
+class _Hysteresis:
+    """Consecutive failures and successes of one target and its own up/down state."""
+
+    up: bool = True
+    failures: int = 0
+    successes: int = 0
 
 
 def tcp_probe(target: Target, timeout: float) -> str | None:
@@ -138,6 +154,7 @@ class NetworkMonitor:
         self._backoff_level = 0
         self.changes = 0
         """State changes so far."""
+        self._per_target = {t: _Hysteresis() for t in self.targets}
 
     def is_up(self) -> bool:
         """The current state (True before the first probe: optimistic start)."""
@@ -146,13 +163,39 @@ class NetworkMonitor:
         with self._lock:
             return self._up
 
+    def is_up_for(self, output: Any) -> bool:
+        """The state of ``output``'s own probe target (see :func:`target_of`), or the whole
+        network's state (:meth:`is_up`) for an output with no target this monitor probes.
+
+        Whether an output needs the network at all is its messenger's business (the delivery
+        loop does not ask for a file output).
+        """
+        if not self.config.network.enabled:
+            return True
+        target = target_of(output)
+        with self._lock:
+            state = self._per_target.get(target) if target is not None else None
+            return self._up if state is None else state.up
+
     def probe_once(self) -> ProbeResult:
         """Probe every target once, update the counters and the state; returns the result."""
         timeout = self.config.network.timeout
         errors = {str(t): self._probe(t, timeout) for t in self.targets}
         ok = not self.targets or any(e is None for e in errors.values())
         changed_to: bool | None = None
+        net = self.config.network
         with self._lock:
+            for target, state in self._per_target.items():
+                if errors.get(str(target)) is None:
+                    state.successes, state.failures = state.successes + 1, 0
+                    if not state.up and state.successes >= net.up_after:
+                        state.up = True
+                        log.info("network target %s is up again", target)
+                else:
+                    state.failures, state.successes = state.failures + 1, 0
+                    if state.up and state.failures >= net.down_after:
+                        state.up = False
+                        log.info("network target %s is down: %s", target, errors[str(target)])
             if ok:
                 self.successes, self.failures = self.successes + 1, 0
                 if not self._up and self.successes >= self.config.network.up_after:

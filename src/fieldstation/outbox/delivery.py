@@ -6,7 +6,14 @@ apply the byte cap (``drop_oldest``), then, round-robin over the enabled outputs
 head of each destination's queue (priority, then id; see ``store.outbox.next_batch``), hand
 it to the output's messenger and settle every result in one transaction: ``sent``; ``retry``
 with exponential backoff and jitter stored in ``next_attempt_at`` (so it survives restarts);
-or ``dead`` with the reason. Nothing is attempted while ``network_up()`` returns False.
+or ``dead`` with the reason.
+
+The network gate applies per output: an output whose messenger needs the network (MQTT, HTTP;
+``needs_network``, see :mod:`fieldstation.outbox.messenger`) gets no attempt while the network
+is down; a local one (the file messenger) is delivered to regardless. When ``network_up`` is a
+:class:`~fieldstation.health.network.NetworkMonitor`'s ``is_up`` (or anything whose owner has
+``is_up_for(output)``), each network output waits on the state of its own probe target (its
+broker or endpoint), so one unreachable broker does not hold back a reachable HTTP endpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from fieldstation.clock import Clock
 from fieldstation.config import StationConfig
 from fieldstation.config.outputs import OutputConfig
 from fieldstation.home import StationHome
-from fieldstation.outbox.messenger import Messenger, OutgoingMessage, Result
+from fieldstation.outbox.messenger import Messenger, OutgoingMessage, Result, needs_network
 from fieldstation.store import Database
 from fieldstation.store import outbox as store
 
@@ -59,7 +66,9 @@ class DeliveryLoop:
 
     ``config``: the station; ``db``: its database; ``clock``: all waits and times;
     ``home``: the station home (lock file, file outputs); ``network_up``: when given and it
-    returns False, no attempt is made. ``messengers`` replaces the plugin-built messenger of
+    returns False, no attempt is made on outputs that need the network (a bound method whose
+    object has ``is_up_for(output)``, such as ``NetworkMonitor.is_up``, gates each output by
+    its own probe target instead). ``messengers`` replaces the plugin-built messenger of
     the named outputs (tests, custom wiring); ``rng`` draws the jitter; ``progress`` receives
     ``("delivered", {destination, sent, retry, dead})`` per batch and ``("idle", {"next_due":
     iso or None})`` when waiting; ``poll_interval`` is how often (seconds) an idle loop looks
@@ -88,6 +97,11 @@ class DeliveryLoop:
         self.clock = clock
         self.home = home
         self.network_up = network_up
+        owner = getattr(network_up, "__self__", None)
+        per_output = getattr(owner, "is_up_for", None)
+        self._up_for: Callable[[OutputConfig], bool] | None = (
+            per_output if callable(per_output) else None
+        )
         self.rng = rng or random.Random()
         self.progress = progress
         self.poll_interval = poll_interval
@@ -173,8 +187,8 @@ class DeliveryLoop:
     def _final_pass(self) -> None:
         """One last pass when stopping, so messages committed during shutdown go out now.
 
-        Failures only leave messages pending for the next start (nothing is lost); the pass
-        is skipped while the network is down.
+        Failures only leave messages pending for the next start (nothing is lost); outputs
+        that need the network are skipped while it is down.
         """
         try:
             delivered = self._pass(None)
@@ -195,23 +209,26 @@ class DeliveryLoop:
         self._acquire()
         self._housekeeping()
         self.next_due = None
-        if not self._network_ok():
-            return 0
-        outputs = [o for o in self.config.outputs if o.enabled]
-        active = {o.name: o for o in outputs}
+        active = {o.name: o for o in self.config.outputs if o.enabled and self._reachable(o)}
         delivered = 0
         while active and not (stop is not None and stop.is_set()):
             for name, output in list(active.items()):
                 sent, more = self._deliver_batch(output)
                 delivered += sent
-                if not more:
+                if not more or not self._reachable(output):
                     del active[name]
-                if not self._network_ok():
-                    return delivered
         return delivered
 
-    def _network_ok(self) -> bool:
-        return self.network_up is None or bool(self.network_up())
+    def _reachable(self, output: OutputConfig) -> bool:
+        """False when ``output`` needs the network and the network (its target) is down."""
+        if self.network_up is None:
+            return True
+        messenger = self._messengers.get(output.name)
+        if not needs_network(messenger if messenger is not None else output):
+            return True
+        if self._up_for is not None:
+            return bool(self._up_for(output))
+        return bool(self.network_up())
 
     def _housekeeping(self) -> None:
         mono = self.clock.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import ByteSize, Field
 
@@ -19,6 +19,9 @@ __all__ = ["FileMessenger", "FileOutputConfig", "plugin"]
 
 class FileOutputConfig(OutputConfig):
     """Append each message as one JSON line to a file, rotated by size."""
+
+    needs_network: ClassVar[bool] = False
+    """A local file: delivered to while the network is down."""
 
     path: Path = Field(default=Path("outbox.jsonl"), description="File; relative to the home.")
     max_bytes: Bytes = Field(default=ByteSize(50_000_000), description="Rotate at this size.")
@@ -34,6 +37,9 @@ class FileMessenger:
     ``backups``; 0 backups: the file is truncated). Errors writing (disk full, permissions)
     are reported as ``retry`` with the OS error.
     """
+
+    needs_network: ClassVar[bool] = False
+    """Local: the delivery loop does not wait for the network (see ``outbox.messenger``)."""
 
     def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
         self.path = path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -23,6 +23,9 @@ RETRY_STATUSES = frozenset({408, 425, 429})
 
 class HttpOutputConfig(OutputConfig):
     """POST batches of messages as JSON to an endpoint."""
+
+    needs_network: ClassVar[bool] = True
+    """Waits while the network monitor says the network is down."""
 
     url: str = Field(pattern=r"^https?://", description="Endpoint URL.")
     token: SecretRef | None = Field(
@@ -58,6 +61,8 @@ class HttpMessenger:
     the server's ``Retry-After`` seconds when given). Any other status (4xx): ``reject`` of the
     whole batch with the status and the start of the server's answer as the reason.
     """
+
+    needs_network: ClassVar[bool] = True
 
     def __init__(self, config: HttpOutputConfig, *, station_id: str) -> None:
         import httpx

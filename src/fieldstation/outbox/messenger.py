@@ -5,6 +5,12 @@ A messenger is anything with ``send(batch) -> list[Result]`` and ``close()`` (a
 ``plugin.factory(config, station_id=..., home=..., clock=...)``. Retrying, backoff, caps and
 dead letters are the delivery loop's business, never the messenger's: a messenger makes one
 attempt per message and says how it went.
+
+A messenger may declare ``needs_network`` (a class attribute, True when absent): only outputs
+that need the network wait while the network monitor says it is down; a local one (the file
+messenger: ``needs_network = False``) keeps receiving everything. The output's config model
+declares the same ``needs_network`` as a ``ClassVar``, so the loop knows before it builds (and
+starts connecting) a messenger.
 """
 
 from __future__ import annotations
@@ -14,7 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
-__all__ = ["Messenger", "OutgoingMessage", "Result", "message_topic", "status_topic"]
+__all__ = [
+    "Messenger",
+    "OutgoingMessage",
+    "Result",
+    "message_topic",
+    "needs_network",
+    "status_topic",
+]
 
 Outcome = Literal["sent", "retry", "reject"]
 
@@ -64,7 +77,7 @@ _SENT = Result("sent")
 
 @runtime_checkable
 class Messenger(Protocol):
-    """Delivers batches of messages to one output."""
+    """Delivers batches of messages to one output (optionally declaring ``needs_network``)."""
 
     def send(self, batch: Sequence[OutgoingMessage]) -> list[Result]:
         """Try each message once; one :class:`Result` per message, in the batch's order.
@@ -77,6 +90,15 @@ class Messenger(Protocol):
     def close(self) -> None:
         """Release connections and files; the messenger is not used again."""
         ...
+
+
+def needs_network(messenger_or_config: object) -> bool:
+    """Whether a messenger (or an output config model) declares it needs the network.
+
+    Reads the ``needs_network`` attribute; True when it is absent (the safe default: an unknown
+    output waits while the network is down rather than burning attempts).
+    """
+    return bool(getattr(messenger_or_config, "needs_network", True))
 
 
 def message_topic(prefix: str, station_id: str, kind: str) -> str:

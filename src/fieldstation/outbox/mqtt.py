@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -26,6 +26,9 @@ _PERMANENT_REASONS = {0x87: "not authorized", 0x90: "topic name invalid", 0x99: 
 
 class MqttOutputConfig(OutputConfig):
     """An MQTT broker; topics are ``{prefix}/{station}/{kind}``."""
+
+    needs_network: ClassVar[bool] = True
+    """Waits while the network monitor says the network is down."""
 
     host: str = Field(description="Broker host name or address.")
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
@@ -63,6 +66,8 @@ class MqttMessenger:
     message carries content type ``application/json`` and, if configured, a message expiry.
     Waits use the injected clock.
     """
+
+    needs_network: ClassVar[bool] = True
 
     def __init__(self, config: MqttOutputConfig, *, station_id: str, clock: Any) -> None:
         import paho.mqtt.client as mqtt
