@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
 
 import pytest
 
@@ -20,6 +22,75 @@ from fieldstation.store import Database, open_database
 SAMPLES = Path(
     os.environ.get("FIELDSTATION_SAMPLES", Path("~/.cache/fieldstation/samples").expanduser())
 )
+
+REQUIREMENTS = ("extras", "pulse", "samples", "mosquitto")
+"""What a test may need that a machine may lack. ``FIELDSTATION_REQUIRE`` (a comma list of
+these, e.g. ``extras,samples``) turns the skip of a test lacking one of them into a failure, so
+CI cannot pass by silently skipping what it was set up to run."""
+
+
+def required() -> frozenset[str]:
+    """The requirements listed in ``FIELDSTATION_REQUIRE`` (read at each call).
+
+    Raises ``ValueError`` naming an unknown entry (a typo would otherwise demand nothing)."""
+    listed = {part.strip() for part in os.environ.get("FIELDSTATION_REQUIRE", "").split(",")}
+    listed.discard("")
+    unknown = sorted(listed - set(REQUIREMENTS))
+    if unknown:
+        raise ValueError(
+            f"FIELDSTATION_REQUIRE: unknown requirement(s) {', '.join(unknown)}; "
+            f"known: {', '.join(REQUIREMENTS)}"
+        )
+    return frozenset(listed)
+
+
+class Require:
+    """``require(what, reason)``: the test cannot run here because ``what`` (one of
+    :data:`REQUIREMENTS`) is missing: it is skipped with ``reason``, or fails when
+    ``FIELDSTATION_REQUIRE`` lists ``what``. Never returns.
+
+    ``require.module(what, name, reason)``: import and return module ``name``, or
+    ``require(what, ...)`` when it cannot be imported (``pytest.importorskip`` that obeys
+    ``FIELDSTATION_REQUIRE``).
+    """
+
+    def __call__(self, what: str, reason: str) -> NoReturn:
+        if what not in REQUIREMENTS:
+            raise ValueError(f"unknown requirement {what!r}; known: {', '.join(REQUIREMENTS)}")
+        if what in required():
+            pytest.fail(f"{reason} (required: FIELDSTATION_REQUIRE lists {what!r})", pytrace=False)
+        pytest.skip(reason)
+
+    def module(self, what: str, name: str, reason: str | None = None) -> ModuleType:
+        try:
+            return importlib.import_module(name)
+        except ImportError as error:
+            self(what, f"{reason or f'{name} is not installed'} ({error})")
+
+
+require = Require()
+"""The :class:`Require` helper, for conftest code; tests take the ``require`` fixture."""
+
+
+@pytest.fixture(name="require")
+def require_fixture() -> Require:
+    """The :class:`Require` helper: ``require("pulse", "why")`` skips, or fails when
+    ``FIELDSTATION_REQUIRE`` lists ``pulse``; ``require.module("extras", "birdnet")`` imports."""
+    return require
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse an unknown name in ``FIELDSTATION_REQUIRE`` before anything runs."""
+    try:
+        required()
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Show what this run demands (``FIELDSTATION_REQUIRE``)."""
+    listed = ", ".join(sorted(required())) or "nothing (missing requirements skip)"
+    return f"FIELDSTATION_REQUIRE: {listed}"
 
 
 def default_data() -> dict[str, Any]:
@@ -67,17 +138,17 @@ def _samples(kind: str) -> list[Path]:
         sorted(p for p in folder.glob("*") if p.suffix.lower() == ".wav") if folder.exists() else []
     )
     if not files:
-        pytest.skip(f"no {kind} samples in {folder}: run scripts/fetch-sample-data")
+        require("samples", f"no {kind} samples in {folder}: run scripts/fetch-sample-data")
     return files
 
 
 @pytest.fixture
 def bat_files() -> list[Path]:
-    """The 9 real bat WAVs (skips when not fetched)."""
+    """The 9 real bat WAVs (skips when not fetched; fails if ``samples`` is required)."""
     return _samples("bats")
 
 
 @pytest.fixture
 def bird_files() -> list[Path]:
-    """The real bird recording(s) (skips when not fetched)."""
+    """The real bird recording(s) (skips when not fetched; fails if ``samples`` is required)."""
     return _samples("birds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,8 +12,8 @@ from fieldstation.processing.model import RecordingInput
 pytestmark = [pytest.mark.extras, pytest.mark.samples]
 
 
-def test_same_detections_as_the_api(bat_files: list[Path]) -> None:
-    api = pytest.importorskip("batdetect2.api", reason="batdetect2 extra not installed")
+def test_same_detections_as_the_api(require: Any, bat_files: list[Path]) -> None:
+    api = require.module("extras", "batdetect2.api", "batdetect2 extra not installed")
     from fieldstation.processing.batdetect2 import BatDetect2Config, BatDetect2Model
 
     model = BatDetect2Model(BatDetect2Config(name="bats", model="batdetect2"))
@@ -36,8 +37,8 @@ def test_same_detections_as_the_api(bat_files: list[Path]) -> None:
     assert total > 0
 
 
-def test_threshold_changes_what_is_reported(bat_files: list[Path]) -> None:
-    pytest.importorskip("batdetect2.api", reason="batdetect2 extra not installed")
+def test_threshold_changes_what_is_reported(require: Any, bat_files: list[Path]) -> None:
+    require.module("extras", "batdetect2.api", "batdetect2 extra not installed")
     from fieldstation.processing.batdetect2 import BatDetect2Config, BatDetect2Model
 
     path = next(p for p in bat_files if "NoBat" not in p.name)

@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.extras, pytest.mark.samples]
 THRESHOLD = 0.01  # low, so that many (window, label) pairs are compared
 
 
-def reference(path: Path, overlap: float) -> dict[tuple[float, str], float]:
+def reference(require: Any, path: Path, overlap: float) -> dict[tuple[float, str], float]:
     """Per-window scores ≥ THRESHOLD from ``birdnet`` (load_custom: it cannot download here)."""
-    birdnet = pytest.importorskip("birdnet", reason="birdnet extra not installed")
+    birdnet = require.module("extras", "birdnet", "birdnet extra not installed")
     from fieldstation.processing.birdnet import model_files
 
     model_path, labels_path = model_files()
@@ -35,8 +35,8 @@ def reference(path: Path, overlap: float) -> dict[tuple[float, str], float]:
     }
 
 
-def ours(path: Path, overlap: float) -> dict[tuple[float, str], float]:
-    pytest.importorskip("ai_edge_litert", reason="birdnet extra not installed")
+def ours(require: Any, path: Path, overlap: float) -> dict[tuple[float, str], float]:
+    require.module("extras", "ai_edge_litert", "birdnet extra not installed")
     from fieldstation.processing.birdnet import BirdnetConfig, BirdnetModel
 
     cfg = BirdnetConfig(name="b", model="birdnet", overlap=overlap, min_confidence=THRESHOLD)
@@ -45,10 +45,12 @@ def ours(path: Path, overlap: float) -> dict[tuple[float, str], float]:
 
 
 @pytest.mark.parametrize("overlap", [0.0, 1.5])
-def test_scores_match_the_birdnet_package(bird_files: list[Path], overlap: float) -> None:
+def test_scores_match_the_birdnet_package(
+    require: Any, bird_files: list[Path], overlap: float
+) -> None:
     path = bird_files[0]  # 32 kHz: exercises resampling and the padded last window
-    want = reference(path, overlap)
-    got = ours(path, overlap)
+    want = reference(require, path, overlap)
+    got = ours(require, path, overlap)
     assert len(want) > 5
     # pairs near the threshold may fall on either side by float noise
     core = {k for k, v in want.items() if v >= THRESHOLD + 1e-3}
@@ -65,8 +67,8 @@ def test_scores_match_the_birdnet_package(bird_files: list[Path], overlap: float
         assert best[1] == label
 
 
-def test_species_list_and_missing_extra_message(bird_files: list[Path]) -> None:
-    pytest.importorskip("ai_edge_litert", reason="birdnet extra not installed")
+def test_species_list_and_missing_extra_message(require: Any, bird_files: list[Path]) -> None:
+    require.module("extras", "ai_edge_litert", "birdnet extra not installed")
     from fieldstation.processing.birdnet import BirdnetConfig, BirdnetModel
 
     keep = "Leiothlypis peregrina_Tennessee Warbler"
@@ -75,8 +77,8 @@ def test_species_list_and_missing_extra_message(bird_files: list[Path]) -> None:
     assert output.detections and {d.label for d in output.detections} == {keep}
 
 
-def test_unknown_species_are_refused() -> None:
-    pytest.importorskip("ai_edge_litert", reason="birdnet extra not installed")
+def test_unknown_species_are_refused(require: Any) -> None:
+    require.module("extras", "ai_edge_litert", "birdnet extra not installed")
     from fieldstation.processing.birdnet import BirdnetConfig, BirdnetModel
 
     with pytest.raises(ValueError, match="Blackbird"):

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,10 +23,10 @@ RATE = 32000  # the bird file's rate: the null sink runs at it, so nothing is re
 
 
 @pytest.fixture
-def pulse(tmp_path: Path) -> Iterator[PulseVirtualMic]:
+def pulse(tmp_path: Path, require: Any) -> Iterator[PulseVirtualMic]:
     reason = pulse_available()
     if reason:
-        pytest.skip(reason)
+        require("pulse", reason)
     with PulseVirtualMic(tmp_path / "pulse", rate=RATE) as mic:
         if "sounddevice" in sys.modules:  # PortAudio enumerates devices once: rescan
             sd = sys.modules["sounddevice"]
