@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -59,3 +63,40 @@ def test_record_names_unknown_sensors(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["record", str(path), "--sensor", "nope", "--for", "1s"])
     assert result.exit_code == 2
     assert "nope" in result.output and "mic" in result.output
+
+
+def test_record_for_ends_at_the_deadline_when_the_next_duty_slot_lies_beyond_it(
+    tmp_path: Path,
+) -> None:
+    # slots of 1 s every 4 s on the clock grid; the command starts 1 s before a slot, so the
+    # period (2 s from when the command is ready) holds that one slot, and the next slot (3 s
+    # after it ends) lies beyond the deadline: the recorder must not wait for it
+    path = station_file(
+        tmp_path,
+        'schedule = "duty"\n\n[schedules.duty]\nwindows = [{ start = "00:00", end = "24:00" }]\n'
+        'duty_cycle = { record = "1s", every = "4s", align = "clock" }\n',
+    )
+    text = path.read_text().replace("longitude = 0.0\n", 'longitude = 0.0\ntimezone = "UTC"\n')
+    path.write_text(text)
+    time.sleep((3.0 - time.time() % 4.0) % 4.0)  # a slot starts 1 s from now
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "fieldstation.cli", "record", str(path), "--for", "2s"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("`record --for 2s` was still waiting for the next duty slot after 30 s")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert elapsed < 10, f"`record --for 2s` took {elapsed:.1f} s"
+    db = open_database(tmp_path / "home" / "station.db")
+    with db.session() as session:
+        rows = list(session.scalars(select(Recording).order_by(Recording.id)))
+    db.dispose()
+    # what was recorded lies inside the one duty slot (1 s at 16 kHz), cut at its end
+    assert rows and sum(r.frames for r in rows) <= 16000
+    assert rows[-1].end_reason == "window_end"
+    assert {r.started_at.second % 4 for r in rows} <= {0}

@@ -123,6 +123,26 @@ def test_duty_cycle_slots_cut_sessions_at_window_end(make_station, make_ctx, db,
     assert len(progress.of("slot")) == 3
 
 
+def test_until_caps_the_waits_between_slots_and_ends_the_job(make_station, make_ctx, db, clock):  # type: ignore[no-untyped-def]
+    # one 2 s slot, then nothing before the end time: the job must not idle for an hour
+    config = make_station({**SYNTH, "chunk": "1s"})
+    ctx, progress = make_ctx(config)
+    start = clock.now() + timedelta(seconds=5)
+    until = start + timedelta(seconds=10)
+
+    def slots(now: datetime) -> ContinuousSlot | None:
+        return (
+            ContinuousSlot(start, start + timedelta(seconds=2))
+            if now < start + timedelta(seconds=2)
+            else None
+        )
+
+    run_recorder(ctx, "syn", slots=slots, until=until)
+    assert clock.now() == until  # woke at the end time, not after IDLE_POLL
+    assert [(r.frames, r.end_reason) for r in rows_of(db)] == [(8000, "complete")] * 2
+    assert progress.of("waiting")[-1] == {"next_slot": None}
+
+
 def test_adjacent_slots_continue_one_session(make_station, make_ctx, db, clock):  # type: ignore[no-untyped-def]
     config = make_station({**SYNTH, "chunk": "4s"})
     ctx, progress = make_ctx(config)

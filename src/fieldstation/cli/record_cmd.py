@@ -3,6 +3,11 @@
 Runs the same recorder job the station runs (start-up recovery first), holding the station lock
 so no runtime records into the same home at the same time. By default the sensor's schedule
 applies inside the period; ``--now`` records the whole period regardless of the schedule.
+
+The run ends at the deadline (start + ``--for``) whatever the schedule: slots are cut at the
+deadline, the recorder's waits between slots never run past it (``run_recorder(until=...)``),
+and the command sets the stop event when the deadline passes, so a duty cycle whose next slot
+lies beyond the period (or a recorder backing off a failed device) cannot keep it waiting.
 """
 
 from __future__ import annotations
@@ -134,7 +139,13 @@ def record(
 
         def job() -> None:
             try:
-                run_recorder(ctx, name, slots=_clipped(base, deadline), stop_when_exhausted=True)
+                run_recorder(
+                    ctx,
+                    name,
+                    slots=_clipped(base, deadline),
+                    stop_when_exhausted=True,
+                    until=deadline,
+                )
             except BaseException as error:  # reported below, in the main thread
                 failure.append(error)
 
@@ -142,7 +153,10 @@ def record(
         worker.start()
         try:
             while worker.is_alive():
-                worker.join(0.2)
+                left = (deadline - clock.now()).total_seconds()
+                if left <= 0:
+                    stop.set()  # the period is over, whatever the recorder is doing
+                worker.join(min(0.2, left) if left > 0 else 0.2)
         except KeyboardInterrupt:
             stop.set()
             worker.join()

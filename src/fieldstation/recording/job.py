@@ -136,12 +136,14 @@ class Recorder:
         sensor: Sensor,
         slots: SlotFn,
         disk: DiskGuard,
+        until: datetime | None = None,
     ) -> None:
         self.ctx = ctx
         self.config = config
         self.sensor = sensor
         self.slots = slots
         self.disk = disk
+        self.until = until
         self.clock = ctx.clock
         self.source = ctx.name or f"recorder:{config.name}"
         self.chunk_frames = max(1, round(config.chunk * sensor.sample_rate))
@@ -161,6 +163,8 @@ class Recorder:
         stop = self.ctx.stop
         while not stop.is_set():
             now = self.clock.now()
+            if self.until is not None and now >= self.until:
+                return
             slot = self.slots(now)
             if slot is None or slot.end <= now:
                 self._idle(None, IDLE_POLL)
@@ -179,7 +183,7 @@ class Recorder:
             if outcome == "exhausted":
                 if stop_when_exhausted:
                     return
-                while not stop.is_set():
+                while not stop.is_set() and not self._past_until():
                     self._idle(None, IDLE_POLL)
             elif outcome == "device_error":
                 retry = self._backoff
@@ -191,9 +195,15 @@ class Recorder:
     def _idle(self, until: datetime | None, seconds: float) -> None:
         """Report ``waiting`` (``next_slot``: when the recorder will look again, or None) and
         wait up to ``seconds`` for ``ctx.stop``. The report tells the supervisor that no chunk
-        is due (disk low, device back-off and between slots alike)."""
+        is due (disk low, device back-off and between slots alike). With an end time
+        (``self.until``) the wait never runs past it."""
         self.ctx.progress("waiting", {"next_slot": until.isoformat() if until else None})
+        if self.until is not None:
+            seconds = min(seconds, max(0.0, (self.until - self.clock.now()).total_seconds()))
         self.clock.wait(self.ctx.stop, seconds)
+
+    def _past_until(self) -> bool:
+        return self.until is not None and self.clock.now() >= self.until
 
     def _event(self, kind: str, message: str, severity: Any, data: dict[str, Any]) -> None:
         log.log(logging.WARNING if severity != "info" else logging.INFO, "%s", message)
@@ -386,8 +396,12 @@ def run_recorder(
     sensor: Sensor | None = None,
     disk_usage: DiskUsageFn = shutil.disk_usage,
     stop_when_exhausted: bool = False,
+    until: datetime | None = None,
 ) -> None:
-    """Record sensor ``sensor_name`` of ``ctx.config`` until ``ctx.stop`` is set.
+    """Record sensor ``sensor_name`` of ``ctx.config`` until ``ctx.stop`` is set (or, with
+    ``until``, an aware UTC time, until then: no wait between slots runs past it and the job
+    returns once it is reached outside a session; give slots that end by ``until`` so that no
+    session outlasts it).
 
     ``slots`` (default: the sensor's schedule, :func:`schedule_slots`), ``sensor`` (default:
     built from the config with ``ctx.clock``) and ``disk_usage`` (default
@@ -407,5 +421,6 @@ def run_recorder(
     recover_spool(ctx, sensor_name)  # this sensor's chunks left by a crash of this job
     built = sensor if sensor is not None else build_sensor(config, ctx.clock)
     guard = DiskGuard(ctx.home.root, int(config.min_free), disk_usage)
-    recorder = Recorder(ctx, config, built, slots or schedule_slots(ctx.config, config), guard)
+    chosen = slots or schedule_slots(ctx.config, config)
+    recorder = Recorder(ctx, config, built, chosen, guard, until=until)
     recorder.run(stop_when_exhausted=stop_when_exhausted)
