@@ -228,3 +228,69 @@ def test_run_loop_runs_early_on_low_disk(
     Counting(config, db, home, clock, disk_usage=disk).run(stop, check_every=60)
     assert runs[1] - runs[0] == 60  # not the full hour
     assert disk(home.root).free >= 5 * MB
+
+
+def test_notices_dropped_by_the_cap_or_dead_still_protect(
+    db: Database,
+    home: StationHome,
+    clock: VirtualClock,
+    rows: Any,
+    fake_disk: Any,
+    make_station: Any,
+) -> None:
+    """A full outbox drops recording notices first (lowest priority) and max_age dead-letters
+    them: neither was uploaded, so the quota must not delete those recordings."""
+    from fieldstation.store import outbox as store
+
+    config = make_station(retention={"min_free": 0, "max_bytes": 0, "protect_unsent": True})
+    expired, dropped_a, dropped_b, sent, silent = (rows.recording(size=1000) for _ in range(5))
+    announce(db, clock, expired)
+    with db.session() as session:
+        assert store.expire(session, now=clock.now() + timedelta(days=31), max_age=30 * 86400)
+    clock.advance(60)
+    for rid in (dropped_a, dropped_b, sent):
+        announce(db, clock, rid)
+    with db.session() as session:
+        ((delivery, _),) = [
+            (d, m) for d, m in store.list_deliveries(session) if m.recording_id == sent
+        ]
+        store.mark_sent(session, [delivery.id], now=clock.now())
+    with db.session() as session:  # heartbeats fill the outbox: the cap drops the notices
+        size = store.pending_bytes(session)
+        for i in range(2):
+            store.enqueue(
+                session,
+                kind="heartbeat",
+                body={"seq": i, "pad": "x" * 200},
+                destinations=["local"],
+                now=clock.now(),
+                station_id="default",
+                cap=store.OutboxCap(max_bytes=size, when_full="drop_oldest"),
+            )
+    with db.session() as session:
+        notice_states = {
+            m.recording_id: d.state
+            for d, m in store.list_deliveries(session, limit=100)
+            if m.kind == "recording"
+        }
+    assert notice_states == {
+        expired: "dead",
+        dropped_a: "dropped",
+        dropped_b: "dropped",
+        sent: "sent",
+    }
+
+    job = RetentionJob(config, db, home, clock, disk_usage=fake_disk(10**9))
+    report = job.run_once()
+    assert report.deleted == {"max_bytes": 2}
+    after = states(db)
+    assert after[sent] == ("deleted", "max_bytes") and after[silent] == ("deleted", "max_bytes")
+    for protected in (expired, dropped_a, dropped_b):
+        assert after[protected] == ("present", None)
+        assert (home.root / rows_path(db, protected)).exists()
+
+    # purging settled messages must not remove the dropped notices that protect these files
+    with db.session() as session:
+        store.purge_settled(session, before=clock.now() + timedelta(days=60))
+    assert job.run_once().deleted == {}
+    assert {states(db)[r][0] for r in (expired, dropped_a, dropped_b)} == {"present"}

@@ -12,10 +12,11 @@ Order of one :meth:`RetentionJob.run_once`:
    naming the sensors whose own ``min_free`` guard now stops their chunks.
 
 Deletable (every step): file present, state processed/failed/quarantined (never recorded or
-processing), not pinned, no pending ``recording`` notice when ``protect_unsent``, not among the
-best ``best_per_label`` of a label. Crash-safe order (decision 0050): the rows are marked
-deleted and committed first, then the files are unlinked; a crash in between leaves files whose
-rows say deleted, removed by the sweep of the first run after start-up.
+processing), not pinned, no ``recording`` notice left unsent (pending, dead or dropped) when
+``protect_unsent``, not among the best ``best_per_label`` of a label. Crash-safe order
+(decision 0050): the rows are marked deleted and committed first, then the files are unlinked;
+a crash in between leaves files whose rows say deleted, removed by the sweep of the first run
+after start-up.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from sqlalchemy import delete, exists, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from fieldstation.store.models import Delivery, Message
+from fieldstation.store.models import Delivery, Message, Recording
 
 __all__ = [
     "DELIVERY_STATES",
@@ -594,9 +594,22 @@ def purge_settled(session: Session, *, before: datetime) -> int:
     ``dropped``; returns messages deleted.
 
     Dead letters and pending messages are never purged, nor the newest message of each kind
-    (``store.health.last_summary_end`` reads the newest summary).
+    (``store.health.last_summary_end`` reads the newest summary), nor a dropped ``recording``
+    notice whose recording file is still present: it is what makes retention keep that
+    never-uploaded recording (``store.retention.UNSENT_STATES``).
     """
-    unsettled = select(Delivery.message_pk).where(Delivery.state.in_(("pending", "dead")))
+    open_states = select(Delivery.message_pk).where(Delivery.state.in_(("pending", "dead")))
+    unsent_notice = (
+        select(Delivery.message_pk)
+        .join(Message, Message.id == Delivery.message_pk)
+        .join(Recording, Recording.id == Message.recording_id)
+        .where(
+            Delivery.state == "dropped",
+            Message.kind == "recording",
+            Recording.file_state == "present",
+        )
+    )
+    unsettled = open_states.union(unsent_notice)
     newest = select(func.max(Message.id)).group_by(Message.kind)
     doomed = select(Message.id).where(
         Message.created_at < before, Message.id.not_in(unsettled), Message.id.not_in(newest)

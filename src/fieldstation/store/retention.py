@@ -19,6 +19,7 @@ from fieldstation.store.models import Delivery, Detection, Message, Recording
 
 __all__ = [
     "DONE_STATES",
+    "UNSENT_STATES",
     "Protection",
     "RecordingNotFoundError",
     "deletable",
@@ -42,22 +43,31 @@ class RecordingNotFoundError(LookupError):
     """No recording has the given id."""
 
 
+UNSENT_STATES = ("pending", "dead", "dropped")
+"""Delivery states of a ``recording`` notice that protect its recording: every state but
+``sent``. A notice dropped by the outbox's byte cap or dead-lettered (rejected, or older than
+``outbox.max_age``) was never uploaded, so its recording is kept until the notice is sent
+(``fieldstation outbox CONFIG retry`` moves dead letters back to pending)."""
+
+
 @dataclass(frozen=True)
 class Protection:
     """What protects a recording besides being unprocessed: pins always, and optionally
-    an undelivered ``recording`` notice and a place among the best ``best_per_label``."""
+    a ``recording`` notice not yet sent to some destination and a place among the best
+    ``best_per_label``."""
 
     protect_unsent: bool = True
     best_per_label: int = 0
 
 
 def _unsent_ids() -> ColumnElement[bool]:
-    """Recordings with a pending delivery of a ``recording`` notice (one scan of deliveries)."""
+    """Recordings with a ``recording`` notice not ``sent`` to some destination (pending,
+    dead or dropped: see :data:`UNSENT_STATES`; one scan of deliveries)."""
     subquery = (
         select(Message.recording_id)
         .join(Delivery, Delivery.message_pk == Message.id)
         .where(
-            Delivery.state == "pending",
+            Delivery.state.in_(UNSENT_STATES),
             Message.kind == "recording",
             Message.recording_id.is_not(None),
         )
