@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from fieldstation.cli.app import app
 from fieldstation.config import template_text
 from fieldstation.processing.worker import ProcessorWorker
-from fieldstation.store.models import Detection, Message, ModelRun
+from fieldstation.store.models import Detection, Message, ModelRun, Recording
 
 runner = CliRunner()
 
@@ -60,3 +60,32 @@ def test_reprocess_adds_a_second_run(make_station, chirp_signal, tmp_path: Path)
         assert len(set(s.scalars(select(Message.message_id)))) == 2
     result = runner.invoke(app, ["reprocess", str(toml), "--model", "ghost"])
     assert result.exit_code == 2
+
+
+def test_reprocess_leaves_unprocessed_recordings_to_the_worker(
+    make_station, chirp_signal, tmp_path: Path
+) -> None:
+    station = make_station()
+    done = station.add_recording(chirp_signal(4.0, [1.0], seed=3))
+    ProcessorWorker(station.context(), "energy").step()
+    waiting = station.add_recording(chirp_signal(4.0, [2.0], seed=4))  # not processed yet
+    toml = tmp_path / "station.toml"
+    toml.write_text(
+        template_text().replace(
+            '# home = "/var/lib/fieldstation/default"', f'home = "{station.home.root}"'
+        )
+    )
+    result = runner.invoke(app, ["reprocess", str(toml), "--model", "energy"])
+    assert result.exit_code == 0, result.output
+    assert "1 recording(s) reprocessed" in result.output
+    assert "1 recording(s) not yet processed by energy are left to its worker" in result.output
+    worker = ProcessorWorker(station.context(), "energy")
+    assert worker.pending() == 1
+    step = worker.step()
+    assert (step.outcome, step.recording_id) == ("processed", waiting)
+    with station.db.session() as s:
+        runs = s.execute(select(ModelRun.recording_id, ModelRun.status)).all()
+        states = dict(s.execute(select(Recording.id, Recording.state)).all())
+    assert sorted(runs) == [(done, "ok"), (done, "ok"), (waiting, "ok")]  # both runs kept
+    assert states == {done: "processed", waiting: "processed"}
+    assert worker.pending() == 0

@@ -1,9 +1,11 @@
 """``fieldstation analyze`` (files, no station) and ``fieldstation reprocess`` (a station's data).
 
 analyze: run a model plugin on audio files or folders and print (or write as CSV) what it found;
-no station, no database. reprocess: run a station's processor again on its stored recordings;
-each recording's new ModelRun, detections and outbox messages are committed together (earlier
-runs are kept: one ModelRun per run).
+no station, no database. reprocess: run a station's processor again on the stored recordings
+it has already processed; each recording's new ModelRun, detections and outbox messages are
+committed together (earlier runs are kept: one ModelRun per run). Recordings the processor has
+not done yet are left to its worker: a run stored without a claim would count as done and
+strand them in ``recorded``.
 """
 
 from __future__ import annotations
@@ -143,15 +145,13 @@ def reprocess(
         typer.Option(help="Only recordings started at or after this time (UTC if naive)."),
     ] = None,
 ) -> None:
-    """Run a station's processor again on its stored recordings (earlier runs are kept)."""
-    from sqlalchemy import select
-
+    """Run a station's processor again on the recordings it has already processed (earlier
+    runs are kept); recordings it has not processed yet are left to its worker."""
     from fieldstation.processing.filters import RecordingFacts, build_cleaner, build_filter
     from fieldstation.processing.model import ModelUnavailableError, RecordingInput
     from fieldstation.processing.worker import build_model
     from fieldstation.store import open_database
     from fieldstation.store import processing as repo
-    from fieldstation.store.models import Recording
 
     config = load_or_exit(config_path)
     chosen = [p for p in config.processors if model in (p.name, p.model)]
@@ -173,15 +173,10 @@ def reprocess(
     run_key = f"reprocess:{datetime.now(UTC).isoformat()}"
     destinations = config.destinations_for("detection")
     with db.session() as session:
-        query = select(Recording).where(
-            Recording.file_state == "present",
-            Recording.state.in_(("processed", "recorded", "failed")),
+        rows = repo.reprocessable(
+            session, processor=processor.name, sensors=processor.sensors, since=since
         )
-        if processor.sensors is not None:
-            query = query.where(Recording.sensor.in_(processor.sensors))
-        if since is not None:
-            query = query.where(Recording.started_at >= since)
-        rows = list(session.scalars(query.order_by(Recording.started_at)))
+        waiting = repo.count_pending(session, processor=processor.name, sensors=processor.sensors)
         session.expunge_all()
     stored = failed = 0
     import time
@@ -221,6 +216,10 @@ def reprocess(
             progress.advance(task)
     db.dispose()
     console.print(f"{processor.name}: {stored} recording(s) reprocessed, {failed} failed")
+    if waiting:
+        console.print(
+            f"{waiting} recording(s) not yet processed by {processor.name} are left to its worker"
+        )
     if failed:
         raise typer.Exit(1)
 

@@ -53,6 +53,7 @@ __all__ = [
     "file_missing",
     "quarantine",
     "release",
+    "reprocessable",
     "worker_id",
 ]
 
@@ -248,6 +249,32 @@ def count_pending(session: Session, *, processor: str, sensors: Collection[str] 
     return int(session.scalar(select(func.count()).select_from(Recording).where(*where)) or 0)
 
 
+def reprocessable(
+    session: Session,
+    *,
+    processor: str,
+    sensors: Collection[str] | None,
+    since: datetime | None = None,
+) -> list[Recording]:
+    """Recordings ``processor`` may run on again (``fieldstation reprocess``), oldest first:
+    file present, not quarantined, from ``sensors`` (None: any), started at or after ``since``,
+    and **already done by** ``processor`` (a ModelRun of it with a done status).
+
+    A recording ``processor`` has not done yet is left to its worker: a run stored without a
+    claim does not change the recording's state, yet counts as done, so the worker would never
+    claim it and it would stay ``recorded`` for good."""
+    query = select(Recording).where(
+        Recording.file_state == "present",
+        Recording.state.in_(("processed", "recorded", "failed")),
+        ~_not_done_by(Recording, processor),
+    )
+    if sensors is not None:
+        query = query.where(Recording.sensor.in_(list(sensors)))
+    if since is not None:
+        query = query.where(Recording.started_at >= since)
+    return list(session.scalars(query.order_by(Recording.started_at, Recording.id)))
+
+
 _FACT_COLUMNS = (
     _RECORDINGS.c.started_at,
     _RECORDINGS.c.sensor,
@@ -350,7 +377,8 @@ def complete(
     returns the new ModelRun's id.
 
     ``token``: the claim token (None: no claim is held, as in ``reprocess``; the recording's
-    state is then left alone). Writes the ModelRun, one Detection per item (``detected_at`` =
+    state is then left alone, so give only recordings ``run.processor`` has already done:
+    :func:`reprocessable`). Writes the ModelRun, one Detection per item (``detected_at`` =
     recording start + ``start`` seconds) and, when there are detections, ONE ``detection``
     outbox message for ``destinations`` whose body lists them all (``recording_id``, ``sensor``,
     ``recording_started_at``, ``processor``, ``model``, ``model_version``, ``detections``: dicts
