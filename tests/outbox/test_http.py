@@ -21,7 +21,9 @@ from fieldstation.store import outbox as store
 
 class Ingest:
     """What the test server saw and how it answers: ``script`` gives the first answers
-    ("500", "slow", "503"); after it, a batch holding ``poison`` gets a 400, others a 200."""
+    ("500", "slow", "503", "429", "503-date": Retry-After as an HTTP-date 7 s on, "301" ...
+    "308": a redirect to /v2/ingest); after it, a batch holding ``poison`` gets a 400, others
+    a 200."""
 
     def __init__(self, script: list[str], poison: str | None, slow_s: float) -> None:
         self.script = script
@@ -29,6 +31,7 @@ class Ingest:
         self.slow_s = slow_s
         self.requests: list[dict[str, Any]] = []
         self.accepted: list[str] = []
+        self.gets: list[str] = []
         self.lock = threading.Lock()
 
 
@@ -44,10 +47,15 @@ def _handler(ingest: Ingest) -> type[BaseHTTPRequestHandler]:
                         "key": self.headers.get("Idempotency-Key"),
                         "auth": self.headers.get("Authorization"),
                         "station": body["station"],
+                        "path": self.path,
                     }
                 )
                 action = ingest.script.pop(0) if ingest.script else None
-            if action == "slow":
+            if action in ("301", "302", "303", "307", "308"):
+                self._answer(int(action), {"moved": True}, {"Location": "/v2/ingest"})
+            elif action == "503-date":
+                self._answer_at(503, {"error": "maintenance"}, retry_in=7)
+            elif action == "slow":
                 time.sleep(ingest.slow_s)
                 self._answer(200, {"ok": True})
             elif action in ("500", "503"):
@@ -75,6 +83,24 @@ def _handler(ingest: Ingest) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout)
+
+        def do_GET(self) -> None:  # noqa: N802 - a redirected POST must never become a GET
+            with ingest.lock:
+                ingest.gets.append(self.path)
+            self._answer(200, {"ok": True})
+
+        def _answer_at(self, status: int, body: dict[str, Any], retry_in: int) -> None:
+            """Answer with a ``Date`` and a ``Retry-After`` HTTP-date ``retry_in`` s later."""
+            from email.utils import formatdate
+
+            now = int(time.time())
+            data = json.dumps(body).encode()
+            self.send_response_only(status)
+            self.send_header("Date", formatdate(now, usegmt=True))
+            self.send_header("Retry-After", formatdate(now + retry_in, usegmt=True))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -213,3 +239,103 @@ def test_429_waits_at_least_retry_after(
         assert loop.run_once() == 0 and len(ingest.requests) == 1
         clock.advance(0.1)
         assert loop.run_once() == 1
+
+
+@pytest.mark.parametrize("code", ["307", "308"])
+def test_307_and_308_are_followed_with_the_body(
+    code: str,
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    clock: VirtualClock,
+    server: Callable[..., tuple[str, Ingest]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FS_TEST_TOKEN", "s3cret")
+    url, ingest = server([code])
+    config = make_station(
+        [{"name": "api", "kind": "http", "url": url, "token": "env:FS_TEST_TOKEN"}]
+    )
+    with db.session() as session:
+        ids = store.enqueue_many(
+            session,
+            [store.NewMessage("detection", {"n": i}, ["api"]) for i in range(3)],
+            now=clock.now(),
+            station_id="default",
+        )
+    with DeliveryLoop(config, db, clock, home) as loop:
+        assert loop.run_once() == 3
+    first, second = ingest.requests
+    assert first["path"] == "/ingest" and second["path"] == "/v2/ingest"
+    assert second["ids"] == ids and second["key"] == first["key"]  # the same body and key
+    assert second["auth"] == "Bearer s3cret"  # same origin: the token follows
+    assert ingest.accepted == ids and ingest.gets == []
+    with db.session() as session:
+        assert store.status(session).counts["api"]["sent"] == 3
+
+
+@pytest.mark.parametrize("code", ["301", "302", "303"])
+def test_body_losing_redirects_are_retried_with_a_clear_reason_never_dead(
+    code: str,
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    clock: VirtualClock,
+    server: Callable[..., tuple[str, Ingest]],
+) -> None:
+    url, ingest = server([code])
+    config = make_station([{"name": "api", "kind": "http", "url": url}], backoff_initial="1s")
+    with db.session() as session:
+        store.enqueue(
+            session, kind="event", body={}, destinations=["api"], now=clock.now(), station_id="s"
+        )
+    with DeliveryLoop(config, db, clock, home) as loop:
+        assert loop.run_once() == 0
+        with db.session() as session:
+            ((delivery, _),) = store.list_deliveries(session)
+        assert delivery.state == "pending" and delivery.attempts == 1
+        assert delivery.last_error is not None
+        assert delivery.last_error.startswith(f"HTTP {code} redirect to /v2/ingest")
+        assert "set the output's url to the new location" in delivery.last_error
+        assert ingest.gets == [] and len(ingest.requests) == 1  # not followed as a GET
+        clock.advance(1)
+        assert loop.run_once() == 1  # the server answers normally again: delivered
+    assert ingest.requests[-1]["path"] == "/ingest"
+
+
+def test_retry_after_as_an_http_date(
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    clock: VirtualClock,
+    server: Callable[..., tuple[str, Ingest]],
+) -> None:
+    url, ingest = server(["503-date"])
+    config = make_station(
+        [{"name": "api", "kind": "http", "url": url}], backoff_initial="1s", backoff_max="60s"
+    )
+    with db.session() as session:
+        store.enqueue(
+            session, kind="event", body={}, destinations=["api"], now=clock.now(), station_id="s"
+        )
+    with DeliveryLoop(config, db, clock, home) as loop:
+        assert loop.run_once() == 0
+        with db.session() as session:
+            ((delivery, _),) = store.list_deliveries(session)
+        assert (delivery.next_attempt_at - clock.now()).total_seconds() == 7.0
+        assert delivery.last_error == 'HTTP 503: {"error": "maintenance"}'
+        clock.advance(7)
+        assert loop.run_once() == 1
+
+
+def test_retry_after_parsing() -> None:
+    from datetime import UTC, datetime
+
+    from fieldstation.outbox.http import retry_after_seconds
+
+    now = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("120", now) == 120.0
+    assert retry_after_seconds("Mon, 01 Jun 2026 12:01:30 GMT", now) == 90.0
+    assert retry_after_seconds("Mon, 01 Jun 2026 11:00:00 GMT", now) == 0.0  # in the past
+    assert retry_after_seconds("soon", now) is None
+    assert retry_after_seconds(None, now) is None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -15,7 +17,13 @@ from fieldstation.config.secrets import SecretRef
 from fieldstation.config.units import Seconds
 from fieldstation.outbox.messenger import OutgoingMessage, Result
 
-__all__ = ["HttpMessenger", "HttpOutputConfig", "idempotency_key", "plugin"]
+__all__ = [
+    "HttpMessenger",
+    "HttpOutputConfig",
+    "idempotency_key",
+    "plugin",
+    "retry_after_seconds",
+]
 
 RETRY_STATUSES = frozenset({408, 425, 429})
 """4xx statuses that mean "try again later" (RFC 9110 §15.5.9, RFC 8470, RFC 6585 §4)."""
@@ -54,23 +62,42 @@ def batch_body(station_id: str, batch: Sequence[OutgoingMessage]) -> bytes:
     return (head + ",".join(m.payload for m in batch) + "]}").encode()
 
 
+MAX_REDIRECTS = 5
+"""307/308 redirects followed per attempt before giving up (retry)."""
+BODY_KEEPING_REDIRECTS = frozenset({307, 308})
+"""Redirects that keep the method and body of a POST (RFC 9110 §15.4.8, §15.4.9)."""
+
+
 class HttpMessenger:
     """POSTs each batch as one JSON request with an ``Idempotency-Key`` header.
 
-    2xx: every message sent. Timeout, connection error, 5xx, 408, 425, 429: ``retry`` (with
-    the server's ``Retry-After`` seconds when given). Any other status (4xx): ``reject`` of the
-    whole batch with the status and the start of the server's answer as the reason.
+    2xx: every message sent. 307/308: the POST is repeated, body and headers included, at the
+    ``Location`` (up to :data:`MAX_REDIRECTS`; the bearer token goes only to the same origin,
+    as httpx's own redirect handling decides). 301/302/303: ``retry`` with a reason saying
+    where the server points: clients turn such a redirected POST into a GET without the body
+    (RFC 9110 §15.4.2-4), so following it would report a batch delivered that never was; it is
+    a misconfigured ``url``, fixed by pointing it at the new location. Timeout, connection
+    error, 5xx, 408, 425, 429 and any other non-4xx status: ``retry`` (with the server's
+    ``Retry-After``, seconds or an HTTP-date, when given). A 4xx other than 408/425/429:
+    ``reject`` of the whole batch with the status and the start of the server's answer as the
+    reason. ``clock`` (default: the system clock) dates a ``Retry-After`` given as an HTTP-date
+    when the response has no ``Date`` header.
     """
 
     needs_network: ClassVar[bool] = True
 
-    def __init__(self, config: HttpOutputConfig, *, station_id: str) -> None:
+    def __init__(self, config: HttpOutputConfig, *, station_id: str, clock: Any = None) -> None:
         import httpx
 
         self.config = config
         self.station_id = station_id
+        self.clock = clock
         self._httpx = httpx
-        self._client = httpx.Client(timeout=config.timeout, verify=config.verify)
+        # redirects are followed here, not by httpx: it would turn a 301/302/303 POST into a
+        # GET and a 2xx to that GET would mark a batch sent that the server never received
+        self._client = httpx.Client(
+            timeout=config.timeout, verify=config.verify, follow_redirects=False
+        )
 
     def send(self, batch: Sequence[OutgoingMessage]) -> list[Result]:
         if not batch:
@@ -86,6 +113,18 @@ class HttpMessenger:
             response = self._client.post(
                 self.config.url, content=batch_body(self.station_id, batch), headers=headers
             )
+            hops = 0
+            while response.status_code in BODY_KEEPING_REDIRECTS and response.next_request:
+                if hops == MAX_REDIRECTS:
+                    return [
+                        Result.retry(
+                            f"HTTP {response.status_code}: more than {MAX_REDIRECTS} redirects "
+                            f"from {self.config.url} (last to {response.headers.get('Location')})"
+                        )
+                    ] * len(batch)
+                hops += 1
+                response.close()
+                response = self._client.send(response.next_request)
         except httpx.TimeoutException as error:
             return [Result.retry(f"timeout after {self.config.timeout:g} s: {error!r}")] * len(
                 batch
@@ -98,26 +137,62 @@ class HttpMessenger:
         status = response.status_code
         if 200 <= status < 300:
             return Result.sent()
+        if 300 <= status < 400:
+            location = response.headers.get("Location")
+            if location is None:
+                return Result.retry(f"HTTP {status} without a Location from {self.config.url}")
+            return Result.retry(
+                f"HTTP {status} redirect to {location}: a POST redirected by {status} would "
+                "lose its body (only 307/308 keep it), so nothing is sent there; set the "
+                "output's url to the new location (or make the server answer 307/308)"
+            )
         reason = f"HTTP {status}: {response.text[:500].strip()}"
-        if status >= 500 or status in RETRY_STATUSES:
-            return Result.retry(reason, _retry_after(response.headers.get("Retry-After")))
-        return Result.reject(reason)
+        if 400 <= status < 500 and status not in RETRY_STATUSES:
+            return Result.reject(reason)
+        return Result.retry(reason, self._retry_after(response))
+
+    def _retry_after(self, response: Any) -> float | None:
+        now = _http_date(response.headers.get("Date"))
+        if now is None:
+            now = self.clock.now() if self.clock is not None else datetime.now(UTC)
+        return retry_after_seconds(response.headers.get("Retry-After"), now)
 
     def close(self) -> None:
         self._client.close()
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header given in seconds (dates are ignored)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP-date (RFC 9110 §5.6.7) as aware UTC, or None when absent or unparseable."""
+    if not value:
         return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _create(config: HttpOutputConfig, *, station_id: str, **context: object) -> HttpMessenger:
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (RFC 9110 §10.2.3): delay-seconds, or an
+    HTTP-date (``email.utils.parsedate_to_datetime``) counted from ``now`` (aware); never
+    negative; None when absent or unparseable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    when = _http_date(value)
+    if when is None:
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+def _create(
+    config: HttpOutputConfig, *, station_id: str, clock: Any = None, **context: object
+) -> HttpMessenger:
     """Build the messenger (an httpx client; nothing is sent until the first batch)."""
-    return HttpMessenger(config, station_id=station_id)
+    return HttpMessenger(config, station_id=station_id, clock=clock)
 
 
 plugin = Plugin(config_model=HttpOutputConfig, factory=_create, description=__doc__ or "")
