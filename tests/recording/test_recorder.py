@@ -341,3 +341,53 @@ def test_input_overflows_during_a_chunk_are_kept_in_its_row(make_station, make_c
     progress.stop_after_chunks = 3
     run_recorder(ctx, "syn", sensor=sensor)
     assert [r.extra for r in rows_of(db)] == [{}, {"input_overflows": 1}, {}]
+
+
+def test_an_input_overflow_ends_the_chunk_and_re_anchors_the_session(  # type: ignore[no-untyped-def]
+    make_station, make_ctx, db, clock
+):
+    from fieldstation.sensors.device import AudioSensor
+
+    audio = {"name": "mic", "kind": "audio", "sample_rate": 8000, "chunk": "0.5s"}
+    config = make_station({**audio, "timeout": "0.01s", "queue_blocks": 16})
+    ctx, _ = make_ctx(config)
+    sensor = AudioSensor(config.sensor("mic"), clock)  # type: ignore[arg-type]
+    t0 = clock.now()
+    # six 0.25 s buffers; PortAudio discarded 0.2 s of input before the fourth (and says so
+    # only with the input_overflow flag: the frame index does not jump)
+    adc = [0.0, 0.25, 0.5, 0.95, 1.2, 1.45]
+
+    opens: list[int] = []
+
+    def fake_open() -> None:
+        sensor._stream = SimpleNamespace(active=True, abort=lambda: None, close=lambda: None)
+        opens.append(1)
+        if len(opens) > 1:  # reopened after the queue ran dry (device_error): done
+            ctx.stop.set()
+            return
+        for i, at in enumerate(adc):  # the callback runs 10 ms after each buffer's ADC time
+            clock.advance((t0 + timedelta(seconds=at + 0.26) - clock.now()).total_seconds())
+            times = SimpleNamespace(currentTime=at + 0.26, inputBufferAdcTime=at)
+            status = SimpleNamespace(input_overflow=i == 3)
+            sensor._callback(np.full((2000, 1), i, dtype=np.int16), 2000, times, status)
+
+    sensor.open = fake_open  # type: ignore[method-assign]
+    run_recorder(
+        ctx, "mic", sensor=sensor, slots=lambda now: ContinuousSlot(t0, t0 + timedelta(hours=1))
+    )
+    rows = rows_of(db, "mic")
+    assert [(r.frames, r.end_reason) for r in rows] == [
+        (4000, "complete"),
+        (2000, "device_error"),  # ended by the overflow
+        (4000, "complete"),
+        (2000, "device_error"),  # the queue ran dry
+    ]
+    assert rows[1].extra["input_overflow"] is True
+    assert len({rows[0].session_id, rows[1].session_id}) == 1
+    assert rows[2].session_id != rows[1].session_id and rows[2].chunk_index == 0
+    # the chunk after the overflow starts at the capture time of its first buffer, not at
+    # the previous anchor + frames (which would be 0.2 s early)
+    assert rows[2].started_at == t0 + timedelta(seconds=0.95)
+    assert rows[3].started_at == t0 + timedelta(seconds=1.45)
+    (event,) = events_of(db, "frames_lost")
+    assert event.data["input_overflow"] is True and event.data["gap_seconds"] == 0.2

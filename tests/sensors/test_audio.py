@@ -33,9 +33,14 @@ def test_device_by_index_exact_name_or_substring() -> None:
         find_input_device(FAKE_SD, 1)
 
 
-def make(queue_blocks: int = 2) -> AudioSensor:
+def make(queue_blocks: int = 2, blocksize: int = 0) -> AudioSensor:
     config = AudioConfig(
-        name="m", kind="audio", sample_rate=8000, queue_blocks=queue_blocks, timeout=0.01
+        name="m",
+        kind="audio",
+        sample_rate=8000,
+        queue_blocks=queue_blocks,
+        timeout=0.01,
+        blocksize=blocksize,
     )
     sensor = build_sensor(config, VirtualClock())
     assert isinstance(sensor, AudioSensor) and isinstance(sensor, Sensor)
@@ -81,3 +86,32 @@ def test_overflow_flag_is_counted_and_blocks_keep_their_index() -> None:
     assert sensor.health().overflows == 1
     # the capture time comes from the ADC time of the buffer: 10 ms before the callback
     assert (sensor.clock.now() - blocks[0].captured_at).total_seconds() == pytest.approx(0.01)
+
+
+def test_an_overflow_flag_marks_the_buffer_as_a_discontinuity() -> None:
+    # blocksize 0 (paFramesPerBufferUnspecified): PortAudio lost data *before* the flagged
+    # buffer, which is intact and starts anew
+    sensor = make(queue_blocks=8)
+    feed(sensor, 1)
+    feed(sensor, 2, overflow=True)
+    feed(sensor, 3)
+    blocks = [sensor.read() for _ in range(3)]
+    assert [(b.start_frame, b.discontinuity) for b in blocks if b is not None] == [
+        (0, False),
+        (100, True),
+        (200, False),
+    ]
+    assert sensor.health().details["input_overflows"] == 1
+
+
+def test_with_a_fixed_blocksize_the_flagged_buffer_is_dropped() -> None:
+    # a fixed block size: the loss may lie inside the flagged buffer, so it cannot be placed
+    sensor = make(queue_blocks=8, blocksize=100)
+    feed(sensor, 1)
+    feed(sensor, 2, overflow=True)
+    feed(sensor, 3)
+    first, second = sensor.read(), sensor.read()
+    assert first is not None and second is not None
+    assert (second.start_frame, second.discontinuity, int(second.data[0, 0])) == (200, True, 3)
+    health = sensor.health()
+    assert (health.overflows, health.lost_frames) == (1, 100)

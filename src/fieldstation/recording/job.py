@@ -9,7 +9,8 @@ next one starts continues the same session.
 
 End reasons: ``complete`` (full chunk, or the last chunk when a replay ends), ``window_end``
 (cut by the slot end), ``stopped``/``shutdown`` (``ctx.stop_reason``; with ``keep_partial =
-false`` the partial chunk is discarded), ``device_error`` (the sensor failed, or lost frames),
+false`` the partial chunk is discarded), ``device_error`` (the sensor failed, or lost frames:
+a jump in the frame index or a block marked ``discontinuity`` after an input overflow),
 ``disk_low`` (free space fell below half of ``min_free`` mid-chunk). No chunk starts while free
 space is below ``min_free``: an event ``disk_low`` is recorded and the recorder retries.
 
@@ -264,9 +265,9 @@ class Recorder:
                 if block is None:
                     self._end_chunk("complete", {"source_ended": True})
                     return "exhausted"
-                if self.anchor is None or block.start_frame != expected:
+                if self.anchor is None or block.start_frame != expected or block.discontinuity:
                     if self.anchor is not None:
-                        self._frames_lost(block.start_frame - expected)
+                        self._frames_lost(block, block.start_frame - expected)
                     self._new_session(block)
                     limit = self._frames_until(slot_end)
                 expected = block.start_frame + block.frames
@@ -331,14 +332,38 @@ class Recorder:
         self._event("device_error", message, "error", {"sensor": self.config.name})
         return "device_error"
 
-    def _frames_lost(self, lost: int) -> None:
-        self._end_chunk("device_error", {"lost_frames_after": lost})
+    def _frames_lost(self, block: Block, lost: int) -> None:
+        """End the chunk (``device_error``) and record a ``frames_lost`` event: ``lost`` frames
+        are missing before ``block`` (a jump in the frame index), or an unknown number when the
+        block follows an input overflow (``block.discontinuity``). The caller then starts a new
+        session anchored at ``block.captured_at`` (decision record 0023)."""
+        assert self.anchor is not None
+        due = frame_time(self.anchor, self.session_frame, self.sensor.sample_rate)
+        gap = (block.captured_at - due).total_seconds()  # by the device's clock: an estimate
+        extra: dict[str, Any] = {}
+        if lost:
+            extra["lost_frames_after"] = lost
+        if block.discontinuity:
+            extra["input_overflow"] = True
+        self._end_chunk("device_error", extra)
+        if block.discontinuity:
+            what = (
+                f"input overflow: frames lost at an unknown place ({lost} known, "
+                f"{gap:.6f} s by the capture times)"
+            )
+        else:
+            what = f"{lost} frame(s) lost (input overflow)"
         self._event(
             "frames_lost",
-            f"sensor {self.config.name}: {lost} frame(s) lost (input overflow); "
-            "a new session starts",
+            f"sensor {self.config.name}: {what}; a new session starts",
             "warning",
-            {"sensor": self.config.name, "lost_frames": lost, **self.sensor.health().as_dict()},
+            {
+                "sensor": self.config.name,
+                "lost_frames": lost,
+                "input_overflow": block.discontinuity,
+                "gap_seconds": round(gap, 6),
+                "health": self.sensor.health().as_dict(),  # running totals of the sensor
+            },
         )
 
     def _open_chunk(self) -> None:

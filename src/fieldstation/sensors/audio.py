@@ -2,9 +2,12 @@
 
 The PortAudio callback copies each buffer into a bounded queue (``queue_blocks``); when the queue
 is full the buffer is dropped and counted, and input overflows reported by PortAudio are
-counted too: both show in ``health()`` and in warnings in the log, never silently. Frames lost
-this way leave a jump in the running frame index, which the recorder turns into a session
-break (decision record 0023). A device that disappears or stops delivering samples for
+counted too: both show in ``health()`` and in warnings in the log, never silently. Frames
+dropped from the queue leave a jump in the running frame index; an ``input_overflow`` flag
+(PortAudio discarded samples, how many and where is unknown) marks the next queued block
+``discontinuity`` (with a fixed ``blocksize`` the flagged buffer itself is dropped, as the loss
+may lie inside it). The recorder turns either into a session break re-anchored at that block's
+capture time (decision record 0023). A device that disappears or stops delivering samples for
 ``timeout`` seconds raises :class:`~fieldstation.sensors.base.DeviceError` (end reason
 ``device_error``). ``sounddevice`` is imported only when the sensor is built.
 """

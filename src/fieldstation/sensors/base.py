@@ -4,7 +4,9 @@ A sensor is anything with ``open()``, ``read()``, ``close()`` and ``health()`` (
 ``typing.Protocol``, no base class needed). ``read()`` returns the next :class:`Block`: a numpy
 array of shape ``(frames, channels)`` in the configured sample format, the index of its first
 frame in the stream since ``open()`` (the running frame index) and the UTC capture time of that
-first frame. A jump in the running frame index means frames were lost (e.g. an input overflow).
+first frame. A jump in the running frame index means frames were lost (e.g. a full queue); a
+block marked ``discontinuity`` follows a loss the index cannot show (e.g. PortAudio's
+``input_overflow``). Either way the block must not be joined to the ones before it.
 """
 
 from __future__ import annotations
@@ -59,12 +61,16 @@ class Block:
     """Consecutive frames from a sensor.
 
     ``data``: array ``(frames, channels)`` in the sensor's dtype; ``start_frame``: index of the
-    first frame in the stream since ``open()``; ``captured_at``: aware UTC time of that frame.
+    first frame in the stream since ``open()``; ``captured_at``: aware UTC time of that frame;
+    ``discontinuity``: True when an unknown number of frames were lost right before this block
+    (the device flagged an input overflow), so its frames do not continue the earlier blocks
+    even though ``start_frame`` does; ``captured_at`` is then its own (the device's) time.
     """
 
     data: np.ndarray
     start_frame: int
     captured_at: datetime
+    discontinuity: bool = False
 
     @property
     def frames(self) -> int:

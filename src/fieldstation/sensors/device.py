@@ -48,7 +48,7 @@ class AudioSensor:
         self.sample_rate = config.sample_rate
         self.channels = config.channels
         self.dtype = DTYPES[config.sample_format]
-        self._queue: queue.Queue[tuple[int, np.ndarray, datetime]] = queue.Queue(
+        self._queue: queue.Queue[tuple[int, np.ndarray, datetime, bool]] = queue.Queue(
             maxsize=config.queue_blocks
         )
         self._stream: Any = None
@@ -56,7 +56,9 @@ class AudioSensor:
         self._cb_frame = 0
         self._frames = 0
         self._overflows = 0
+        self._input_overflows = 0
         self._lost = 0
+        self._break = False  # the next queued buffer follows a loss of unknown size
         self._error: str | None = None
         self._last_warning = float("-inf")
 
@@ -73,12 +75,23 @@ class AudioSensor:
         self._cb_frame += frames
         with self._lock:
             if status and status.input_overflow:
+                # PortAudio discarded input: frames are gone at a place the frame index cannot
+                # show, so the next queued buffer starts a new session (decision record 0023)
                 self._overflows += 1
+                self._input_overflows += 1
+                self._break = True
+                if self.config.blocksize:
+                    # with a fixed block size the loss may lie inside this very buffer
+                    # (PortAudio docs), so its samples cannot be placed in time: drop it
+                    self._lost += frames
+                    return
             try:
-                self._queue.put_nowait((start, indata.copy(), captured))
+                self._queue.put_nowait((start, indata.copy(), captured, self._break))
             except queue.Full:
                 self._overflows += 1
                 self._lost += frames
+            else:
+                self._break = False
 
     def open(self) -> None:
         import sounddevice as sd  # heavy (+22 MiB): only where a real device is used
@@ -86,6 +99,7 @@ class AudioSensor:
         self.close()
         self._queue = queue.Queue(maxsize=self.config.queue_blocks)
         self._cb_frame = self._frames = 0
+        self._break = False
         self._error = None
         device = find_input_device(sd, self.config.device)
         try:
@@ -122,14 +136,14 @@ class AudioSensor:
         if self._stream is None:
             raise RuntimeError("read() before open()")
         try:
-            start, data, captured = self._queue.get(timeout=self.config.timeout)
+            start, data, captured, broken = self._queue.get(timeout=self.config.timeout)
         except queue.Empty:
             active = bool(getattr(self._stream, "active", False))
             self._error = f"no samples for {self.config.timeout:g} s (stream active: {active})"
             raise DeviceError(f"audio input {self.config.name!r}: {self._error}") from None
         self._frames = start + len(data)
         self._warn_overflows()
-        return Block(data, start, captured)
+        return Block(data, start, captured, discontinuity=broken)
 
     def close(self) -> None:
         stream, self._stream = self._stream, None
@@ -142,7 +156,7 @@ class AudioSensor:
 
     def health(self) -> SensorHealth:
         with self._lock:
-            overflows, lost = self._overflows, self._lost
+            overflows, lost, flagged = self._overflows, self._lost, self._input_overflows
         state = "error" if self._error else ("open" if self._stream is not None else "closed")
         return SensorHealth(
             state=state,
@@ -150,4 +164,5 @@ class AudioSensor:
             overflows=overflows,
             lost_frames=lost,
             error=self._error,
+            details={"input_overflows": flagged},
         )
