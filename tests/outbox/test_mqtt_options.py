@@ -193,3 +193,140 @@ def test_mqtt311_still_delivers(
     _enqueue(db, 10)
     with DeliveryLoop(config, db, SystemClock(), home) as loop:
         assert loop.run_once() == 10
+
+
+class V311OnlyBroker:
+    """A tiny MQTT 3.1.1-only broker on a loopback port: a CONNECT asking for protocol level 5
+    gets CONNACK return code 1 (unacceptable protocol version, MQTT 3.1.1 §3.2.2.3) and the
+    connection is closed; a 3.1.1 CONNECT (level 4) is accepted, each QoS 1 PUBLISH is
+    acknowledged (PUBACK) and recorded with its topic, payload and whether it carried
+    anything between packet id and payload (v5 properties would)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connects: list[int] = []
+        self.published: list[tuple[str, bytes]] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+        self._threads.append(accept)
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            worker = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            worker.start()
+            self._threads.append(worker)
+
+    @staticmethod
+    def _read_packet(conn: Any) -> tuple[int, bytes] | None:
+        def exactly(n: int) -> bytes:
+            data = b""
+            while len(data) < n:
+                chunk = conn.recv(n - len(data))
+                if not chunk:
+                    raise ConnectionError("closed")
+                data += chunk
+            return data
+
+        try:
+            header = exactly(1)[0]
+            length, shift = 0, 0
+            while True:  # remaining length: a variable byte integer
+                byte = exactly(1)[0]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            return header, exactly(length)
+        except (ConnectionError, OSError):
+            return None
+
+    def _serve(self, conn: Any) -> None:
+        conn.settimeout(5)
+        with conn:
+            packet = self._read_packet(conn)
+            if packet is None or packet[0] >> 4 != 1:  # not a CONNECT
+                return
+            body = packet[1]
+            name_length = int.from_bytes(body[:2], "big")
+            level = body[2 + name_length]
+            self.connects.append(level)
+            if level != 4:
+                conn.sendall(b"\x20\x02\x00\x01")  # CONNACK: unacceptable protocol version
+                return
+            conn.sendall(b"\x20\x02\x00\x00")  # CONNACK: accepted
+            while not self._stop.is_set():
+                packet = self._read_packet(conn)
+                if packet is None:
+                    return
+                header, body = packet
+                kind = header >> 4
+                if kind == 3:  # PUBLISH
+                    qos = (header >> 1) & 3
+                    topic_length = int.from_bytes(body[:2], "big")
+                    topic = body[2 : 2 + topic_length].decode()
+                    rest = body[2 + topic_length :]
+                    if qos:
+                        packet_id, rest = rest[:2], rest[2:]
+                        conn.sendall(b"\x40\x02" + packet_id)  # PUBACK
+                    self.published.append((topic, rest))
+                elif kind == 12:  # PINGREQ
+                    conn.sendall(b"\xd0\x00")
+                elif kind == 14:  # DISCONNECT
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+        for thread in self._threads:
+            thread.join(5)
+
+
+def test_v5_refused_by_a_311_broker_falls_back_once(
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import json
+    import logging
+
+    broker = V311OnlyBroker()
+    try:
+        output = {
+            "name": "broker",
+            "kind": "mqtt",
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "message_expiry": "1h",  # v5 only: dropped with the fallback
+            "connect_timeout": "5s",
+            "ack_timeout": "5s",
+        }
+        config = make_station([output])
+        ids = _enqueue(db, 10)
+        with (
+            caplog.at_level(logging.WARNING, logger="fieldstation.outbox.mqtt"),
+            DeliveryLoop(config, db, SystemClock(), home) as loop,
+        ):
+            assert loop.run_once() == 10
+            more = _enqueue(db, 5)
+            assert loop.run_once() == 5  # the same (3.1.1) connection goes on
+    finally:
+        broker.close()
+    assert broker.connects[0] == 5 and set(broker.connects[1:]) == {4}
+    assert len(broker.connects) == 2  # one v5 attempt, then 3.1.1 for good
+    fallbacks = [r for r in caplog.records if "refused MQTT v5" in r.getMessage()]
+    assert len(fallbacks) == 1 and "falling back to MQTT 3.1.1" in fallbacks[0].getMessage()
+    messages = [p for t, p in broker.published if t == "fieldstation/default/summary"]
+    assert [json.loads(p)["id"] for p in messages] == ids + more  # plain payloads: no properties
+    assert (b"online") in [p for t, p in broker.published if t.endswith("/status")]
+    assert _counts(db)["sent"] == 15

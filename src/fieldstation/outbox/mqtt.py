@@ -20,6 +20,9 @@ __all__ = ["MqttMessenger", "MqttOutputConfig", "plugin"]
 
 log = logging.getLogger(__name__)
 
+_UNSUPPORTED_PROTOCOL_VERSION = 0x84
+"""CONNACK reason "Unsupported Protocol Version" (MQTT 5.0, 3.2.2.2); paho maps a 3.1.1
+broker's return code 1 ("unacceptable protocol version", MQTT 3.1.1, 3.2.2.3) to it."""
 # MQTT v5 PUBACK reason codes that will not get better by retrying (MQTT 5.0, 3.4.2.1).
 _PERMANENT_REASONS = {0x87: "not authorized", 0x90: "topic name invalid", 0x99: "payload format"}
 
@@ -39,7 +42,11 @@ class MqttOutputConfig(OutputConfig):
     tls: bool = Field(default=False, description="Connect with TLS.")
     ca_file: Path | None = Field(default=None, description="CA bundle for TLS.")
     keepalive: Seconds = Field(default=60.0, gt=0, description="MQTT keepalive.")
-    protocol: str = Field(default="5", pattern="^(3.1.1|5)$", description="'5' or '3.1.1'.")
+    protocol: str = Field(
+        default="5",
+        pattern="^(3.1.1|5)$",
+        description="'5' (falls back to 3.1.1 when the broker refuses v5) or '3.1.1'.",
+    )
     message_expiry: Seconds | None = Field(default=None, description="MQTT v5 message expiry.")
     connect_timeout: Seconds = Field(
         default=5.0, gt=0, description="How long a batch waits for a connection before retrying."
@@ -64,33 +71,48 @@ class MqttMessenger:
     publishes a whole batch at QoS 1 (pipelined, up to ``max_inflight`` unacknowledged), then
     waits for the PUBACKs: a message is ``sent`` only when its PUBACK arrived. With MQTT v5 each
     message carries content type ``application/json`` and, if configured, a message expiry.
-    Waits use the injected clock.
+    MQTT v5 is asked for, not assumed (``protocol = "5"``, the default): when the broker's
+    CONNACK refuses the protocol version (a 3.1.1-only broker), the messenger reconnects with
+    3.1.1, without those properties, and logs it once. Waits use the injected clock.
     """
 
     needs_network: ClassVar[bool] = True
 
     def __init__(self, config: MqttOutputConfig, *, station_id: str, clock: Any) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
         self.config = config
         self.station_id = station_id
         self.clock = clock
         self._v5 = config.protocol == "5"
         self._status_topic = status_topic(config.prefix, station_id)
         self._connected = threading.Event()
+        self._connack = threading.Event()
+        """Set when a CONNACK accepted the connection or refused MQTT v5 (wakes a waiting send)."""
+        self._v5_refused = threading.Event()
         self._lock = threading.Lock()
         self._acks: dict[int, Any] = {}
         self._waiting: set[int] = set()
         self._batch_done = threading.Event()
         self._last_error = "not connected yet"
         self._closed = False
-        self._client = mqtt.Client(
+        self._properties = self._publish_properties()
+        self._client = self._new_client()
+
+    @property
+    def protocol(self) -> str:
+        """The protocol in use: ``"5"``, or ``"3.1.1"`` (configured, or after the fallback)."""
+        return "5" if self._v5 else "3.1.1"
+
+    def _new_client(self) -> Any:
+        """A configured paho client for the protocol in use, connecting in the background."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+        config = self.config
+        client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=config.client_id or f"fieldstation-{station_id}",
+            client_id=config.client_id or f"fieldstation-{self.station_id}",
             protocol=MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311,
         )
-        client = self._client
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
@@ -104,9 +126,32 @@ class MqttMessenger:
             client.username_pw_set(config.username, password)
         if config.tls:
             client.tls_set(ca_certs=str(config.ca_file) if config.ca_file else None)
-        self._properties = self._publish_properties()
         client.connect_async(config.host, config.port, keepalive=int(config.keepalive))
         client.loop_start()
+        return client
+
+    def _fall_back_to_311(self) -> None:
+        """The broker refused MQTT v5: replace the client by a 3.1.1 one (delivery thread).
+
+        Happens at most once per messenger; logged once. 3.1.1 has no properties, so messages
+        go without content type and message expiry.
+        """
+        old = self._client
+        old.disconnect()  # no-op when the refusal already closed it; stops its reconnects
+        old.loop_stop()
+        self._v5 = False
+        self._properties = None
+        self._v5_refused.clear()
+        self._connack.clear()
+        log.warning(
+            "mqtt %s:%s: the broker refused MQTT v5 (CONNACK: unsupported protocol version); "
+            "falling back to MQTT 3.1.1 without content type and message expiry "
+            '(set protocol = "3.1.1" on this output to skip the v5 attempt)',
+            self.config.host,
+            self.config.port,
+        )
+        self._last_error = "the broker refused MQTT v5; reconnecting with MQTT 3.1.1"
+        self._client = self._new_client()
 
     def _publish_properties(self) -> Any:
         if not self._v5:
@@ -140,12 +185,23 @@ class MqttMessenger:
     # paho callbacks (network thread) -------------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
+            if self._v5 and getattr(reason, "value", None) == _UNSUPPORTED_PROTOCOL_VERSION:
+                # a 3.1.1-only broker answers a v5 CONNECT with return code 1, which paho
+                # reports as v5 reason 0x84; the delivery thread switches to 3.1.1
+                self._last_error = "the broker refused MQTT v5 (unsupported protocol version)"
+                client.disconnect()  # no reconnect with v5
+                self._v5_refused.set()
+                self._connack.set()
+                return
             self._last_error = f"broker refused the connection: {reason}"
             log.warning("mqtt %s:%s: %s", self.config.host, self.config.port, self._last_error)
             return
         client.publish(self._status_topic, "online", qos=1, retain=True)
         self._connected.set()
-        log.info("mqtt connected to %s:%s", self.config.host, self.config.port)
+        self._connack.set()
+        log.info(
+            "mqtt connected to %s:%s (MQTT %s)", self.config.host, self.config.port, self.protocol
+        )
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         self._last_error = f"cannot reach the broker at {self.config.host}:{self.config.port}"
@@ -156,6 +212,8 @@ class MqttMessenger:
         if self._connected.is_set():  # else keep why connecting failed (e.g. refused)
             self._last_error = f"connection to {self.config.host}:{self.config.port} lost: {reason}"
         self._connected.clear()
+        if not self._v5_refused.is_set():
+            self._connack.clear()
         self._batch_done.set()  # a waiting batch stops waiting for PUBACKs that won't come
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
@@ -171,8 +229,13 @@ class MqttMessenger:
         """Publish ``batch`` at QoS 1 and wait for the PUBACKs (see the class docstring)."""
         if not batch:
             return []
+        if self._v5_refused.is_set():
+            self._fall_back_to_311()
         if not self._connected.is_set():
-            self.clock.wait(self._connected, self.config.connect_timeout)
+            self.clock.wait(self._connack, self.config.connect_timeout)
+            if self._v5_refused.is_set():
+                self._fall_back_to_311()
+                self.clock.wait(self._connack, self.config.connect_timeout)
         if not self._connected.is_set():
             return [Result.retry(f"mqtt unavailable: {self._last_error}")] * len(batch)
         with self._lock:
