@@ -72,7 +72,7 @@ require = Require()
 """The :class:`Require` helper, for conftest code; tests take the ``require`` fixture."""
 
 
-@pytest.fixture(name="require")
+@pytest.fixture(name="require", scope="session")
 def require_fixture() -> Require:
     """The :class:`Require` helper: ``require("pulse", "why")`` skips, or fails when
     ``FIELDSTATION_REQUIRE`` lists ``pulse``; ``require.module("extras", "birdnet")`` imports."""
