@@ -3,8 +3,8 @@
 Runs ``fieldstation run CONFIG --for ...`` as a subprocess in a fresh home for each scenario,
 waits ``--warmup`` seconds, then samples every process of the station (supervisor, fork
 server, jobs) every ``--every`` seconds for ``--seconds`` seconds. Prints one
-JSON object. Targets (issue 7): total <= 110 MiB and <= 0.2 % of one core while no slot is
-open.
+JSON object. Targets (issue 7): total RSS <= 110 MiB and <= 0.2 % of one core while no slot
+is open; memory is judged both as the RSS sum the issue names and as PSS.
 
 - ``rss``: resident memory summed over processes (counts pages shared between the fork server
   and its children once per process: an over-estimate);
@@ -205,11 +205,15 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "targets": {"total_mib": 110, "idle_cpu_percent": 0.2},
+                "targets": {"total_rss_mib": 110, "idle_cpu_percent": 0.2},
                 "load_average": os.getloadavg(),
                 "cpu_count": os.cpu_count(),
                 "results": results,
-                "meets_memory_target": all(r["pss_mib"]["max"] <= 110 for r in results),
+                # issue 7 names total RSS; RSS summed over processes counts every page the
+                # fork server shares with its jobs once per process, so PSS (the station's
+                # real share of RAM) is judged too, and both are reported
+                "meets_rss_target": all(r["rss_mib"]["max"] <= 110 for r in results),
+                "meets_pss_target": all(r["pss_mib"]["max"] <= 110 for r in results),
                 "meets_idle_cpu_target": None
                 if idle is None
                 else idle["cpu_percent_of_one_core"] <= 0.2,
