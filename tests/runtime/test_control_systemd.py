@@ -178,3 +178,20 @@ def test_generated_unit(tmp_path: Path, user: bool) -> None:
 def test_status_json_shape_is_json(tmp_path: Path) -> None:
     atomic_write_json(tmp_path / "s.json", {"when": Path("/x")})
     assert json.loads((tmp_path / "s.json").read_text()) == {"when": "/x"}
+
+
+def test_system_status_forgets_processes_that_are_gone() -> None:
+    import subprocess as sp
+
+    from fieldstation.runtime import status
+
+    child = sp.Popen(["sleep", "5"])
+    try:
+        first = status.system_status([os.getpid(), child.pid])
+        assert first["memory"]["station_rss_bytes"] > 0
+        assert child.pid in status._PROCESSES
+    finally:
+        child.kill()
+        child.wait()
+    status.system_status([os.getpid()])
+    assert set(status._PROCESSES) == {os.getpid()}

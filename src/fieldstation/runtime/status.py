@@ -63,6 +63,8 @@ def system_status(pids: list[int]) -> dict[str, Any]:
 
     rss = 0
     cpu = 0.0
+    for gone in set(_PROCESSES) - set(pids):  # ended jobs: forget them (restarts add pids)
+        del _PROCESSES[gone]
     for pid in pids:
         with contextlib.suppress(psutil.Error):
             proc = _process(pid)
