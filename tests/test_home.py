@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fieldstation.home import StationHome, StationLockedError
+from fieldstation.home import StationHome, StationLockedError, make_dirs_durably, move_durably
 
 HOLD = textwrap.dedent(
     """
@@ -28,6 +28,39 @@ def test_ensure_creates_the_layout(tmp_path: Path) -> None:
     home = StationHome(tmp_path / "h").ensure()
     for folder in (home.spool, home.data, home.quarantine, home.logs, home.run):
         assert folder.is_dir()
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Paths of everything fsynced from now on (files and folders), in order."""
+    seen: list[Path] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        seen.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return seen
+
+
+def test_new_folders_are_fsynced_into_their_parents(tmp_path: Path, fsynced: list[Path]) -> None:
+    made = make_dirs_durably(tmp_path / "data" / "mic" / "2026-06-01")
+    assert made == [tmp_path / "data", tmp_path / "data" / "mic", tmp_path / "data/mic/2026-06-01"]
+    assert fsynced == [tmp_path, tmp_path / "data", tmp_path / "data" / "mic"]
+    fsynced.clear()
+    assert make_dirs_durably(tmp_path / "data" / "mic") == [] and fsynced == []
+
+
+def test_ensure_and_move_fsync_the_folders_they_create(tmp_path: Path, fsynced: list[Path]) -> None:
+    home = StationHome(tmp_path / "var" / "h").ensure()
+    root = home.root
+    assert fsynced[:2] == [tmp_path, tmp_path / "var"]  # the home's own entry, up to what existed
+    assert fsynced.count(root) == 5  # one entry per folder of the layout
+    fsynced.clear()
+    (home.spool / "x.flac").write_bytes(b"x")
+    move_durably(home.spool / "x.flac", home.quarantine / "2026" / "x.flac")
+    assert fsynced == [home.quarantine, home.quarantine / "2026", home.spool]
 
 
 def test_second_process_fails_fast_naming_the_holder(tmp_path: Path) -> None:

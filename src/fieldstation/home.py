@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["StationHome", "StationLock", "StationLockedError", "fsync_dir", "move_durably"]
+__all__ = [
+    "StationHome",
+    "StationLock",
+    "StationLockedError",
+    "fsync_dir",
+    "make_dirs_durably",
+    "move_durably",
+]
 
 
 def fsync_dir(path: Path) -> None:
@@ -25,13 +32,41 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs_durably(path: Path) -> list[Path]:
+    """Create the folder ``path`` and any missing parents so that they survive a power cut.
+
+    A new folder's entry lives in its parent, so the parent of every folder created here is
+    fsynced after the creation (from the top down, however far up the missing part reaches,
+    e.g. ``data/`` then ``data/<sensor>/`` then ``data/<sensor>/<date>/``); folders that
+    already exist are left alone. Safe when another process creates the same folders at the
+    same time. Returns the folders this call found missing, top first. Raises ``OSError``.
+    """
+    missing: list[Path] = []
+    folder = path
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    missing.reverse()
+    for folder in missing:
+        try:
+            folder.mkdir()
+        except FileExistsError:  # created meanwhile by another process: fsync its entry anyway
+            if not folder.is_dir():
+                raise
+        fsync_dir(folder.parent)
+    return missing
+
+
 def move_durably(source: Path, target: Path) -> None:
     """Rename ``source`` to ``target`` (same filesystem) so that the move survives a power cut.
 
-    Creates ``target``'s folder when needed, renames (``os.replace``), then fsyncs both folders.
+    Creates ``target``'s folder when needed (:func:`make_dirs_durably`), renames
+    (``os.replace``), then fsyncs both folders.
     Raises ``OSError`` (e.g. ``FileNotFoundError`` when ``source`` is gone).
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs_durably(target.parent)
     os.replace(source, target)
     fsync_dir(target.parent)
     if source.parent != target.parent:
@@ -113,9 +148,11 @@ class StationHome:
         return target
 
     def ensure(self) -> StationHome:
-        """Create the home and its folders (idempotent); returns self."""
+        """Create the home and its folders (idempotent), each new folder's entry fsynced into
+        its parent (:func:`make_dirs_durably`); returns self."""
         for folder in (self.root, self.spool, self.data, self.quarantine, self.logs, self.run):
-            folder.mkdir(parents=True, exist_ok=True)
+            if not folder.is_dir():
+                make_dirs_durably(folder)
         return self
 
     def lock(self) -> StationLock:

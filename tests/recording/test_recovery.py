@@ -232,3 +232,24 @@ def test_a_starting_recorder_salvages_only_its_own_spool_files(make_station, mak
     ]
     assert other.audio.exists() and other.sidecar.exists()
     other.abandon()
+
+
+def test_a_new_day_folder_is_fsynced_into_its_parents(ctx, monkeypatch):  # type: ignore[no-untyped-def]
+    from fieldstation.recording.commit import place_in_data
+
+    seen: list[Path] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        seen.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    writer = ChunkWriter(ctx.home.spool, spec_for(ctx))
+    writer.write(noise(100))
+    finished = writer.finish("complete")
+    monkeypatch.setattr(os, "fsync", fsync)
+    relpath = place_in_data(ctx.home, finished.audio, finished.spec.relpath())
+    day = (ctx.home.root / relpath).parent
+    # data/ existed: the new data/syn/ entry goes into data/, the new day's into data/syn/,
+    # then the file's into the day, and its removal from spool/
+    assert seen == [ctx.home.data, day.parent, day, ctx.home.spool]

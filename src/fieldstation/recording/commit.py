@@ -1,10 +1,11 @@
 """Committing a finished chunk: rename into ``data/``, fsync, then one database transaction.
 
 Order (DESIGN.md, decision record 0022): the closed chunk is fsynced in ``spool/``; it is
-renamed into ``data/<sensor>/<YYYY-MM-DD>/`` and both folders are fsynced; then one transaction
-inserts the recording row and enqueues its ``recording`` outbox message; then the sidecar is
-deleted. A crash at any point leaves a state that :mod:`fieldstation.recording.recovery`
-completes: nothing committed is lost, nothing is recorded twice.
+renamed into ``data/<sensor>/<YYYY-MM-DD>/`` (folders created on the way are fsynced into their
+parents) and both folders are fsynced; then one transaction inserts the recording row and
+enqueues its ``recording`` outbox message; then the sidecar is deleted. A crash at any point
+leaves a state that :mod:`fieldstation.recording.recovery` completes: nothing committed is
+lost, nothing is recorded twice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fieldstation.config.station import StationConfig
-from fieldstation.home import StationHome, fsync_dir
+from fieldstation.home import StationHome, fsync_dir, make_dirs_durably
 from fieldstation.recording.chunk import FinishedChunk
 from fieldstation.store.db import Database
 from fieldstation.store.models import Recording
@@ -33,9 +34,11 @@ def message_id_for(station: str, relpath: str) -> str:
 
 def place_in_data(home: StationHome, audio: Path, relpath: str) -> str:
     """Rename the spool file ``audio`` to ``home.root / relpath`` (a free name: ``_1``, ``_2``
-    ... is added when taken) and fsync both folders; returns the relative path used."""
+    ... is added when taken) and fsync both folders; returns the relative path used. Folders
+    created on the way (a new sensor or day) are fsynced into their parents too, so a power
+    cut cannot lose the day's folder entry and the files in it."""
     target = home.root / relpath
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs_durably(target.parent)
     n = 0
     while target.exists():
         n += 1
