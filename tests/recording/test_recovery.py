@@ -253,3 +253,23 @@ def test_a_new_day_folder_is_fsynced_into_its_parents(ctx, monkeypatch):  # type
     # data/ existed: the new data/syn/ entry goes into data/, the new day's into data/syn/,
     # then the file's into the day, and its removal from spool/
     assert seen == [ctx.home.data, day.parent, day, ctx.home.spool]
+
+
+def test_a_chunk_renamed_to_a_suffixed_name_keeps_its_end_reason(ctx, db, spool_empty):  # type: ignore[no-untyped-def]
+    from fieldstation.recording.commit import commit_chunk, place_in_data
+
+    spec = spec_for(ctx)  # FLAC: the end reason is not inside the file, only in the sidecar
+    first = ChunkWriter(ctx.home.spool, spec)
+    first.write(noise(1000, seed=1))
+    taken = commit_chunk(ctx.db, ctx.config, ctx.home, first.finish("complete"), ctx.clock.now())
+    second = ChunkWriter(ctx.home.spool, spec)  # same name (e.g. the clock stepped back)
+    second.write(noise(700, seed=2))
+    finished = second.finish("window_end")
+    relpath = place_in_data(ctx.home, finished.audio, spec.relpath())  # crash before the row
+    assert relpath != taken.path and relpath.endswith("_1.flac")
+    report = recover(ctx)
+    assert report.registered == [relpath] and spool_empty()
+    rows = {r.path: r for r in all_rows(db)}
+    assert (rows[relpath].end_reason, rows[relpath].frames) == ("window_end", 700)
+    assert rows[relpath].sha256 == finished.sha256
+    assert rows[taken.path].end_reason == "complete"

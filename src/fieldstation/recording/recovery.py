@@ -5,7 +5,8 @@ For every sidecar in ``spool/`` (see :mod:`fieldstation.recording.chunk`):
 - a closed chunk whose audio is intact (SHA-256 matches) is committed with its own end reason;
 - an unfinished (or damaged) chunk is decoded block by block up to the first undecodable frame,
   rewritten cleanly and committed with end reason ``recovered``; nothing decodable: quarantined;
-- a chunk already renamed into ``data/`` gets its row if it has none.
+- a chunk already renamed into ``data/`` gets its row if it has none (found under its own
+  name, or the ``_N``-suffixed one the commit chose when that name was taken, by its hash).
 
 Then audio in ``spool/`` without a sidecar is quarantined; every file under ``data/`` without a
 row gets one from the metadata embedded in it (end reason from its sidecar or GUANO, else
@@ -177,6 +178,28 @@ def _salvage(
     report.salvaged.append(row.path)
 
 
+def _placed_files(home: StationHome, spec: ChunkSpec, side: dict[str, Any]) -> list[Path]:
+    """The files in ``data/`` that the closed chunk of sidecar ``side`` may have been renamed
+    to: ``spec.relpath()``, or that name with the ``_N`` suffix
+    :func:`~fieldstation.recording.commit.place_in_data` adds when the name is taken, holding
+    exactly the chunk's bytes (size and SHA-256 of the sidecar), unsuffixed name first."""
+    if not side.get("closed"):
+        return []
+    base = home.root / spec.relpath()
+    if not base.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^{re.escape(base.stem)}(_[0-9]+)?{re.escape(base.suffix)}$")
+    names = sorted(
+        (p for p in base.parent.iterdir() if pattern.match(p.name) and p.is_file()),
+        key=lambda p: (len(p.name), p.name),
+    )
+    return [
+        p
+        for p in names
+        if p.stat().st_size == side.get("bytes") and sha256_file(p) == side.get("sha256")
+    ]
+
+
 def _owner(ctx: JobContext, sensor: str | None) -> Any:
     """A predicate on spool file names: True for files of ``sensor`` (None: every file)."""
     if sensor is None:
@@ -217,16 +240,18 @@ def _recover_spool(
             else:
                 _salvage(ctx, spec, audio, sidecar, report)
             continue
-        target = home.root / spec.relpath()
-        if side.get("closed") and target.exists():
+        placed = _placed_files(home, spec, side)
+        for target in placed:
+            relpath = _rel(home, target)
             with ctx.db.session() as session:
-                has_row = find_by_path(session, spec.relpath()) is not None
+                has_row = find_by_path(session, relpath) is not None
             if not has_row:
                 closed = _closed_chunk(spec, side, target, sidecar)
                 if closed is not None:
-                    insert_row(ctx.db, ctx.config, closed, spec.relpath(), ctx.clock.now())
-                    report.registered.append(spec.relpath())
-        elif side.get("closed"):
+                    insert_row(ctx.db, ctx.config, closed, relpath, ctx.clock.now())
+                    report.registered.append(relpath)
+                break
+        if not placed and side.get("closed"):
             leftovers[(spec.session_id, spec.chunk_index)] = side
         sidecar.unlink(missing_ok=True)
         report.removed.append(_rel(home, sidecar))
