@@ -244,6 +244,11 @@ def test_10000_messages_survive_broker_restart_and_two_sigkills(
     duplicates = subscriber.duplicates
     record_property("duplicates", duplicates)
     print(f"\n10000 messages: 0 lost, {duplicates} duplicates (at-least-once)")
+    # Each interruption re-sends at most two batches: the batch in flight (acknowledged by the
+    # broker but not yet committed as sent, or cut off by the outage), and after a broker
+    # outage the copy paho itself re-sends on reconnect (its queue holds one batch at most).
+    interruptions, batch = kills + 1, 200  # two SIGKILLs, one broker stop
+    assert duplicates <= 2 * batch * interruptions, f"{duplicates} duplicates"
 
 
 class SilentBroker:
@@ -316,3 +321,43 @@ def test_no_puback_means_not_sent(
     with db.session() as session:
         errors = {d.last_error for d, _ in store.list_deliveries(session)}
     assert errors == {"no PUBACK within 0.5 s"}
+
+
+def test_unacknowledged_batches_do_not_pile_up_in_paho(
+    make_station: Callable[..., StationConfig], home: StationHome, db: Database
+) -> None:
+    """A link that takes PUBLISHes but never acknowledges them (a half-dead connection): the
+    batch stays in paho's bounded queue, later passes are refused there instead of adding
+    copies, and the messages wait in the database for the outbox to re-send them."""
+    silent = SilentBroker()
+    try:
+        output = {
+            "name": "broker",
+            "kind": "mqtt",
+            "host": "127.0.0.1",
+            "port": silent.port,
+            "protocol": "3.1.1",
+            "ack_timeout": "0.3s",
+        }
+        config = make_station([output], batch_size=20, backoff_initial="0.1s", backoff_max="0.1s")
+        _enqueue(db, 60)
+        with DeliveryLoop(config, db, SystemClock(), home) as loop:
+            for _ in range(4):
+                assert loop.run_once() == 0
+                time.sleep(0.15)  # past the backoff
+            messenger = loop._messengers["broker"]
+            held = len(messenger._client._out_messages)  # type: ignore[attr-defined]
+            published = silent.received
+    finally:
+        silent.close()
+    queue_limit = 20 + 2  # one batch, plus the presence messages
+    # on the wire: what paho holds (one batch and "online") and the will topic in CONNECT,
+    # not four copies of the batch
+    assert published <= queue_limit + 1
+    assert held <= queue_limit
+    assert getattr(messenger, "queue_limit", None) == queue_limit
+    with db.session() as session:
+        rows = store.list_deliveries(session, limit=100)
+    assert {d.state for d, _ in rows} == {"pending"}
+    errors = {d.last_error for d, _ in rows if d.attempts > 1}
+    assert errors and all("paho refused the publish" in str(e) for e in errors)

@@ -267,7 +267,11 @@ class DeliveryLoop:
         try:
             plugin = load_plugin("messengers", output.kind)
             messenger = plugin.factory(
-                output, station_id=self.config.station.id, home=self.home, clock=self.clock
+                output,
+                station_id=self.config.station.id,
+                home=self.home,
+                clock=self.clock,
+                batch_size=self.config.outbox.batch_size,
             )
         except Exception as error:
             failures += 1

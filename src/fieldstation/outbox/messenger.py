@@ -2,7 +2,8 @@
 
 A messenger is anything with ``send(batch) -> list[Result]`` and ``close()`` (a
 :class:`Messenger` Protocol; no base class). It is built by its plugin's factory,
-``plugin.factory(config, station_id=..., home=..., clock=...)``. Retrying, backoff, caps and
+``plugin.factory(config, station_id=..., home=..., clock=..., batch_size=...)`` (a factory
+takes ``**context`` and ignores what it does not use). Retrying, backoff, caps and
 dead letters are the delivery loop's business, never the messenger's: a messenger makes one
 attempt per message and says how it went.
 

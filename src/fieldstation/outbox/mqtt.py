@@ -20,6 +20,8 @@ __all__ = ["MqttMessenger", "MqttOutputConfig", "plugin"]
 
 log = logging.getLogger(__name__)
 
+PRESENCE_SLACK = 2
+"""Queue room above one batch for the retained ``online`` / ``offline`` presence messages."""
 _UNSUPPORTED_PROTOCOL_VERSION = 0x84
 """CONNACK reason "Unsupported Protocol Version" (MQTT 5.0, 3.2.2.2); paho maps a 3.1.1
 broker's return code 1 ("unacceptable protocol version", MQTT 3.1.1, 3.2.2.3) to it."""
@@ -69,7 +71,11 @@ class MqttMessenger:
     connection's last will is a retained ``offline`` there, so the broker announces a station
     that dies without saying goodbye; :meth:`close` publishes ``offline`` itself. ``send``
     publishes a whole batch at QoS 1 (pipelined, up to ``max_inflight`` unacknowledged), then
-    waits for the PUBACKs: a message is ``sent`` only when its PUBACK arrived. With MQTT v5 each
+    waits for the PUBACKs: a message is ``sent`` only when its PUBACK arrived. paho's own queue
+    of unacknowledged messages is bounded to one batch (``batch_size`` + :data:`PRESENCE_SLACK`;
+    ``max_inflight`` when no batch size is given): a batch cut off by a dropped link is re-sent
+    by paho on reconnect, and until it drains new publishes are refused (``retry``), so the
+    outbox re-sends from the database instead of piling copies up in memory. With MQTT v5 each
     message carries content type ``application/json`` and, if configured, a message expiry.
     MQTT v5 is asked for, not assumed (``protocol = "5"``, the default): when the broker's
     CONNACK refuses the protocol version (a 3.1.1-only broker), the messenger reconnects with
@@ -78,10 +84,19 @@ class MqttMessenger:
 
     needs_network: ClassVar[bool] = True
 
-    def __init__(self, config: MqttOutputConfig, *, station_id: str, clock: Any) -> None:
+    def __init__(
+        self,
+        config: MqttOutputConfig,
+        *,
+        station_id: str,
+        clock: Any,
+        batch_size: int | None = None,
+    ) -> None:
         self.config = config
         self.station_id = station_id
         self.clock = clock
+        self.queue_limit = (batch_size or config.max_inflight) + PRESENCE_SLACK
+        """Most QoS 1 messages paho holds unacknowledged (in flight or queued) at once."""
         self._v5 = config.protocol == "5"
         self._status_topic = status_topic(config.prefix, station_id)
         self._connected = threading.Event()
@@ -118,7 +133,9 @@ class MqttMessenger:
         client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         client.max_inflight_messages_set(config.max_inflight)
-        client.max_queued_messages_set(0)
+        # bounded: a batch left unacknowledged by a dropped link stays in paho's memory (paho
+        # re-sends it on reconnect); an unbounded queue would take every re-publish of it too
+        client.max_queued_messages_set(self.queue_limit)
         client.reconnect_delay_set(1, max(1, int(config.reconnect_max)))
         client.will_set(self._status_topic, "offline", qos=1, retain=True)
         if config.username is not None:
@@ -264,7 +281,10 @@ class MqttMessenger:
 
     def _result(self, mid: int | None, acks: dict[int, Any]) -> Result:
         if mid is None:
-            return Result.retry("paho refused the publish (client queue full)")
+            return Result.retry(
+                f"paho refused the publish: its queue (limit {self.queue_limit}) still holds "
+                "unacknowledged messages of an earlier batch; retried from the outbox later"
+            )
         if mid not in acks:
             if not self._connected.is_set():
                 return Result.retry(f"no PUBACK: {self._last_error}")
@@ -294,14 +314,20 @@ class MqttMessenger:
 
 
 def _create(
-    config: MqttOutputConfig, *, station_id: str, clock: Any = None, **context: object
+    config: MqttOutputConfig,
+    *,
+    station_id: str,
+    clock: Any = None,
+    batch_size: int | None = None,
+    **context: object,
 ) -> MqttMessenger:
-    """Build the messenger and start connecting (in the background)."""
+    """Build the messenger and start connecting (in the background); ``batch_size`` (the
+    outbox's) bounds paho's queue (:attr:`MqttMessenger.queue_limit`)."""
     if clock is None:
         from fieldstation.clock import SystemClock
 
         clock = SystemClock()
-    return MqttMessenger(config, station_id=station_id, clock=clock)
+    return MqttMessenger(config, station_id=station_id, clock=clock, batch_size=batch_size)
 
 
 plugin = Plugin(config_model=MqttOutputConfig, factory=_create, description=__doc__ or "")
