@@ -7,15 +7,13 @@ each sensor's recorder and each processor in its own process; the network monito
 loop, heartbeat, summarizer and retention as supervisor threads; plus the control API, the
 status file writer and the systemd watchdog. Shutdown reverses it.
 
-Job modules are imported by module path only where they are used, so the runtime imports
-(and the supervisor process stays small) even when a job module is missing: a missing job is
-logged and left out.
+Process jobs are named by module path and imported only in their child process, so the
+supervisor never loads numpy, soundfile or a model; start-up work that needs heavy modules
+(migration, spool recovery) runs in a short-lived child (:func:`run_in_child`).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import multiprocessing
 import os
@@ -47,11 +45,10 @@ from fieldstation.store.processing import expire_leases, worker_id
 __all__ = [
     "PROCESSOR",
     "RECORDER",
-    "RECOVER",
     "MigrationError",
     "Station",
     "migrate_in_child",
-    "module_available",
+    "run_in_child",
     "process_jobs",
 ]
 
@@ -59,11 +56,26 @@ log = logging.getLogger(__name__)
 
 RECORDER = "fieldstation.recording.job:run_recorder"
 PROCESSOR = "fieldstation.processing.worker:run_processor"
-RECOVER = "fieldstation.recording.recovery:recover"
 
 
 class MigrationError(RuntimeError):
-    """The station database could not be migrated (see logs/migrate.log)."""
+    """The station database could not be migrated; the message says why."""
+
+
+def run_in_child(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a short-lived child process started by the fork server.
+
+    For start-up work whose imports the supervisor, which runs for months, should not keep:
+    Alembic costs a process about 34 MiB that it never gives back, and salvaging spool files
+    loads numpy and soundfile. Returns what ``function`` returned and re-raises what it raised
+    (both cross the process boundary pickled, so ``function`` must be a module-level name).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()
 
 
 def _migrate(path: str) -> None:
@@ -73,38 +85,33 @@ def _migrate(path: str) -> None:
 
 
 def migrate_in_child(path: Path) -> None:
-    """Open and migrate the database at ``path`` in a short-lived child process.
+    """Open and migrate the database at ``path`` in a child process (:func:`run_in_child`).
 
-    Alembic costs the process that imports it about 34 MiB that it never gives back; the
-    supervisor runs for months, so the migration runs in a child (through the same fork
-    server as the jobs) and the supervisor opens the migrated database without it.
-    Raises :class:`MigrationError` when the child fails.
+    Raises :class:`MigrationError` naming the cause when the migration fails.
     """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    process = context.Process(target=_migrate, args=(str(path),), name="migrate")
-    process.start()
-    process.join()
-    if process.exitcode != 0:
-        raise MigrationError(
-            f"migrating {path} failed (exit code {process.exitcode}); run "
-            f"`python -c 'from fieldstation.store import open_database; "
-            f'open_database("{path}")\'` to see why'
-        )
-
-
-def module_available(target: str) -> bool:
-    """True when the module of ``"module:function"`` exists (without importing it)."""
-    module = target.partition(":")[0]
     try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+        run_in_child(_migrate, str(path))
+    except Exception as error:
+        raise MigrationError(f"migrating {path} failed: {type(error).__name__}: {error}") from error
 
 
-def _load(target: str) -> Any:
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+def _recover(config_data: dict[str, Any], root: str, deployment_id: int) -> Any:
+    from fieldstation.config import parse_config
+    from fieldstation.job import JobContext
+    from fieldstation.recording.recovery import recover
+
+    ctx = JobContext(
+        config=parse_config(config_data),
+        home=StationHome(Path(root)),
+        deployment_id=deployment_id,
+        clock=SystemClock(),
+        name="recovery",
+    )
+    try:
+        return recover(ctx)
+    finally:
+        if "db" in ctx.__dict__:  # opened by recover()
+            ctx.db.dispose()
 
 
 def process_jobs(
@@ -193,34 +200,24 @@ class Station:
             log.info("%s: released %d claim(s) of the ended worker", name, released)
 
     def _recover(self) -> None:
-        assert self.db is not None
+        """End the leases of the last run, then start-up recovery (in a child process)."""
+        assert self.db is not None and self.deployment_id is not None
         released = _expire_leases(self.db, self.clock.now())
         if released:
             log.info("start-up: released %d processing claim(s) of the last run", released)
-        if not module_available(RECOVER):
-            log.warning("start-up recovery not available (%s missing)", RECOVER)
-            return
-        from fieldstation.job import JobContext
-
-        assert self.deployment_id is not None
-        ctx = JobContext(
-            config=self.config,
-            home=self.home,
-            deployment_id=self.deployment_id,
-            clock=self.clock,
-            name="recovery",
-        )
         try:
-            report = _load(RECOVER)(ctx)
+            report = run_in_child(
+                _recover,
+                self.config.model_dump(mode="json"),
+                str(self.home.root),
+                self.deployment_id,
+            )
         except Exception as error:
             log.exception("start-up recovery failed")
             self.record_event(
                 "recovery_failed", "runtime", f"recovery failed: {error}", "error", {}
             )
             return
-        finally:
-            if "db" in ctx.__dict__:  # opened by recover(): close it, the jobs open their own
-                ctx.db.dispose()
         log.info("start-up recovery: %s", report)
 
     def record_event(
@@ -244,10 +241,16 @@ class Station:
             )
 
     def _thread_jobs(self) -> list[ThreadJobSpec]:
-        """The supervisor threads whose modules exist."""
+        """The supervisor's thread jobs: network monitor, delivery, heartbeat, summary,
+        retention. Each worker is built in its thread when the job (re)starts."""
+        from fieldstation.health.heartbeat import Heartbeat
+        from fieldstation.health.network import NetworkMonitor
+        from fieldstation.health.summary import Summarizer
+        from fieldstation.outbox.delivery import DeliveryLoop
+        from fieldstation.retention import RetentionJob
+
         config, clock, home, db = self.config, self.clock, self.home, self.db
         assert db is not None
-        specs: list[ThreadJobSpec] = []
 
         def job_states() -> list[dict[str, Any]]:
             if self.supervisor is None:
@@ -257,14 +260,9 @@ class Station:
                 for j in self.supervisor.snapshot()
             ]
 
-        if module_available("fieldstation.health.network:NetworkMonitor"):
-            from fieldstation.health.network import NetworkMonitor
+        network = self.network = NetworkMonitor(config, clock, db=db)
 
-            self.network = NetworkMonitor(config, clock, db=db)
-            specs.append(ThreadJobSpec("network", self.network.run))
-        network_up = self.network.is_up if self.network is not None else None
-
-        def thread(name: str, factory: Callable[[], Any]) -> None:
+        def thread(name: str, factory: Callable[[], Any]) -> ThreadJobSpec:
             def run(stop: threading.Event) -> None:
                 worker = factory()
                 try:
@@ -274,38 +272,28 @@ class Station:
                     if close is not None:
                         close()
 
-            specs.append(ThreadJobSpec(name, run))
+            return ThreadJobSpec(name, run)
 
-        if module_available("fieldstation.outbox.delivery:DeliveryLoop"):
+        return [
+            ThreadJobSpec("network", network.run),
             thread(
                 "outbox",
-                lambda: _load("fieldstation.outbox.delivery:DeliveryLoop")(
+                lambda: DeliveryLoop(
                     config,
                     db,
                     clock,
                     home,
-                    network_up=network_up,
+                    network_up=network.is_up,
                     poll_interval=config.runtime.outbox_poll,
                 ),
-            )
-        if module_available("fieldstation.health.heartbeat:Heartbeat"):
+            ),
             thread(
                 "heartbeat",
-                lambda: _load("fieldstation.health.heartbeat:Heartbeat")(
-                    config, db, clock, home, job_states, network_up=network_up
-                ),
-            )
-        if module_available("fieldstation.health.summary:Summarizer"):
-            thread(
-                "summary",
-                lambda: _load("fieldstation.health.summary:Summarizer")(config, db, clock),
-            )
-        if module_available("fieldstation.retention.job:RetentionJob"):
-            thread(
-                "retention",
-                lambda: _load("fieldstation.retention:RetentionJob")(config, db, home, clock),
-            )
-        return specs
+                lambda: Heartbeat(config, db, clock, home, job_states, network_up=network.is_up),
+            ),
+            thread("summary", lambda: Summarizer(config, db, clock)),
+            thread("retention", lambda: RetentionJob(config, db, home, clock)),
+        ]
 
     # --- running ---------------------------------------------------------------------------
 
@@ -323,13 +311,9 @@ class Station:
         try:
             self._open()
             self._recover()
-            specs: list[ProcessJobSpec | ThreadJobSpec] = []
-            wanted = self.jobs if self.jobs is not None else process_jobs(self.config)
-            for spec in wanted:
-                if module_available(spec.target):
-                    specs.append(spec)
-                else:
-                    log.warning("job %s left out: %s is missing", spec.name, spec.target)
+            specs: list[ProcessJobSpec | ThreadJobSpec] = list(
+                self.jobs if self.jobs is not None else process_jobs(self.config)
+            )
             if self.threads:
                 specs += self._thread_jobs()
             assert self.deployment_id is not None
