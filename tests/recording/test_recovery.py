@@ -147,25 +147,136 @@ def _recorder_child(config: Any, home: Any, deployment_id: int, sensor: str) -> 
     run_recorder(ctx, sensor)
 
 
+KILL_SENSORS = [
+    {
+        "name": n,
+        "kind": "synthetic",
+        "sample_rate": 16000,
+        "frequency": 2000,
+        "speed": 8.0,
+        "chunk": "0.25s",  # 4000 frames: 5 blocks of 800
+        "block": "0.05s",
+        "format": fmt,
+        "min_free": "1MB",
+    }
+    for n, fmt in (("f", "flac"), ("w", "wav"))
+]
+
+
+def _assert_recovered_state(db: Any, home: Any, config: Any) -> list[Recording]:
+    """Spool empty, data files and present rows one to one, every file intact and equal to
+    the synthetic source at its frames; returns the rows."""
+    assert not any(home.spool.iterdir()), "spool not empty"
+    data_files = {p.relative_to(home.root).as_posix() for p in home.data.rglob("*.*")}
+    rows = all_rows(db)
+    assert data_files == {r.path for r in rows if r.file_state == "present"}
+    generators = {s.name: SyntheticSensor(s, SystemClock()) for s in config.sensors}
+    for r in rows:
+        path = home.root / r.path
+        assert sha256_file(path) == r.sha256, r.path
+        got = sf.read(str(path), dtype="int16", always_2d=True)[0]
+        assert len(got) == r.frames
+        expected = generators[r.sensor].samples(r.start_frame, r.start_frame + r.frames)
+        assert np.array_equal(got, expected), f"{r.path}: samples differ from the source"
+    return rows
+
+
+def _recorder_killed_at(config: Any, home: Any, deployment_id: int, point: str) -> None:
+    """A recorder that SIGKILLs itself at one exact point of its second chunk (patched here,
+    in the forked child only)."""
+    from fieldstation.recording import commit
+
+    calls = 0
+
+    def second_time() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls == 2
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    place, insert, write = commit.place_in_data, commit.insert_row, ChunkWriter.write
+    if point == "mid_chunk":  # 3 of the 5 blocks of the second chunk written
+
+        def write_then_die(self: ChunkWriter, data: Any) -> None:
+            write(self, data)
+            if self.spec.chunk_index == 1 and self.frames == 2400:
+                die()
+
+        ChunkWriter.write = write_then_die  # type: ignore[method-assign]
+    elif point == "closed_in_spool":  # closed and fsynced, not renamed
+
+        def die_then_place(*args: Any) -> str:
+            if second_time():
+                die()
+            return place(*args)
+
+        commit.place_in_data = die_then_place
+    elif point == "renamed_no_row":  # in data/, no row yet
+
+        def die_then_insert(*args: Any) -> Any:
+            if second_time():
+                die()
+            return insert(*args)
+
+        commit.insert_row = die_then_insert
+    elif point == "row_sidecar_left":  # row committed, sidecar not yet deleted
+
+        def insert_then_die(*args: Any) -> Any:
+            row = insert(*args)
+            if second_time():
+                die()
+            return row
+
+        commit.insert_row = insert_then_die
+    sensor = "w" if point == "mid_chunk" else "f"  # WAV frames reach the disk as written
+    _recorder_child(config, home, deployment_id, sensor)
+
+
+@pytest.mark.parametrize(
+    ("point", "outcome"),
+    [
+        ("mid_chunk", "salvaged"),
+        ("closed_in_spool", "committed"),
+        ("renamed_no_row", "registered"),
+        ("row_sidecar_left", "removed"),
+    ],
+)
+def test_sigkill_at_each_commit_phase_is_recovered(  # type: ignore[no-untyped-def]
+    make_station, make_ctx, db, home, point, outcome
+):
+    config = make_station(*KILL_SENSORS)
+    ctx, _ = make_ctx(config)
+    child = multiprocessing.get_context("fork").Process(
+        target=_recorder_killed_at, args=(config, home, ctx.deployment_id, point)
+    )
+    child.start()
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL, f"the recorder did not die at {point}"
+    before = all_rows(db)
+    report = recover(ctx)
+    rows = _assert_recovered_state(db, home, config)
+    found = {k: v for k, v in report.as_dict().items() if v}
+    assert set(found) - {"removed"} == {outcome} - {"removed"}, found  # + the sidecar deleted
+    assert len(found[outcome]) == 1, found
+    assert not report.quarantined
+    # the first chunk was committed before the kill; the second is recovered (or was in)
+    assert [(r.chunk_index, r.end_reason) for r in before][:1] == [(0, "complete")]
+    expected = "recovered" if point == "mid_chunk" else "complete"
+    assert [(r.chunk_index, r.frames, r.end_reason) for r in rows] == [
+        (0, 4000, "complete"),
+        (1, 2400 if point == "mid_chunk" else 4000, expected),
+    ]
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_instants_loses_nothing_committed(  # type: ignore[no-untyped-def]
     make_station, make_ctx, db, home, spool_empty
 ):
-    sensors = [
-        {
-            "name": n,
-            "kind": "synthetic",
-            "sample_rate": 16000,
-            "frequency": 2000,
-            "speed": 8.0,
-            "chunk": "0.25s",
-            "block": "0.05s",
-            "format": fmt,
-            "min_free": "1MB",
-        }
-        for n, fmt in (("f", "flac"), ("w", "wav"))
-    ]
-    config = make_station(*sensors)
+    # random instants land mostly mid-chunk; each commit phase is also killed on purpose by
+    # test_sigkill_at_each_commit_phase_is_recovered, so every recovery path surely runs
+    config = make_station(*KILL_SENSORS)
     ctx, _ = make_ctx(config)
     fork = multiprocessing.get_context("fork")
     rng = random.Random(20260601)
