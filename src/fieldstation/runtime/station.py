@@ -160,6 +160,7 @@ class Station:
     control: bool = True
     tick: float = 5.0
     home: StationHome = field(init=False)
+    config_hash: str = field(init=False)
     db: Database | None = field(init=False, default=None)
     deployment_id: int | None = field(init=False, default=None)
     supervisor: Supervisor | None = field(init=False, default=None)
@@ -169,6 +170,7 @@ class Station:
 
     def __post_init__(self) -> None:
         self.home = StationHome(self.config.home_path())
+        self.config_hash = config_hash(self.config)
 
     # --- start-up steps --------------------------------------------------------------------
 
@@ -183,7 +185,7 @@ class Station:
             deployment = start_deployment(
                 session,
                 station_id=self.config.station.id,
-                config_hash=config_hash(self.config),
+                config_hash=self.config_hash,
                 config=self.config.model_dump(mode="json"),
                 version=__version__,
                 now=self.clock.now(),
@@ -376,7 +378,7 @@ class Station:
                 return
 
     def _write_status(self) -> None:
-        atomic_write_json(self.home.status_file, self.status())
+        atomic_write_json(self.home.status_file, self.status(), fsync=False)
 
     def _watchdog(self, stop: threading.Event) -> None:
         """Feed the systemd watchdog while the supervisor's loop turns (decision 0061).
@@ -409,7 +411,7 @@ class Station:
             "healthy": supervisor.healthy() if supervisor is not None else False,
             # True from the moment an ordered shutdown begins: jobs then stop on purpose.
             "shutting_down": supervisor.shutting_down if supervisor is not None else False,
-            "deployment": {"id": self.deployment_id, "config_hash": config_hash(self.config)},
+            "deployment": {"id": self.deployment_id, "config_hash": self.config_hash},
             "jobs": jobs,
             "recording": _recording_status(jobs),
             "network": {"up": self.network.is_up() if self.network is not None else None},

@@ -19,8 +19,13 @@ from typing import Any
 __all__ = ["atomic_write_json", "disk_status", "read_status", "system_status"]
 
 
-def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (temp file, fsync, rename)."""
+def atomic_write_json(path: Path, data: dict[str, Any], *, fsync: bool = True) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (temp file, fsync, rename).
+
+    ``fsync=False`` skips the flush to the device: a reader still never sees half a file, but
+    a power cut may leave the previous version or none. For a file rewritten every few seconds
+    (``run/status.json``) that is enough, and spares the SD card and the CPU.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -29,7 +34,8 @@ def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
             json.dump(data, handle, indent=2, default=str)
             handle.write("\n")
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
