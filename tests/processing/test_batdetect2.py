@@ -116,3 +116,51 @@ def test_threshold_changes_what_is_reported(
     assert len(found_low) > len(found_high)
     assert all(d.score >= 0.6 for d in found_high)
     assert_same(found_high, reference(path, threshold=0.6), path.name)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_a_damaged_body_is_quarantined_at_once(
+    bat_files: list[Path], model: Any, make_station: Any, damage: str, tmp_path: Path
+) -> None:
+    from fieldstation.processing.worker import ProcessorWorker
+    from fieldstation.store.models import Recording
+
+    source = next(p for p in bat_files if "NoBat" not in p.name)
+    samples, rate = sf.read(str(source), dtype="int16")
+    flac = tmp_path / "bat.flac"  # a station chunk as the recorder writes it
+    sf.write(str(flac), samples, rate, subtype="PCM_16")
+    raw = bytearray(flac.read_bytes())
+    if damage == "truncated":  # cut short (a crash or a full disk): the header still says 4 s
+        raw = raw[: len(raw) // 2]
+    else:  # garbled in the middle of the body
+        middle = len(raw) // 3
+        raw[middle : middle + 2000] = bytes((b * 7 + 13) & 255 for b in raw[middle : middle + 2000])
+    flac.write_bytes(bytes(raw))
+    assert sf.info(str(flac)).frames == len(samples)  # the header is intact and says 4 s
+    station = make_station(processors=[{"name": "bats", "model": "batdetect2"}])
+    rid = station.add_recording(raw=flac.read_bytes(), sensor="bat", rate=rate)
+    result = ProcessorWorker(station.context(), "bats", model=model).step()
+    assert (result.outcome, result.recording_id) == ("quarantined", rid), result
+    assert result.error is not None and "cannot decode" in result.error
+    with station.db.session() as session:
+        row = session.get(Recording, rid)
+        assert row is not None and (row.state, row.attempts) == ("quarantined", 1)
+
+
+def test_the_decode_check_reads_the_whole_body(bat_files: list[Path], tmp_path: Path) -> None:
+    # soundfile only: runs without the extra too
+    from fieldstation.processing.batdetect2 import check_decodable
+    from fieldstation.processing.model import UndecodableAudioError
+
+    source = next(p for p in bat_files if "NoBat" not in p.name)
+    samples, rate = sf.read(str(source), dtype="int16")
+    assert check_decodable(source) == len(samples)
+    flac = tmp_path / "bat.flac"
+    sf.write(str(flac), samples, rate, subtype="PCM_16")
+    flac.write_bytes(flac.read_bytes()[: flac.stat().st_size // 2])
+    with pytest.raises(UndecodableAudioError, match="cannot decode .*bat.flac"):
+        check_decodable(flac)
+    # a WAV cut short has no bad frame: its header's size is corrected, it stays usable
+    wav = tmp_path / "bat.wav"
+    wav.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    assert 0 < check_decodable(wav) < len(samples)

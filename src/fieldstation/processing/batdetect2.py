@@ -11,6 +11,7 @@ See docs/decisions/0034-batdetect2-adapter.md.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -26,7 +27,13 @@ from fieldstation.processing.model import (
     UndecodableAudioError,
 )
 
-__all__ = ["BatDetect2Config", "BatDetect2Model", "annotations_to_detections", "plugin"]
+__all__ = [
+    "BatDetect2Config",
+    "BatDetect2Model",
+    "annotations_to_detections",
+    "check_decodable",
+    "plugin",
+]
 
 
 class BatDetect2Config(ProcessorConfig):
@@ -57,6 +64,39 @@ def annotations_to_detections(annotations: list[dict[str, Any]]) -> list[Detecti
     ]
 
 
+_CHECK_BLOCK = 1 << 16
+"""Frames decoded at a time by :func:`check_decodable` (memory stays small for long files)."""
+
+
+def check_decodable(path: Path) -> int:
+    """Decode the whole file at ``path`` with soundfile, block by block, and return its frames.
+
+    BatDetect2 loads files with librosa, which falls back to audioread (ffmpeg) when soundfile
+    fails: a file whose header is fine but whose body is corrupt or cut short would then be
+    analysed half-decoded, or fail with an error the worker retries. Checking the whole body
+    first gives one clear verdict, so such a file is quarantined at once. Raises
+    :class:`UndecodableAudioError` when the header or any block cannot be decoded, or when fewer
+    frames decode than the header announces.
+    """
+    import soundfile as sf
+
+    decoded = 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            announced = f.frames
+            while block := len(f.read(_CHECK_BLOCK, dtype="int16", always_2d=True)):
+                decoded += block
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise UndecodableAudioError(
+            f"cannot decode {path} (after {decoded} frame(s)): {error}"
+        ) from error
+    if decoded < announced:
+        raise UndecodableAudioError(
+            f"cannot decode {path}: {decoded} of {announced} frame(s) decode"
+        )
+    return decoded
+
+
 class BatDetect2Model:
     """BatDetect2 as a :class:`~fieldstation.processing.model.Model`."""
 
@@ -85,14 +125,10 @@ class BatDetect2Model:
         )
 
     def run(self, recording: RecordingInput) -> ModelOutput:
-        """Detect bat calls in the file. Raises ``UndecodableAudioError`` or ``ModelError``."""
-        import soundfile as sf
-
+        """Detect bat calls in the file. Raises ``UndecodableAudioError`` (the file, header or
+        body, cannot be decoded: :func:`check_decodable`) or ``ModelError``."""
         path = str(recording.path)
-        try:
-            sf.info(path)  # batdetect2 would fall back to audioread; we want a clear verdict
-        except (sf.LibsndfileError, RuntimeError) as error:
-            raise UndecodableAudioError(f"cannot decode {path}: {error}") from error
+        check_decodable(recording.path)
         try:
             results = self._api.process_file(
                 path, self._api.model, config=self._settings, device=self._device
