@@ -161,6 +161,22 @@ class Recorder:
 
     # --- the outer loop: slots, waiting, disk guard, device back-off ---
     def run(self, stop_when_exhausted: bool = False) -> None:
+        """Record slot after slot until ``ctx.stop`` is set (or ``until`` is reached).
+
+        Each pass asks ``slots(now)``: no slot, or one in the future, means waiting on
+        ``ctx.stop`` (``IDLE_POLL`` s, or until the slot starts; never past ``until``) with a
+        ``waiting`` report; a slot already recorded (a faster-than-real-time stream reached its
+        end early) is waited out; with free space below ``min_free`` the recorder re-checks
+        every ``DISK_RETRY`` s; otherwise :meth:`record_session` records the slot. After a
+        ``device_error`` the sensor is reopened after a back-off doubling from
+        ``DEVICE_BACKOFF[0]`` to ``DEVICE_BACKOFF[1]`` seconds (reset by a session that ends
+        otherwise). When the sensor's input has ended for good (a replay without loop):
+        returns if ``stop_when_exhausted``, else idles until stopped.
+
+        Raises what the sensor, the chunk writer or the database raise beyond
+        :class:`~fieldstation.sensors.DeviceError` (e.g. ``OSError``, SQLAlchemy errors); the
+        open chunk is then left in ``spool/`` for recovery.
+        """
         stop = self.ctx.stop
         while not stop.is_set():
             now = self.clock.now()

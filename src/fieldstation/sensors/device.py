@@ -40,7 +40,12 @@ def find_input_device(sd: Any, device: str | int | None) -> int | None:
 
 
 class AudioSensor:
-    """A sounddevice ``InputStream`` feeding a bounded queue (see :mod:`.audio`)."""
+    """A sounddevice ``InputStream`` feeding a bounded queue (see :mod:`.audio`).
+
+    ``sample_rate`` (Hz), ``channels`` and ``dtype`` (numpy dtype of the blocks, from
+    ``config.sample_format``) are the stream's. Capture times come from PortAudio's ADC time of
+    each buffer, placed on ``clock`` (default the system clock).
+    """
 
     def __init__(self, config: AudioConfig, clock: Clock | None = None) -> None:
         self.config = config
@@ -63,6 +68,17 @@ class AudioSensor:
         self._last_warning = float("-inf")
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        """PortAudio's input callback (on its own thread): queue a copy of ``indata``.
+
+        ``indata``: array ``(frames, channels)`` of ``dtype``; ``time_info``: PortAudio times
+        in seconds (``inputBufferAdcTime`` of the first frame, ``currentTime``), giving the
+        capture time ``clock.now() - (currentTime - inputBufferAdcTime)`` (one buffer's length
+        when that lag is not within 0..1 s); ``status``: PortAudio flags. The running frame
+        index advances by ``frames`` whether the buffer is queued or not. A full queue drops
+        and counts the buffer; an ``input_overflow`` flag is counted and marks the next queued
+        buffer as a discontinuity (with a fixed ``blocksize`` the flagged buffer is dropped).
+        Never raises (PortAudio would abort the stream).
+        """
         now = self.clock.now()
         try:
             lag = float(time_info.currentTime) - float(time_info.inputBufferAdcTime)
@@ -94,6 +110,12 @@ class AudioSensor:
                 self._break = False
 
     def open(self) -> None:
+        """Open and start the input stream; the running frame index restarts at 0 and the
+        queue and the error are cleared (the counters in ``health()`` keep running).
+
+        Raises :class:`DeviceError` when the device is not found (the message lists the inputs)
+        or PortAudio refuses the settings (rate, channels, format, latency).
+        """
         import sounddevice as sd  # heavy (+22 MiB): only where a real device is used
 
         self.close()
@@ -122,6 +144,7 @@ class AudioSensor:
             ) from error
 
     def _warn_overflows(self) -> None:
+        """Log the overflow and loss totals, at most every ``_WARN_EVERY`` seconds."""
         now = self.clock.monotonic()
         if self._overflows and now - self._last_warning >= _WARN_EVERY:
             self._last_warning = now
@@ -133,6 +156,15 @@ class AudioSensor:
             )
 
     def read(self) -> Block | None:
+        """The next captured buffer as a :class:`Block` (``(frames, channels)`` of ``dtype``,
+        its running frame index, its capture time, ``discontinuity`` after an input
+        overflow), waiting up to ``timeout`` seconds for it; never None (a device does not
+        end). Logs a warning about overflows at most every 10 s.
+
+        Raises :class:`DeviceError` when no buffer came for ``timeout`` seconds (the device or
+        audio server died; ``health().state`` becomes ``error``), ``RuntimeError`` before
+        :meth:`open`.
+        """
         if self._stream is None:
             raise RuntimeError("read() before open()")
         try:
@@ -146,6 +178,8 @@ class AudioSensor:
         return Block(data, start, captured, discontinuity=broken)
 
     def close(self) -> None:
+        """Abort and close the stream (idempotent); buffers still queued are dropped. Errors
+        of a device already gone are logged, not raised."""
         stream, self._stream = self._stream, None
         if stream is not None:
             try:
@@ -155,6 +189,10 @@ class AudioSensor:
                 log.warning("closing audio input %s: %s", self.config.name, error)
 
     def health(self) -> SensorHealth:
+        """State (``open``, ``closed``, or ``error`` after a timeout or a failed open, with the
+        message), frames delivered since :meth:`open`, and the running totals: overflows (queue
+        full or PortAudio flag), lost frames (dropped buffers) and, in ``details``,
+        ``input_overflows`` (PortAudio flags alone)."""
         with self._lock:
             overflows, lost, flagged = self._overflows, self._lost, self._input_overflows
         state = "error" if self._error else ("open" if self._stream is not None else "closed")

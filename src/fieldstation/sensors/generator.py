@@ -24,7 +24,12 @@ def to_dtype(x: np.ndarray, sample_format: str) -> np.ndarray:
 
 
 class SyntheticSensor:
-    """The synthetic sensor (see the module docstring for the exact signal)."""
+    """The synthetic sensor (the exact signal: :mod:`fieldstation.sensors.synthetic`).
+
+    ``sample_rate`` (Hz), ``channels`` and ``dtype`` (numpy dtype of ``config.sample_format``)
+    come from the config; blocks are ``block`` seconds long, paced on ``clock`` (default the
+    system clock) at ``speed`` × real time.
+    """
 
     def __init__(self, config: SyntheticConfig, clock: Clock | None = None) -> None:
         self.config = config
@@ -59,6 +64,7 @@ class SyntheticSensor:
 
     @staticmethod
     def _periodic(source: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Frames ``[start, stop)`` of ``source`` repeated every :data:`NOISE_PERIOD` frames."""
         idx = start % NOISE_PERIOD
         if idx + stop - start <= NOISE_PERIOD:
             return source[idx : idx + stop - start].copy()
@@ -89,11 +95,16 @@ class SyntheticSensor:
         return out
 
     def open(self) -> None:
+        """Start the stream at frame 0, stream time 0 = now on the clock (never raises)."""
         self._frame = 0
         self._pacer.start()
         self._open = True
 
     def read(self) -> Block | None:
+        """The next ``block`` seconds as a :class:`Block` (``(frames, channels)`` of ``dtype``,
+        frames :meth:`samples` of the running index), once they have "happened" at ``speed`` ×
+        real time; capture time = open time + frame / ``sample_rate``. Never None (the signal
+        does not end). Raises ``RuntimeError`` before :meth:`open`."""
         if not self._open:
             raise RuntimeError("read() before open()")
         start, stop = self._frame, self._frame + self._block
@@ -102,7 +113,9 @@ class SyntheticSensor:
         return Block(self.samples(start, stop), start, self._pacer.captured_at(start))
 
     def close(self) -> None:
+        """Stop the stream (idempotent)."""
         self._open = False
 
     def health(self) -> SensorHealth:
+        """State (``open`` or ``closed``) and frames delivered since :meth:`open`."""
         return SensorHealth(state="open" if self._open else "closed", frames=self._frame)

@@ -19,7 +19,13 @@ log = logging.getLogger(__name__)
 
 
 class ReplaySensor:
-    """Plays ``config.files`` as one continuous stream (see :mod:`fieldstation.sensors.replay`)."""
+    """Plays ``config.files`` as one continuous stream (see :mod:`fieldstation.sensors.replay`).
+
+    Built from the files' headers: ``sample_rate`` (Hz) and ``channels`` from the config or the
+    first file, ``dtype`` from ``config.sample_format``. Raises :class:`SensorConfigError` when a
+    file cannot be read, or does not match the stream (unless ``mismatched = "skip"``, and then
+    when no file is left).
+    """
 
     def __init__(self, config: ReplayConfig, clock: Clock | None = None) -> None:
         self.config = config
@@ -82,6 +88,7 @@ class ReplaySensor:
         self._ended = False
 
     def _next_file(self) -> bool:
+        """Open the next file (the first again when looping); False when none is left."""
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -94,6 +101,8 @@ class ReplaySensor:
         return True
 
     def open(self) -> None:
+        """Start again at frame 0 of the first file; stream time 0 = now on the clock.
+        Raises ``soundfile.LibsndfileError`` when the first file can no longer be opened."""
         self.close()
         self._index = 0
         self._frame = 0
@@ -104,6 +113,12 @@ class ReplaySensor:
         self._state = "open"
 
     def read(self) -> Block | None:
+        """The next ``block`` seconds of the stream as a :class:`Block` (``(frames, channels)``
+        of ``dtype``; shorter only at the very end), continuing across files without a gap;
+        waits until those frames have "happened" at ``speed`` × real time; capture time =
+        open time + frame / ``sample_rate``. None once the last file has played (never when
+        looping). Raises ``RuntimeError`` before :meth:`open`, ``soundfile.LibsndfileError``
+        when a file cannot be decoded."""
         if self._state != "open":
             raise RuntimeError("read() before open()")
         parts: list[np.ndarray] = []
@@ -124,12 +139,16 @@ class ReplaySensor:
         return Block(block, start, self._pacer.captured_at(start))
 
     def close(self) -> None:
+        """Close the current file (idempotent)."""
         if self._file is not None:
             self._file.close()
             self._file = None
         self._state = "closed"
 
     def health(self) -> SensorHealth:
+        """State (``open`` or ``closed``), frames delivered since :meth:`open`, and in
+        ``details``: the index of the next file (``file_index``), whether the input has ended,
+        and the files left out as mismatched (``skipped``)."""
         details: dict[str, Any] = {
             "file_index": self._index,
             "ended": self._ended,
