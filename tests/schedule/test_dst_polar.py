@@ -168,3 +168,33 @@ def test_slots_between_across_polar_days_is_split_stable(at, make_schedule):
     assert slots_between(s, station, a, c) == slots_between(s, station, a, b) + slots_between(
         s, station, b, c
     )
+
+
+@pytest.mark.parametrize(
+    ("place", "day", "start", "end"),
+    [
+        ("new_york", date(2026, 3, 8), "02:00", "03:00"),
+        ("new_york", date(2026, 3, 8), "02:15", "02:45"),
+        ("oxford", date(2026, 3, 29), "01:00", "02:00"),
+    ],
+)
+def test_window_inside_the_spring_gap_is_empty_not_a_whole_day(
+    at, make_schedule, place, day, start, end
+):
+    # Both edges shift forward to the end of the gap, to one instant. By the wall clock the end
+    # is after the start, so the window does not cross midnight: it is empty that day (it was
+    # read as crossing midnight and recorded 24 h, or 23.75 h for 02:15-02:45).
+    station = at(place)
+    s = make_schedule(windows=[{"start": start, "end": end}])
+    plans = plan_days(s, station, day - timedelta(days=1), 3)
+    assert [p.recorded_seconds for p in plans] == [
+        (_wall(end) - _wall(start)).total_seconds(),
+        0,
+        (_wall(end) - _wall(start)).total_seconds(),
+    ]
+    assert plans[1].windows == () and plans[1].slots == ()
+
+
+def _wall(text: str) -> timedelta:
+    hours, minutes = text.split(":")
+    return timedelta(hours=int(hours), minutes=int(minutes))

@@ -243,3 +243,15 @@ class Edge:
         if sun is None:
             raise ValueError("a sun-relative edge needs SunEvents")
         return sun.at(self.anchor, day) + self.offset
+
+    def wall(self, day: date, instant: int, days: LocalDays) -> datetime:
+        """Local wall-clock time (naive) of this edge on ``day``, resolved to ``instant`` (µs).
+
+        For a clock edge it is the time as written, even when that does not exist (a time in a
+        spring-forward gap stays ``02:30`` although its instant is the end of the gap); for a
+        sun edge it is the wall time of ``instant``. Windows compare these to decide whether
+        they cross midnight.
+        """
+        if self.anchor == "clock":
+            return datetime.combine(day, time()) + timedelta(microseconds=self.offset)
+        return days.wall(instant).replace(tzinfo=None)

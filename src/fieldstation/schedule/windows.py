@@ -2,8 +2,11 @@
 
 For each local date ``D`` that passes the schedule's filters (first/last date, weekdays, every
 Nth day, all applied to ``D``), each window gives the interval ``[start(D), end)`` where ``end``
-is the end edge on ``D``, or on ``D + 1`` when that is not after the start (the window crosses
-midnight; ``"00:00"``-``"00:00"`` is a whole day). When a sun event of a window does not happen
+is the end edge on ``D``, or on ``D + 1`` when its local wall-clock time is not after the
+start's (the window crosses midnight; ``"00:00"``-``"00:00"`` is a whole day). The wall-clock
+times are compared, not the instants: a window whose edges both fall in a spring-forward gap
+resolves to one instant and is empty that day. An interval whose end is not after its start is
+dropped. When a sun event of a window does not happen
 on ``D`` (polar day or night) the schedule's ``polar`` option decides: ``skip`` drops the window
 that day, ``whole_day`` records local ``D`` from 00:00 to 24:00.
 
@@ -129,7 +132,11 @@ class WindowResolver:
                 start = start_edge.on(day, self.days, self.sun)
                 edge = end_edge
                 end = end_edge.on(day, self.days, self.sun)
-                if end <= start:
+                # Crossing midnight is read on the wall clock, not from the instants: in a
+                # spring-forward gap both edges shift to the same instant (02:00-03:00 on a
+                # 02:00->03:00 day), which is an empty window, not a whole day.
+                start_wall = start_edge.wall(day, start, self.days)
+                if end_edge.wall(day, end, self.days) <= start_wall:
                     end = end_edge.on(day + timedelta(days=1), self.days, self.sun)
             except SunEventMissing as missing:
                 polar.append(PolarFallback(day, index, edge.text, action, str(missing)))
