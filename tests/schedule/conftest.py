@@ -35,6 +35,12 @@ PLACES: dict[str, dict[str, Any]] = {
         "elevation": 20,
         "timezone": "Australia/Sydney",
     },
+    "a_coruna": {  # far west in its zone: astronomical dusk falls after midnight in May
+        "latitude": 43.37,
+        "longitude": -8.40,
+        "elevation": 0,
+        "timezone": "Europe/Madrid",
+    },
     "quito": {
         "latitude": -0.18,
         "longitude": -78.47,

@@ -198,3 +198,42 @@ def test_window_inside_the_spring_gap_is_empty_not_a_whole_day(
 def _wall(text: str) -> timedelta:
     hours, minutes = text.split(":")
     return timedelta(hours=int(hours), minutes=int(minutes))
+
+
+def test_a_dusk_just_past_midnight_is_not_polar(at, make_schedule):
+    # At A Coruna (43.37 N, 8.40 W, Europe/Madrid) astronomical dusk moves past local midnight
+    # in May: astral finds none on the local date 2026-05-19 (the 18th's is at 23:59, the
+    # 19th evening's at 00:00:42 on the 20th) and raises. The sun does reach 18 degrees below
+    # the horizon that night, so the window is kept and ends at that evening's dusk.
+    tz = ZoneInfo("Europe/Madrid")
+    station = at("a_coruna")
+    s = make_schedule(windows=[{"start": "sunset", "end": "astronomical_dusk"}])
+    plans = plan_days(s, station, date(2026, 5, 10), 20)
+    for plan in plans:
+        assert plan.polar == (), plan.polar
+        (slot,) = plan.slots
+        start, end = slot.start.astimezone(tz), slot.end.astimezone(tz)
+        assert start.date() == plan.day and time(21, 40) < start.time() < time(22, 10)
+        assert 1.75 * 3600 < slot.duration < 2.5 * 3600, plan.day  # sunset to astronomical dusk
+        assert end.date() in (plan.day, plan.day + timedelta(days=1))
+    (may19,) = plans[9].slots
+    assert plans[9].day == date(2026, 5, 19)
+    end = may19.end.astimezone(tz)
+    assert (end.date(), end.strftime("%H:%M")) == (date(2026, 5, 20), "00:00")
+
+
+def test_a_window_from_a_dusk_past_midnight_belongs_to_that_evening(at, make_schedule):
+    # The dusk of a local date is that evening's, even after midnight: a Tuesday-only
+    # astronomical_dusk-04:00 window records the night of Tuesday into Wednesday every week
+    # (astral's dusk "on" a Tuesday after the drift is Monday evening's, at 00:0x on Tuesday).
+    tz = ZoneInfo("Europe/Madrid")
+    station = at("a_coruna")
+    s = make_schedule(windows=[{"start": "astronomical_dusk", "end": "04:00"}], weekdays=["tue"])
+    first = datetime(2026, 5, 1, tzinfo=tz)
+    slots = slots_between(s, station, first, first + timedelta(days=42))
+    assert len(slots) == 6
+    for slot in slots:
+        start, end = slot.start.astimezone(tz), slot.end.astimezone(tz)
+        assert end.weekday() == 2 and end.time() == time(4)  # Wednesday 04:00
+        assert start.date() == end.date() - timedelta(days=1) or start.time() < time(1)
+        assert 3 * 3600 < slot.duration < 4.5 * 3600

@@ -11,15 +11,15 @@ Daylight-saving rules for local wall-clock times (documented in ``docs/schedules
 * a local time that happens twice (fall back) is the first occurrence (PEP 495 ``fold=0``).
 
 Sun events come from :mod:`astral` (``astral.sun``; NOAA solar equations) for an observer at the
-station's latitude, longitude and elevation, on the station's local date.
+station's latitude, longitude and elevation: the events of the solar day whose noon falls on the
+station's local date (see :class:`SunEvents`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from fieldstation.config.schedule import parse_edge
@@ -161,13 +161,34 @@ class LocalDays:
         return hi * US
 
 
-_DEPRESSION = {"civil": 6.0, "nautical": 12.0, "astronomical": 18.0}
+_SUN_RADIUS = 0.26666666666666666  # degrees, astral.sun.SUN_APPARENT_RADIUS
+_EVENTS: dict[str, tuple[bool, float, str]] = {
+    # name: (rising, sun elevation in degrees, what the elevation means)
+    "sunrise": (True, -_SUN_RADIUS, "the horizon"),
+    "sunset": (False, -_SUN_RADIUS, "the horizon"),
+    "civil_dawn": (True, -6.0, "6 degrees below the horizon"),
+    "civil_dusk": (False, -6.0, "6 degrees below the horizon"),
+    "nautical_dawn": (True, -12.0, "12 degrees below the horizon"),
+    "nautical_dusk": (False, -12.0, "12 degrees below the horizon"),
+    "astronomical_dawn": (True, -18.0, "18 degrees below the horizon"),
+    "astronomical_dusk": (False, -18.0, "18 degrees below the horizon"),
+}
 
 
 class SunEvents:
     """Sun events at one place, per local date, computed with astral and cached.
 
-    Raises :class:`SunEventMissing` (with astral's reason) when the event does not happen.
+    The event of a local date ``D`` is the one of the solar day whose noon falls on ``D``: a
+    rising event (sunrise, dawns) is the last one before that noon, a setting event (sunset,
+    dusks) the first one after it. This is astral's answer on ordinary days; it differs where
+    an event drifts across local midnight, where astral finds none on the date and raises
+    although the sun does cross that elevation (astronomical dusk at A Coruna, 43.4 N 8.4 W,
+    falls at 00:00 CEST in late May: the dusk of 19 May is at 00:00:42 on the 20th). Times come
+    from ``astral.sun.time_at_elevation`` (NOAA equations, refraction and observer elevation
+    included, as astral's own ``sunrise``/``dusk``), solar noon from ``astral.sun.noon``.
+
+    Raises :class:`SunEventMissing` only when the sun never reaches the event's elevation in
+    that solar day (polar day or night).
     """
 
     def __init__(self, latitude: float, longitude: float, elevation: float, tz: ZoneInfo) -> None:
@@ -187,11 +208,9 @@ class SunEvents:
         key = (event, day)
         found = self._cache.get(key)
         if found is None:
-            try:
-                # astral is good to about a minute; whole seconds read better in file names.
-                found = round(to_us(self._compute(event, day)) / US) * US
-            except ValueError as error:
-                found = str(error) or "the sun does not reach that elevation"
+            computed = self._compute(event, day)
+            # astral is good to about a minute; whole seconds read better in file names.
+            found = computed if isinstance(computed, str) else round(to_us(computed) / US) * US
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
             self._cache[key] = found
@@ -199,18 +218,43 @@ class SunEvents:
             raise SunEventMissing(f"no {event} on {day.isoformat()}: {found}")
         return found
 
-    def _compute(self, event: str, day: date) -> datetime:
+    def _compute(self, event: str, day: date) -> datetime | str:
+        """The event's time on local date ``day``, or why it does not happen."""
         from astral import sun
 
-        function: Callable[..., datetime]
-        kwargs: dict[str, Any] = {"tzinfo": self.tz}
-        if event in ("sunrise", "sunset", "noon"):
-            function = getattr(sun, event)
-        else:
-            kind, _, which = event.partition("_")
-            function = sun.dawn if which == "dawn" else sun.dusk
-            kwargs["depression"] = _DEPRESSION[kind]
-        return function(self._observer, day, **kwargs)
+        if event == "noon":
+            return self._noon(day)
+        rising, elevation, meaning = _EVENTS[event]
+        direction = sun.SunDirection.RISING if rising else sun.SunDirection.SETTING
+        # the event of the solar day of `day` lies between this noon and the one before (rising)
+        # or after (setting); astral's date argument is a UTC date, so look on either side.
+        noon = self._noon(day)
+        lo, hi = (self._noon(day - timedelta(days=1)), noon) if rising else (noon, None)
+        if hi is None:
+            hi = self._noon(day + timedelta(days=1))
+        noon_utc = noon.astimezone(UTC).date()
+        for shift in (0, -1, 1):
+            try:
+                found = sun.time_at_elevation(
+                    self._observer, elevation, noon_utc + timedelta(days=shift), direction, UTC
+                )
+            except ValueError:
+                continue
+            if lo < found < hi:
+                return found
+        high = sun.elevation(self._observer, noon) > elevation
+        state = "above" if high else "below"
+        return f"the sun stays {state} {meaning} all day (polar {'day' if high else 'night'})"
+
+    def _noon(self, day: date) -> datetime:
+        """Solar noon (aware UTC) falling on local date ``day``."""
+        from astral import sun
+
+        found: datetime = sun.noon(self._observer, day)
+        local = found.astimezone(self.tz).date()
+        if local != day:  # astral's date is a UTC date; far from UTC the local date differs
+            found = sun.noon(self._observer, day + (day - local))
+        return found
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,9 @@ class PolarFallback:
     """A window whose sun event did not happen on a local date, and what was done instead.
 
     ``window`` is the index in ``schedule.windows``; ``edge`` the edge text (``"sunrise-30m"``);
-    ``action`` is ``"skip"`` or ``"whole_day"``; ``reason`` is astral's explanation.
+    ``action`` is ``"skip"`` or ``"whole_day"``; ``reason`` says why (the sun stays above or
+    below the event's elevation all that solar day). An event that happens but falls just past
+    a local midnight is not missing (see :class:`~fieldstation.schedule.edges.SunEvents`).
     """
 
     day: date
