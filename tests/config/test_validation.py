@@ -193,3 +193,74 @@ def test_every_error_is_reported_not_only_the_first(tmp_path: Path) -> None:
     assert result.exit_code == 2
     for key in ("station.latitude", "sensors[0].sample_rate", "outbox.when_full"):
         assert key in result.output
+
+
+def _validate_output(tmp_path: Path, outputs: Any) -> str:
+    data = tomllib.loads(template_text())
+    data["outputs"] = outputs
+    path = tmp_path / "station.toml"
+    path.write_text(tomli_w.dumps(data))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    return result.output
+
+
+SECRET_OUTPUTS: list[tuple[str, Any, str]] = [
+    # (case, the outputs value, what the message shows instead of the input)
+    (
+        "kind missing",
+        [{"name": "b", "host": "h", "password": "hunter2"}],
+        "outputs[0].kind: 'kind' is required and names a messengers plugin",
+    ),
+    (
+        "kind of the wrong type",
+        [{"name": "b", "kind": 7, "host": "h", "password": "hunter2"}],
+        "outputs[0].kind: 'kind' is required and names a messengers plugin (installed: file, "
+        "http, mqtt) (got 7)",
+    ),
+    (
+        "unknown kind",
+        [{"name": "b", "kind": "pigeon", "host": "h", "password": "hunter2"}],
+        "outputs[0].kind: unknown messengers plugin (installed: file, http, mqtt) (got 'pigeon')",
+    ),
+    (
+        "a table instead of a list of tables",
+        {"name": "b", "kind": "mqtt", "host": "h", "password": "hunter2"},
+        "outputs: Input should be a valid list (got a table with keys name, kind, host, password)",
+    ),
+    (
+        "nested secret in a bad value",
+        [{"name": "b", "kind": "mqtt", "host": "h", "tls": {"user": "u", "passwd": "hunter2"}}],
+        "outputs[0].tls: Input should be a valid boolean (got a table with keys user, passwd)",
+    ),
+    (
+        "secret in a list under an unknown key",
+        [{"name": "b", "kind": "mqtt", "host": "h", "extra": [{"api_token": "hunter2"}, 3]}],
+        "outputs[0].extra: Extra inputs are not permitted (got a list of 2 item(s) of type dict, "
+        "int)",
+    ),
+    (
+        "secret-looking unknown key",
+        [{"name": "b", "kind": "mqtt", "host": "h", "broker_secret": "hunter2"}],
+        "outputs[0].broker_secret: Extra inputs are not permitted (got '<redacted>')",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "outputs", "shown"), SECRET_OUTPUTS, ids=[c[0] for c in SECRET_OUTPUTS]
+)
+def test_a_bad_output_never_prints_its_password(
+    tmp_path: Path, case: str, outputs: Any, shown: str
+) -> None:
+    output = _validate_output(tmp_path, outputs)
+    assert "hunter2" not in output
+    assert shown in output
+
+
+def test_a_url_password_is_not_printed(tmp_path: Path) -> None:
+    url = "ftp://station:s3cr3tpw@example.org/in"  # refused: http(s) only
+    shown = _validate_output(tmp_path, [{"name": "h", "kind": "http", "url": url}])
+    assert "outputs[0].url:" in shown
+    assert "s3cr3tpw" not in shown
+    assert "ftp://station:<redacted>@example.org/in" in shown

@@ -149,8 +149,56 @@ class ConfigError(ValueError):
         super().__init__(f"{where}{len(self.issues)} error(s) in station config\n{lines}")
 
 
-_SECRET_KEY = re.compile(r"password|token|secret|api_key", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"passw(or)?d|passphrase|token|secret|api_?key|credential|authorization", re.IGNORECASE
+)
+_URL_USERINFO = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#@:\s]*):[^/?#@\s]*@"
+)
 _MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
+_REDACTED = "<redacted>"
+
+
+class _Described:
+    """A value shown by description (its type and keys), never verbatim."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of every URL replaced (``mqtt://u:<redacted>@host``)."""
+    return _URL_USERINFO.sub(rf"\g<scheme>\g<user>:{_REDACTED}@", text)
+
+
+def shown_value(value: Any, key: str | None = None) -> Any:
+    """What an error message may show of a bad ``value`` found under ``key``.
+
+    Secret-looking keys (password, passwd, token, secret, api_key... anywhere in the name) show
+    ``<redacted>``; a table (dict) shows only its type and key names, a list its length and the
+    types of its items, never their contents (they may hold secrets); strings have URL
+    passwords redacted. Other scalars are shown as they are.
+    """
+    if value is _MISSING:
+        return value
+    if key is not None and _SECRET_KEY.search(key):
+        return _REDACTED
+    if isinstance(value, dict):
+        keys = ", ".join(str(k) for k in value)
+        return _Described(f"a table with keys {keys}" if keys else "an empty table")
+    if isinstance(value, list | tuple):
+        kinds = sorted({type(item).__name__ for item in value})
+        if not value:
+            return _Described("an empty list")
+        return _Described(f"a list of {len(value)} item(s) of type {', '.join(kinds)}")
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
 _PLUGIN_LISTS: dict[str, tuple[PluginGroup, str]] = {
     "sensors": ("sensors", "kind"),
     "processors": ("models", "model"),
@@ -231,11 +279,11 @@ def _issues_from(error: ValidationError, data: dict[str, Any]) -> list[ConfigIss
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         value = err.get("input", _MISSING) if err["type"] != "missing" else _MISSING
-        if err["type"] in ("union_tag_invalid",):
-            value = _lookup(data, loc)
-        if loc and isinstance(loc[-1], str) and _SECRET_KEY.search(loc[-1]):
-            value = "<redacted>"
-        issues.append(ConfigIssue(_path(loc), value, message))
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            value = _lookup(data, loc)  # the tag itself, not the whole entry
+        secret = any(isinstance(part, str) and _SECRET_KEY.search(part) for part in loc)
+        value = _REDACTED if secret and value is not _MISSING else shown_value(value)
+        issues.append(ConfigIssue(_path(loc), value, redact_text(message)))
     return issues
 
 
