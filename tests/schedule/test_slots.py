@@ -45,6 +45,27 @@ def test_window_aligned_start_must_fit_whole_record(oxford, make_schedule):
     assert slots[0].continues and not slots[1].continues
 
 
+def test_window_aligned_last_start_is_kept_when_it_ends_exactly_at_the_window_end(
+    oxford, make_schedule
+):
+    # Beemon: "the last start inclusive when it still fits": a slot may end at the window end
+    day = date(2026, 6, 1)
+    back_to_back = make_schedule(
+        windows=[{"start": "08:00", "end": "08:10"}],
+        duty_cycle={"record": "5m", "sleep": "0s"},
+    )
+    slots = slots_between(back_to_back, oxford, local(day, 0), local(day, 23))
+    assert local_times(slots, fmt="%H:%M") == ["08:00", "08:05"]
+    assert slots[-1].end == local(day, 8, 10)
+    beemon = make_schedule(
+        windows=[{"start": "08:00", "end": "08:11"}],
+        duty_cycle={"record": "60s", "every": "300s", "align": "window"},
+    )
+    slots = slots_between(beemon, oxford, local(day, 0), local(day, 23))
+    assert local_times(slots, fmt="%H:%M") == ["08:00", "08:05", "08:10"]
+    assert slots[-1].end == local(day, 8, 11) and slots[-1].duration == 60
+
+
 def test_acoupi_every_10s_offset_5s_starts_at_05_15_25(oxford, make_schedule):
     s = make_schedule(duty_cycle={"record": "3s", "every": "10s", "offset": "5s", "align": "clock"})
     day = date(2026, 6, 1)
