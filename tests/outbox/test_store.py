@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.orm import Session
 
 from fieldstation.clock import VirtualClock
 from fieldstation.store import Database
@@ -221,3 +222,148 @@ def test_purge_settled_keeps_pending_dead_and_the_newest_of_each_kind(
     assert set(states) & set(summaries) == {summaries[-1]}
     assert detections[0] not in states and detections[1] not in states
     assert states[detections[2]] == "dead" and states[detections[3]] == "pending"
+
+
+def _deploy(db: Database, clock: VirtualClock, **outbox: object) -> int:
+    """A deployment in force whose stored config has this ``[outbox]`` (as the runtime
+    stores ``config.model_dump(mode="json")``)."""
+    from fieldstation.store.deployments import start_deployment
+
+    with db.session() as session:
+        return start_deployment(
+            session,
+            station_id="st",
+            config_hash="c" * 64,
+            config={"outbox": outbox},
+            version="test",
+            now=clock.now(),
+        ).id
+
+
+def test_every_writer_gets_the_deployed_cap_at_write_time(
+    db: Database, clock: VirtualClock
+) -> None:
+    """Writers that pass no cap (recording notices, detection reports) are capped in their
+    own transaction: pending stays under max_bytes without any delivery loop running."""
+    from types import SimpleNamespace
+
+    from fieldstation.store.processing import RunInfo, complete
+    from fieldstation.testing.rows import add_recording
+
+    deployment = _deploy(db, clock, max_bytes=3000, when_full="drop_oldest")
+    events = _enqueue(db, clock, "event", 2)  # events are never dropped
+    notices = []
+    dropped_before: dict[str, int] = {"detection": 0, "recording": 0}
+    for i in range(12):
+        with db.session() as session:  # one transaction per writer call, as in the station
+            row = add_recording(session, deployment_id=deployment, started_at=clock.now())
+            store.enqueue(  # exactly what recording/commit.py does: no cap argument
+                session,
+                kind="recording",
+                body={"recording_id": row.id, "pad": "r" * 150},
+                destinations=["a"],
+                now=clock.now(),
+                station_id="st",
+                recording_id=row.id,
+            )
+            notices.append(row.id)
+            item = SimpleNamespace(
+                label="bat", score=0.9, start=0.0, end=1.0, low_hz=None, high_hz=None, extra={}
+            )
+            complete(  # the detection writer of store/processing.py, no cap argument either
+                session,
+                recording_id=row.id,
+                token=None,
+                run=RunInfo("energy", "energy", "1", clock.now(), 0.1),
+                detections=[item],
+                required=["energy"],
+                destinations=["a"],
+                station_id="st",
+                now=clock.now(),
+            )
+        with db.session() as session:
+            assert store.pending_bytes(session) <= 3000, f"after writer call {i}"
+            now_dropped = _dropped_kinds(session)
+        # lowest priority first: a detection goes only when no recording notice is pending
+        if now_dropped["detection"] > dropped_before["detection"]:
+            assert _pending_kinds(db)["recording"] == 0
+        dropped_before = now_dropped
+        clock.advance(10)
+    states = _states(db)
+    assert all(states[i] == "pending" for i in events)
+    with db.session() as session:
+        report = store.status(session)
+        dropped = store.list_deliveries(session, state="dropped", limit=100)
+        pending = store.list_deliveries(session, state="pending", limit=100)
+    assert report.counts["a"]["dropped"] == len(dropped) > 0
+    assert {m.kind for _, m in dropped} == {"recording", "detection"}
+    # oldest first: every dropped notice is older than every notice still pending
+    kept = [m.recording_id or 0 for _, m in pending if m.kind == "recording"]
+    gone = [m.recording_id or 0 for _, m in dropped if m.kind == "recording"]
+    assert not kept or max(gone) < min(kept)
+
+
+def _dropped_kinds(session: Session) -> dict[str, int]:
+    rows = store.list_deliveries(session, state="dropped", limit=1000)
+    return {k: sum(1 for _, m in rows if m.kind == k) for k in ("detection", "recording")}
+
+
+def _pending_kinds(db: Database) -> dict[str, int]:
+    with db.session() as session:
+        rows = store.list_deliveries(session, state="pending", limit=1000)
+    return {k: sum(1 for _, m in rows if m.kind == k) for k in ("detection", "recording")}
+
+
+def test_deployed_block_cap_never_refuses_a_writer(db: Database, clock: VirtualClock) -> None:
+    _deploy(db, clock, max_bytes=500, when_full="block")
+    ids = _enqueue(db, clock, "recording", 5)  # over the cap: written all the same
+    assert [_states(db)[i] for i in ids] == ["pending"] * 5
+    with pytest.raises(store.OutboxFullError):  # a producer that passes the cap is refused
+        _enqueue(db, clock, "heartbeat", 1, cap=store.OutboxCap(500, "block"))
+
+
+def test_concurrent_capped_writers_cannot_both_take_the_last_room(
+    db: Database, clock: VirtualClock
+) -> None:
+    """Writer A reads the pending bytes and has not committed; writer B (another connection)
+    must not read the same room meanwhile: the cap takes the write lock before it reads."""
+    import threading
+
+    with db.session() as session:
+        probe = store.enqueue(
+            session, kind="detection", body={"pad": "x" * 200}, destinations=["a"],
+            now=clock.now(), station_id="st", cap=None,
+        )  # fmt: skip
+        assert probe is not None
+        size = probe.size
+        session.rollback()
+    cap = store.OutboxCap(max_bytes=size + size // 2, when_full="drop_oldest")  # room for one
+    a_wrote = threading.Event()
+    b_done = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer_b() -> None:
+        try:
+            a_wrote.wait(5)
+            _enqueue(db, clock, "detection", 1, cap=cap)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            b_done.set()
+
+    thread = threading.Thread(target=writer_b)
+    thread.start()
+    with db.session() as session:
+        store.enqueue(
+            session, kind="detection", body={"pad": "x" * 200}, destinations=["a"],
+            now=clock.now(), station_id="st", cap=cap,
+        )  # fmt: skip
+        a_wrote.set()
+        b_done.wait(1.0)  # with the lock, B waits for this commit instead of finishing
+    thread.join(30)
+    assert not errors
+    with db.session() as session:
+        assert store.pending_bytes(session) <= cap.max_bytes
+        assert store.status(session).counts["a"] == {
+            "pending": 1, "sent": 0, "dead": 0, "dropped": 1,
+        }  # fmt: skip

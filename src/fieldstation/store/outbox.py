@@ -1,7 +1,9 @@
 """Repository functions of the durable outbox: writing, capping, claiming and settling messages.
 
 Any stage that reports something calls :func:`enqueue` inside the same session (transaction)
-that stores the data it reports, so a message exists if and only if its data does.
+that stores the data it reports, so a message exists if and only if its data does. The byte
+cap of the deployment in force is applied there too, in that transaction, under the write lock
+(decision 0047), so no writer can skip it.
 
 A message has one :class:`~fieldstation.store.models.Delivery` row per destination whose
 ``state`` is ``pending`` → ``sent``; or ``dead`` (rejected permanently or older than
@@ -19,15 +21,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy import delete, exists, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from fieldstation.store.models import Delivery, Message, Recording
+from fieldstation.store.models import Delivery, Deployment, Message, Recording
 
 __all__ = [
     "DELIVERY_STATES",
+    "DEPLOYED",
     "PRIORITIES",
     "SCHEMA_VERSION",
     "DeliveryRow",
@@ -45,6 +48,7 @@ __all__ = [
     "mark_sent",
     "next_batch",
     "pending_bytes",
+    "deployed_cap",
     "destinations",
     "purge_dead",
     "purge_settled",
@@ -68,7 +72,12 @@ NEVER_DROPPED = "event"
 """Messages of this kind are never dropped by the byte cap and never refused when full."""
 
 _PENDING_BYTES_KEY = "fieldstation.outbox.pending_bytes"
+_ADVISORY_KEY = 0x0F5B0C
+"""PostgreSQL advisory lock key of capped outbox writers."""
 _DROP_CHUNK = 500
+
+DEPLOYED: Literal["deployed"] = "deployed"
+"""``cap`` argument of :func:`enqueue`: apply the cap of the deployment in force."""
 
 
 class OutboxFullError(RuntimeError):
@@ -85,9 +94,10 @@ class OutboxCap:
     """The byte cap over pending messages and what happens when a new message exceeds it.
 
     ``max_bytes``: bytes of ``payload`` summed over messages with at least one pending
-    delivery. ``when_full``: ``drop_oldest`` drops the oldest pending message of the lowest
-    priority (highest priority number; never an event) until the new one fits; ``block``
-    refuses new messages (except events) with :class:`OutboxFullError`.
+    delivery. ``when_full``: ``drop_oldest`` drops the oldest pending messages of the lowest
+    priority (highest priority number; never an event; the new message too if it is the
+    oldest of the lowest priority) until the pending bytes fit; ``block`` refuses new messages
+    (except events) with :class:`OutboxFullError` when the writer passed the cap itself.
     """
 
     max_bytes: int
@@ -97,6 +107,10 @@ class OutboxCap:
     def of(cls, outbox_config: Any) -> OutboxCap:
         """The cap of a ``fieldstation.config.OutboxConfig`` (``max_bytes``, ``when_full``)."""
         return cls(int(outbox_config.max_bytes), outbox_config.when_full)
+
+
+CapChoice = OutboxCap | Literal["deployed"] | None
+"""What :func:`enqueue` applies: an explicit cap, :data:`DEPLOYED` or None (no cap)."""
 
 
 def enqueue(
@@ -110,7 +124,7 @@ def enqueue(
     priority: int | None = None,
     message_id: str | None = None,
     recording_id: int | None = None,
-    cap: OutboxCap | None = None,
+    cap: CapChoice = DEPLOYED,
 ) -> Message | None:
     """Add a message for ``destinations`` to the outbox, in the caller's transaction.
 
@@ -118,11 +132,23 @@ def enqueue(
     "body"}``; ``message_id`` (default: a new UUID4) is the stable id for de-duplication.
     Returns the message, or None when ``destinations`` is empty (nothing is written).
 
-    With ``cap`` (:meth:`OutboxCap.of` of ``config.outbox``) the byte cap is applied in the same
-    transaction: under ``drop_oldest`` older low-priority messages are dropped to make room;
-    under ``block`` a non-event message that does not fit raises :class:`OutboxFullError`
-    and nothing is written. Without ``cap`` the message is always written and the delivery
-    loop applies the cap (drop_oldest) on its next pass.
+    The byte cap is applied here, in the same transaction, for every writer:
+
+    - ``cap`` = :data:`DEPLOYED` (the default): the cap of the deployment in force
+      (``outbox.max_bytes`` / ``when_full`` of the config stored by ``start_deployment``).
+      Under ``drop_oldest`` the message is written and the oldest messages of the lowest
+      priority (never events; possibly this one) are dropped until the pending bytes fit;
+      under ``block`` it is written anyway (the writer's data is already committed: recording
+      notices and detection reports are never refused). No deployment: no cap here.
+    - ``cap`` = an :class:`OutboxCap` (heartbeats and summaries pass
+      ``OutboxCap.of(config.outbox)``): the same under ``drop_oldest``; under ``block`` a
+      non-event message that does not fit raises :class:`OutboxFullError` and nothing is
+      written.
+    - ``cap`` = None: no cap at write time (the delivery loop applies ``drop_oldest`` within
+      its housekeeping interval).
+
+    With a cap the transaction takes the database's write lock before it reads the pending
+    bytes, so concurrent writers cannot both see room that only one of them has.
     """
     if not destinations:
         return None
@@ -137,8 +163,9 @@ def enqueue(
     }
     payload = json.dumps(envelope, separators=(",", ":"), default=str)
     size = len(payload.encode())
-    if cap is not None:
-        _make_room(session, cap, kind=kind, size=size)
+    chosen, refuse = _resolve_cap(session, cap)
+    if chosen is not None:
+        _check_room(session, chosen, refuse, [(kind, size)])
     prio = PRIORITIES.get(kind, 4) if priority is None else priority
     message = Message(
         message_id=message_id,
@@ -155,8 +182,8 @@ def enqueue(
         for d in destinations
     ]
     session.add(message)
-    if cap is not None:
-        session.info[_PENDING_BYTES_KEY] += size
+    if chosen is not None:
+        _written(session, chosen, size, flush=True)
     return message
 
 
@@ -178,13 +205,15 @@ def enqueue_many(
     *,
     now: datetime,
     station_id: str,
-    cap: OutboxCap | None = None,
+    cap: CapChoice = DEPLOYED,
 ) -> list[str]:
     """Add many messages in the caller's transaction with bulk INSERTs (no ORM objects).
 
-    Same envelope, priorities and cap rules as :func:`enqueue` (under ``block`` the first
-    message that does not fit raises :class:`OutboxFullError` before anything is inserted).
-    Messages with no destination are skipped. Returns the message ids written, in order.
+    Same envelope, priorities and cap rules as :func:`enqueue` (under ``block`` with an
+    explicit cap the first message that does not fit raises :class:`OutboxFullError` before
+    anything is inserted; under ``drop_oldest`` the cap is applied once, after the batch is
+    inserted). Messages with no destination are skipped. Returns the message ids written, in
+    order.
     """
     rows: list[dict[str, Any]] = []
     targets: list[Sequence[str]] = []
@@ -206,9 +235,6 @@ def enqueue_many(
             default=str,
         )
         size = len(payload.encode())
-        if cap is not None:
-            _make_room(session, cap, kind=item.kind, size=size)
-            session.info[_PENDING_BYTES_KEY] += size
         rows.append(
             {
                 "message_id": message_id,
@@ -226,6 +252,9 @@ def enqueue_many(
         targets.append(item.destinations)
     if not rows:
         return []
+    chosen, refuse = _resolve_cap(session, cap)
+    if chosen is not None:
+        _check_room(session, chosen, refuse, [(r["kind"], r["size"]) for r in rows])
     connection = session.connection()
     if connection.dialect.name == "sqlite":
         _insert_sqlite(connection, rows, targets, now)
@@ -247,6 +276,8 @@ def enqueue_many(
             for destination in destinations
         ]
         session.execute(insert(Delivery), deliveries)
+    if chosen is not None:
+        _written(session, chosen, sum(r["size"] for r in rows))
     return [row["message_id"] for row in rows]
 
 
@@ -298,25 +329,103 @@ def _insert_sqlite(
         cursor.close()
 
 
-def _make_room(session: Session, cap: OutboxCap, *, kind: str, size: int) -> None:
-    """Apply ``cap`` before writing a message of ``size`` bytes (see :func:`enqueue`)."""
-    if _PENDING_BYTES_KEY not in session.info:
-        session.info[_PENDING_BYTES_KEY] = pending_bytes(session)
-    pending = session.info[_PENDING_BYTES_KEY]
-    if pending + size <= cap.max_bytes or kind == NEVER_DROPPED:
-        if pending + size > cap.max_bytes and cap.when_full == "drop_oldest":
-            session.info[_PENDING_BYTES_KEY] -= _drop(session, pending + size - cap.max_bytes, cap)[
-                1
-            ]
+def _resolve_cap(session: Session, cap: CapChoice) -> tuple[OutboxCap | None, bool]:
+    """(the cap to apply, whether ``block`` may refuse) for a ``cap`` argument."""
+    if cap is None:
+        return None, False
+    if isinstance(cap, OutboxCap):
+        return cap, True
+    return deployed_cap(session), False
+
+
+def deployed_cap(session: Session) -> OutboxCap | None:
+    """The byte cap of the deployment in force (``outbox`` of its stored config), or None
+    when there is no deployment or its config has no ``outbox.max_bytes``.
+
+    Read once per transaction (cached in ``session.info``): the deployment changes only when
+    the station restarts with another config.
+    """
+    key = "fieldstation.outbox.deployed_cap"
+    transaction = session.get_transaction()
+    cached = session.info.get(key)
+    if cached is not None and cached[0] is transaction:
+        return cast(OutboxCap | None, cached[1])
+    config = session.scalars(
+        select(Deployment.config)
+        .where(Deployment.ended_at.is_(None))
+        .order_by(Deployment.id.desc())
+        .limit(1)
+    ).first()
+    outbox = (config or {}).get("outbox") if isinstance(config, dict) else None
+    found: OutboxCap | None = None
+    if isinstance(outbox, dict) and outbox.get("max_bytes") is not None:
+        found = OutboxCap(int(outbox["max_bytes"]), outbox.get("when_full", "drop_oldest"))
+    session.info[key] = (transaction, found)
+    return found
+
+
+def _take_write_lock(session: Session) -> None:
+    """Hold the database's write lock from now to the end of the caller's transaction.
+
+    SQLite: a no-op UPDATE makes the driver BEGIN and takes the RESERVED lock (waiting out the
+    busy timeout), so no other process can commit between reading the pending bytes and
+    writing. PostgreSQL: a transaction-scoped advisory lock serialises capped writers.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        session.execute(text(f"UPDATE {Message.__tablename__} SET id = id WHERE 0"))
+    elif dialect == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
+
+
+def _locked_pending(session: Session) -> int:
+    """Pending bytes, read under the write lock once per transaction, then kept up to date
+    by this module's writes and drops (nobody else can write until the commit)."""
+    transaction = session.get_transaction()
+    cached = session.info.get(_PENDING_BYTES_KEY)
+    if cached is not None and cached[0] is transaction:
+        return int(cached[1])
+    _take_write_lock(session)
+    pending = pending_bytes(session)
+    session.info[_PENDING_BYTES_KEY] = (transaction, pending)
+    return pending
+
+
+def _add_pending(session: Session, delta: int) -> int:
+    transaction, pending = session.info[_PENDING_BYTES_KEY]
+    session.info[_PENDING_BYTES_KEY] = (transaction, pending + delta)
+    return int(pending + delta)
+
+
+def _check_room(
+    session: Session, cap: OutboxCap, refuse: bool, items: Sequence[tuple[str, int]]
+) -> None:
+    """Before writing ``items`` ((kind, size) each): take the lock and read the pending bytes;
+    under ``block`` with ``refuse``, raise :class:`OutboxFullError` at the first non-event
+    item that does not fit (nothing is written)."""
+    pending = _locked_pending(session)
+    if not refuse or cap.when_full != "block":
         return
-    if cap.when_full == "block":
-        raise OutboxFullError(
-            f"outbox full: {pending} bytes pending + {size} new > cap {cap.max_bytes} "
-            f"(outbox.when_full = 'block'); a {kind!r} message was refused. Let the station "
-            "deliver (check the network, `fieldstation outbox CONFIG status`), purge dead "
-            "letters, or raise outbox.max_bytes"
-        )
-    session.info[_PENDING_BYTES_KEY] -= _drop(session, pending + size - cap.max_bytes, cap)[1]
+    for kind, size in items:
+        if kind != NEVER_DROPPED and pending + size > cap.max_bytes:
+            raise OutboxFullError(
+                f"outbox full: {pending} bytes pending + {size} new > cap {cap.max_bytes} "
+                f"(outbox.when_full = 'block'); a {kind!r} message was refused. Let the "
+                "station deliver (check the network, `fieldstation outbox CONFIG status`), "
+                "purge dead letters, or raise outbox.max_bytes"
+            )
+        pending += size
+
+
+def _written(session: Session, cap: OutboxCap, size: int, *, flush: bool = False) -> None:
+    """After writing ``size`` pending bytes: under ``drop_oldest`` drop (lowest priority,
+    oldest first, never events, the new messages included) until the pending bytes fit."""
+    pending = _add_pending(session, size)
+    if pending <= cap.max_bytes or cap.when_full != "drop_oldest":
+        return
+    if flush:
+        session.flush()  # the ORM message must be a row before it can be chosen
+    _add_pending(session, -_drop(session, pending - cap.max_bytes, cap)[1])
 
 
 def destinations(session: Session) -> list[str]:
@@ -390,10 +499,12 @@ def enforce_cap(session: Session, cap: OutboxCap) -> int:
     """
     if cap.when_full != "drop_oldest":
         return 0
-    pending = pending_bytes(session)
+    pending = _locked_pending(session)
     if pending <= cap.max_bytes:
         return 0
-    return _drop(session, pending - cap.max_bytes, cap)[0]
+    dropped, freed = _drop(session, pending - cap.max_bytes, cap)
+    _add_pending(session, -freed)
+    return dropped
 
 
 def expire(session: Session, *, now: datetime, max_age: float) -> int:
