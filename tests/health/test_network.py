@@ -10,7 +10,7 @@ import tomllib
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from fieldstation.clock import VirtualClock
 from fieldstation.config import StationConfig, parse_config, template_text
@@ -73,44 +73,74 @@ def test_hysteresis_with_a_real_endpoint_that_goes_away_and_comes_back(
     assert monitor.changes == 2
 
 
-class CountingGate:
-    """A fake outbox: one attempt per message per pass, only when ``network_up()``."""
-
-    def __init__(self, network_up: Any) -> None:
-        self.network_up = network_up
-        self.attempts = 0
-
-    def run_once(self, pending: int) -> int:
-        if not self.network_up():
-            return 0
-        self.attempts += pending
-        return pending
+def _attempts(db: Database) -> int:
+    with db.session() as session:
+        return int(session.scalar(select(func.coalesce(func.sum(Delivery.attempts), 0))) or 0)
 
 
-def test_outbox_gate_makes_no_attempts_while_down(
-    home: StationHome, db: Database, clock: VirtualClock
+def _message(db: Database, clock: VirtualClock, n: int) -> None:
+    with db.session() as session:
+        enqueue(
+            session,
+            kind="summary",
+            body={"n": n},
+            destinations=["hub"],
+            now=clock.now(),
+            station_id="default",
+            message_id=f"m{n}",
+        )
+
+
+def test_real_endpoint_real_loop_hysteresis_and_no_attempts_while_down(
+    home: StationHome, db: Database, clock: VirtualClock, http_ingest: Any
 ) -> None:
-    server = listener()
-    port = server.getsockname()[1]
-    server.close()
-    config = station(home, network={"down_after": 2, "up_after": 1})
-    monitor = NetworkMonitor(config, clock, targets=[f"127.0.0.1:{port}"], db=db)
-    gate = CountingGate(monitor.is_up)
-    attempts_while_down = []
-    for _ in range(10):
-        monitor.probe_once()
-        before = gate.attempts
-        gate.run_once(pending=5)
-        if not monitor.is_up():
-            attempts_while_down.append(gate.attempts - before)
-    assert gate.attempts == 5  # only the first pass, before the 2nd failure
-    assert attempts_while_down == [0] * 9
-    server = listener(port)
+    """A real HTTP endpoint goes away and comes back; the real delivery loop sends to it.
+    down after 3 failed probes, up after 2 good ones; while down the loop makes no attempt."""
+    from fieldstation.outbox.delivery import DeliveryLoop
+
+    hub = http_ingest(0).start()
+    config = station(
+        home,
+        network={"down_after": 3, "up_after": 2, "timeout": 1},
+        outputs=[{"name": "hub", "kind": "http", "url": hub.url, "timeout": "2s"}],
+        outbox={"backoff_initial": "1s", "backoff_max": "2s"},
+    )
+    monitor = NetworkMonitor(config, clock, db=db)  # probes the hub's own endpoint
+    loop = DeliveryLoop(config, db, clock, home, network_up=monitor.is_up)
     try:
-        monitor.probe_once()
+        assert monitor.probe_once().ok and monitor.is_up()
+        _message(db, clock, 0)
+        assert loop.run_once() == 1 and [m["id"] for m in hub.messages] == ["m0"]
+
+        hub.stop()  # the endpoint goes away: connections are refused
+        _message(db, clock, 1)
+        for expected_up in (True, True, False):  # down only on the 3rd failed probe
+            assert not monitor.probe_once().ok
+            assert monitor.is_up() is expected_up
+            if expected_up:  # still believed up: the loop tries, and fails
+                before = _attempts(db)
+                assert loop.run_once() == 0 and _attempts(db) == before + 1
+            clock.advance(2)  # past any backoff: a message would be due
+        assert event_kinds(db) == ["network_down"]
+        attempts_when_down, requests_when_down = _attempts(db), hub.requests
+        for n in range(2, 7):  # a while down: messages pile up, none is attempted
+            _message(db, clock, n)
+            assert not monitor.probe_once().ok and not monitor.is_up()
+            assert loop.run_once() == 0
+            clock.advance(2)
+        assert _attempts(db) == attempts_when_down and hub.requests == requests_when_down
+
+        hub.start()  # the endpoint comes back on the same port
+        assert monitor.probe_once().ok and not monitor.is_up()  # one success is not enough
+        assert loop.run_once() == 0 and _attempts(db) == attempts_when_down
+        assert monitor.probe_once().ok and monitor.is_up()  # the 2nd: up
+        assert loop.run_once() == 8  # m1..m6 and the network_down / network_up events
     finally:
-        server.close()
-    assert gate.run_once(pending=5) == 5
+        loop.close()
+    summaries = [m["id"] for m in hub.messages if m["kind"] == "summary"]
+    assert summaries == [f"m{n}" for n in range(7)]
+    assert event_kinds(db) == ["network_down", "network_up"]
+    assert monitor.changes == 2
 
 
 def test_real_delivery_loop_waits_while_down(
