@@ -77,3 +77,11 @@ def test_default_config_uses_plugin_models() -> None:
     assert type(config.sensors[0]).__name__ == "SyntheticConfig"
     assert type(config.processors[0]).__name__ == "EnergyConfig"
     assert config.destinations_for("heartbeat") == ["local"]
+
+
+def test_init_refuses_an_invalid_id_before_writing(tmp_path: Path) -> None:
+    for bad in ("my station", 'pond"7', "", "-pond", "x" * 65):
+        result = CliRunner().invoke(app, ["init", str(tmp_path / "s"), "--id", bad])
+        assert result.exit_code == 2, (bad, result.output)
+        assert "station id" in result.output and "letters, digits" in result.output
+        assert not (tmp_path / "s" / "station.toml").exists()

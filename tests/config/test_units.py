@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
@@ -38,6 +40,28 @@ def test_bad_durations(text: object) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (math.inf, "finite"),
+        ("inf", "finite"),
+        ("-inf", "finite"),
+        (math.nan, "finite"),
+        ("NaN", "finite"),
+        ("1h1h", "repeats the unit 'h'"),
+        ("1m 30min", "repeats the unit 'm'"),
+        ("5s2sec", "repeats the unit 's'"),
+    ],
+)
+def test_non_finite_durations_and_repeated_units_are_refused(text: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_duration(text)
+
+
+def test_seconds_and_milliseconds_are_different_units() -> None:
+    assert parse_duration("1s500ms") == 1.5
+
+
+@pytest.mark.parametrize(
     ("text", "hz"), [("48kHz", 48000), ("44.1 kHz", 44100), (256000, 256000), ("1MHz", 1_000_000)]
 )
 def test_frequencies(text: object, hz: int) -> None:
@@ -48,6 +72,12 @@ def test_frequencies(text: object, hz: int) -> None:
 def test_bad_frequencies(text: object) -> None:
     with pytest.raises(ValueError):
         parse_frequency(text)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_non_finite_frequencies_are_a_value_error(value: float) -> None:
+    with pytest.raises(ValueError, match="finite"):  # was OverflowError, escaping validation
+        parse_frequency(value)
 
 
 @pytest.mark.parametrize(

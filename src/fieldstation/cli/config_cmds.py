@@ -24,12 +24,17 @@ def init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing station.toml.")] = False,
 ) -> None:
     """Write a commented station.toml showing every section; it validates as written."""
+    try:
+        text = template_text(station_id)
+    except ValueError as error:  # an id that would make the file invalid: nothing written
+        err_console.print(f"[red]--id[/]: {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INVALID) from None
     target = directory / "station.toml"
     if target.exists() and not force:
         err_console.print(f"[red]{target} exists[/]; use --force to overwrite it")
         raise typer.Exit(EXIT_INVALID)
     directory.mkdir(parents=True, exist_ok=True)
-    target.write_text(template_text(station_id), encoding="utf-8")
+    target.write_text(text, encoding="utf-8")
     console.print(f"wrote {target}; check it with [bold]fieldstation validate {target}[/]")
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-__all__ = ["Name", "StrictModel"]
+__all__ = ["NAME_PATTERN", "Name", "StrictModel", "check_name"]
 
 
 class StrictModel(BaseModel):
@@ -15,8 +16,19 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, use_attribute_docstrings=True)
 
 
-Name = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"),
-]
-"""A name used in paths, topics and job names: letters, digits, ``_ . -``, 1-64 characters."""
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Names used in paths, topics and job names: letters, digits, ``_ . -``, 1-64 characters,
+starting with a letter or digit."""
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+"""A name used in paths, topics and job names (:data:`NAME_PATTERN`)."""
+
+
+def check_name(value: str, what: str) -> str:
+    """Return ``value`` if it is a valid name; else raise ``ValueError`` naming ``what``."""
+    if not re.fullmatch(NAME_PATTERN, value):
+        raise ValueError(
+            f"{what} {value!r} is not valid: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit (e.g. 'pond-7')"
+        )
+    return value

@@ -143,7 +143,9 @@ class ScheduleConfig(StrictModel):
     duty_cycle: DutyCycleConfig | None = Field(default=None, description="Optional duty cycle.")
     first_date: date | None = Field(default=None, description="First local date recorded.")
     last_date: date | None = Field(default=None, description="Last local date recorded.")
-    weekdays: list[Weekday] | None = Field(default=None, description="Days of the week recorded.")
+    weekdays: list[Weekday] | None = Field(
+        default=None, description="Days of the week recorded (at least one); omitted means all."
+    )
     every_nth_day: int = Field(
         default=1, ge=1, description="Record one day in N, counted from first_date (or 1970-01-01)."
     )
@@ -152,6 +154,15 @@ class ScheduleConfig(StrictModel):
         description="When a sun event does not happen (polar day or night): skip the window that "
         "day, or record the whole day.",
     )
+
+    @field_validator("weekdays")
+    @classmethod
+    def _some_weekdays(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError(
+                "give at least one weekday, or leave 'weekdays' out to record every day"
+            )
+        return value
 
     @model_validator(mode="after")
     def _dates(self) -> ScheduleConfig:

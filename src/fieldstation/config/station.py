@@ -39,8 +39,12 @@ __all__ = [
 
 @cache
 def _iana_zones() -> frozenset[str]:
-    """IANA zone names known to this system (tzdata), plus ``UTC``."""
-    return frozenset(available_timezones()) | {"UTC"}
+    """IANA ``Area/Location`` zone names known to this system (tzdata), plus ``UTC``.
+
+    Names without an area (``localtime``, ``EST5EDT``, ``GMT``, ``Factory``) are left out:
+    ``localtime`` is whatever the host is set to, the POSIX-style ones are legacy rules.
+    """
+    return frozenset(name for name in available_timezones() if "/" in name) | {"UTC"}
 
 
 class StationSection(StrictModel):
@@ -51,7 +55,11 @@ class StationSection(StrictModel):
     latitude: float = Field(ge=-90, le=90, description="Latitude, decimal degrees (north > 0).")
     longitude: float = Field(ge=-180, le=180, description="Longitude, decimal degrees (east > 0).")
     elevation: float = Field(default=0.0, ge=-500, le=9000, description="Elevation, metres.")
-    timezone: str = Field(default="UTC", description="IANA timezone of local times in schedules.")
+    timezone: str = Field(
+        default="UTC",
+        description="IANA Area/Location timezone of local times in schedules ('Europe/London'), "
+        "or 'UTC'.",
+    )
     home: Path | None = Field(
         default=None,
         description="Station home folder; default $FIELDSTATION_HOME or ~/.fieldstation/<id>.",
@@ -60,9 +68,14 @@ class StationSection(StrictModel):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        if value not in _iana_zones():
-            raise ValueError(f"unknown IANA timezone {value!r} (e.g. 'Europe/London')")
-        return value
+        if value in _iana_zones():
+            return value
+        if "/" not in value:
+            raise ValueError(
+                f"{value!r} is not an IANA Area/Location timezone name; use one such as "
+                "'Europe/London' or 'America/New_York', or 'UTC'"
+            )
+        raise ValueError(f"unknown IANA timezone {value!r} (e.g. 'Europe/London')")
 
     @property
     def tz(self) -> ZoneInfo:

@@ -8,6 +8,7 @@ by pydantic's :class:`pydantic.ByteSize` (decimal ``kB/MB/GB`` = 10^3/10^6/10^9,
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
@@ -33,6 +34,7 @@ _DURATION_UNITS = {
     "d": 86400.0,
     "w": 604800.0,
 }
+_DURATION_ALIASES = {"sec": "s", "min": "m"}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h|d|w)", re.IGNORECASE)
 _FREQUENCY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(hz|khz|mhz)?\s*$", re.IGNORECASE)
 _FREQUENCY_UNITS = {"hz": 1.0, "khz": 1e3, "mhz": 1e6}
@@ -42,35 +44,49 @@ def parse_duration(value: object) -> float:
     """Return a duration in seconds from a number of seconds or a string like ``"1h30m"``.
 
     Units: ``ms``, ``s``/``sec``, ``m``/``min``, ``h``, ``d``, ``w``; parts may be combined
-    (``"1h30m"``, ``"2m 30s"``). Raises ``ValueError`` for anything else or a negative value.
+    (``"1h30m"``, ``"2m 30s"``), each unit at most once. Raises ``ValueError`` for anything
+    else, a repeated unit (``"1h1h"``), a negative value or a non-finite one (``inf``, ``nan``).
     """
     if isinstance(value, bool):
         raise ValueError("a duration must be a number of seconds or a string like '90s', '5m'")
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if not parts or _DURATION_PART.sub("", text).strip():
-                raise ValueError(
-                    f"cannot read {value!r} as a duration; use e.g. '90s', '5m', '1h30m', '2d'"
-                ) from None
-            seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in parts)
+        seconds = _parse_duration_text(value)
     else:
         raise ValueError("a duration must be a number of seconds or a string like '90s', '5m'")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be finite (not inf or nan)")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
 
 
+def _parse_duration_text(value: str) -> float:
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or _DURATION_PART.sub("", text).strip():
+        raise ValueError(
+            f"cannot read {value!r} as a duration; use e.g. '90s', '5m', '1h30m', '2d'"
+        )
+    units = [_DURATION_ALIASES.get(u.lower(), u.lower()) for _, u in parts]
+    for unit in units:
+        if units.count(unit) > 1:
+            raise ValueError(
+                f"{value!r} repeats the unit {unit!r}; give each unit once, e.g. '1h30m'"
+            )
+    return sum(float(n) * _DURATION_UNITS[u] for (n, _), u in zip(parts, units, strict=True))
+
+
 def parse_frequency(value: object) -> int:
     """Return a frequency in Hz from a number or a string like ``"48kHz"`` or ``"44.1 kHz"``.
 
-    Raises ``ValueError`` when the text is not a frequency, or the result is not a positive
-    whole number of hertz.
+    Raises ``ValueError`` when the text is not a frequency, the value is not finite, or the
+    result is not a positive whole number of hertz.
     """
     if isinstance(value, bool):
         raise ValueError("a frequency must be a number of Hz or a string like '48kHz'")
@@ -83,6 +99,8 @@ def parse_frequency(value: object) -> int:
         hz = float(match.group(1)) * _FREQUENCY_UNITS[(match.group(2) or "hz").lower()]
     else:
         raise ValueError("a frequency must be a number of Hz or a string like '48kHz'")
+    if not math.isfinite(hz):
+        raise ValueError("a frequency must be finite (not inf or nan)")
     if hz <= 0 or hz != int(hz):
         raise ValueError(f"a frequency must be a positive whole number of Hz, got {hz:g}")
     return int(hz)
