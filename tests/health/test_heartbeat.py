@@ -20,6 +20,7 @@ from fieldstation.health.heartbeat import Heartbeat, derive_status
 from fieldstation.health.metrics import StationMetrics, cpu_temperature
 from fieldstation.health.network import NetworkMonitor
 from fieldstation.home import StationHome
+from fieldstation.outbox.delivery import DeliveryLoop
 from fieldstation.store import Database
 from fieldstation.store.models import Delivery, Message
 from fieldstation.testing.rows import add_detection, add_model_run, add_recording
@@ -135,9 +136,6 @@ def test_offline_day_of_heartbeats_delivered_in_order(
 ) -> None:
     """The hub (HTTP) is unreachable all day: the local file still receives every heartbeat
     as it is written, the hub output makes no attempt, and gets them all, in order, after."""
-    pytest.importorskip("fieldstation.outbox.delivery")
-    from fieldstation.outbox.delivery import DeliveryLoop
-
     probe = listener()
     port = probe.getsockname()[1]
     probe.close()  # the hub is unreachable all day

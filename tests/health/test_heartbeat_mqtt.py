@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 from sqlalchemy import func, select
 
 from fieldstation.clock import SystemClock, VirtualClock
@@ -20,8 +19,10 @@ from fieldstation.config import parse_config, template_text
 from fieldstation.health.heartbeat import Heartbeat
 from fieldstation.health.network import NetworkMonitor
 from fieldstation.home import StationHome
+from fieldstation.outbox.delivery import DeliveryLoop
 from fieldstation.store import Database
 from fieldstation.store.models import Delivery
+from fieldstation.testing.broker import MosquittoBroker, MosquittoMissingError, free_port
 
 BEATS = 288  # a day at the default 5 min interval
 
@@ -49,15 +50,13 @@ def subscriber(port: int, received: list[dict[str, Any]], ready: threading.Event
 
 
 def test_offline_day_reaches_a_real_broker_in_order(
-    home: StationHome, db: Database, tmp_path: Path
+    home: StationHome, db: Database, tmp_path: Path, require: Any
 ) -> None:
-    broker_mod = pytest.importorskip("fieldstation.testing.broker")
-    delivery = pytest.importorskip("fieldstation.outbox.delivery")
-    try:
-        port = broker_mod.free_port()
-        broker = broker_mod.MosquittoBroker(tmp_path / "broker", port=port)
-    except broker_mod.BrokerError as error:
-        pytest.skip(str(error))
+    port = free_port()
+    try:  # started later: the broker is down all day
+        broker = MosquittoBroker(tmp_path / "broker", port=port)
+    except MosquittoMissingError as error:  # only a missing binary skips; a failed start fails
+        require("mosquitto", str(error))
     data = tomllib.loads(template_text())
     data["station"]["home"] = str(home.root)
     data["outputs"] = [{"name": "broker", "kind": "mqtt", "host": "127.0.0.1", "port": port}]
@@ -66,7 +65,7 @@ def test_offline_day_reaches_a_real_broker_in_order(
     clock = VirtualClock(datetime.now(UTC) - timedelta(seconds=BEATS * 300))
     monitor = NetworkMonitor(config, clock, db=db)  # probes the broker from the outputs
     heartbeat = Heartbeat(config, db, clock, home, lambda: [], network_up=monitor.is_up)
-    offline = delivery.DeliveryLoop(config, db, clock, home, network_up=monitor.is_up)
+    offline = DeliveryLoop(config, db, clock, home, network_up=monitor.is_up)
     try:
         for beat in range(BEATS):  # the broker is not running all day
             monitor.probe_once()
@@ -84,7 +83,7 @@ def test_offline_day_reaches_a_real_broker_in_order(
     ready = threading.Event()
     with broker:
         sub = subscriber(port, received, ready)
-        loop = delivery.DeliveryLoop(config, db, SystemClock(), home, network_up=monitor.is_up)
+        loop = DeliveryLoop(config, db, SystemClock(), home, network_up=monitor.is_up)
         try:
             assert ready.wait(10)
             while not monitor.is_up():

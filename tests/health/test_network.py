@@ -16,6 +16,7 @@ from fieldstation.clock import VirtualClock
 from fieldstation.config import StationConfig, parse_config, template_text
 from fieldstation.health.network import NetworkMonitor, Target, TargetError, targets_of
 from fieldstation.home import StationHome
+from fieldstation.outbox.delivery import DeliveryLoop
 from fieldstation.store import Database
 from fieldstation.store.models import Delivery, Event
 from fieldstation.store.outbox import enqueue
@@ -96,8 +97,6 @@ def test_real_endpoint_real_loop_hysteresis_and_no_attempts_while_down(
 ) -> None:
     """A real HTTP endpoint goes away and comes back; the real delivery loop sends to it.
     down after 3 failed probes, up after 2 good ones; while down the loop makes no attempt."""
-    from fieldstation.outbox.delivery import DeliveryLoop
-
     hub = http_ingest(0).start()
     config = station(
         home,
@@ -146,7 +145,6 @@ def test_real_endpoint_real_loop_hysteresis_and_no_attempts_while_down(
 def test_real_delivery_loop_waits_while_down(
     home: StationHome, db: Database, clock: VirtualClock
 ) -> None:
-    delivery = pytest.importorskip("fieldstation.outbox.delivery")
     server = listener()
     port = server.getsockname()[1]
     server.close()
@@ -164,7 +162,7 @@ def test_real_delivery_loop_waits_while_down(
         def close(self) -> None:
             pass
 
-    loop = delivery.DeliveryLoop(
+    loop = DeliveryLoop(
         config, db, clock, home, network_up=monitor.is_up, messengers={"local": Recorder()}
     )
     try:
@@ -277,8 +275,6 @@ def test_each_network_output_waits_on_its_own_target(
     home: StationHome, db: Database, clock: VirtualClock, http_ingest: Any
 ) -> None:
     """One hub unreachable, the other up: only the unreachable one is held back."""
-    from fieldstation.outbox.delivery import DeliveryLoop
-
     near = http_ingest(0).start()
     gone = http_ingest(0).start()
     gone.stop()  # its port is closed: connections are refused

@@ -12,7 +12,7 @@ import pytest
 
 from fieldstation.config import StationConfig, parse_config, template_text
 from fieldstation.home import StationHome
-from fieldstation.testing.broker import MosquittoBroker
+from fieldstation.testing.broker import MosquittoBroker, MosquittoMissingError
 
 MakeStation = Callable[..., StationConfig]
 
@@ -34,7 +34,14 @@ def make_station(home: StationHome) -> MakeStation:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    """A real Mosquitto on a free loopback port (persistent), stopped after the test."""
-    with MosquittoBroker(tmp_path / "broker") as running:
+def broker(tmp_path: Path, require: Any) -> Iterator[MosquittoBroker]:
+    """A real Mosquitto on a free loopback port (persistent), stopped after the test.
+
+    Skips (``require("mosquitto")``) only when the binary is missing; a broker that is
+    installed but does not start fails the test with its log."""
+    try:
+        broker = MosquittoBroker(tmp_path / "broker")
+    except MosquittoMissingError as error:
+        require("mosquitto", str(error))
+    with broker as running:
         yield running

@@ -361,3 +361,25 @@ def test_unacknowledged_batches_do_not_pile_up_in_paho(
     assert {d.state for d, _ in rows} == {"pending"}
     errors = {d.last_error for d, _ in rows if d.attempts > 1}
     assert errors and all("paho refused the publish" in str(e) for e in errors)
+
+
+def test_broker_helper_tells_a_missing_binary_from_a_failed_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a missing mosquitto may skip a test; one that cannot start must fail it."""
+    import socket
+
+    from fieldstation.testing import broker as broker_mod
+
+    busy = socket.create_server(("127.0.0.1", 0))  # the port is taken: mosquitto cannot bind
+    try:
+        failing = broker_mod.MosquittoBroker(tmp_path / "b1", port=busy.getsockname()[1])
+        with pytest.raises(broker_mod.BrokerError, match="did not start") as raised:
+            failing.start(timeout=3)
+        assert not isinstance(raised.value, broker_mod.MosquittoMissingError)
+    finally:
+        busy.close()
+    monkeypatch.setattr(broker_mod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(broker_mod, "Path", lambda *a: tmp_path / "no-such-mosquitto")
+    with pytest.raises(broker_mod.MosquittoMissingError, match="not installed"):
+        broker_mod.MosquittoBroker(tmp_path / "b2")

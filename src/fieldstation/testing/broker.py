@@ -22,11 +22,30 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BrokerError", "MosquittoBroker", "Subscriber", "free_port"]
+__all__ = [
+    "BrokerError",
+    "MosquittoBroker",
+    "MosquittoMissingError",
+    "Subscriber",
+    "free_port",
+    "mosquitto_executable",
+]
 
 
 class BrokerError(RuntimeError):
-    """Mosquitto is not installed or did not start (its log is quoted)."""
+    """Mosquitto did not start (its log is quoted), or is not installed."""
+
+
+class MosquittoMissingError(BrokerError):
+    """The ``mosquitto`` binary is not installed (the only reason a test may skip)."""
+
+
+def mosquitto_executable() -> str | None:
+    """Path of the ``mosquitto`` binary (``PATH``, then ``/usr/sbin``), or None."""
+    found = shutil.which("mosquitto")
+    if found is None and Path("/usr/sbin/mosquitto").exists():
+        found = "/usr/sbin/mosquitto"
+    return found
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,11 +71,9 @@ class MosquittoBroker:
         port: int | None = None,
         extra_config: str = "",
     ) -> None:
-        executable = shutil.which("mosquitto") or (
-            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-        )
+        executable = mosquitto_executable()
         if executable is None:
-            raise BrokerError("mosquitto is not installed: apt-get install mosquitto")
+            raise MosquittoMissingError("mosquitto is not installed: apt-get install mosquitto")
         self.executable = executable
         self._own_folder = folder is None
         self.folder = Path(folder or tempfile.mkdtemp(prefix="fieldstation-mosquitto-"))
@@ -100,6 +117,14 @@ class MosquittoBroker:
         """Start the broker and wait until it accepts connections (raises BrokerError)."""
         if self.running:
             return self
+        try:  # something else listening there would answer the readiness probe below
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((self.host, self.port))
+        except OSError as error:
+            raise BrokerError(
+                f"mosquitto did not start: {self.host}:{self.port} is not free ({error})"
+            ) from None
         self._write_config()
         self.process = subprocess.Popen(
             [self.executable, "-c", str(self.config_file)],
@@ -112,7 +137,10 @@ class MosquittoBroker:
                 break
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
+                    pass
+                if self.process.poll() is None:
                     return self
+                break
             except OSError:
                 time.sleep(0.02)
         stderr = b""
