@@ -393,6 +393,13 @@ CASES: list[tuple[str, Callable[[Data], None], str, str, str | None]] = [
         "'ghost'",
     ),
     (
+        "log files without size rotation",
+        _set("logging.max_bytes", 0),
+        "logging.max_bytes",
+        "must be more than 0 bytes",
+        "0",
+    ),
+    (
         "bad log level",
         _set("logging.level", "LOUD"),
         "logging.level",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ByteSize, Field
+from pydantic import ByteSize, Field, field_validator
 
 from fieldstation.config.base import StrictModel
 from fieldstation.config.units import Bytes, Seconds
@@ -39,7 +39,23 @@ class LoggingConfig(StrictModel):
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
     max_bytes: Bytes = Field(
-        default=ByteSize(10_000_000), description="Rotate a log file at this size."
+        default=ByteSize(10_000_000),
+        description="Rotate a log file at this size (more than 0; files always rotate by size).",
     )
-    max_age: Seconds = Field(default=86400.0, gt=0, description="Rotate a log file at this age.")
+    max_age: Seconds = Field(
+        default=86400.0,
+        gt=0,
+        description="Rotate a log file when its first record is this old (counted across "
+        "restarts).",
+    )
     backups: int = Field(default=10, ge=0, description="Rotated files kept per log (gzip).")
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _positive_size(cls, value: ByteSize) -> ByteSize:
+        if value <= 0:
+            raise ValueError(
+                "max_bytes must be more than 0 bytes (e.g. '10MB'): log files always rotate "
+                "by size as well as by age"
+            )
+        return value

@@ -1,9 +1,15 @@
 """Logging setup: rich console output and rotated, compressed log files in ``logs/``.
 
 Each process writes its own file (``logs/<job>.log``) so no two processes rotate one file.
-A file is rotated when it exceeds ``max_bytes`` or is older than ``max_age`` (Beemon's rules);
-rotated files are gzip-compressed (``<name>.log.1.gz`` newest) and ``backups`` of them are kept.
-Compression uses the ``namer``/``rotator`` hooks documented for ``logging.handlers``.
+A file is rotated when it exceeds ``max_bytes`` or when its first record is older than
+``max_age`` (Beemon's rules); rotated files are gzip-compressed (``<name>.log.1.gz`` newest)
+and ``backups`` of them are kept. Compression uses the ``namer``/``rotator`` hooks documented
+for ``logging.handlers``.
+
+The age of a file is counted from the wall time of its first record, kept in a small sidecar
+``logs/.<name>.log.origin`` (seconds since the epoch, as text), so it survives restarts: a job
+restarted every few minutes appends to the same file and still rotates it after ``max_age``.
+(The file's ``st_ctime``, used before, changes with every write and never grew old.)
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
@@ -37,31 +44,87 @@ def _gzip_rotator(source: str, dest: str) -> None:
 
 
 class RotatingCompressedHandler(RotatingFileHandler):
-    """A file handler rotating by size (bytes) and by age (seconds), gzip-compressing old files."""
+    """A file handler rotating by size (bytes) and by age (seconds), gzip-compressing old files.
 
-    def __init__(self, path: Path, *, max_bytes: int, max_age: float, backups: int) -> None:
+    ``max_bytes``: rotate before a record would take the file past this size (must be > 0).
+    ``max_age``: rotate before a record when the file's first record is at least this many
+    seconds old (0: no rotation by age). ``backups``: compressed files kept. ``clock``: wall
+    time in seconds since the epoch (default ``time.time``); the file's origin is stored beside
+    it (see the module docstring), so it must be wall time, not a monotonic clock. If the clock
+    is found earlier than a stored origin (a clock set back), the origin restarts at the
+    current time.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        max_age: float,
+        backups: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self.max_age = max_age
+        self.clock = clock
         self.namer = _gzip_namer
         self.rotator = _gzip_rotator
-        self._opened_at = self._file_birth(path)
+        self.origin_path = path.with_name(f".{path.name}.origin")
+        self._origin = self._load_origin(path)
 
-    @staticmethod
-    def _file_birth(path: Path) -> float:
+    @property
+    def origin(self) -> float | None:
+        """Wall time (s) of the current file's first record; None while the file is empty."""
+        return self._origin
+
+    def _load_origin(self, path: Path) -> float | None:
         try:
-            return path.stat().st_mtime if path.stat().st_size == 0 else path.stat().st_ctime
+            if path.stat().st_size == 0:
+                return None
         except OSError:
-            return time.time()
+            return None
+        try:
+            return float(self.origin_path.read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            pass
+        # A file written before origins were kept: it is at least as old as its last write.
+        try:
+            origin = path.stat().st_mtime
+        except OSError:
+            origin = self.clock()
+        self._store_origin(origin)
+        return origin
+
+    def _store_origin(self, origin: float | None) -> None:
+        self._origin = origin
+        try:
+            if origin is None:
+                self.origin_path.unlink(missing_ok=True)
+                return
+            partial = self.origin_path.with_name(self.origin_path.name + ".tmp")
+            partial.write_text(repr(origin), encoding="ascii")
+            os.replace(partial, self.origin_path)
+        except OSError:  # logging must not fail for want of a sidecar; the age is kept in memory
+            pass
 
     def shouldRollover(self, record: logging.LogRecord) -> int:  # noqa: N802 - stdlib name
-        if time.time() - self._opened_at >= self.max_age and self.stream and self.stream.tell() > 0:
-            return 1
+        if self._origin is not None and self.max_age > 0:
+            now = self.clock()
+            if now < self._origin:
+                self._store_origin(now)
+            elif now - self._origin >= self.max_age:
+                return 1
         return super().shouldRollover(record)
 
     def doRollover(self) -> None:  # noqa: N802 - stdlib name
         super().doRollover()
-        self._opened_at = time.time()
+        self._store_origin(None)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)  # rotates first when due
+        if self._origin is None:
+            self._store_origin(self.clock())
 
 
 def setup_logging(
