@@ -16,7 +16,11 @@ __all__ = ["Clock", "SystemClock", "VirtualClock"]
 
 @runtime_checkable
 class Clock(Protocol):
-    """A source of time that can also wait."""
+    """A source of time that can also wait.
+
+    Wall times are timezone-aware UTC ``datetime`` objects; durations and timeouts are seconds
+    (``float``).
+    """
 
     def now(self) -> datetime:
         """Current wall time, timezone-aware UTC."""
@@ -32,6 +36,15 @@ class Clock(Protocol):
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         """Wait until ``event`` is set or ``timeout`` seconds pass; True when the event is set."""
+        ...
+
+    def sleep_until(self, when: datetime) -> None:
+        """Wait until wall time ``when``, a timezone-aware datetime (UTC, or any zone).
+
+        Returns at once when ``when`` is not in the future. Equivalent to
+        ``sleep((when - now()).total_seconds())``, i.e. seconds of wall time. A naive ``when``
+        raises ``TypeError`` (it cannot be compared with the aware ``now()``).
+        """
         ...
 
 
@@ -52,7 +65,7 @@ class SystemClock:
         return event.wait(timeout)
 
     def sleep_until(self, when: datetime) -> None:
-        """Wait until wall time ``when`` (aware)."""
+        """Wait until wall time ``when`` (aware UTC datetime); no-op when it has passed."""
         self.sleep((when - self.now()).total_seconds())
 
 
@@ -94,7 +107,7 @@ class VirtualClock:
             self.advance(seconds)
 
     def sleep_until(self, when: datetime) -> None:
-        """Jump to wall time ``when`` if it is in the future."""
+        """Jump to wall time ``when`` (aware UTC datetime) if it is in the future."""
         self.sleep((when - self.now()).total_seconds())
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
