@@ -93,18 +93,55 @@ def test_heartbeat_reports_real_metrics(home: StationHome, db: Database) -> None
     assert body["metrics"]["jobs"] == jobs
     assert body["metrics"]["outbox"]["pending"] == 0
     assert body["metrics"]["battery"] is None  # disabled in the default station
-    assert body["status"] in ("ok", "degraded")
+    # the status follows from these real values and the thresholds; make them decide it
+    data = tomllib.loads(template_text())
+    data["station"]["home"] = str(home.root)
+    data["sensors"][0]["min_free"] = 0
+    data["retention"] = {"min_free": 0}
+    data["heartbeat"] = {"memory_percent_degraded": 100, "temperature_degraded": 1000}
+    relaxed = parse_config(data)
+    healthy = Heartbeat(relaxed, db, clock, home, lambda: jobs).beat_once()
+    assert (healthy["status"], healthy["reasons"]) == ("ok", [])
+    total = psutil.disk_usage(str(home.root)).total  # free space is always below the total
+    data["retention"] = {"min_free": total}
+    data["heartbeat"] = {"memory_percent_degraded": 0.001, "temperature_degraded": 1000}
+    strict = Heartbeat(parse_config(data), db, clock, home, lambda: jobs).beat_once()
+    host = strict["metrics"]["host"]
+    assert strict["status"] == "degraded"
+    assert strict["reasons"] == [
+        f"disk free {host['disk_free']} B below retention.min_free",
+        f"memory {host['memory_percent']:.0f} % used",
+    ]
 
 
-def test_cpu_temperature_reads_sys_thermal(tmp_path: Path) -> None:
-    assert cpu_temperature(tmp_path) is None
-    for index, (kind, milli) in enumerate([("acpitz", "31000"), ("x86_pkg_temp", "48500")]):
-        zone = tmp_path / f"thermal_zone{index}"
-        zone.mkdir()
-        (zone / "type").write_text(kind + "\n")
-        (zone / "temp").write_text(milli + "\n")
-    (tmp_path / "thermal_zone9").mkdir()  # unreadable zone is skipped
-    assert cpu_temperature(tmp_path) in (31.0, 48.5)
+def _zones(root: Path, *zones: tuple[str, str] | None) -> Path:
+    """A fake ``/sys/class/thermal``: ``thermal_zoneN`` with ``type`` and ``temp`` (m°C) for
+    each (type, millidegrees); None makes an unreadable zone (no files)."""
+    root.mkdir()
+    for index, zone in enumerate(zones):
+        folder = root / f"thermal_zone{index}"
+        folder.mkdir()
+        if zone is not None:
+            (folder / "type").write_text(zone[0] + "\n")
+            (folder / "temp").write_text(zone[1] + "\n")
+    return root
+
+
+def test_cpu_temperature_prefers_the_cpu_zone_over_acpitz(tmp_path: Path) -> None:
+    assert cpu_temperature(tmp_path / "none") is None
+    # a PC: the ACPI zone comes first but is a board sensor; the package sensor is the CPU
+    pc = _zones(tmp_path / "pc", ("acpitz", "31000"), None, ("x86_pkg_temp", "48500"))
+    assert cpu_temperature(pc) == 48.5
+    # a Raspberry Pi / Rockchip board, with a Wi-Fi zone listed first
+    pi = _zones(tmp_path / "pi", ("iwlwifi_1", "40000"), ("cpu-thermal", "55250"))
+    assert cpu_temperature(pi) == 55.25
+    soc = _zones(tmp_path / "soc", ("acpitz", "30000"), ("soc_thermal", "61000"))
+    assert cpu_temperature(soc) == 61.0
+    # no CPU zone: the ACPI zone beats an unrelated one, then the first readable zone
+    board = _zones(tmp_path / "board", ("iwlwifi_1", "40000"), ("acpitz", "33000"))
+    assert cpu_temperature(board) == 33.0
+    other = _zones(tmp_path / "other", None, ("pch_skylake", "45000"), ("iwlwifi_1", "40000"))
+    assert cpu_temperature(other) == 45.0
 
 
 class DayClock(VirtualClock):

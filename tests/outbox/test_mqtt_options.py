@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -178,21 +179,47 @@ def test_mqtt5_content_type_and_message_expiry(
     assert 3590 <= properties.MessageExpiryInterval <= 3600
 
 
-@pytest.mark.parametrize("protocol", ["3.1.1"])
-def test_mqtt311_still_delivers(
-    protocol: str,
+def test_mqtt311_delivers_without_v5_properties(
     make_station: Callable[..., StationConfig],
     home: StationHome,
     db: Database,
     broker: MosquittoBroker,
 ) -> None:
-    config = make_station(
-        [{"name": "broker", "kind": "mqtt", "host": broker.host, "port": broker.port,
-          "protocol": protocol, "message_expiry": "1h"}]
-    )  # fmt: skip
-    _enqueue(db, 10)
-    with DeliveryLoop(config, db, SystemClock(), home) as loop:
-        assert loop.run_once() == 10
+    """protocol = "3.1.1": delivered, with no v5 properties even if message_expiry is set
+    (seen by a v5 subscriber, which would receive them)."""
+    import json
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    received: list[Any] = []
+    ready = threading.Event()
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    sub.on_connect = lambda c, *a: c.subscribe("fieldstation/default/summary", qos=1)
+    sub.on_subscribe = lambda *a: ready.set()
+    sub.on_message = lambda client, userdata, message: received.append(message)
+    sub.connect(broker.host, broker.port)
+    sub.loop_start()
+    try:
+        assert ready.wait(10)
+        config = make_station(
+            [{"name": "broker", "kind": "mqtt", "host": broker.host, "port": broker.port,
+              "protocol": "3.1.1", "message_expiry": "1h"}]
+        )  # fmt: skip
+        ids = _enqueue(db, 10)
+        with DeliveryLoop(config, db, SystemClock(), home) as loop:
+            assert loop.run_once() == 10
+            assert loop._messengers["broker"].protocol == "3.1.1"  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while len(received) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+    assert [json.loads(m.payload)["id"] for m in received] == ids
+    for message in received:
+        assert not hasattr(message.properties, "ContentType")
+        assert not hasattr(message.properties, "MessageExpiryInterval")
 
 
 class V311OnlyBroker:

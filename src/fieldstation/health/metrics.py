@@ -31,7 +31,13 @@ __all__ = [
 ]
 
 THERMAL_ROOT = Path("/sys/class/thermal")
-_CPU_ZONE_TYPES = ("cpu", "x86_pkg_temp", "soc", "coretemp", "k10temp", "acpitz")
+_CPU_ZONE_TYPES = ("x86_pkg_temp", "cpu", "soc", "coretemp", "k10temp", "zenpower")
+"""Thermal zone types (substrings, lower case) that measure the CPU or SoC die itself: Intel's
+package sensor ``x86_pkg_temp``, ``cpu-thermal`` / ``cpu_thermal`` (Raspberry Pi, many ARM
+boards), ``soc_thermal`` / ``soc-thermal`` (Rockchip, Amlogic), AMD's ``k10temp``."""
+_BOARD_ZONE_TYPES = ("acpitz",)
+"""ACPI thermal zones: firmware-defined, often a motherboard or chipset sensor, not the CPU;
+used only when no CPU zone exists."""
 
 
 @runtime_checkable
@@ -50,21 +56,34 @@ MetricsProvider = HostMetrics
 def cpu_temperature(root: Path = THERMAL_ROOT) -> float | None:
     """CPU temperature in °C from ``/sys/class/thermal/thermal_zone*/temp`` (millidegrees).
 
-    Prefers a zone whose ``type`` names the CPU (``cpu``, ``x86_pkg_temp``, ``soc`` ...), else
-    the first readable zone. None when there is no thermal zone (VMs, most containers).
+    Prefers a zone whose ``type`` names the CPU or SoC (``x86_pkg_temp``, ``cpu-thermal``,
+    ``soc_thermal`` ...: :data:`_CPU_ZONE_TYPES`), then an ACPI zone (``acpitz``), then the
+    first readable zone; among equals the lowest zone number. None when there is no thermal
+    zone (VMs, most containers).
     """
-    readings: list[tuple[int, float]] = []
+    readings: list[tuple[int, int, float]] = []
     for zone in sorted(root.glob("thermal_zone*")):
         try:
             kind = (zone / "type").read_text().strip().lower()
             value = int((zone / "temp").read_text().strip()) / 1000.0
         except (OSError, ValueError):
             continue
-        rank = 0 if any(k in kind for k in _CPU_ZONE_TYPES) else 1
-        readings.append((rank, value))
+        if any(k in kind for k in _CPU_ZONE_TYPES):
+            rank = 0
+        elif any(k in kind for k in _BOARD_ZONE_TYPES):
+            rank = 1
+        else:
+            rank = 2
+        readings.append((rank, _zone_number(zone.name), value))
     if not readings:
         return None
-    return sorted(readings, key=lambda r: r[0])[0][1]
+    return min(readings, key=lambda r: (r[0], r[1]))[2]
+
+
+def _zone_number(name: str) -> int:
+    """``thermal_zone12`` -> 12 (sorting by name would put 10 before 2)."""
+    digits = name.removeprefix("thermal_zone")
+    return int(digits) if digits.isdigit() else 1 << 30
 
 
 class PsutilHostMetrics:
