@@ -41,8 +41,14 @@ class ProcessorConfig(StrictModel):
     sensors: list[str] | None = Field(
         default=None, description="Sensors whose recordings it processes; omitted means all."
     )
-    filters: ProcessingFilters = Field(default_factory=ProcessingFilters)
-    cleaners: OutputCleaners = Field(default_factory=OutputCleaners)
+    filters: ProcessingFilters = Field(
+        default_factory=ProcessingFilters,
+        description="Which recordings are processed at all (minimum duration, end reasons).",
+    )
+    cleaners: OutputCleaners = Field(
+        default_factory=OutputCleaners,
+        description="Which detections are kept (minimum scores, allowed and denied labels).",
+    )
     timeout: Seconds = Field(
         default=600.0, gt=0, description="Liveness: a claimed recording must finish within this."
     )

@@ -72,7 +72,10 @@ class RetentionConfig(StrictModel):
         default=True,
         description="Never delete a recording whose notice is not yet delivered to an output.",
     )
-    default: RetentionPolicy = Field(default_factory=RetentionPolicy)
+    default: RetentionPolicy = Field(
+        default_factory=RetentionPolicy,
+        description="Policy of every sensor without its own entry in 'sensors'.",
+    )
     sensors: dict[str, RetentionPolicy] = Field(
         default_factory=dict, description="Per-sensor policy, overriding 'default'."
     )

@@ -37,7 +37,9 @@ class RuntimeConfig(StrictModel):
 class LoggingConfig(StrictModel):
     """Console and rotating log files in logs/."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level logged, on the console and in the files."
+    )
     max_bytes: Bytes = Field(
         default=ByteSize(10_000_000),
         description="Rotate a log file at this size (more than 0; files always rotate by size).",

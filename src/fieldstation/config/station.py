@@ -90,7 +90,9 @@ class StationConfig(StrictModel):
     (subclasses of the bases named in the annotations).
     """
 
-    station: StationSection
+    station: StationSection = Field(
+        description="Who and where the station is: id, place (for sun events) and timezone."
+    )
     sensors: list[SensorConfig] = Field(default_factory=list, description="Sensors (plugins).")
     schedules: dict[Name, ScheduleConfig] = Field(
         default_factory=dict, description="Named schedules, referred to by sensors."
@@ -98,14 +100,34 @@ class StationConfig(StrictModel):
     processors: list[ProcessorConfig] = Field(
         default_factory=list, description="Processors: a model plus filters and cleaners."
     )
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="What is kept on disk: per-sensor policies, quota and free-space floor.",
+    )
     outputs: list[OutputConfig] = Field(default_factory=list, description="Outbox destinations.")
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
-    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
-    network: NetworkConfig = Field(default_factory=NetworkConfig)
-    battery: BatteryConfig = Field(default_factory=BatteryConfig)
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    outbox: OutboxConfig = Field(
+        default_factory=OutboxConfig,
+        description="The durable outbox: byte cap, policy when full, batching and backoff.",
+    )
+    heartbeat: HeartbeatConfig = Field(
+        default_factory=HeartbeatConfig,
+        description="Periodic health messages, detection summaries and 'degraded' thresholds.",
+    )
+    network: NetworkConfig = Field(
+        default_factory=NetworkConfig,
+        description="Network monitor: probes, hysteresis and backoff while down.",
+    )
+    battery: BatteryConfig = Field(
+        default_factory=BatteryConfig, description="Optional INA219 battery monitor over I2C."
+    )
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig,
+        description="Supervisor: restart backoff and limits, liveness, stop timeout.",
+    )
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig,
+        description="Log level and rotation of the log files in logs/ (size, age, backups).",
+    )
 
     def sensor(self, name: str) -> SensorConfig:
         """The sensor named ``name``; raises ``KeyError``."""
