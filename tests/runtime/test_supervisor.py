@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -121,6 +122,28 @@ def test_crashing_job_fails_after_limit_while_others_keep_running(home: StationH
         sup.start_job("crash")
         wait_for(lambda: sup.job("crash")["restarts"] >= 4)
     assert marker.read_text() == "shutdown"
+
+
+def test_failed_job_is_retried_after_failed_retry(home: StationHome) -> None:
+    config = fast_config(home, max_restarts=1, failed_retry=0.5)
+    with supervising(config, home, [ProcessJobSpec("crash", f"{HERE}:crashing")]) as (sup, events):
+        wait_for(lambda: [e[0] for e in events].count("job_failed") >= 2)
+        assert sup.job("crash")["state"] in ("failed", "starting", "backoff")
+    kinds = [e[0] for e in events]
+    first = kinds.index("job_failed")
+    assert kinds[: first + 1] == ["job_restarted", "job_failed"]
+    assert re.search(r"tried again in \d+ s", events[first][2])
+    assert kinds[first + 1] == "job_retried"  # then a fresh budget: one restart, failed again
+    assert kinds[first + 1 : first + 4] == ["job_retried", "job_restarted", "job_failed"]
+
+
+def test_failed_job_stays_failed_when_failed_retry_is_0(home: StationHome) -> None:
+    config = fast_config(home, max_restarts=1, failed_retry=0)
+    with supervising(config, home, [ProcessJobSpec("crash", f"{HERE}:crashing")]) as (sup, events):
+        wait_for(lambda: state(sup, "crash") == "failed")
+        time.sleep(0.5)
+        assert state(sup, "crash") == "failed" and sup.job("crash")["restart_in_s"] is None
+    assert [e[0] for e in events] == ["job_restarted", "job_failed"]
 
 
 def test_hanging_job_is_killed_by_liveness_and_restarted(home: StationHome) -> None:

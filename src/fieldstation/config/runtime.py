@@ -21,6 +21,13 @@ class RuntimeConfig(StrictModel):
         default=5, ge=1, description="More restarts than this within restart_window: job failed."
     )
     restart_window: Seconds = Field(default=600.0, gt=0, description="Window of the limit.")
+    failed_retry: Seconds = Field(
+        default=3600.0,
+        ge=0,
+        description="A failed job is started again after this long, with a fresh restart "
+        "budget (a USB microphone plugged back in, a full disk freed); 0: never, it then "
+        "waits for `fieldstation start JOB`.",
+    )
     liveness_grace: Seconds = Field(
         default=30.0, gt=0, description="Recorder liveness: a chunk due within 2 x chunk + this."
     )

@@ -9,7 +9,7 @@ API). Only the loop thread changes job state; :meth:`snapshot` reads it under a 
 Job states: ``starting`` (spawned, nothing reported yet), ``running``, ``stopping`` (asked to
 stop, or killed for hanging), ``backoff`` (waiting to restart), ``stopped`` (by an operator or
 the shutdown; stays stopped until started), ``failed`` (restart intensity exceeded; stays
-failed until started).
+failed until started, or until ``runtime.failed_retry`` seconds have passed).
 """
 
 from __future__ import annotations
@@ -360,6 +360,18 @@ class Supervisor:
                     job.kill_at = None
             elif job.state == "backoff" and job.next_start is not None and now >= job.next_start:
                 self._spawn(job)
+            elif job.state == "failed" and job.next_start is not None and now >= job.next_start:
+                job.policy.reset()
+                self._event(
+                    "job_retried",
+                    job.name,
+                    f"job {job.name} failed {self.config.runtime.failed_retry:.0f} s ago; "
+                    "starting it again with a fresh restart budget",
+                    "info",
+                    {"job": job.name, "reason": job.reason},
+                )
+                log.info("job %s: retrying after its failure", job.name)
+                self._spawn(job)
 
     # --- transitions (loop thread) -------------------------------------------------------------
 
@@ -493,8 +505,10 @@ class Supervisor:
                 data,
             )
         else:
+            retry = self.config.runtime.failed_retry
             with self._lock:
                 job.state = "failed"
+                job.next_start = now + retry if retry > 0 else None
                 job.reason = (
                     f"more than {job.policy.max_restarts} restarts in "
                     f"{job.policy.restart_window:.0f} s; last: {reason}"
@@ -504,7 +518,8 @@ class Supervisor:
                 "job_failed",
                 job.name,
                 f"job {job.name} failed: {job.reason} (exit code {code}); "
-                f"start it again with `fieldstation start {job.name}`",
+                + (f"it is tried again in {retry:.0f} s, or " if retry > 0 else "")
+                + f"start it again with `fieldstation start {job.name}`",
                 "error",
                 data,
             )
@@ -667,7 +682,7 @@ class Supervisor:
                 "age_s": age,
             }
         restart_in = None
-        if job.state == "backoff" and job.next_start is not None:
+        if job.state in ("backoff", "failed") and job.next_start is not None:
             restart_in = round(max(0.0, job.next_start - now), 3)
         return {
             "name": job.name,
