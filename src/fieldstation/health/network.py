@@ -5,15 +5,19 @@ Targets are the outputs' brokers and endpoints (any output config with ``host``/
 host name (DNS) and opens a TCP connection to it; the probe succeeds when at least one target
 answers. The state goes ``down`` after ``network.down_after`` consecutive failed probes and back
 ``up`` after ``network.up_after`` consecutive successes (hysteresis: one lost packet does not
-flap the state). While down, probes back off: the delay doubles from ``network.interval`` up to
-``network.backoff_max``, with "full jitter" in [delay/2, delay] (AWS Architecture Blog,
-"Exponential Backoff And Jitter", 2015); once a probe succeeds, the next comes after
-``interval`` again so recovery is confirmed quickly. With no target at all the network counts as
-up. The outbox calls :meth:`NetworkMonitor.is_up` and makes no attempts on outputs that need
-the network while it is False; with :meth:`NetworkMonitor.is_up_for` each output waits on its own
-target, which has the same hysteresis (``down_after`` / ``up_after`` of its own probes). Local
-outputs (the file messenger) never wait. State changes of the whole network are recorded as
-events (``network_down`` / ``network_up``); those of single targets are logged.
+flap the state). While down, probes back off exponentially with "equal jitter" (Marc Brooker,
+"Exponential Backoff And Jitter", AWS Architecture Blog, 2015,
+https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/): after the n-th probe
+while down, ``base = min(network.backoff_max, network.interval * 2**n)`` and the wait is drawn
+uniformly from ``[base/2, base]`` (the blog's ``temp/2 + random_between(0, temp/2)``; "full
+jitter" would draw from ``[0, base]``, and could probe again at once). Once a probe succeeds,
+the next comes after ``interval`` again so recovery is confirmed quickly. With no target at all
+the network counts as up. The outbox calls :meth:`NetworkMonitor.is_up` and makes no attempts on
+outputs that need the network while it is False; with :meth:`NetworkMonitor.is_up_for` each
+output waits on its own target, which has the same hysteresis (``down_after`` / ``up_after`` of
+its own probes). Local outputs (the file messenger) never wait. State changes of the whole
+network are recorded as events (``network_down`` / ``network_up``); those of single targets are
+logged.
 """
 
 from __future__ import annotations
@@ -212,7 +216,8 @@ class NetworkMonitor:
         return ProbeResult(ok=ok, errors=errors)
 
     def next_delay(self, last_ok: bool) -> float:
-        """Seconds until the next probe: ``interval`` while up or recovering, else backoff."""
+        """Seconds until the next probe: ``interval`` while up or recovering, else exponential
+        backoff with equal jitter, uniform in ``[base/2, base]`` (see the module docstring)."""
         net = self.config.network
         with self._lock:
             if self._up or last_ok:
