@@ -111,3 +111,37 @@ def test_missing_database_is_a_clear_error(app: typer.Typer, tmp_path: Path) -> 
     result = CliRunner().invoke(app, ["outbox", str(path), "status"])
     assert result.exit_code == 2
     assert "no station database" in result.output
+
+
+def test_status_shows_dead_letter_reasons_with_counts(
+    app: typer.Typer,
+    station_file: Path,
+    db: Database,
+    clock: VirtualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outbox_cmd.console, "width", 200)
+    with db.session() as session:
+        for _ in range(6):
+            store.enqueue(
+                session, kind="event", body={}, destinations=["local"], now=clock.now(),
+                station_id="cli",
+            )  # fmt: skip
+        rows, _ = store.next_batch(session, "local", now=clock.now(), limit=6)
+        ids = [r.delivery_id for r in rows]
+        store.mark_dead(session, ids[:3], reason="HTTP 400: field 'n' must be below 10")
+        store.mark_dead(session, ids[3:4], reason="expired: older than max_age (3600 s)")
+    runner = CliRunner()
+    result = runner.invoke(app, ["outbox", str(station_file), "status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dead_reasons"] == [
+        {"destination": "local", "reason": "HTTP 400: field 'n' must be below 10", "count": 3},
+        {"destination": "local", "reason": "expired: older than max_age (3600 s)", "count": 1},
+    ]
+    table = runner.invoke(app, ["outbox", str(station_file), "status"])
+    assert table.exit_code == 0, table.output
+    text = table.stdout
+    assert "dead letters: top 2 reason(s)" in text
+    lines = [line for line in text.splitlines() if "HTTP 400" in line or "expired:" in line]
+    assert len(lines) == 2 and "3" in lines[0].split("HTTP 400")[0]
+    assert "expired: older than max_age" in lines[1] and " 1 " in lines[1]

@@ -26,6 +26,8 @@ outbox_app = typer.Typer(
 )
 
 STATES = ("pending", "sent", "dead", "dropped")
+DEAD_REASONS_SHOWN = 5
+"""Dead-letter reasons listed by ``status`` (the most frequent first)."""
 
 
 @outbox_app.callback()
@@ -74,13 +76,15 @@ def status_command(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Depth per destination and state, bytes against the cap, oldest pending age."""
+    """Depth per destination and state, bytes against the cap, oldest pending age, and the
+    most frequent dead-letter reasons with their counts."""
     from fieldstation.store import outbox as store
 
     config: StationConfig = ctx.obj
     now = datetime.now(UTC)
     with _session(config) as session:
         report = store.status(session)
+        reasons = store.dead_reasons(session, limit=DEAD_REASONS_SHOWN)
     cap = config.outbox
     names = [o.name for o in config.outputs] + sorted(
         set(report.counts) - {o.name for o in config.outputs}
@@ -100,6 +104,10 @@ def status_command(
                         }
                         for name in names
                     },
+                    "dead_reasons": [
+                        {"destination": r.destination, "reason": r.reason, "count": r.count}
+                        for r in reasons
+                    ],
                 },
                 indent=2,
             )
@@ -128,6 +136,15 @@ def status_command(
         f"pending: {report.pending_bytes:,} bytes of {int(cap.max_bytes):,} ({share:.1f}%), "
         f"when full: {cap.when_full}"
     )
+    if reasons:
+        dead = Table(title=f"dead letters: top {len(reasons)} reason(s)")
+        dead.add_column("destination")
+        dead.add_column("count", justify="right")
+        dead.add_column("reason", overflow="fold")
+        for item in reasons:
+            dead.add_row(item.destination, str(item.count), item.reason)
+        console.print(dead)
+        console.print("see them with `list --state dead`; re-queue with `retry`")
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -33,6 +33,7 @@ __all__ = [
     "DEPLOYED",
     "PRIORITIES",
     "SCHEMA_VERSION",
+    "DeadReason",
     "DeliveryRow",
     "OutboxCap",
     "OutboxFullError",
@@ -48,6 +49,7 @@ __all__ = [
     "mark_sent",
     "next_batch",
     "pending_bytes",
+    "dead_reasons",
     "deployed_cap",
     "destinations",
     "purge_dead",
@@ -638,6 +640,29 @@ def status(session: Session) -> OutboxStatus:
         out.oldest_pending[destination] = _aware(oldest)
         out.next_attempt[destination] = _aware(next_at)
     return out
+
+
+@dataclass(frozen=True)
+class DeadReason:
+    """Dead letters of one destination that share one reason (``last_error``)."""
+
+    destination: str
+    reason: str
+    count: int
+
+
+def dead_reasons(session: Session, *, limit: int = 5) -> list[DeadReason]:
+    """The most frequent reasons of dead letters, per destination: most dead letters first
+    (then destination, reason), at most ``limit`` rows."""
+    count = func.count(Delivery.id)
+    rows = session.execute(
+        select(Delivery.destination, func.coalesce(Delivery.last_error, ""), count)
+        .where(Delivery.state == "dead")
+        .group_by(Delivery.destination, Delivery.last_error)
+        .order_by(count.desc(), Delivery.destination, Delivery.last_error)
+        .limit(limit)
+    ).all()
+    return [DeadReason(str(d), str(r) or "(no reason recorded)", int(n)) for d, r, n in rows]
 
 
 def _aware(value: Any) -> datetime:
