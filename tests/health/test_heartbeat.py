@@ -190,7 +190,7 @@ def test_offline_day_of_heartbeats_delivered_in_order(
     monitor = NetworkMonitor(config, clock, db=db)  # probes the hub's endpoint
     assert [str(t) for t in monitor.targets] == [f"127.0.0.1:{port}"]
     assert not monitor.probe_once().ok and not monitor.is_up()
-    loop = DeliveryLoop(config, db, clock, home, network_up=monitor.is_up)
+    loop = DeliveryLoop(config, db, clock, home, network_up=monitor.is_up_for)
     heartbeat = Heartbeat(config, db, clock, home, lambda: [], network_up=monitor.is_up)
     heartbeat.run(stop)  # a whole simulated day, interval 5 min
     assert loop.run_once() == 289  # while down: 288 beats + the network_down event, to the file

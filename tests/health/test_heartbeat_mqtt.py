@@ -65,7 +65,7 @@ def test_offline_day_reaches_a_real_broker_in_order(
     clock = VirtualClock(datetime.now(UTC) - timedelta(seconds=BEATS * 300))
     monitor = NetworkMonitor(config, clock, db=db)  # probes the broker from the outputs
     heartbeat = Heartbeat(config, db, clock, home, lambda: [], network_up=monitor.is_up)
-    offline = DeliveryLoop(config, db, clock, home, network_up=monitor.is_up)
+    offline = DeliveryLoop(config, db, clock, home, network_up=monitor.is_up_for)
     try:
         for beat in range(BEATS):  # the broker is not running all day
             monitor.probe_once()
@@ -83,7 +83,7 @@ def test_offline_day_reaches_a_real_broker_in_order(
     ready = threading.Event()
     with broker:
         sub = subscriber(port, received, ready)
-        loop = DeliveryLoop(config, db, SystemClock(), home, network_up=monitor.is_up)
+        loop = DeliveryLoop(config, db, SystemClock(), home, network_up=monitor.is_up_for)
         try:
             assert ready.wait(10)
             while not monitor.is_up():

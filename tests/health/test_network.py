@@ -105,7 +105,7 @@ def test_real_endpoint_real_loop_hysteresis_and_no_attempts_while_down(
         outbox={"backoff_initial": "1s", "backoff_max": "2s"},
     )
     monitor = NetworkMonitor(config, clock, db=db)  # probes the hub's own endpoint
-    loop = DeliveryLoop(config, db, clock, home, network_up=monitor.is_up)
+    loop = DeliveryLoop(config, db, clock, home, network_up=monitor.is_up_for)
     try:
         assert monitor.probe_once().ok and monitor.is_up()
         _message(db, clock, 0)
@@ -163,7 +163,7 @@ def test_real_delivery_loop_waits_while_down(
             pass
 
     loop = DeliveryLoop(
-        config, db, clock, home, network_up=monitor.is_up, messengers={"local": Recorder()}
+        config, db, clock, home, network_up=monitor.is_up_for, messengers={"local": Recorder()}
     )
     try:
         with db.session() as session:
@@ -301,7 +301,7 @@ def test_each_network_output_waits_on_its_own_target(
             station_id="default",
             message_id="m1",
         )
-    with DeliveryLoop(config, db, clock, home, network_up=monitor.is_up) as loop:
+    with DeliveryLoop(config, db, clock, home, network_up=monitor.is_up_for) as loop:
         assert loop.run_once() == 1
     assert [m["id"] for m in near.messages] == ["m1"]
     with db.session() as session:

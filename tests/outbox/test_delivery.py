@@ -161,7 +161,7 @@ def test_no_attempt_while_network_is_down(
     up = [False]
     scripted = Scripted([])
     with DeliveryLoop(
-        config, db, clock, home, network_up=lambda: up[0], messengers={"up": scripted}
+        config, db, clock, home, network_up=lambda output: up[0], messengers={"up": scripted}
     ) as loop:
         assert loop.run_once() == 0
         assert scripted.batches == []
@@ -190,7 +190,7 @@ def test_network_gate_holds_only_outputs_that_need_the_network(
             now=clock.now(),
             station_id="default",
         )
-    with DeliveryLoop(config, db, clock, home, network_up=lambda: False) as loop:
+    with DeliveryLoop(config, db, clock, home, network_up=lambda output: False) as loop:
         assert loop.run_once() == 25  # every message reaches the local file while down
     lines = (home.root / "up.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == ids
@@ -254,7 +254,7 @@ def test_loop_applies_the_cap_to_messages_written_without_it(
         )
     held = Scripted([])  # a network output (no needs_network: True), held back while down
     with DeliveryLoop(
-        config, db, clock, home, network_up=lambda: False, messengers={"up": held}
+        config, db, clock, home, network_up=lambda output: False, messengers={"up": held}
     ) as loop:
         assert loop.run_once() == 0
     assert held.batches == []

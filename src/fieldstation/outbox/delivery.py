@@ -10,10 +10,10 @@ or ``dead`` with the reason.
 
 The network gate applies per output: an output whose messenger needs the network (MQTT, HTTP;
 ``needs_network``, see :mod:`fieldstation.outbox.messenger`) gets no attempt while the network
-is down; a local one (the file messenger) is delivered to regardless. When ``network_up`` is a
-:class:`~fieldstation.health.network.NetworkMonitor`'s ``is_up`` (or anything whose owner has
-``is_up_for(output)``), each network output waits on the state of its own probe target (its
-broker or endpoint), so one unreachable broker does not hold back a reachable HTTP endpoint.
+is down; a local one (the file messenger) is delivered to regardless. ``network_up(output)``
+answers per output: a :class:`~fieldstation.health.network.NetworkMonitor`'s ``is_up_for``
+judges each by its own probe target (its broker or endpoint), so one unreachable broker does
+not hold back a reachable HTTP endpoint.
 """
 
 from __future__ import annotations
@@ -65,10 +65,9 @@ class DeliveryLoop:
     """Delivers the station's outbox to every enabled output (see the module docstring).
 
     ``config``: the station; ``db``: its database; ``clock``: all waits and times;
-    ``home``: the station home (lock file, file outputs); ``network_up``: when given and it
-    returns False, no attempt is made on outputs that need the network (a bound method whose
-    object has ``is_up_for(output)``, such as ``NetworkMonitor.is_up``, gates each output by
-    its own probe target instead). ``messengers`` replaces the plugin-built messenger of
+    ``home``: the station home (lock file, file outputs); ``network_up(output)``: when given
+    and it returns False, no attempt is made on that output if it needs the network (e.g.
+    ``NetworkMonitor.is_up_for``). ``messengers`` replaces the plugin-built messenger of
     the named outputs (tests, custom wiring); ``rng`` draws the jitter; ``progress`` receives
     ``("delivered", {destination, sent, retry, dead})`` per batch and ``("idle", {"next_due":
     iso or None})`` when waiting; ``poll_interval`` is how often (seconds) an idle loop looks
@@ -83,7 +82,7 @@ class DeliveryLoop:
         db: Database,
         clock: Clock,
         home: StationHome,
-        network_up: Callable[[], bool] | None = None,
+        network_up: Callable[[OutputConfig], bool] | None = None,
         *,
         messengers: Mapping[str, Messenger] | None = None,
         rng: random.Random | None = None,
@@ -97,11 +96,6 @@ class DeliveryLoop:
         self.clock = clock
         self.home = home
         self.network_up = network_up
-        owner = getattr(network_up, "__self__", None)
-        per_output = getattr(owner, "is_up_for", None)
-        self._up_for: Callable[[OutputConfig], bool] | None = (
-            per_output if callable(per_output) else None
-        )
         self.rng = rng or random.Random()
         self.progress = progress
         self.poll_interval = poll_interval
@@ -226,9 +220,7 @@ class DeliveryLoop:
         messenger = self._messengers.get(output.name)
         if not needs_network(messenger if messenger is not None else output):
             return True
-        if self._up_for is not None:
-            return bool(self._up_for(output))
-        return bool(self.network_up())
+        return bool(self.network_up(output))
 
     def _housekeeping(self) -> None:
         mono = self.clock.monotonic()

@@ -285,7 +285,7 @@ class Station:
                     db,
                     clock,
                     home,
-                    network_up=network.is_up,
+                    network_up=network.is_up_for,
                     poll_interval=config.runtime.outbox_poll,
                 ),
             ),
