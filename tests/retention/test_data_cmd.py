@@ -55,17 +55,17 @@ def test_recordings_detections_pin(station_file: Path, db: Database, rows: Any, 
     result = runner.invoke(app, ["detections", str(station_file), "--min-score", "0.5"])
     assert result.exit_code == 0 and "1 detection(s)" in result.output
 
-    result = runner.invoke(app, ["pin", str(station_file), str(second)])
+    result = runner.invoke(app, ["pin", str(second), "-c", str(station_file)])
     assert result.exit_code == 0 and "pinned" in result.output
     with db.session() as session:
         rec = session.get(Recording, second)
         assert rec is not None and rec.pinned
-    result = runner.invoke(app, ["unpin", str(station_file), str(second)])
+    result = runner.invoke(app, ["unpin", str(second), "--config", str(station_file)])
     assert result.exit_code == 0
     with db.session() as session:
         rec = session.get(Recording, second)
         assert rec is not None and not rec.pinned
-    result = runner.invoke(app, ["pin", str(station_file), "999"])
+    result = runner.invoke(app, ["pin", "999", "-c", str(station_file)])
     assert result.exit_code == 2 and "no recording with id 999" in result.output
 
 

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 __all__ = ["parse_since", "register"]
 
-ConfigArg = Annotated[Path, typer.Argument(help="Station file (TOML).")]
 OptionalConfigArg = Annotated[
     Path | None,
     typer.Argument(help="Station file (TOML); default: the embedded default station."),
@@ -206,7 +205,7 @@ def detections(
     console.print(table)
 
 
-def _set_pin(config: Path, recording_id: int, pinned: bool) -> None:
+def _set_pin(config: Path | None, recording_id: int, pinned: bool) -> None:
     from fieldstation.store.retention import RecordingNotFoundError, set_pinned
 
     db = _open(config)
@@ -225,18 +224,19 @@ def _set_pin(config: Path, recording_id: int, pinned: bool) -> None:
         err_console.print(f"[yellow]note: its file is {file_state}[/]")
 
 
-def pin(
-    config: ConfigArg,
-    recording_id: Annotated[int, typer.Argument(help="Recording id (see `recordings`).")],
-) -> None:
+RecordingIdArg = Annotated[int, typer.Argument(help="Recording id (see `recordings`).")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Station file; default: the embedded default station."),
+]
+
+
+def pin(recording_id: RecordingIdArg, config: ConfigOpt = None) -> None:
     """Pin a recording: retention never deletes it."""
     _set_pin(config, recording_id, True)
 
 
-def unpin(
-    config: ConfigArg,
-    recording_id: Annotated[int, typer.Argument(help="Recording id (see `recordings`).")],
-) -> None:
+def unpin(recording_id: RecordingIdArg, config: ConfigOpt = None) -> None:
     """Unpin a recording: retention rules apply to it again."""
     _set_pin(config, recording_id, False)
 
