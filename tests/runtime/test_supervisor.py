@@ -106,7 +106,10 @@ def test_crashing_job_fails_after_limit_while_others_keep_running(home: StationH
     marker = home.root / "rec"
     specs = [progress_spec(marker), ProcessJobSpec("crash", f"{HERE}:crashing")]
     with supervising(config, home, specs) as (sup, events):
-        wait_for(lambda: state(sup, "crash") == "failed")
+        # the state turns failed a moment before its event is recorded: wait for both
+        wait_for(
+            lambda: state(sup, "crash") == "failed" and any(e[0] == "job_failed" for e in events)
+        )
         restarted = [e for e in events if e[0] == "job_restarted"]
         failed = [e for e in events if e[0] == "job_failed"]
         assert len(restarted) == 3 and len(failed) == 1
