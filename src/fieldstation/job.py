@@ -20,7 +20,7 @@ from fieldstation.config.station import StationConfig
 from fieldstation.home import StationHome
 from fieldstation.store.db import Database, open_database
 
-__all__ = ["JobContext", "JobFunction", "ProgressFn", "ignore_progress"]
+__all__ = ["JobContext", "JobFunction", "ProgressFn", "StopEvent", "ignore_progress"]
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
 """``progress(what, details)``: e.g. ``("chunk", {"recording_id": 12})``, ``("idle", {})``."""
@@ -28,6 +28,19 @@ ProgressFn = Callable[[str, dict[str, Any]], None]
 
 def ignore_progress(what: str, details: dict[str, Any]) -> None:
     """A progress callback that drops reports (for one-shot commands)."""
+
+
+class StopEvent(threading.Event):
+    """A job's stop event: setting it also sets the events linked to it (``ctx.wake``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linked: list[threading.Event] = []
+
+    def set(self) -> None:
+        super().set()
+        for event in self.linked:
+            event.set()
 
 
 @dataclass
@@ -38,13 +51,26 @@ class JobContext:
     home: StationHome
     deployment_id: int
     clock: Clock = field(default_factory=SystemClock)
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=StopEvent)
     progress: ProgressFn = ignore_progress
     name: str = ""
     """Job name (``recorder:<sensor>``, ``processor:<name>``), for logs and events."""
+    wake: threading.Event = field(default_factory=threading.Event)
+    """Set when there may be new work (the supervisor's nudge, SIGUSR2 in a job process) and
+    whenever ``stop`` is set: an idle job waits on it instead of ``stop`` and clears it, so it
+    starts at once instead of at its next poll. When ``stop`` is a plain ``threading.Event``
+    (not a :class:`StopEvent`), ``wake`` is ``stop`` itself: no nudges, but no missed stop."""
     stop_reason: str = "shutdown"
     """End reason for work cut short by ``stop``: ``shutdown`` (station stops) or ``stopped``
     (an operator stopped this job); set it before setting ``stop``."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, StopEvent):
+            self.stop.linked.append(self.wake)
+            if self.stop.is_set():
+                self.wake.set()
+        else:
+            self.wake = self.stop
 
     @cached_property
     def db(self) -> Database:

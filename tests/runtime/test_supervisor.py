@@ -240,6 +240,19 @@ def test_shutdown_stops_producers_before_draining_consumers(home: StationHome) -
     assert float(lines[1][2]) - float(lines[0][2]) < 2.0
 
 
+def test_a_committed_chunk_wakes_the_processors_at_once(home: StationHome) -> None:
+    config = fast_config(home)
+    journal = home.root / "journal"
+    specs = [
+        ProcessJobSpec("proc", f"{HERE}:woken", (str(journal),), drain=True),
+        progress_spec(home.root / "rec"),  # reports a chunk every 0.05 s
+    ]
+    with supervising(config, home, specs) as (sup, _):
+        # the consumer waits up to 60 s per poll: only nudges can wake it this often
+        wait_for(lambda: journal.exists() and len(journal.read_text().split("\n")) > 5, 5.0)
+        assert state(sup, "proc") == "running" and sup.job("proc")["restarts"] == 0
+
+
 def test_loop_alive_judges_the_loop_not_the_jobs(home: StationHome) -> None:
     clock = VirtualClock()
     sup = Supervisor(fast_config(home), home, 1, clock, [], tick=1.0)

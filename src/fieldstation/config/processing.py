@@ -57,5 +57,10 @@ class ProcessorConfig(StrictModel):
         default=900.0, gt=0, description="A claim expires after this; another worker may take it."
     )
     poll_interval: Seconds = Field(
-        default=5.0, gt=0, description="Seconds between looks for new recordings when idle."
+        default=30.0,
+        gt=0,
+        description="Seconds between looks for new recordings when idle. Under the runtime a "
+        "processor is also woken at once when a recorder commits a chunk, so this only bounds "
+        "how late it sees work nobody announced (a retry coming due, a recording made by "
+        "`fieldstation record`).",
     )

@@ -317,8 +317,9 @@ def run_processor(
 ) -> None:
     """The processor job: process recordings until ``ctx.stop`` is set.
 
-    When there is nothing to do it reports ``progress("idle", {"pending": n})`` and waits
-    ``poll_interval`` seconds on ``ctx.clock``. Raises ``KeyError`` for an unknown processor
+    When there is nothing to do it reports ``progress("idle", {"pending": n})`` and waits on
+    ``ctx.wake`` (a nudge: a recorder committed a chunk) for at most ``poll_interval``
+    seconds of ``ctx.clock``. Raises ``KeyError`` for an unknown processor
     and whatever building the model raises (e.g. ``ModelUnavailableError``).
     """
     config = ctx.config.processor(processor_name)
@@ -330,6 +331,7 @@ def run_processor(
             if result.outcome == "idle":
                 details: dict[str, Any] = {"pending": worker.pending()}
                 ctx.progress("idle", details)
-                ctx.clock.wait(ctx.stop, config.poll_interval)
+                ctx.clock.wait(ctx.wake, config.poll_interval)  # set by a nudge or the stop
+                ctx.wake.clear()
     finally:
         worker.release()

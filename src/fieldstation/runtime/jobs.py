@@ -21,7 +21,7 @@ The child process (:func:`child_main`):
   order;
 - SIGTERM sets ``ctx.stop`` with ``stop_reason`` ``"shutdown"``, SIGUSR1 with ``"stopped"``
   (an operator stopped the job); either arms ``alarm(stop_timeout)`` so a job that ignores the
-  stop still dies;
+  stop still dies; SIGUSR2 sets ``ctx.wake`` (new work may be waiting);
 - logs to ``logs/<job>.log`` only, and reports progress to the supervisor as JSON lines over
   a one-way pipe (bounded: a supervisor that stops reading slows the job down).
 """
@@ -67,6 +67,10 @@ PR_SET_PDEATHSIG = 1
 
 STOP_SIGNALS = {signal.SIGTERM: "shutdown", signal.SIGUSR1: "stopped"}
 """Signal the supervisor sends -> ``ctx.stop_reason`` of the job."""
+
+WAKE_SIGNAL = signal.SIGUSR2
+"""Signal the supervisor sends to a ``drain`` job when there may be new work: sets
+``ctx.wake`` (a recorder committed a chunk; the shutdown's drain began)."""
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +256,12 @@ def child_main(
     Exit status: 0 when the job returned, 1 when it raised (the traceback goes to its log).
     """
     from fieldstation.config import parse_config
-    from fieldstation.job import JobContext
+    from fieldstation.job import JobContext, StopEvent
     from fieldstation.runtime.logs import setup_logging
 
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    signal.signal(WAKE_SIGNAL, signal.SIG_IGN)  # a nudge must never end the job
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _release_fork_server()
     _die_with_parent()
@@ -264,7 +269,7 @@ def child_main(
         os.setpgid(0, 0)
     config = parse_config(config_data)
     setup_logging(config.logging, home.logs, name=spec.name, console=False)
-    stop = threading.Event()
+    stop = StopEvent()
     ctx = JobContext(
         config=config,
         home=home,
@@ -279,11 +284,15 @@ def child_main(
     def on_stop(signum: int, frame: object) -> None:
         if not stop.is_set():
             ctx.stop_reason = STOP_SIGNALS.get(signal.Signals(signum), "shutdown")
-            stop.set()
+            stop.set()  # sets ctx.wake too
             signal.alarm(stop_timeout)
+
+    def on_wake(signum: int, frame: object) -> None:
+        ctx.wake.set()
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, on_stop)
+    signal.signal(WAKE_SIGNAL, on_wake)
     code = 0
     try:
         log.info("job %s starting (pid %d)", spec.name, os.getpid())

@@ -34,6 +34,7 @@ from fieldstation.config.station import StationConfig
 from fieldstation.home import StationHome
 from fieldstation.runtime.jobs import (
     PRELOAD,
+    WAKE_SIGNAL,
     ProcessJobSpec,
     ThreadJobSpec,
     child_main,
@@ -335,6 +336,8 @@ class Supervisor:
                 job.next_slot = details.get("next_slot")
             elif what == "slot":
                 job.next_slot = None
+        if what == "chunk" and not self._drains(job):
+            self._nudge_consumers()  # a new recording: processors start on it at once
         if self.on_progress is not None:
             try:
                 self.on_progress(job.name, what, details)
@@ -625,9 +628,20 @@ class Supervisor:
             wait(sentinels, max(0.0, min(0.5, remaining)))
             self._reap(jobs)
 
+    def _nudge_consumers(self) -> None:
+        """Send :data:`~.jobs.WAKE_SIGNAL` to every running ``drain`` job (a processor).
+
+        Only to jobs that have reported (state ``running``): their handler is installed then;
+        before it, the signal's default action would end the process."""
+        for job in self._jobs.values():
+            if self._drains(job) and job.state == "running" and job.alive and job.pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(job.pid, WAKE_SIGNAL)
+
     def _await_idle(self, jobs: list[_Job], deadline: float) -> None:
         """Let ``jobs`` run until each has reported ``idle`` from now on, or ``deadline``."""
         since = self.clock.monotonic()  # an idle reported before does not count
+        self._nudge_consumers()  # look for the producers' last chunks now, not at the next poll
 
         def busy() -> list[_Job]:
             return [

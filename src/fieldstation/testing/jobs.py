@@ -16,7 +16,7 @@ import psutil
 
 from fieldstation.job import JobContext
 
-__all__ = ["closing_slowly", "crashing", "hanging", "idling", "progressing"]
+__all__ = ["closing_slowly", "crashing", "hanging", "idling", "progressing", "woken"]
 
 
 def progressing(ctx: JobContext, marker: str, every: float = 0.05) -> None:
@@ -78,6 +78,17 @@ def idling(ctx: JobContext, journal: str, every: float = 0.05) -> None:
         ctx.stop.wait(every)
     with open(journal, "a") as handle:
         handle.write(f"consumer stopped {time.monotonic()}\n")
+
+
+def woken(ctx: JobContext, journal: str) -> None:
+    """A consumer that polls only every minute: appends ``woken <monotonic s>`` to
+    ``journal`` each time ``ctx.wake`` ends its wait early (a nudge from the supervisor)."""
+    while not ctx.stop.is_set():
+        ctx.progress("idle", {"pending": 0})
+        if ctx.clock.wait(ctx.wake, 60.0) and not ctx.stop.is_set():
+            with open(journal, "a") as handle:
+                handle.write(f"woken {time.monotonic()}\n")
+        ctx.wake.clear()
 
 
 def job_processes() -> list[psutil.Process]:
