@@ -153,6 +153,33 @@ def test_run_for_20s_default_station(tmp_path: Path) -> None:
     assert stopped.returncode == 1
 
 
+def test_station_outlives_a_console_that_goes_away(tmp_path: Path) -> None:
+    """``fieldstation run | head -1``: the reader leaves; the station records on, stops in order
+    at the end of ``--for`` and exits 0 (rich would raise SystemExit inside a log call)."""
+    home = tmp_path / "home"
+    config = write_station(home, fast_station(home))
+    run = subprocess.Popen(
+        [*CLI, "run", str(config), "--for", "6s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        assert run.stdout is not None
+        assert run.stdout.readline()
+        run.stdout.close()  # the pipe is broken from here on
+        children = wait_for(lambda: psutil.Process(run.pid).children(recursive=True))
+        assert run.wait(30) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert gone([child.pid for child in children])
+    db = open_database(home / "station.db", migrate=False)
+    try:
+        with db.session() as s:
+            rows = s.scalars(select(Recording).order_by(Recording.id)).all()
+    finally:
+        db.dispose()
+    assert len(rows) >= 2 and rows[-1].end_reason == "shutdown", [r.end_reason for r in rows]
+
+
 def test_sigterm_and_sigkill_of_the_supervisor(tmp_path: Path) -> None:
     home = tmp_path / "home"
     config = write_station(home, fast_station(home))

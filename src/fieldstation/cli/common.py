@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from fieldstation.config import ConfigError, StationConfig, default_config, load_config
 from fieldstation.home import StationHome
+from fieldstation.runtime.logs import TolerantConsole
 
 __all__ = [
     "EXIT_INVALID",
@@ -22,8 +22,10 @@ __all__ = [
 EXIT_INVALID = 2
 """Exit status for invalid input (a bad station file, a bad argument)."""
 
-console = Console()
-err_console = Console(stderr=True)
+console = TolerantConsole()
+err_console = TolerantConsole(stderr=True)
+"""Output of the commands: a reader that goes away (``| head``) silences them, never stops
+``fieldstation run`` half-way."""
 
 
 def print_config_error(error: ConfigError) -> None:

@@ -6,6 +6,11 @@ A file is rotated when it exceeds ``max_bytes`` or when its first record is olde
 and ``backups`` of them are kept. Compression uses the ``namer``/``rotator`` hooks documented
 for ``logging.handlers``.
 
+The console may go away while the station runs (``fieldstation run | head``, a closed
+terminal): console output then stops and the station goes on. rich's own answer to a broken
+pipe is ``SystemExit`` from inside the logging call (``Console.on_broken_pipe``), which would
+abort whatever the station was doing, a shutdown included.
+
 The age of a file is counted from the wall time of its first record, kept in a small sidecar
 ``logs/.<name>.log.origin`` (seconds since the epoch, as text), so it survives restarts: a job
 restarted every few minutes appends to the same file and still rotates it after ``max_age``.
@@ -23,14 +28,32 @@ from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from rich.console import Console
+
 from fieldstation.config.runtime import LoggingConfig
 
-__all__ = ["RotatingCompressedHandler", "setup_logging"]
+__all__ = ["RotatingCompressedHandler", "TolerantConsole", "setup_logging"]
 
 QUIET_LOGGERS = ("alembic", "httpx", "httpcore", "paho")
 """Libraries whose INFO lines (migration steps, every request) are noise in a station log."""
 
 _FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+
+
+class TolerantConsole(Console):
+    """A rich console whose reader may go away: on a broken pipe it falls silent (its file
+    descriptor is pointed at /dev/null) instead of raising ``SystemExit``."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.file.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError):  # a file without a descriptor: quiet is enough
+            pass
 
 
 def _gzip_namer(name: str) -> str:
@@ -149,7 +172,14 @@ def setup_logging(
     if console:
         from rich.logging import RichHandler
 
-        root.addHandler(RichHandler(show_path=False, rich_tracebacks=False, markup=False))
+        root.addHandler(
+            RichHandler(
+                console=TolerantConsole(stderr=True),
+                show_path=False,
+                rich_tracebacks=False,
+                markup=False,
+            )
+        )
     if logs_dir is not None:
         handler = RotatingCompressedHandler(
             logs_dir / f"{name.replace(':', '-')}.log",
