@@ -22,7 +22,7 @@ from fieldstation.job import JobContext
 from fieldstation.recording.chunk import ChunkWriter, sha256_file
 from fieldstation.recording.job import run_recorder
 from fieldstation.recording.metadata import ChunkSpec
-from fieldstation.recording.recovery import recover, salvage_frames
+from fieldstation.recording.recovery import RecoveryReport, recover, salvage_frames
 from fieldstation.sensors.generator import SyntheticSensor
 from fieldstation.store.models import Message, Recording
 
@@ -384,3 +384,11 @@ def test_a_chunk_renamed_to_a_suffixed_name_keeps_its_end_reason(ctx, db, spool_
     assert (rows[relpath].end_reason, rows[relpath].frames) == ("window_end", 700)
     assert rows[relpath].sha256 == finished.sha256
     assert rows[taken.path].end_reason == "complete"
+
+
+def test_report_reads_as_one_line_for_the_log() -> None:
+    assert str(RecoveryReport()) == "nothing to recover"
+    report = RecoveryReport(committed=["spool/a.flac"], missing=[4, 7], removed=list("abcde"))
+    assert str(report) == (
+        "1 committed (spool/a.flac), 2 missing (ids 4, 7), 5 removed (a, b, c, +2 more)"
+    )

@@ -79,6 +79,20 @@ class RecoveryReport:
             )
         )
 
+    def __str__(self) -> str:
+        """One line for the log: ``"nothing to recover"`` or the counts and paths, e.g.
+        ``"1 committed (spool/a.flac), 2 missing (ids 4, 7)"``."""
+        if not self.changed:
+            return "nothing to recover"
+        parts = []
+        for name, items in self.as_dict().items():
+            if items:
+                shown = ", ".join(str(item) for item in items[:3])
+                more = f", +{len(items) - 3} more" if len(items) > 3 else ""
+                ids = "ids " if name == "missing" else ""
+                parts.append(f"{len(items)} {name} ({ids}{shown}{more})")
+        return ", ".join(parts)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
         return {

@@ -501,7 +501,11 @@ def _print_progress(job: str, what: str, details: dict[str, Any]) -> None:
             details.get("recording_id"),
             details.get("detections"),
         )
-    elif what in ("slot", "waiting", "failed"):
+    elif what == "slot":
+        log.info("%s: slot open until %s", job, details.get("end"))
+    elif what == "waiting":
+        log.info("%s: waiting, next slot %s", job, details.get("next_slot") or "none")
+    elif what == "failed":
         log.info("%s: %s %s", job, what, details)
     else:
         log.debug("%s: %s %s", job, what, details)
