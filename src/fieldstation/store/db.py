@@ -51,9 +51,7 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
 
 def _create_engine(url: str, *, synchronous: str = "FULL") -> Engine:
     sqlite = url.startswith("sqlite")
-    engine = create_engine(
-        url, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000} if sqlite else {}
-    )
+    engine = create_engine(url, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000} if sqlite else {})
     if sqlite:
         event.listen(engine, "connect", _sqlite_pragmas(synchronous))
     return engine
