@@ -165,12 +165,15 @@ def test_station_outlives_a_console_that_goes_away(tmp_path: Path) -> None:
         assert run.stdout is not None
         assert run.stdout.readline()
         run.stdout.close()  # the pipe is broken from here on
-        children = wait_for(lambda: psutil.Process(run.pid).children(recursive=True))
+        # the fork server and both jobs (a migration or recovery child may come and go before)
+        children = wait_for(
+            lambda: len(c := psutil.Process(run.pid).children(recursive=True)) >= 3 and c
+        )
         assert run.wait(30) == 0
     finally:
         if run.poll() is None:
             run.kill()
-    assert gone([child.pid for child in children])
+    wait_for(lambda: gone([child.pid for child in children]), timeout=10)
     db = open_database(home / "station.db", migrate=False)
     try:
         with db.session() as s:
