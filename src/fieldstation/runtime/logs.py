@@ -6,8 +6,8 @@ A file is rotated when it exceeds ``max_bytes`` or when its first record is olde
 and ``backups`` of them are kept. Compression uses the ``namer``/``rotator`` hooks documented
 for ``logging.handlers``.
 
-The console may go away while the station runs (``fieldstation run | head``, a closed
-terminal): console output then stops and the station goes on. rich's own answer to a broken
+The reader of the console may go away while the station runs (``fieldstation run | head``):
+console output then stops and the station goes on. rich's own answer to a broken
 pipe is ``SystemExit`` from inside the logging call (``Console.on_broken_pipe``), which would
 abort whatever the station was doing, a shutdown included.
 
