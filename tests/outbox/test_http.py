@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -212,6 +213,36 @@ def test_connection_refused_is_retried(
         ((delivery, _),) = store.list_deliveries(session)
     assert delivery.state == "pending" and delivery.attempts == 1
     assert delivery.last_error is not None and delivery.last_error.startswith("connection error")
+
+
+def test_missing_token_file_keeps_the_batch_pending_with_one_clear_line(
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    clock: VirtualClock,
+    server: Callable[..., tuple[str, Ingest]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, ingest = server([])
+    token = tmp_path / "token"
+    config = make_station([{"name": "api", "kind": "http", "url": url, "token": f"file:{token}"}])
+    with db.session() as session:
+        store.enqueue(
+            session, kind="event", body={}, destinations=["api"], now=clock.now(), station_id="s"
+        )
+    with DeliveryLoop(config, db, clock, home) as loop:
+        assert loop.run_once() == 0
+        assert "Traceback" not in caplog.text and "token unavailable" in caplog.text
+        with db.session() as session:
+            ((delivery, _),) = store.list_deliveries(session)
+        assert delivery.state == "pending" and ingest.requests == []
+        assert delivery.last_error is not None and "does not exist" in delivery.last_error
+        token.write_text("s3cret\n")  # the file appears: the next attempt uses it
+        token.chmod(0o600)
+        clock.advance(3600)
+        assert loop.run_once() == 1
+    assert ingest.requests[0]["auth"] == "Bearer s3cret"
 
 
 def test_429_waits_at_least_retry_after(

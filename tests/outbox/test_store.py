@@ -159,6 +159,34 @@ def test_enforce_cap_and_expire(db: Database, clock: VirtualClock) -> None:
         assert {d.last_error for d, _ in dead} == {"expired: older than max_age (1800 s)"}
 
 
+def test_a_retried_expired_message_gets_a_new_max_age(db: Database, clock: VirtualClock) -> None:
+    """``outbox retry`` after the network came back: the expired messages are delivered, not
+    dead-lettered again by the next pass before a single attempt."""
+    (old,) = _enqueue(db, clock, "detection")
+    clock.advance(3600)
+    with db.session() as session:
+        assert store.expire(session, now=clock.now(), max_age=1800) == 1
+        assert store.retry_dead(session, now=clock.now()) == 1
+        assert store.expire(session, now=clock.now(), max_age=1800) == 0
+        rows, _ = store.next_batch(session, "a", now=clock.now(), limit=10)
+    assert [r.message_id for r in rows] == [old]
+    clock.advance(1801)  # undelivered for max_age after the retry: dead again
+    with db.session() as session:
+        assert store.expire(session, now=clock.now(), max_age=1800) == 1
+    assert _states(db)[old] == "dead"
+
+
+def test_drops_by_the_byte_cap_are_logged(
+    db: Database, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    _enqueue(db, clock, "detection", 3)
+    with db.session() as session:
+        cap = store.OutboxCap(store.pending_bytes(session) + 100)
+    with caplog.at_level("WARNING", logger="fieldstation.store.outbox"):
+        _enqueue(db, clock, "detection", 1, cap=cap)
+    assert "outbox full" in caplog.text and "dropped 1 message(s)" in caplog.text
+
+
 def test_next_batch_orders_by_priority_then_id_and_holds_back_behind_backoff(
     db: Database, clock: VirtualClock
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -13,7 +14,7 @@ from pydantic import Field
 
 from fieldstation.config.outputs import OutputConfig
 from fieldstation.config.plugins import Plugin
-from fieldstation.config.secrets import SecretRef
+from fieldstation.config.secrets import SecretError, SecretRef
 from fieldstation.config.units import Seconds
 from fieldstation.outbox.messenger import OutgoingMessage, Result
 
@@ -24,6 +25,8 @@ __all__ = [
     "plugin",
     "retry_after_seconds",
 ]
+
+log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 425, 429})
 """4xx statuses that mean "try again later" (RFC 9110 §15.5.9, RFC 8470, RFC 6585 §4)."""
@@ -107,7 +110,16 @@ class HttpMessenger:
             "Idempotency-Key": idempotency_key(batch),
         }
         if self.config.token is not None:
-            headers["Authorization"] = f"Bearer {self.config.token.reveal()}"
+            try:  # read at every send: a rotated token file takes effect without a restart
+                token = self.config.token.reveal()
+            except SecretError as error:
+                log.error(
+                    "output %r: token unavailable, the batch stays pending: %s",
+                    self.config.name,
+                    error,
+                )
+                return [Result.retry(f"token unavailable: {error}")] * len(batch)
+            headers["Authorization"] = f"Bearer {token}"
         httpx = self._httpx
         try:
             response = self._client.post(

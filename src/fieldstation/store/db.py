@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["SCHEMA_HEAD", "Database", "SchemaVersionError", "open_database"]
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 """Alembic revision of the newest migration in this release (checked by a test)."""
 
 _MIGRATIONS = Path(__file__).parent / "migrations"

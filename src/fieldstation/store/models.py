@@ -222,6 +222,9 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    retried_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When a dead letter was moved back to pending (``outbox retry``); ``max_age`` counts
+    from it instead of from the message's creation."""
 
     message: Mapped[Message] = relationship(back_populates="deliveries")
 

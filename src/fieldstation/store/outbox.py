@@ -17,13 +17,14 @@ survives restarts. The delivery loop (``fieldstation.outbox.delivery``) is the o
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import delete, exists, func, insert, select, text, update
+from sqlalchemy import delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from fieldstation.store.models import Delivery, Deployment, Message, Recording
@@ -57,6 +58,8 @@ __all__ = [
     "retry_dead",
     "status",
 ]
+
+log = logging.getLogger(__name__)
 
 PRIORITIES: dict[str, int] = {
     "event": 0,
@@ -427,7 +430,17 @@ def _written(session: Session, cap: OutboxCap, size: int, *, flush: bool = False
         return
     if flush:
         session.flush()  # the ORM message must be a row before it can be chosen
-    _add_pending(session, -_drop(session, pending - cap.max_bytes, cap)[1])
+    dropped, freed = _drop(session, pending - cap.max_bytes, cap)
+    _add_pending(session, -freed)
+    if dropped:
+        log.warning(
+            "outbox full (%d bytes pending, cap %d): dropped %d message(s), %d bytes, for every "
+            "destination (outbox.when_full = 'drop_oldest'; lowest priority, oldest first)",
+            pending,
+            cap.max_bytes,
+            dropped,
+            freed,
+        )
 
 
 def destinations(session: Session) -> list[str]:
@@ -510,7 +523,8 @@ def enforce_cap(session: Session, cap: OutboxCap) -> int:
 
 
 def expire(session: Session, *, now: datetime, max_age: float) -> int:
-    """Dead-letter pending deliveries of messages older than ``max_age`` seconds.
+    """Dead-letter pending deliveries of messages older than ``max_age`` seconds; the age of
+    a delivery moved back by :func:`retry_dead` counts from that retry.
 
     Returns the number of deliveries moved to ``dead`` (reason ``expired: ...``).
     """
@@ -518,7 +532,11 @@ def expire(session: Session, *, now: datetime, max_age: float) -> int:
     old = select(Message.id).where(Message.created_at < cutoff)
     result = session.execute(
         update(Delivery)
-        .where(Delivery.state == "pending", Delivery.message_pk.in_(old))
+        .where(
+            Delivery.state == "pending",
+            Delivery.message_pk.in_(old),
+            or_(Delivery.retried_at.is_(None), Delivery.retried_at < cutoff),
+        )
         .values(state="dead", last_error=f"expired: older than max_age ({max_age:g} s)")
         .execution_options(synchronize_session=False)
     )
@@ -698,7 +716,9 @@ def retry_dead(
     destination: str | None = None,
     message_ids: Sequence[str] | None = None,
 ) -> int:
-    """Move dead letters back to ``pending`` (attempts reset, due ``now``); returns the count."""
+    """Move dead letters back to ``pending`` (attempts reset, due ``now``, ``max_age``
+    counted from ``now``: an expired message gets a new ``max_age`` to be delivered); returns
+    the count."""
     query = update(Delivery).where(Delivery.state == "dead")
     if destination:
         query = query.where(Delivery.destination == destination)
@@ -708,7 +728,7 @@ def retry_dead(
         )
     result = session.execute(
         query.values(
-            state="pending", attempts=0, next_attempt_at=now, last_error=None
+            state="pending", attempts=0, next_attempt_at=now, last_error=None, retried_at=now
         ).execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
