@@ -56,3 +56,26 @@ def test_missing_file_secret(tmp_path: Path) -> None:
 def test_literal_secrets_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="env:VARIABLE"):
         Secret(bad)
+
+
+def test_validate_warns_about_secrets_it_cannot_resolve_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tomli_w
+    from typer.testing import CliRunner
+
+    from fieldstation.cli.app import app
+
+    monkeypatch.delenv("FS_UNSET_PW", raising=False)
+    data = _mqtt_station("env:FS_UNSET_PW")
+    data["outputs"].append(  # type: ignore[attr-defined]
+        {"name": "web", "kind": "http", "url": "http://h/", "token": f"file:{tmp_path / 'no'}"}
+    )
+    path = tmp_path / "station.toml"
+    path.write_text(tomli_w.dumps(data))
+    done = CliRunner().invoke(app, ["validate", str(path)])
+    assert done.exit_code == 0, done.output  # the station may run where they exist
+    assert "outputs[0].password: environment variable FS_UNSET_PW is not set" in done.output
+    assert f"outputs[1].token: secret file {tmp_path / 'no'} does not exist" in done.output
+    monkeypatch.setenv("FS_UNSET_PW", "x")
+    assert "FS_UNSET_PW" not in CliRunner().invoke(app, ["validate", str(path)]).output

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from fieldstation.cli.common import EXIT_INVALID, console, err_console, load_or_exit
 from fieldstation.config import station_model, template_text
+from fieldstation.config.secrets import unresolved_secrets
 
 __all__ = ["register"]
 
@@ -45,6 +47,13 @@ def validate(config: Annotated[Path, typer.Argument(help="Station file (TOML).")
         f"[green]valid[/]: station {station.station.id!r}, {len(station.sensors)} sensor(s), "
         f"{len(station.processors)} processor(s), {len(station.outputs)} output(s)"
     )
+    for key, reason in unresolved_secrets(station):
+        err_console.print(
+            f"[yellow]warning[/]: {escape(key)}: {escape(reason)} (on this machine; the "
+            "station needs it where it runs)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @config_app.command("schema")

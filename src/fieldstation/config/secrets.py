@@ -1,7 +1,9 @@
 """Secrets in station files: references to the environment or a private file, never literals.
 
-A secret field holds ``"env:NAME"`` or ``"file:PATH"``. The reference is checked when the file is
-validated; the value is read only by :meth:`Secret.reveal`, at the moment of use, and never
+A secret field holds ``"env:NAME"`` or ``"file:PATH"``. The form of the reference is checked when
+the file is validated, and ``fieldstation validate`` warns about references it cannot resolve
+on this machine (:func:`unresolved_secrets`; the station may run elsewhere, so it is not an
+error); the value is read only by :meth:`Secret.reveal`, at the moment of use, and never
 appears in ``repr``, ``str``, logs or JSON dumps of the config.
 """
 
@@ -12,9 +14,9 @@ import stat
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, PlainSerializer, PlainValidator, WithJsonSchema
 
-__all__ = ["Secret", "SecretError", "SecretRef"]
+__all__ = ["Secret", "SecretError", "SecretRef", "unresolved_secrets"]
 
 
 class SecretError(ValueError):
@@ -90,3 +92,29 @@ SecretRef = Annotated[
     WithJsonSchema({"type": "string", "pattern": "^(env|file):.+$"}),
 ]
 """Pydantic field type for a secret reference."""
+
+
+def unresolved_secrets(model: BaseModel) -> list[tuple[str, str]]:
+    """Every secret in ``model`` (walked through nested models and lists) that cannot be
+    revealed here, as ``(key path, reason)``, e.g. ``("outputs[1].password", "environment
+    variable MQTT_PASSWORD is not set")``. The values are read and dropped, never returned."""
+    found: list[tuple[str, str]] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, Secret):
+            try:
+                value.reveal()
+            except SecretError as error:
+                found.append((path, str(error)))
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name), f"{path}.{name}" if path else name)
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key))
+
+    walk(model, "")
+    return found
