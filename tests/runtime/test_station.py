@@ -183,6 +183,39 @@ def test_station_outlives_a_console_that_goes_away(tmp_path: Path) -> None:
     assert len(rows) >= 2 and rows[-1].end_reason == "shutdown", [r.end_reason for r in rows]
 
 
+def test_replay_without_sample_rate_takes_the_files_rate_in_a_job(tmp_path: Path) -> None:
+    """The job process validates the station again from what the supervisor sends it; a
+    replay sensor must still know that ``sample_rate`` was omitted (it was 48 kHz there)."""
+    import numpy as np
+    import soundfile as sf
+
+    source = tmp_path / "at-22050.wav"
+    tone = np.sin(2 * np.pi * 440 * np.arange(22050 * 3) / 22050) * 0.3
+    sf.write(source, tone.astype(np.float32), 22050, subtype="PCM_16")
+    home = tmp_path / "home"
+    data = fast_station(home, chunk="1s")
+    data["sensors"][0] = {
+        "name": "mic",
+        "kind": "replay",
+        "files": [str(source)],
+        "loop": True,
+        "chunk": "1s",
+        "schedule": "always",
+        "min_free": "1MB",
+    }
+    config = write_station(home, data)
+    done = subprocess.run([*CLI, "run", str(config), "--for", "4s"], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    db = open_database(home / "station.db", migrate=False)
+    try:
+        with db.session() as s:
+            rates = set(s.scalars(select(Recording.sample_rate)).all())
+            restarts = s.scalar(select(func.count(Event.id)).where(Event.kind == "job_restarted"))
+    finally:
+        db.dispose()
+    assert rates == {22050} and restarts == 0, (rates, restarts)
+
+
 def test_sigterm_and_sigkill_of_the_supervisor(tmp_path: Path) -> None:
     home = tmp_path / "home"
     config = write_station(home, fast_station(home))

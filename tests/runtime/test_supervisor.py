@@ -27,7 +27,7 @@ from fieldstation.home import StationHome
 from fieldstation.runtime.jobs import ProcessJobSpec, ThreadJobSpec
 from fieldstation.runtime.liveness import RecorderLiveness
 from fieldstation.runtime.logs import setup_logging
-from fieldstation.runtime.supervisor import Supervisor, UnknownJobError
+from fieldstation.runtime.supervisor import Supervisor, UnknownJobError, tail_lines
 from fieldstation.testing.jobs import job_processes
 
 HERE = "fieldstation.testing.jobs"
@@ -294,3 +294,13 @@ def test_thread_job_crash_is_restarted(home: StationHome) -> None:
     assert "thread boom" in events[0][4]["reason"]
     # a thread job's restart event carries the supervisor's log, with the crash in it
     assert any("ValueError: thread boom" in line for line in events[-1][4]["log_tail"])
+
+
+def test_tail_lines_gives_whole_lines_however_long(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    lines = [f"{i} " + "x" * (i * 700) for i in range(120)]  # up to 83 kB a line
+    log.write_text("\n".join(lines) + "\n")
+    assert tail_lines(log, 3) == lines[-3:]
+    assert tail_lines(log, 500) == lines
+    assert tail_lines(log, 0) == [] and tail_lines(log, -3) == []
+    assert tail_lines(tmp_path / "none.log", 5) == []

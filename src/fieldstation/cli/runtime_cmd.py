@@ -211,7 +211,7 @@ def logs(
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = (
         False
     ),
-    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines to show.")] = 50,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="Lines to show.")] = 50,
     config: ConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:

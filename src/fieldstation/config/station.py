@@ -30,6 +30,7 @@ __all__ = [
     "ConfigIssue",
     "StationConfig",
     "StationSection",
+    "config_data",
     "config_hash",
     "load_config",
     "parse_config",
@@ -392,3 +393,11 @@ def config_hash(config: StationConfig) -> str:
     """SHA-256 (hex) of the canonical JSON of the validated config; names a deployment."""
     canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def config_data(config: StationConfig) -> dict[str, Any]:
+    """The config as JSON-ready data for another process, which validates it again with
+    :func:`parse_config`: only the keys the station file set (``exclude_unset``), so the copy
+    knows what was given and what was left to a default (the replay sensor takes an omitted
+    ``sample_rate`` from its first file), and its values are the same."""
+    return config.model_dump(mode="json", exclude_unset=True)

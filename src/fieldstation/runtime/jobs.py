@@ -252,7 +252,8 @@ def child_main(
 ) -> None:
     """Entry point of a job process (run by multiprocessing in the child); never returns.
 
-    ``config_data``: ``StationConfig.model_dump(mode="json")`` (validated again here).
+    ``config_data``: :func:`fieldstation.config.config_data` of the station (validated again
+    here).
     Exit status: 0 when the job returned, 1 when it raised (the traceback goes to its log).
     """
     from fieldstation.config import parse_config

@@ -26,7 +26,7 @@ from typing import Any
 
 from fieldstation import __version__
 from fieldstation.clock import Clock, SystemClock
-from fieldstation.config.station import StationConfig, config_hash
+from fieldstation.config.station import StationConfig, config_data, config_hash
 from fieldstation.home import StationHome
 from fieldstation.runtime import systemd
 from fieldstation.runtime.jobs import (
@@ -95,13 +95,13 @@ def migrate_in_child(path: Path) -> None:
         raise MigrationError(f"migrating {path} failed: {type(error).__name__}: {error}") from error
 
 
-def _recover(config_data: dict[str, Any], root: str, deployment_id: int) -> Any:
+def _recover(data: dict[str, Any], root: str, deployment_id: int) -> Any:
     from fieldstation.config import parse_config
     from fieldstation.job import JobContext
     from fieldstation.recording.recovery import recover
 
     ctx = JobContext(
-        config=parse_config(config_data),
+        config=parse_config(data),
         home=StationHome(Path(root)),
         deployment_id=deployment_id,
         clock=SystemClock(),
@@ -210,7 +210,7 @@ class Station:
         try:
             report = run_in_child(
                 _recover,
-                self.config.model_dump(mode="json"),
+                config_data(self.config),
                 str(self.home.root),
                 self.deployment_id,
             )

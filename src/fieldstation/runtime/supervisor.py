@@ -30,7 +30,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from fieldstation.clock import Clock
-from fieldstation.config.station import StationConfig
+from fieldstation.config.station import StationConfig, config_data
 from fieldstation.home import StationHome
 from fieldstation.runtime.jobs import (
     PRELOAD,
@@ -65,16 +65,27 @@ class JobStateError(RuntimeError):
 
 
 def tail_lines(path: os.PathLike[str] | str, lines: int = LOG_TAIL_LINES) -> list[str]:
-    """The last ``lines`` lines of a text file (empty when it does not exist)."""
+    """The last ``lines`` whole lines of a text file (``lines`` < 1: none; empty when the file
+    does not exist). Reads backwards in 64 KiB blocks until it has them, however long they
+    are."""
+    if lines < 1:
+        return []
+    block = 65536
     try:
         with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 256 * max(1, lines)))
-            text = handle.read().decode("utf-8", errors="replace")
+            start = handle.seek(0, os.SEEK_END)
+            data = b""
+            while start > 0 and data.count(b"\n") <= lines:
+                step = min(block, start)
+                start -= step
+                handle.seek(start)
+                data = handle.read(step) + data
     except OSError:
         return []
-    return text.splitlines()[-lines:]
+    found = data.decode("utf-8", errors="replace").splitlines()
+    if start > 0:
+        found = found[1:]  # the first line read may be cut: only whole lines
+    return found[-lines:]
 
 
 @dataclass
@@ -153,7 +164,7 @@ class Supervisor:
         self.tick = tick
         self._mp = multiprocessing.get_context("forkserver")
         self._mp.set_forkserver_preload(PRELOAD)
-        self._config_data = config.model_dump(mode="json")
+        self._config_data = config_data(config)
         self._jobs: dict[str, _Job] = {}
         for spec in jobs:
             if spec.name in self._jobs:
