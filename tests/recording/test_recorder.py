@@ -391,3 +391,35 @@ def test_an_input_overflow_ends_the_chunk_and_re_anchors_the_session(  # type: i
     assert rows[3].started_at == t0 + timedelta(seconds=1.45)
     (event,) = events_of(db, "frames_lost")
     assert event.data["input_overflow"] is True and event.data["gap_seconds"] == 0.2
+
+
+def test_a_device_that_stays_absent_gives_an_event_an_hour_and_says_why(  # type: ignore[no-untyped-def]
+    make_station, make_ctx, db
+):
+    """An unplugged microphone is reopened every minute for as long as it is gone: every try
+    is logged and reported with its reason, but events (never dropped by the outbox cap) come
+    once an hour, not 1,440 a day."""
+    config = make_station({**SYNTH, "chunk": "1s", "block": "0.1s"})
+    ctx, progress = make_ctx(config)
+    started = ctx.clock.now()
+
+    class Absent(Scripted):
+        def open(self) -> None:
+            self.opens += 1
+            raise DeviceError("no audio input device 'usb' (inputs: none)")
+
+    sensor = Absent(SyntheticSensor(config.sensor("syn"), ctx.clock), {})  # type: ignore[arg-type]
+    report = progress.__call__
+
+    def stop_after_150_minutes(what: str, details: dict[str, Any]) -> None:
+        report(what, details)
+        if ctx.clock.now() - started >= timedelta(minutes=150):
+            ctx.stop.set()
+
+    ctx.progress = stop_after_150_minutes  # type: ignore[method-assign]
+    run_recorder(ctx, "syn", sensor=sensor)
+    assert sensor.opens > 140  # every minute, after the first back-off steps
+    assert len(events_of(db, "device_error")) == 3  # at 0 h, 1 h and 2 h
+    reasons = {d.get("reason") for d in progress.of("waiting")}
+    assert reasons == {"device error: no audio input device 'usb' (inputs: none)"}
+    assert rows_of(db) == []

@@ -304,3 +304,22 @@ def test_tail_lines_gives_whole_lines_however_long(tmp_path: Path) -> None:
     assert tail_lines(log, 500) == lines
     assert tail_lines(log, 0) == [] and tail_lines(log, -3) == []
     assert tail_lines(tmp_path / "none.log", 5) == []
+
+
+def test_why_a_recorder_is_not_recording_is_logged_when_it_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fieldstation.runtime.station import _ProgressLog
+
+    progress = _ProgressLog()
+    with caplog.at_level("INFO", logger="fieldstation.runtime.station"):
+        for _ in range(3):
+            progress("recorder:usb", "waiting", {"next_slot": "t1", "reason": "device error: x"})
+        progress("recorder:usb", "waiting", {"next_slot": "t2", "reason": "disk low: y"})
+        progress("recorder:usb", "waiting", {"next_slot": "t3"})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "recorder:usb: not recording: device error: x; next try t1",
+        "recorder:usb: not recording: disk low: y; next try t2",
+    ]
+    assert "recorder:usb: waiting, next slot t3" in caplog.text

@@ -121,7 +121,11 @@ def _render(status: dict[str, Any]) -> None:
     colours = {"running": "green", "failed": "red", "backoff": "yellow", "stopped": "dim"}
     for job in status.get("jobs", []):
         last = job.get("last_progress") or {}
-        progress = f"{last['what']} ({_age(last.get('age_s'))} ago)" if last else "-"
+        progress = "-"
+        if last:
+            reason = (last.get("details") or {}).get("reason")
+            what = f"{last['what']}: {reason}" if reason else last["what"]
+            progress = f"{what} ({_age(last.get('age_s'))} ago)"
         state = job["state"]
         if job.get("restart_in_s") is not None:
             state += f" ({job['restart_in_s']:.0f} s)"

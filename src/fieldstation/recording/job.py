@@ -60,6 +60,8 @@ DISK_RETRY = 10.0
 """Seconds between free-space checks while the disk is low."""
 DEVICE_BACKOFF = (1.0, 60.0)
 """First and largest wait (seconds) before reopening a failed sensor; doubles each failure."""
+DEVICE_EVENT_REPEAT = 3600.0
+"""Seconds before the same device error is recorded as an event again (it is logged always)."""
 
 
 class RecorderError(RuntimeError):
@@ -152,6 +154,9 @@ class Recorder:
         self._disk_low_reported = False
         self._done_until: datetime | None = None
         self._backoff = DEVICE_BACKOFF[0]
+        self._last_device_event: tuple[str, datetime] | None = None
+        self._device_reason: str | None = None
+        self._disk_reason: str | None = None
         self.writer: ChunkWriter | None = None
         self._overflows_at_open = 0
         self.session_id = ""
@@ -194,7 +199,7 @@ class Recorder:
                 self._idle(slot.end, (slot.end - now).total_seconds())
                 continue
             if not self._disk_ok():
-                self._idle(now + timedelta(seconds=DISK_RETRY), DISK_RETRY)
+                self._idle(now + timedelta(seconds=DISK_RETRY), DISK_RETRY, self._disk_reason)
                 continue
             outcome = self.record_session(slot)
             if outcome == "exhausted":
@@ -205,16 +210,21 @@ class Recorder:
             elif outcome == "device_error":
                 retry = self._backoff
                 self._backoff = min(self._backoff * 2, DEVICE_BACKOFF[1])
-                self._idle(self.clock.now() + timedelta(seconds=retry), retry)
+                self._idle(self.clock.now() + timedelta(seconds=retry), retry, self._device_reason)
             else:
                 self._backoff = DEVICE_BACKOFF[0]
+                self._last_device_event = None
 
-    def _idle(self, until: datetime | None, seconds: float) -> None:
-        """Report ``waiting`` (``next_slot``: when the recorder will look again, or None) and
+    def _idle(self, until: datetime | None, seconds: float, reason: str | None = None) -> None:
+        """Report ``waiting`` (``next_slot``: when the recorder will look again, or None;
+        ``reason``: why it is not recording in a slot, e.g. the device error, or absent) and
         wait up to ``seconds`` for ``ctx.stop``. The report tells the supervisor that no chunk
         is due (disk low, device back-off and between slots alike). With an end time
         (``self.until``) the wait never runs past it."""
-        self.ctx.progress("waiting", {"next_slot": until.isoformat() if until else None})
+        details: dict[str, Any] = {"next_slot": until.isoformat() if until else None}
+        if reason is not None:
+            details["reason"] = reason
+        self.ctx.progress("waiting", details)
         if self.until is not None:
             seconds = min(seconds, max(0.0, (self.until - self.clock.now()).total_seconds()))
         self.clock.wait(self.ctx.stop, seconds)
@@ -239,6 +249,7 @@ class Recorder:
 
     def _disk_ok(self) -> bool:
         free = self.disk.free()
+        self._disk_reason = f"disk low: {free} bytes free, below min_free {self.disk.min_free}"
         if free >= self.disk.min_free:
             if self._disk_low_reported:
                 log.info("sensor %s: free space back to %d bytes", self.config.name, free)
@@ -343,9 +354,25 @@ class Recorder:
         return max(0, micros * self.sensor.sample_rate // 1_000_000)
 
     def _device_error(self, error: DeviceError) -> str:
-        """Record a ``device_error`` event for ``error``; returns the outcome ``device_error``."""
+        """Record a ``device_error`` event for ``error``; returns the outcome ``device_error``.
+
+        A device that keeps failing the same way (a microphone unplugged for days, reopened
+        every minute) gives one event per :data:`DEVICE_EVENT_REPEAT` seconds, not one per
+        attempt: events are never dropped by the outbox cap, so they must not pile up. The
+        log has every attempt."""
         message = f"sensor {self.config.name}: {error}"
-        self._event("device_error", message, "error", {"sensor": self.config.name})
+        self._device_reason = f"device error: {error}"
+        now = self.clock.now()
+        last = self._last_device_event
+        if (
+            last is None
+            or last[0] != message
+            or (now - last[1]).total_seconds() >= (DEVICE_EVENT_REPEAT)
+        ):
+            self._last_device_event = (message, now)
+            self._event("device_error", message, "error", {"sensor": self.config.name})
+        else:
+            log.warning("%s (again; event recorded at %s)", message, last[1].isoformat())
         return "device_error"
 
     def _frames_lost(self, block: Block, lost: int) -> None:

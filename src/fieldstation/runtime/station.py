@@ -326,7 +326,7 @@ class Station:
                 self.clock,
                 specs,
                 events=self.record_event,
-                on_progress=_print_progress,
+                on_progress=_ProgressLog(),
                 tick=self.tick,
                 on_exit=self._job_exited,
             )
@@ -485,30 +485,44 @@ def _recording_status(jobs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"sensors": recorders, "active": any(r["in_slot"] for r in recorders.values())}
 
 
-def _print_progress(job: str, what: str, details: dict[str, Any]) -> None:
-    if what == "chunk":
-        log.info(
-            "%s: chunk committed, recording %s (%s frames) %s",
-            job,
-            details.get("recording_id"),
-            details.get("frames"),
-            details.get("path", ""),
-        )
-    elif what == "processed":
-        log.info(
-            "%s: recording %s processed, %s detection(s)",
-            job,
-            details.get("recording_id"),
-            details.get("detections"),
-        )
-    elif what == "slot":
-        log.info("%s: slot open until %s", job, details.get("end"))
-    elif what == "waiting":
-        log.info("%s: waiting, next slot %s", job, details.get("next_slot") or "none")
-    elif what == "failed":
-        log.info("%s: %s %s", job, what, details)
-    else:
-        log.debug("%s: %s %s", job, what, details)
+class _ProgressLog:
+    """Logs the progress reports worth a line: chunks, processed recordings, slots, failures;
+    and why a recorder is not recording (a device error, low disk), at WARNING, each time the
+    reason changes (the job's own log has every retry)."""
+
+    def __init__(self) -> None:
+        self._reasons: dict[str, str | None] = {}
+
+    def __call__(self, job: str, what: str, details: dict[str, Any]) -> None:
+        if what == "chunk":
+            log.info(
+                "%s: chunk committed, recording %s (%s frames) %s",
+                job,
+                details.get("recording_id"),
+                details.get("frames"),
+                details.get("path", ""),
+            )
+        elif what == "processed":
+            log.info(
+                "%s: recording %s processed, %s detection(s)",
+                job,
+                details.get("recording_id"),
+                details.get("detections"),
+            )
+        elif what == "slot":
+            log.info("%s: slot open until %s", job, details.get("end"))
+        elif what == "waiting":
+            reason = details.get("reason")
+            next_slot = details.get("next_slot") or "none"
+            if reason is None:
+                log.info("%s: waiting, next slot %s", job, next_slot)
+            elif reason != self._reasons.get(job):
+                log.warning("%s: not recording: %s; next try %s", job, reason, next_slot)
+            self._reasons[job] = reason
+        elif what == "failed":
+            log.info("%s: %s %s", job, what, details)
+        else:
+            log.debug("%s: %s %s", job, what, details)
 
 
 def _expire_leases(db: Database, now: datetime, worker: str | None = None) -> int:
