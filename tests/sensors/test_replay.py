@@ -103,3 +103,20 @@ def test_mismatched_skip_leaves_other_rates_out(tmp_path: Path) -> None:
     assert sensor.health().details["skipped"] == [str(tmp_path / "b.wav")]
     with pytest.raises(SensorConfigError, match="no replay file"):
         ReplaySensor(cfg([tmp_path / "b.wav"], sample_rate=8000, mismatched="skip"), VirtualClock())
+
+
+def test_unreadable_files_are_an_error_or_skipped(tmp_path: Path) -> None:
+    """A garbage .wav in the folder: 'error' names it and the way out; 'skip' plays the rest
+    (the first readable file gives the rate)."""
+    (tmp_path / "0-garbage.wav").write_bytes(np.random.default_rng(1).bytes(4096))
+    a = write(tmp_path / "a.wav", 800, rate=8000)
+    with pytest.raises(SensorConfigError, match=r"0-garbage.wav cannot be read.*'skip'"):
+        ReplaySensor(cfg([tmp_path], block=0.1), VirtualClock())
+    sensor = ReplaySensor(cfg([tmp_path], mismatched="skip", block=0.1), VirtualClock())
+    assert sensor.sample_rate == 8000
+    sensor.open()
+    assert np.array_equal(np.concatenate([b.data for b in drain(sensor)]), a)
+    assert sensor.health().details["skipped"] == [str(tmp_path / "0-garbage.wav")]
+    (tmp_path / "a.wav").unlink()
+    with pytest.raises(SensorConfigError, match="can be read"):
+        ReplaySensor(cfg([tmp_path], mismatched="skip"), VirtualClock())

@@ -31,18 +31,30 @@ class ReplaySensor:
         self.config = config
         self.clock = clock or SystemClock()
         self.files = expand_files(config.files)
-        infos = []
+        self.skipped: list[str] = []
+        readable = []
         for path in self.files:
             try:
-                infos.append(sf.info(str(path)))
+                readable.append((path, sf.info(str(path))))
             except (sf.LibsndfileError, RuntimeError) as error:
-                raise SensorConfigError(f"replay file {path} cannot be read: {error}") from None
+                if config.mismatched != "skip":
+                    raise SensorConfigError(
+                        f"replay file {path} cannot be read: {error}; remove it, or set "
+                        "mismatched = 'skip' to leave such files out"
+                    ) from None
+                log.warning("replay sensor %s: skipping %s: %s", config.name, path, error)
+                self.skipped.append(str(path))
+        if not readable:
+            raise SensorConfigError(
+                f"no replay file of sensor {config.name!r} can be read; skipped: "
+                f"{', '.join(self.skipped)}"
+            )
+        first = readable[0][1]
         given = config.model_fields_set
-        self.sample_rate = config.sample_rate if "sample_rate" in given else infos[0].samplerate
-        self.channels = config.channels if "channels" in given else infos[0].channels
-        self.skipped: list[str] = []
+        self.sample_rate = config.sample_rate if "sample_rate" in given else first.samplerate
+        self.channels = config.channels if "channels" in given else first.channels
         kept = []
-        for path, info in zip(self.files, infos, strict=True):
+        for path, info in readable:
             problem = None
             if info.samplerate != self.sample_rate:
                 problem = (

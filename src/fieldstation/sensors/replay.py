@@ -5,7 +5,8 @@ continuous stream, paced on the injected clock at ``speed`` × real time, option
 Nothing is resampled (decision record 0021): when ``sample_rate`` (or ``channels``) is omitted it
 is taken from the first file, and every file must then match it; a file that does not match is
 an error at start-up naming the file, the rates and what to do, unless ``mismatched = "skip"``
-(then it is left out, with a warning in the log and its name in ``health()``).
+(then it is left out, with a warning in the log and its name in ``health()``); so is a file
+that cannot be read (no audio format libsndfile knows, a damaged header).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class ReplayConfig(AudioSensorConfig):
     )
     mismatched: Literal["error", "skip"] = Field(
         default="error",
-        description="A file whose sample rate or channels differ from the sensor's: 'error' "
-        "refuses to start; 'skip' leaves it out (logged and listed in health()).",
+        description="A file that cannot be read, or whose sample rate or channels differ from "
+        "the sensor's: 'error' refuses to start; 'skip' leaves it out (logged and listed in "
+        "health()).",
     )
 
     @model_validator(mode="after")
