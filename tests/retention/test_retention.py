@@ -294,3 +294,24 @@ def test_notices_dropped_by_the_cap_or_dead_still_protect(
         store.purge_settled(session, before=clock.now() + timedelta(days=60))
     assert job.run_once().deleted == {}
     assert {states(db)[r][0] for r in (expired, dropped_a, dropped_b)} == {"present"}
+
+
+def test_a_quota_held_by_protected_data_is_not_called_a_full_disk(
+    db: Database,
+    home: StationHome,
+    clock: VirtualClock,
+    rows: Any,
+    fake_disk: Any,
+    make_station: Any,
+) -> None:
+    disk = fake_disk(100 * MB)  # plenty of free space
+    config = make_station(retention={"min_free": MB, "max_bytes": MB})
+    for _ in range(3):
+        rows.recording(size=MB, state="recorded")  # not yet processed: protected
+    report = RetentionJob(config, db, home, clock, disk_usage=disk).run_once()
+    assert report.event == "disk_low" and report.short_bytes == 2 * MB
+    with db.session() as session:
+        event = session.scalars(select(Event).where(Event.kind == "disk_low")).one()
+    assert event.message.startswith(f"data {2 * MB} bytes over retention.max_bytes")
+    assert "free space" not in event.message.split(", and nothing")[0]
+    assert event.data["over_quota_bytes"] == 2 * MB and event.data["disk_short_bytes"] == 0

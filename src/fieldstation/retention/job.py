@@ -216,32 +216,43 @@ class RetentionJob:
         usage = self._usage(report)
         with self.db.session() as session:
             report.data_bytes = present_bytes(session)
-            short = 0
+            disk_short = over_quota = 0
             if usage is not None:
-                short = max(0, int(cfg.min_free) - int(usage.free))
+                disk_short = max(0, int(cfg.min_free) - int(usage.free))
                 report.blocked_sensors = [
                     s.name for s in self.config.sensors if s.enabled and usage.free < s.min_free
                 ]
             if cfg.max_bytes is not None:
-                short = max(short, report.data_bytes - int(cfg.max_bytes))
+                over_quota = max(0, report.data_bytes - int(cfg.max_bytes))
+            short = max(disk_short, over_quota)
             report.short_bytes = short
             low = short > 0 or bool(report.blocked_sensors)
             last = last_event_kind(session, source=EVENT_SOURCE, kinds=("disk_low", "disk_ok"))
             if low and last != "disk_low":
                 blocked = ", ".join(report.blocked_sensors) or "none yet"
+                what = []
+                if disk_short:
+                    what.append(f"free space {disk_short} bytes short of retention.min_free")
+                if over_quota:
+                    what.append(f"data {over_quota} bytes over retention.max_bytes")
+                if not what:
+                    what.append("free space below a sensor's min_free")
                 record_event(
                     session,
                     kind="disk_low",
                     source=EVENT_SOURCE,
-                    message=f"disk space short by {short} bytes and nothing left to delete; "
-                    f"recording stops below each sensor's min_free (stopped: {blocked}). Free "
-                    "space, pin less, or lower retention.best_per_label",
+                    message=f"{' and '.join(what)}, and nothing left that retention may delete "
+                    "(the rest is not yet processed, not yet uploaded, pinned or among the best "
+                    f"per label); recording stops below each sensor's min_free (stopped: "
+                    f"{blocked}). Free space, pin less, or lower retention.best_per_label",
                     now=self.clock.now(),
                     station_id=self.config.station.id,
                     destinations=self.config.destinations_for("event"),
                     severity="error",
                     data={
                         "short_bytes": short,
+                        "disk_short_bytes": disk_short,
+                        "over_quota_bytes": over_quota,
                         "disk_free": report.disk_free,
                         "data_bytes": report.data_bytes,
                         "blocked_sensors": report.blocked_sensors,
