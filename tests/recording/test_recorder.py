@@ -223,6 +223,9 @@ def test_no_chunk_starts_while_disk_is_low_then_recording_resumes(  # type: igno
     # while paused the supervisor hears "waiting" (no chunk is due), with the next try
     waits = [w["next_slot"] for w in progress.of("waiting")]
     assert waits == [(start + timedelta(seconds=10 * k)).isoformat() for k in range(1, 5)]
+    # one reason for the whole pause: the station log warns once, not at every check
+    reasons = {w.get("reason") for w in progress.of("waiting")}
+    assert reasons == {"disk low: free space below min_free 1000 bytes"}
     rows = rows_of(db)
     assert len(rows) == 2
     assert rows[0].started_at == start + timedelta(seconds=40)

@@ -156,7 +156,6 @@ class Recorder:
         self._backoff = DEVICE_BACKOFF[0]
         self._last_device_event: tuple[str, datetime] | None = None
         self._device_reason: str | None = None
-        self._disk_reason: str | None = None
         self.writer: ChunkWriter | None = None
         self._overflows_at_open = 0
         self.session_id = ""
@@ -199,7 +198,8 @@ class Recorder:
                 self._idle(slot.end, (slot.end - now).total_seconds())
                 continue
             if not self._disk_ok():
-                self._idle(now + timedelta(seconds=DISK_RETRY), DISK_RETRY, self._disk_reason)
+                low = f"disk low: free space below min_free {self.disk.min_free} bytes"
+                self._idle(now + timedelta(seconds=DISK_RETRY), DISK_RETRY, low)
                 continue
             outcome = self.record_session(slot)
             if outcome == "exhausted":
@@ -249,7 +249,6 @@ class Recorder:
 
     def _disk_ok(self) -> bool:
         free = self.disk.free()
-        self._disk_reason = f"disk low: {free} bytes free, below min_free {self.disk.min_free}"
         if free >= self.disk.min_free:
             if self._disk_low_reported:
                 log.info("sensor %s: free space back to %d bytes", self.config.name, free)
@@ -367,7 +366,7 @@ class Recorder:
         if (
             last is None
             or last[0] != message
-            or (now - last[1]).total_seconds() >= (DEVICE_EVENT_REPEAT)
+            or (now - last[1]).total_seconds() >= DEVICE_EVENT_REPEAT
         ):
             self._last_device_event = (message, now)
             self._event("device_error", message, "error", {"sensor": self.config.name})
