@@ -20,7 +20,27 @@ from fieldstation.config.station import StationConfig
 from fieldstation.home import StationHome
 from fieldstation.store.db import Database, open_database
 
-__all__ = ["JobContext", "JobFunction", "ProgressFn", "StopEvent", "ignore_progress"]
+__all__ = [
+    "EXIT_CONFIG",
+    "ConfigurationError",
+    "JobContext",
+    "JobFunction",
+    "ProgressFn",
+    "StopEvent",
+    "ignore_progress",
+]
+
+EXIT_CONFIG = 78
+"""Exit status of a job process that raised :class:`ConfigurationError` (``EX_CONFIG`` of
+BSD's sysexits.h, which systemd also knows): the supervisor does not restart it."""
+
+
+class ConfigurationError(Exception):
+    """A job cannot run with the station file as it is, and retrying will not help: a replay
+    file that does not exist, a model whose extra is not installed, a sample rate the format
+    cannot hold. The message names the key and what to do. The supervisor marks the job
+    ``config_error`` and does not restart it until the station file changes or an operator
+    starts it; every other exception is a transient fault, restarted with backoff."""
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
 """``progress(what, details)``: e.g. ``("chunk", {"recording_id": 12})``, ``("idle", {})``."""

@@ -254,10 +254,12 @@ def child_main(
 
     ``config_data``: :func:`fieldstation.config.config_data` of the station (validated again
     here).
-    Exit status: 0 when the job returned, 1 when it raised (the traceback goes to its log).
+    Exit status: 0 when the job returned, :data:`~fieldstation.job.EXIT_CONFIG` (78) when it
+    raised :class:`~fieldstation.job.ConfigurationError` (after a ``config_error`` progress
+    report with the reason), 1 when it raised anything else (the traceback goes to its log).
     """
     from fieldstation.config import parse_config
-    from fieldstation.job import JobContext, StopEvent
+    from fieldstation.job import EXIT_CONFIG, ConfigurationError, JobContext, StopEvent
     from fieldstation.runtime.logs import setup_logging
 
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP, signal.SIGCHLD):
@@ -299,6 +301,10 @@ def child_main(
         log.info("job %s starting (pid %d)", spec.name, os.getpid())
         resolve_target(spec.target)(ctx, *spec.args)
         log.info("job %s ended (%s)", spec.name, ctx.stop_reason if stop.is_set() else "returned")
+    except ConfigurationError as error:
+        log.error("job %s: configuration error: %s", spec.name, error)
+        ctx.progress("config_error", {"reason": str(error)})
+        code = EXIT_CONFIG
     except BaseException:
         log.exception("job %s crashed", spec.name)
         code = 1
