@@ -31,12 +31,13 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from fieldstation.home import HomeError, HomeReadOnlyError, disk_full
+
 __all__ = [
     "SCHEMA_HEAD",
     "Database",
     "DatabaseDamagedError",
     "DatabaseReadOnlyError",
-    "DiskFullError",
     "SchemaVersionError",
     "StationDatabaseError",
     "database_error",
@@ -55,7 +56,7 @@ DATABASE_MODE = 0o600
 the database file): the outbox and the deployment config (coordinates) are the owner's only."""
 
 
-class StationDatabaseError(RuntimeError):
+class StationDatabaseError(HomeError):
     """The station database cannot be used as it is; the message is one line saying what is
     wrong and what to do. Subclasses say which kind of trouble it is."""
 
@@ -69,13 +70,9 @@ class DatabaseDamagedError(StationDatabaseError):
     rows): retrying will not help; ``fieldstation db recover`` rebuilds it from ``data/``."""
 
 
-class DatabaseReadOnlyError(StationDatabaseError):
+class DatabaseReadOnlyError(StationDatabaseError, HomeReadOnlyError):
     """The database (or the folder holding it) cannot be written: a read-only mount, or it
     must be migrated and cannot be."""
-
-
-class DiskFullError(StationDatabaseError):
-    """The filesystem holding the database is full."""
 
 
 def _known_revisions() -> set[str]:
@@ -83,41 +80,14 @@ def _known_revisions() -> set[str]:
     return {m[1] for n in names if (m := re.match(r"^(\d{4})_", n))}
 
 
-def _free_text(path: Path) -> str:
-    """``"12.0 KiB free of 20.0 MiB"`` for the filesystem holding ``path`` (or its nearest
-    existing parent); ``"free space unknown"`` when it cannot be read."""
-    folder = path
-    while not folder.exists() and folder.parent != folder:
-        folder = folder.parent
-    try:
-        usage = shutil.disk_usage(folder)
-    except OSError:
-        return "free space unknown"
-
-    def size(n: float) -> str:
-        for unit in ("B", "KiB", "MiB", "GiB"):
-            if n < 1024 or unit == "GiB":
-                return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-            n /= 1024
-        return f"{n:.1f} TiB"  # pragma: no cover
-
-    return f"{size(usage.free)} free of {size(usage.total)}"
+_RECOVER = (
+    "`fieldstation db recover` (with this station file) moves it aside and rebuilds it from data/"
+)
 
 
-_RECOVER = "`fieldstation db recover` (with this station file) moves it aside and rebuilds it "
-_RECOVER += "from data/"
-
-
-def disk_full(path: Path) -> DiskFullError:
-    """The error for a full disk under ``path``: where, and how much is free."""
-    return DiskFullError(
-        f"the disk holding {path} is full ({_free_text(path)}): free some space there "
-        "(old recordings under data/, logs/), then start again"
-    )
-
-
-def database_error(error: BaseException, path: str | Path) -> StationDatabaseError | None:
-    """The :class:`StationDatabaseError` for a driver (or OS) ``error`` met on the database at
+def database_error(error: BaseException, path: str | Path) -> HomeError | None:
+    """The :class:`~fieldstation.home.HomeError` (a :class:`StationDatabaseError`, or
+    :class:`~fieldstation.home.DiskFullError`) for a driver (or OS) ``error`` met on the database at
     ``path``, or None when it is not one of the kinds a user must act on (a busy database, a
     constraint: programming or transient errors stay as they are).
 
@@ -126,7 +96,7 @@ def database_error(error: BaseException, path: str | Path) -> StationDatabaseErr
     (``SQLITE_READONLY``, ``EROFS``, a folder that cannot be written), cannot open.
     """
     path = Path(path)
-    if isinstance(error, StationDatabaseError):
+    if isinstance(error, HomeError):
         return error
     original = getattr(error, "orig", None) or error
     if isinstance(original, OSError):
@@ -171,7 +141,8 @@ def _existing(path: Path) -> Path:
 def _read_only(path: Path, reason: str) -> DatabaseReadOnlyError:
     return DatabaseReadOnlyError(
         f"the station home {path.parent} is read-only ({reason}): commands that only read "
-        "work; to record or change anything, mount it read-write"
+        "work (recordings, detections, outbox status); to record or change anything, mount "
+        "it read-write"
     )
 
 
@@ -286,8 +257,13 @@ class Database:
                     self._light_engine = _create_engine(url, synchronous="NORMAL")
                     self._light_sessions = sessionmaker(self._light_engine, expire_on_commit=False)
                 sessions = self._light_sessions
-        with sessions.begin() as session:
-            yield session
+        try:
+            with sessions.begin() as session:
+                yield session
+        except DBAPIError as error:
+            if self.path is not None:  # for the one-line message of cli.common.station_error
+                error.add_note(f"station database: {self.path}")
+            raise
 
     def revision(self) -> str | None:
         """The schema revision stamped in the database, or None for an empty database.
@@ -469,7 +445,7 @@ def open_database(
     if read_only and path is not None:
         try:
             database.revision()
-        except StationDatabaseError:
+        except HomeError:
             database.dispose()
             database = Database(
                 _create_engine(_sqlite_url(path, True, immutable=True), read_only=True),
