@@ -258,7 +258,8 @@ class StationHome:
         for path, mode in [(self.root, HOME_MODE), *((p, PRIVATE_FILE_MODE) for p in candidates)]:
             try:
                 st = path.lstat()
-                if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid():
+                kind = stat.S_ISDIR if mode == HOME_MODE else stat.S_ISREG
+                if not kind(st.st_mode) or st.st_uid != os.geteuid():
                     continue
                 if st.st_mode & 0o077:
                     path.chmod(stat.S_IMODE(st.st_mode) & mode)

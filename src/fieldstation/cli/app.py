@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "fieldstation.cli.analyze_cmd",  # analyze, reprocess
     "fieldstation.cli.outbox_cmd",  # outbox
     "fieldstation.cli.data_cmd",  # recordings, detections, pin
+    "fieldstation.cli.db_cmd",  # db check, db recover
     "fieldstation.cli.runtime_cmd",  # run, status, start/stop/restart, logs, install, uninstall
 )
 

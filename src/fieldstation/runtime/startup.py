@@ -114,6 +114,40 @@ def _recover(data: dict[str, Any], root: str, deployment_id: int) -> Any:
             ctx.db.dispose()
 
 
+def _restore_deployments(root: str) -> int:
+    """Re-create the deployment rows named in the metadata embedded in the files under
+    ``data/`` (:func:`~fieldstation.store.deployments.restore_deployment`), so that recovery
+    can register every file of a rebuilt database under its own deployment. Returns how many
+    were restored; unreadable files are left to recovery (which quarantines them)."""
+    from fieldstation.recording.metadata import MetadataError, read_embedded
+    from fieldstation.recording.recovery import AUDIO_SUFFIXES
+    from fieldstation.store.deployments import restore_deployment
+
+    home = StationHome(Path(root))
+    db = open_database(home.database, migrate=False)
+    restored = 0
+    try:
+        with db.session() as session:  # one commit for them all
+            for path in sorted(home.data.rglob("*")):
+                if not (path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES):
+                    continue
+                try:
+                    spec, _ = read_embedded(path)
+                except (MetadataError, OSError, RuntimeError, ValueError):
+                    continue
+                restored += restore_deployment(
+                    session,
+                    deployment_id=spec.deployment_id,
+                    station_id=spec.station,
+                    config_hash=spec.config_hash,
+                    version=spec.version,
+                    started_at=spec.started_at,
+                )
+    finally:
+        db.dispose()
+    return restored
+
+
 @contextlib.contextmanager
 def private_umask() -> Iterator[None]:
     """Run the block with :data:`PRIVATE_UMASK` (the previous umask is restored after it), so
@@ -154,21 +188,23 @@ def start_station(
     *,
     runner: Runner = in_process,
     recover: bool = True,
+    lock: StationLock | None = None,
 ) -> StartedStation:
     """Take the start-up steps of the module docstring and return the started station.
 
     ``runner`` runs the migration and the recovery (:func:`run_in_child` in the supervisor).
     A failing recovery is logged and recorded as a ``recovery_failed`` event, and start-up
-    goes on (``recovery_error``). Raises :class:`~fieldstation.home.StationLockedError`, a
+    goes on (``recovery_error``). ``lock``: the home's lock, when the caller already holds it
+    (``db recover`` moves the damaged file aside under it). Raises :class:`~fieldstation.home.StationLockedError`, a
     :class:`~fieldstation.home.HomeError` (read-only home, full disk, damaged or newer
     database, a home of another station) or :class:`MigrationError`; nothing stays held then.
     """
-    from fieldstation.store.deployments import start_deployment
+    from fieldstation.store.deployments import home_owner, start_deployment
     from fieldstation.store.processing import expire_leases
 
     clock = clock or SystemClock()
     home = StationHome(config.home_path())
-    lock = home.lock()
+    lock = lock or home.lock()
     db: Database | None = None
     try:
         changed = home.make_private()
@@ -177,6 +213,11 @@ def start_station(
         db = open_database(home.database, migrate=False)
         db.check_schema()  # a newer release's database: a clear error, before any child
         migrate_in_child(home.database, runner)
+        with db.session() as session:
+            new = home_owner(session) is None
+        if new and recover and home.data.is_dir() and any(home.data.iterdir()):
+            restored = runner(_restore_deployments, str(home.root))
+            log.info("start-up: %d deployment(s) restored from data/", restored)
         with db.session() as session:
             deployment = start_deployment(
                 session,

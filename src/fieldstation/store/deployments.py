@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session
 from fieldstation.home import HomeError
 from fieldstation.store.models import Deployment
 
-__all__ = ["StationMismatchError", "current_deployment", "home_owner", "start_deployment"]
+__all__ = [
+    "StationMismatchError",
+    "current_deployment",
+    "home_owner",
+    "restore_deployment",
+    "start_deployment",
+]
 
 
 class StationMismatchError(HomeError):
@@ -70,3 +76,37 @@ def home_owner(session: Session) -> str | None:
     before the first run."""
     query = select(Deployment.station_id).order_by(Deployment.id.desc()).limit(1)
     return session.scalars(query).first()
+
+
+def restore_deployment(
+    session: Session,
+    *,
+    deployment_id: int,
+    station_id: str,
+    config_hash: str,
+    version: str,
+    started_at: datetime,
+) -> bool:
+    """Re-create deployment ``deployment_id`` known only from the metadata embedded in its
+    recordings (the database was rebuilt): its config is unknown (``{}``) and it is ended
+    (``ended_at = started_at``, the start of its oldest file). True when a row was added; an
+    existing row is left as it is, an earlier ``started_at`` lowers the restored one's.
+    """
+    row = session.get(Deployment, deployment_id)
+    if row is None:
+        session.add(
+            Deployment(
+                id=deployment_id,
+                station_id=station_id,
+                config_hash=config_hash,
+                config={},
+                fieldstation_version=version,
+                started_at=started_at,
+                ended_at=started_at,
+            )
+        )
+        session.flush()
+        return True
+    if row.config == {} and started_at < row.started_at:
+        row.started_at = row.ended_at = started_at
+    return False
