@@ -195,7 +195,9 @@ def start_station(
     ``runner`` runs the migration and the recovery (:func:`run_in_child` in the supervisor).
     A failing recovery is logged and recorded as a ``recovery_failed`` event, and start-up
     goes on (``recovery_error``). ``lock``: the home's lock, when the caller already holds it
-    (``db recover`` moves the damaged file aside under it). Raises :class:`~fieldstation.home.StationLockedError`, a
+    (``db recover`` moves the damaged file aside under it).
+
+    Raises :class:`~fieldstation.home.StationLockedError`, a
     :class:`~fieldstation.home.HomeError` (read-only home, full disk, damaged or newer
     database, a home of another station) or :class:`MigrationError`; nothing stays held then.
     """
