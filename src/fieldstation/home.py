@@ -31,6 +31,7 @@ __all__ = [
     "home_error",
     "make_dirs_durably",
     "move_durably",
+    "read_only",
 ]
 
 
@@ -86,11 +87,11 @@ def disk_full(path: Path) -> DiskFullError:
 
 
 def read_only(path: Path, reason: str) -> HomeReadOnlyError:
-    """The error for a station home that cannot be written."""
+    """The error for a station home (or a file in it, ``path``) that cannot be written."""
     return HomeReadOnlyError(
-        f"the station home {path} is read-only ({reason}): commands that only read work "
-        "(recordings, detections, outbox status); to record or change anything, mount it "
-        "read-write"
+        f"cannot write {path}: the station home is read-only ({reason}); commands that only "
+        "read work (recordings, detections, outbox status, db check); to record or change "
+        "anything, mount it read-write"
     )
 
 

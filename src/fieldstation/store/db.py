@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fieldstation.home import HomeError, HomeReadOnlyError, disk_full
+from fieldstation.home import HomeError, HomeReadOnlyError, disk_full, read_only
 
 __all__ = [
     "SCHEMA_HEAD",
@@ -139,11 +139,7 @@ def _existing(path: Path) -> Path:
 
 
 def _read_only(path: Path, reason: str) -> DatabaseReadOnlyError:
-    return DatabaseReadOnlyError(
-        f"the station home {path.parent} is read-only ({reason}): commands that only read "
-        "work (recordings, detections, outbox status); to record or change anything, mount "
-        "it read-write"
-    )
+    return DatabaseReadOnlyError(str(read_only(path, reason)))
 
 
 def _cannot_open(path: Path, reason: str) -> StationDatabaseError:
