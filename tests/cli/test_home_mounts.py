@@ -102,25 +102,31 @@ def test_a_read_only_home_reads_and_refuses_writes_in_one_line(
 
 
 @pytest.fixture
-def full_home(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs, filled to the last byte: the folder for a station home."""
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: the folder for a station home."""
     disk = tmp_path / "disk"
     disk.mkdir()
     mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk))
     try:
-        subprocess.run(
-            ["dd", "if=/dev/zero", f"of={disk / 'filler'}", "bs=64k"], capture_output=True
-        )
         yield disk
     finally:
         subprocess.run(["umount", str(disk)], check=True)
 
 
+@pytest.mark.parametrize("left_kib", [0, 48])
 def test_a_full_disk_at_start_is_one_line_saying_where_and_how_much_is_free(
-    tmp_path: Path, full_home: Path
+    tmp_path: Path, small_disk: Path, left_kib: int
 ) -> None:
-    config = station_file(tmp_path / "station.toml", full_home / "home")
+    """Full to the last byte (the lock cannot be written), or with 48 KiB left (the migration
+    runs out of space): one line; once space is freed the station starts."""
+    filler = small_disk / "filler"
+    count = ["count=" + str(1024 - left_kib // 4)] if left_kib else []
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k", *count], capture_output=True)
+    config = station_file(tmp_path / "station.toml", small_disk / "home")
     done = cli("run", str(config), "--for", "1s")
     line = last_line(done)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "full" in line and str(full_home) in line and "free of" in line, line
+    assert "is full" in line and str(small_disk) in line and "free of 4.0 MiB" in line, line
+    filler.unlink()
+    done = cli("run", str(config), "--for", "1s")
+    assert done.returncode == 0, done.stdout + done.stderr
