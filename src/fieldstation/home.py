@@ -97,11 +97,23 @@ def read_only(path: Path, reason: str) -> HomeReadOnlyError:
 
 def home_error(error: OSError, home: Path) -> HomeError | None:
     """The :class:`HomeError` for an ``OSError`` met writing in the home ``home``: a full
-    disk (``ENOSPC``, ``EDQUOT``) or a read-only one (``EROFS``); None for anything else."""
+    disk (``ENOSPC``, ``EDQUOT``), a read-only one (``EROFS``) or no permission (``EACCES``,
+    ``EPERM``: the owner and mode of the file named by the error); None for anything else."""
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return disk_full(home)
     if error.errno == errno.EROFS:
         return read_only(home, "read-only filesystem")
+    if error.errno in (errno.EACCES, errno.EPERM):
+        where = Path(error.filename) if error.filename else home
+        try:
+            st = where.stat()
+            owner = f" (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
+        except OSError:
+            owner = ""
+        return HomeReadOnlyError(
+            f"cannot write {where}: permission denied{owner}; run fieldstation as the "
+            "station's user (the owner of its home)"
+        )
     return None
 
 

@@ -221,3 +221,22 @@ def test_a_new_database_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     open_database(path).dispose()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_read_only_database_reads_but_is_never_migrated(tmp_path: Path) -> None:
+    from fieldstation.store import DatabaseReadOnlyError
+
+    path = tmp_path / "s.db"
+    database = open_database(path)
+    database.dispose()
+    reader = open_database(path, read_only=True)
+    assert reader.read_only and reader.revision() == SCHEMA_HEAD
+    with pytest.raises(Exception, match="readonly"), reader.session() as session:
+        session.execute(text("DELETE FROM deployments"))
+    reader.dispose()
+    database = open_database(path)
+    with database.engine.begin() as c:
+        c.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    database.dispose()
+    with pytest.raises(DatabaseReadOnlyError, match="needs an upgrade to '0002'"):
+        open_database(path, read_only=True)

@@ -122,3 +122,15 @@ def test_killed_after_random_delays_the_next_start_succeeds(tmp_path: Path) -> N
             child.kill()
             child.wait()
         _assert_next_start_succeeds(path)
+
+
+def test_first_start_ups_racing_on_one_new_database_all_succeed(tmp_path: Path) -> None:
+    """A reading command run while the station starts for the first time migrates too: the
+    second migration waits for the first (write lock taken before the schema is read) and
+    finds the schema at head."""
+    path = tmp_path / "s.db"
+    racers = [_first_start(path, 0) for _ in range(4)]
+    for racer in racers:
+        out, _ = racer.communicate(timeout=120)
+        assert racer.returncode == 0, out
+    _assert_next_start_succeeds(path)
