@@ -7,20 +7,114 @@ Layout (DESIGN.md): ``station.toml``, ``station.db``, ``spool/``, ``data/<sensor
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 __all__ = [
+    "HOME_MODE",
+    "PRIVATE_FILE_MODE",
+    "DiskFullError",
+    "HomeError",
+    "HomeReadOnlyError",
     "StationHome",
     "StationLock",
     "StationLockedError",
+    "disk_full",
+    "free_space_text",
     "fsync_dir",
+    "home_error",
     "make_dirs_durably",
     "move_durably",
+    "read_only",
 ]
+
+
+HOME_MODE = 0o700
+"""Mode of the station home: it holds the outbox, logs and the deployment config (with the
+station's coordinates), which are the station user's only."""
+PRIVATE_FILE_MODE = 0o600
+"""Mode of ``station.db`` (and ``-wal``, ``-shm``), the logs and ``run/status.json``."""
+
+
+class HomeError(RuntimeError):
+    """The station home cannot be used as it is; the message is one line saying what is wrong
+    and what to do (no traceback needed)."""
+
+
+class HomeReadOnlyError(HomeError):
+    """The station home cannot be written (a read-only mount, no permission)."""
+
+
+class DiskFullError(HomeError):
+    """The filesystem holding the station home is full."""
+
+
+def free_space_text(path: Path) -> str:
+    """``"12.0 KiB free of 20.0 MiB"`` for the filesystem holding ``path`` (or its nearest
+    existing parent); ``"free space unknown"`` when it cannot be read."""
+    folder = path
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError:
+        return "free space unknown"
+
+    def size(n: float) -> str:
+        if n < 1024:
+            return f"{n:.0f} B"
+        for unit in ("KiB", "MiB", "GiB", "TiB"):
+            n /= 1024
+            if n < 1024 or unit == "TiB":
+                break
+        return f"{n:.1f} {unit}"
+
+    return f"{size(usage.free)} free of {size(usage.total)}"
+
+
+def disk_full(path: Path) -> DiskFullError:
+    """The error for a full disk under ``path``: where, and how much is free."""
+    return DiskFullError(
+        f"the disk holding {path} is full ({free_space_text(path)}): free some space there "
+        "(old recordings under data/, logs/), then start again"
+    )
+
+
+def read_only(path: Path, reason: str) -> HomeReadOnlyError:
+    """The error for a station home (or a file in it, ``path``) that cannot be written."""
+    return HomeReadOnlyError(
+        f"cannot write {path}: the station home is read-only ({reason}); commands that only "
+        "read work (recordings, detections, outbox status, db check); to record or change "
+        "anything, mount it read-write"
+    )
+
+
+def home_error(error: OSError, home: Path) -> HomeError | None:
+    """The :class:`HomeError` for an ``OSError`` met writing in the home ``home``: a full
+    disk (``ENOSPC``, ``EDQUOT``), a read-only one (``EROFS``) or no permission (``EACCES``,
+    ``EPERM``: the owner and mode of the file named by the error); None for anything else."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return disk_full(home)
+    if error.errno == errno.EROFS:
+        return read_only(home, "read-only filesystem")
+    if error.errno in (errno.EACCES, errno.EPERM):
+        where = Path(error.filename) if error.filename else home
+        try:
+            st = where.stat()
+            owner = f" (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
+        except OSError:
+            owner = ""
+        return HomeReadOnlyError(
+            f"cannot write {where}: permission denied{owner}; run fieldstation as the "
+            "station's user (the owner of its home)"
+        )
+    return None
 
 
 def fsync_dir(path: Path) -> None:
@@ -148,17 +242,54 @@ class StationHome:
         return target
 
     def ensure(self) -> StationHome:
-        """Create the home and its folders (idempotent), each new folder's entry fsynced into
-        its parent (:func:`make_dirs_durably`); returns self."""
-        for folder in (self.root, self.spool, self.data, self.quarantine, self.logs, self.run):
-            if not folder.is_dir():
-                make_dirs_durably(folder)
+        """Create the home (mode :data:`HOME_MODE`) and its folders (idempotent), each new
+        folder's entry fsynced into its parent (:func:`make_dirs_durably`); returns self.
+
+        Raises :class:`HomeReadOnlyError` or :class:`DiskFullError` when the home cannot be
+        written, else ``OSError``.
+        """
+        try:
+            if not self.root.is_dir():
+                for folder in make_dirs_durably(self.root)[-1:]:
+                    folder.chmod(HOME_MODE)
+            for folder in (self.spool, self.data, self.quarantine, self.logs, self.run):
+                if not folder.is_dir():
+                    make_dirs_durably(folder)
+        except OSError as error:
+            raise (home_error(error, self.root) or error) from error
         return self
 
+    def make_private(self) -> list[Path]:
+        """Take group and other permissions away from the home (:data:`HOME_MODE`), the
+        database files, the logs and ``run/status.json`` (:data:`PRIVATE_FILE_MODE`), where
+        an older release left them open; returns what was changed. Files of another owner
+        are left alone (``chmod`` would fail)."""
+        changed: list[Path] = []
+        candidates = [self.database, *self.root.glob("station.db-*"), self.status_file]
+        if self.logs.is_dir():
+            candidates += [p for p in self.logs.iterdir() if p.is_file()]
+        for path, mode in [(self.root, HOME_MODE), *((p, PRIVATE_FILE_MODE) for p in candidates)]:
+            try:
+                st = path.lstat()
+                kind = stat.S_ISDIR if mode == HOME_MODE else stat.S_ISREG
+                if not kind(st.st_mode) or st.st_uid != os.geteuid():
+                    continue
+                if st.st_mode & 0o077:
+                    path.chmod(stat.S_IMODE(st.st_mode) & mode)
+                    changed.append(path)
+            except FileNotFoundError:
+                continue
+        return changed
+
     def lock(self) -> StationLock:
-        """Take the station lock; raises :class:`StationLockedError` naming the holder's PID."""
+        """Take the station lock; raises :class:`StationLockedError` naming the holder's PID,
+        :class:`HomeReadOnlyError` or :class:`DiskFullError` when the home cannot be
+        written."""
         self.ensure()
-        return StationLock(self.lock_file).acquire()
+        try:
+            return StationLock(self.lock_file).acquire()
+        except OSError as error:
+            raise (home_error(error, self.root) or error) from error
 
     def holder_pid(self) -> int | None:
         """PID written in the lock file by the runtime holding it, if any (it may be stale)."""
@@ -181,7 +312,7 @@ class StationLock:
         self._fd: int | None = None
 
     def acquire(self) -> StationLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

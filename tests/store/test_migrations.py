@@ -156,3 +156,87 @@ def test_commands_refuse_a_newer_database_with_one_clear_line(tmp_path: Path) ->
         assert done.returncode == 2, (args, output)
         assert "newer than this fieldstation" in output and "upgrade fieldstation" in output
         assert "Traceback" not in output, output
+
+
+def _half_made(path: Path, *, keep: int, rows: bool = False, empty_version: bool = False) -> None:
+    """What an older release killed while creating its tables left: ``keep`` of the tables,
+    no version stamp (an empty ``alembic_version`` when ``empty_version``), rows if asked."""
+    database = open_database(path)
+    with database.engine.begin() as c:
+        if rows:
+            c.execute(
+                text(
+                    "INSERT INTO deployments (station_id, config_hash, config, "
+                    "fieldstation_version, started_at) VALUES ('s', 'h', '{}', '0', "
+                    "'2026-01-01 00:00:00')"
+                )
+            )
+        names = [n for n in inspect(c).get_table_names() if n != "alembic_version"]
+        for name in sorted(names)[keep:]:
+            c.execute(text(f'DROP TABLE "{name}"'))
+        c.execute(text("DELETE FROM alembic_version"))
+        if not empty_version:
+            c.execute(text("DROP TABLE alembic_version"))
+    database.dispose()
+
+
+@pytest.mark.parametrize(("keep", "empty_version"), [(1, True), (3, False), (7, True)])
+def test_a_half_made_schema_of_an_older_release_is_rebuilt(
+    tmp_path: Path, keep: int, empty_version: bool
+) -> None:
+    path = tmp_path / "s.db"
+    _half_made(path, keep=keep, empty_version=empty_version)
+    database = open_database(path)
+    assert database.revision() == SCHEMA_HEAD
+    assert "outbox_deliveries" in inspect(database.engine).get_table_names()
+    database.dispose()
+
+
+def test_a_half_made_schema_holding_rows_is_refused_never_dropped(tmp_path: Path) -> None:
+    from fieldstation.store.db import DatabaseDamagedError
+
+    path = tmp_path / "s.db"
+    _half_made(path, keep=8, rows=True)
+    with pytest.raises(DatabaseDamagedError, match=r"holds rows \(deployments 1\).*db recover"):
+        open_database(path)
+    database = open_database(path, migrate=False)
+    with database.engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM deployments")).scalar() == 1
+    database.dispose()
+
+
+def test_0002_half_applied_by_an_older_release_is_finished(tmp_path: Path) -> None:
+    """Column added, killed before the stamp: the stamp says 0001."""
+    path = tmp_path / "s.db"
+    database = open_database(path)
+    with database.engine.begin() as c:
+        c.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    database.dispose()
+    database = open_database(path)
+    assert database.revision() == SCHEMA_HEAD
+    database.dispose()
+
+
+def test_a_new_database_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    open_database(path).dispose()
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_read_only_database_reads_but_is_never_migrated(tmp_path: Path) -> None:
+    from fieldstation.store import DatabaseReadOnlyError
+
+    path = tmp_path / "s.db"
+    database = open_database(path)
+    database.dispose()
+    reader = open_database(path, read_only=True)
+    assert reader.read_only and reader.revision() == SCHEMA_HEAD
+    with pytest.raises(Exception, match="readonly"), reader.session() as session:
+        session.execute(text("DELETE FROM deployments"))
+    reader.dispose()
+    database = open_database(path)
+    with database.engine.begin() as c:
+        c.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    database.dispose()
+    with pytest.raises(DatabaseReadOnlyError, match="needs an upgrade to '0002'"):
+        open_database(path, read_only=True)

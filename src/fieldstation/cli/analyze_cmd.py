@@ -147,11 +147,13 @@ def reprocess(
 ) -> None:
     """Run a station's processor again on the recordings it has already processed (earlier
     runs are kept); recordings it has not processed yet are left to its worker."""
-    from fieldstation.processing.filters import RecordingFacts, build_cleaner, build_filter
-    from fieldstation.processing.model import ModelUnavailableError, RecordingInput
-    from fieldstation.processing.worker import build_model
+    from fieldstation.clock import SystemClock
+    from fieldstation.job import JobContext
+    from fieldstation.processing.model import ModelUnavailableError
+    from fieldstation.processing.worker import ProcessorWorker, build_model
     from fieldstation.store import open_database
     from fieldstation.store import processing as repo
+    from fieldstation.store.deployments import current_deployment
 
     config = load_or_exit(config_path)
     chosen = [p for p in config.processors if model in (p.name, p.model)]
@@ -169,50 +171,27 @@ def reprocess(
         raise typer.Exit(EXIT_INVALID) from None
     home = home_of(config)
     db = open_database(home.database)
-    keep, clean = build_filter(processor.filters), build_cleaner(processor.cleaners)
     run_key = f"reprocess:{datetime.now(UTC).isoformat()}"
-    destinations = config.destinations_for("detection")
     with db.session() as session:
         rows = repo.reprocessable(
             session, processor=processor.name, sensors=processor.sensors, since=since
         )
         waiting = repo.count_pending(session, processor=processor.name, sensors=processor.sensors)
+        deployment = current_deployment(session)
         session.expunge_all()
+    ctx = JobContext(config, home, deployment.id if deployment else 0, SystemClock())
+    ctx.__dict__["db"] = db  # share the open database (cached_property slot)
+    worker = ProcessorWorker(ctx, processor.name, detector)  # the worker's own step
     stored = failed = 0
-    import time
-
     with _progress() as progress:
         task = progress.add_task(processor.name, total=len(rows))
         for row in rows:
-            facts = RecordingFacts(row.duration, row.end_reason, row.sensor)
-            if keep(facts) is None:
-                t0, started = time.perf_counter(), datetime.now(UTC)
-                try:
-                    output = detector.run(RecordingInput.from_row(row, home.root))
-                except Exception as error:  # noqa: BLE001 - report and go on
-                    failed += 1
-                    err_console.print(f"[yellow]recording {row.id}: {error}[/]")
-                else:
-                    with db.session() as session:
-                        repo.complete(
-                            session,
-                            recording_id=row.id,
-                            token=None,
-                            run=repo.RunInfo(
-                                processor=processor.name,
-                                model=processor.model,
-                                model_version=str(detector.version),
-                                started_at=started,
-                                duration=time.perf_counter() - t0,
-                                run_key=run_key,
-                            ),
-                            detections=clean(list(output.detections)),
-                            required=(),
-                            destinations=destinations,
-                            station_id=config.station.id,
-                            now=datetime.now(UTC),
-                        )
-                    stored += 1
+            result = worker.rerun(row, run_key)
+            if result.outcome == "failed":
+                failed += 1
+                err_console.print(f"[yellow]recording {row.id}: {result.error}[/]")
+            elif result.outcome == "processed":
+                stored += 1
             progress.advance(task)
     db.dispose()
     console.print(f"{processor.name}: {stored} recording(s) reprocessed, {failed} failed")

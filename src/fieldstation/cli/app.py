@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "fieldstation.cli.analyze_cmd",  # analyze, reprocess
     "fieldstation.cli.outbox_cmd",  # outbox
     "fieldstation.cli.data_cmd",  # recordings, detections, pin
+    "fieldstation.cli.db_cmd",  # db check, db recover
     "fieldstation.cli.runtime_cmd",  # run, status, start/stop/restart, logs, install, uninstall
 )
 
@@ -56,19 +57,18 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """Entry point of the ``fieldstation`` script.
 
-    Errors every command can meet on a station home are printed as one line and exit 2
-    instead of a traceback: a database written by a newer release
-    (:class:`~fieldstation.store.db.SchemaVersionError`) and a station home held by another
-    process (:class:`~fieldstation.home.StationLockedError`).
+    Errors every command can meet on a station home are printed as one line instead of a
+    traceback (``cli.common.station_error``): a database written by a newer release or held
+    by another process (exit 2), a damaged database or a home of another station (exit 78,
+    which systemd does not restart), a read-only home or a full disk (exit 1).
     """
     try:
         app()
     except Exception as error:
-        from fieldstation.cli.common import EXIT_INVALID, err_console
-        from fieldstation.home import StationLockedError
-        from fieldstation.store.db import SchemaVersionError
+        from fieldstation.cli.common import err_console, exit_status_of, station_error
 
-        if not isinstance(error, SchemaVersionError | StationLockedError):
+        problem = station_error(error)
+        if problem is None:
             raise
-        err_console.print(f"[red]{error}[/]", highlight=False, soft_wrap=True)
-        raise SystemExit(EXIT_INVALID) from None
+        err_console.print(str(problem), style="red", highlight=False, markup=False, soft_wrap=True)
+        raise SystemExit(exit_status_of(problem)) from None

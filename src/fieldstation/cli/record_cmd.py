@@ -1,7 +1,9 @@
 """``fieldstation record CONFIG --sensor NAME --for 30s``: record one sensor now, then stop.
 
-Runs the same recorder job the station runs (start-up recovery first), holding the station lock
-so no runtime records into the same home at the same time. By default the sensor's schedule
+Runs the same recorder job the station runs, after the station's own start-up path
+(:func:`~fieldstation.runtime.startup.start_station`: lock, schema check, migration,
+deployment, lease expiry, recovery), holding the station lock so no runtime records into the
+same home at the same time. By default the sensor's schedule
 applies inside the period; ``--now`` records the whole period regardless of the schedule.
 
 The run ends at the deadline (start + ``--for``) whatever the schedule: slots are cut at the
@@ -58,16 +60,12 @@ def record(
     ] = False,
 ) -> None:
     """Record one sensor for a while into the station home (chunks, rows, outbox messages)."""
-    from fieldstation import __version__
     from fieldstation.clock import SystemClock
-    from fieldstation.config import config_hash
     from fieldstation.home import StationLockedError
     from fieldstation.job import JobContext
     from fieldstation.recording.job import RecorderError, run_recorder, schedule_slots
-    from fieldstation.recording.recovery import recover
+    from fieldstation.runtime.startup import private_umask, start_station
     from fieldstation.sensors import SensorError
-    from fieldstation.store import open_database
-    from fieldstation.store.deployments import start_deployment
 
     cfg = load_or_exit(config)
     try:
@@ -81,23 +79,14 @@ def record(
         err_console.print(f"[red]no sensor {name!r}; sensors: {', '.join(enabled) or 'none'}[/]")
         raise typer.Exit(EXIT_INVALID)
     home = home_of(cfg)
+    clock = SystemClock()
     try:
-        lock = home.lock()
+        started = start_station(cfg, clock)  # lock → schema → migrate → deployment → recovery
     except StationLockedError as error:
         err_console.print(f"[red]{error}[/]")
         raise typer.Exit(1) from None
-    clock = SystemClock()
-    with lock:
-        db = open_database(home.database)
-        with db.session() as session:
-            deployment = start_deployment(
-                session,
-                station_id=cfg.station.id,
-                config_hash=config_hash(cfg),
-                config=cfg.model_dump(mode="json"),
-                version=__version__,
-                now=clock.now(),
-            )
+    with started.lock, private_umask():
+        db = started.db
         stop = threading.Event()
         deadline = clock.now() + timedelta(seconds=seconds)  # reset after recovery, below
         chunks: list[dict[str, Any]] = []
@@ -115,7 +104,7 @@ def record(
         ctx = JobContext(
             cfg,
             home,
-            deployment.id,
+            started.deployment_id,
             clock,
             stop,
             progress,
@@ -123,8 +112,8 @@ def record(
             stop_reason="stopped",
         )
         ctx.__dict__["db"] = db  # share the open database (cached_property slot)
-        report = recover(ctx)
-        if report.changed:
+        report = started.recovery
+        if report is not None and report.changed:
             console.print(f"recovery: { {k: len(v) for k, v in report.as_dict().items()} }")
         deadline = clock.now() + timedelta(seconds=seconds)
         base: Any

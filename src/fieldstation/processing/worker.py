@@ -11,6 +11,7 @@ retried; a recording whose file is gone fails at once, marked ``missing``. Progr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -82,6 +83,9 @@ class StepResult:
 
 Claim = tuple[repo.ClaimedRecording, str]
 """A claimed recording and its claim token."""
+RecordingLike = Any
+"""A recording to analyse: a claimed row (:class:`~fieldstation.store.processing.ClaimedRecording`)
+or a :class:`~fieldstation.store.models.Recording` (id, path, sensor, duration, end_reason...)."""
 
 
 class ProcessorWorker:
@@ -156,26 +160,16 @@ class ProcessorWorker:
         self.ctx.progress("claimed", {"recording_id": row.id})
         return self.process(row, token, claim_next=busy)
 
-    def process(
-        self, row: repo.ClaimedRecording, token: str, *, claim_next: bool = False
-    ) -> StepResult:
-        """Analyse a claimed recording and commit the outcome (see module docstring);
-        ``claim_next``: also claim the next recording in that commit (see the class
-        docstring)."""
+    def analyse(self, row: RecordingLike) -> tuple[repo.RunInfo, list[Any]]:
+        """Run the filter, the model and the cleaners on ``row``'s file; returns the run (status
+        ``ok``, or ``skipped`` with the filter's reason) and the detections kept. Stores
+        nothing; raises what the model raised."""
         started = self.ctx.clock.now()
         t0 = time.perf_counter()
         facts = RecordingFacts(duration=row.duration, end_reason=row.end_reason, sensor=row.sensor)
         skip_reason = self._filter(facts)
-        try:
-            run_model = skip_reason is None
-            output = self.model.run(self._input(row)) if run_model else ModelOutput()
-            kept = self._clean(list(output.detections))
-        except Exception as error:  # noqa: BLE001 - any model failure is recorded, not raised
-            if not (self.ctx.home.root / row.path).exists():
-                return self._missing(row, token, error)
-            if _undecodable(error):
-                return self._quarantine(row, token, error)
-            return self._fail(row, token, error)
+        output = self.model.run(self._input(row)) if skip_reason is None else ModelOutput()
+        kept = self._clean(list(output.detections))
         run = repo.RunInfo(
             processor=self.config.name,
             model=self.config.model,
@@ -185,6 +179,48 @@ class ProcessorWorker:
             status="skipped" if skip_reason is not None else "ok",
             note=skip_reason,
         )
+        return run, kept
+
+    def rerun(self, row: RecordingLike, run_key: str) -> StepResult:
+        """Analyse a recording this processor has already done once more (``fieldstation
+        reprocess``) and store the new run beside the earlier ones (``run_key`` tells its
+        messages apart), without a claim and without changing the recording's state. A model
+        failure is returned (``failed``), and a recording the filters skip (``skipped``);
+        neither is stored."""
+        try:
+            run, kept = self.analyse(row)
+        except Exception as error:  # noqa: BLE001 - reported to the caller, nothing stored
+            return StepResult("failed", row.id, error=f"{type(error).__name__}: {error}")
+        if run.status == "skipped":
+            return StepResult("skipped", row.id)
+        with self.ctx.db.session() as session:
+            repo.complete(
+                session,
+                recording_id=row.id,
+                token=None,
+                run=dataclasses.replace(run, run_key=run_key),
+                detections=kept,
+                required=(),
+                destinations=self._destinations,
+                station_id=self.ctx.config.station.id,
+                now=self.ctx.clock.now(),
+            )
+        return StepResult("processed", row.id, detections=len(kept))
+
+    def process(
+        self, row: repo.ClaimedRecording, token: str, *, claim_next: bool = False
+    ) -> StepResult:
+        """Analyse a claimed recording and commit the outcome (see module docstring);
+        ``claim_next``: also claim the next recording in that commit (see the class
+        docstring)."""
+        try:
+            run, kept = self.analyse(row)
+        except Exception as error:  # noqa: BLE001 - any model failure is recorded, not raised
+            if not (self.ctx.home.root / row.path).exists():
+                return self._missing(row, token, error)
+            if _undecodable(error):
+                return self._quarantine(row, token, error)
+            return self._fail(row, token, error)
         try:
             with self.ctx.db.session() as session:
                 repo.complete(
@@ -206,11 +242,11 @@ class ProcessorWorker:
         except repo.LeaseLostError as error:
             log.warning("%s", error)
             return StepResult("lost", row.id, error=str(error))
-        outcome = "skipped" if skip_reason is not None else "processed"
+        outcome = "skipped" if run.status == "skipped" else "processed"
         self.ctx.progress("processed", {"recording_id": row.id, "detections": len(kept)})
         return StepResult(outcome, row.id, detections=len(kept))
 
-    def _input(self, row: repo.ClaimedRecording) -> RecordingInput:
+    def _input(self, row: RecordingLike) -> RecordingInput:
         return RecordingInput.from_row(row, self.ctx.home.root)
 
     def _fail(self, row: repo.ClaimedRecording, token: str, error: BaseException) -> StepResult:

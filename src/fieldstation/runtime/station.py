@@ -1,8 +1,10 @@
 """Building and running a station from its config: the runtime's top level.
 
-Start-up order (issue 7): take the home lock (a second runtime on the same home gets
-:class:`~fieldstation.home.StationLockedError` naming the holder's PID), open and migrate the
-database, start (or continue) the deployment, run start-up recovery, then start the jobs:
+Start-up (:mod:`fieldstation.runtime.startup`, the one path shared with ``record``): take the
+home lock (a second runtime on the same home gets
+:class:`~fieldstation.home.StationLockedError` naming the holder's PID), check and migrate the
+database, start (or continue) the deployment, end the last run's leases, run start-up
+recovery; then start the jobs:
 each sensor's recorder and each processor in its own process; the network monitor, delivery
 loop, heartbeat, summarizer and retention as supervisor threads; plus the control API, the
 status file writer and the systemd watchdog. Shutdown reverses it.
@@ -10,33 +12,37 @@ status file writer and the systemd watchdog. Shutdown reverses it.
 Process jobs are named by module path and imported only in their child process, so the
 supervisor never loads numpy, soundfile or a model; start-up work that needs heavy modules
 (migration, spool recovery) runs in a short-lived child (:func:`run_in_child`).
+While it runs, the station's umask is ``077`` (:func:`~fieldstation.runtime.startup.private_umask`).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from fieldstation import __version__
 from fieldstation.clock import Clock, SystemClock
-from fieldstation.config.station import StationConfig, config_data, config_hash
+from fieldstation.config.station import StationConfig, config_hash
 from fieldstation.home import StationHome
 from fieldstation.runtime import systemd
 from fieldstation.runtime.jobs import (
-    PRELOAD,
     ProcessJobSpec,
     ThreadJobSpec,
     fork_fork_server,
     log_file_of,
 )
 from fieldstation.runtime.liveness import ProcessorLiveness, RecorderLiveness
+from fieldstation.runtime.startup import (
+    MigrationError,
+    migrate_in_child,
+    private_umask,
+    run_in_child,
+    start_station,
+)
 from fieldstation.runtime.status import atomic_write_json, disk_status, system_status
 from fieldstation.runtime.supervisor import Supervisor, UnknownJobError, tail_lines
 from fieldstation.store.db import Database
@@ -56,62 +62,6 @@ log = logging.getLogger(__name__)
 
 RECORDER = "fieldstation.recording.job:run_recorder"
 PROCESSOR = "fieldstation.processing.worker:run_processor"
-
-
-class MigrationError(RuntimeError):
-    """The station database could not be migrated; the message says why."""
-
-
-def run_in_child(function: Callable[..., Any], *args: Any) -> Any:
-    """``function(*args)`` in a short-lived child process started by the fork server.
-
-    For start-up work whose imports the supervisor, which runs for months, should not keep:
-    Alembic costs a process about 34 MiB that it never gives back, and salvaging spool files
-    loads numpy and soundfile. Returns what ``function`` returned and re-raises what it raised
-    (both cross the process boundary pickled, so ``function`` must be a module-level name).
-    """
-    from concurrent.futures import ProcessPoolExecutor
-
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(function, *args).result()
-
-
-def _migrate(path: str) -> None:
-    from fieldstation.store import open_database
-
-    open_database(path, migrate=True).dispose()
-
-
-def migrate_in_child(path: Path) -> None:
-    """Open and migrate the database at ``path`` in a child process (:func:`run_in_child`).
-
-    Raises :class:`MigrationError` naming the cause when the migration fails.
-    """
-    try:
-        run_in_child(_migrate, str(path))
-    except Exception as error:
-        raise MigrationError(f"migrating {path} failed: {type(error).__name__}: {error}") from error
-
-
-def _recover(data: dict[str, Any], root: str, deployment_id: int) -> Any:
-    from fieldstation.config import parse_config
-    from fieldstation.job import JobContext
-    from fieldstation.recording.recovery import recover
-
-    ctx = JobContext(
-        config=parse_config(data),
-        home=StationHome(Path(root)),
-        deployment_id=deployment_id,
-        clock=SystemClock(),
-        name="recovery",
-    )
-    try:
-        return recover(ctx)
-    finally:
-        if "db" in ctx.__dict__:  # opened by recover()
-            ctx.db.dispose()
 
 
 def process_jobs(
@@ -174,24 +124,13 @@ class Station:
 
     # --- start-up steps --------------------------------------------------------------------
 
-    def _open(self) -> None:
-        from fieldstation.store import open_database
-        from fieldstation.store.deployments import start_deployment
-
-        self.db = open_database(self.home.database, migrate=False)
-        self.db.check_schema()  # a newer release's database: a clear error, before any child
-        migrate_in_child(self.home.database)
-        with self.db.session() as session:
-            deployment = start_deployment(
-                session,
-                station_id=self.config.station.id,
-                config_hash=self.config_hash,
-                config=self.config.model_dump(mode="json"),
-                version=__version__,
-                now=self.clock.now(),
-            )
-            self.deployment_id = deployment.id
-        log.info("station %s: deployment %s", self.config.station.id, self.deployment_id)
+    def _start(self) -> Any:
+        """The start-up path (:func:`~fieldstation.runtime.startup.start_station`), with the
+        migration and the recovery in child processes; returns the started station, whose
+        lock :meth:`run` releases."""
+        started = start_station(self.config, self.clock, runner=run_in_child)
+        self.db, self.deployment_id = started.db, started.deployment_id
+        return started
 
     def _job_exited(self, name: str, pid: int | None) -> None:
         kind, _, processor = name.partition(":")
@@ -200,27 +139,6 @@ class Station:
         released = _expire_leases(self.db, self.clock.now(), worker_id(processor, pid))
         if released:
             log.info("%s: released %d claim(s) of the ended worker", name, released)
-
-    def _recover(self) -> None:
-        """End the leases of the last run, then start-up recovery (in a child process)."""
-        assert self.db is not None and self.deployment_id is not None
-        released = _expire_leases(self.db, self.clock.now())
-        if released:
-            log.info("start-up: released %d processing claim(s) of the last run", released)
-        try:
-            report = run_in_child(
-                _recover,
-                config_data(self.config),
-                str(self.home.root),
-                self.deployment_id,
-            )
-        except Exception as error:
-            log.exception("start-up recovery failed")
-            self.record_event(
-                "recovery_failed", "runtime", f"recovery failed: {error}", "error", {}
-            )
-            return
-        log.info("start-up recovery: %s", report)
 
     def record_event(
         self, kind: str, source: str, message: str, severity: str, data: dict[str, Any]
@@ -305,14 +223,16 @@ class Station:
         Raises :class:`~fieldstation.home.StationLockedError` when another runtime holds the
         home. Must be called from the main thread only if signals are to reach it.
         """
+        with private_umask():
+            self._run(stop, duration)
+
+    def _run(self, stop: threading.Event, duration: float | None) -> None:
         fork_fork_server()  # before any thread, lock or database (decision 0060)
-        lock = self.home.lock()
         self.started_at = self.clock.monotonic()
+        started = self._start()
         control = None
         helpers: list[threading.Thread] = []
         try:
-            self._open()
-            self._recover()
             specs: list[ProcessJobSpec | ThreadJobSpec] = list(
                 self.jobs if self.jobs is not None else process_jobs(self.config)
             )
@@ -359,9 +279,7 @@ class Station:
             if self.supervisor is not None:
                 self._write_status()
                 self.supervisor.close()
-            if self.db is not None:
-                self.db.dispose()
-            lock.release()
+            started.close()
 
     def _stop_after(self, stop: threading.Event, duration: float) -> None:
         self.clock.wait(stop, duration)

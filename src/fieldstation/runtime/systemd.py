@@ -117,6 +117,7 @@ def render_unit(
         f"WatchdogSec={WATCHDOG_SEC}",
         "Restart=on-failure",
         "RestartSec=10",
+        "RestartPreventExitStatus=78",  # EX_CONFIG: a damaged database, a home of another id
         "TimeoutStopSec=30",
         "KillMode=mixed",
         "KillSignal=SIGTERM",

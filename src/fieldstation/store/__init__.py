@@ -4,6 +4,22 @@ Imports nothing of fieldstation above it. Other modules read and write the datab
 through the repository functions here (``store.deployments``, ``store.outbox``, ...).
 """
 
-from fieldstation.store.db import SCHEMA_HEAD, Database, SchemaVersionError, open_database
+from fieldstation.store.db import (
+    SCHEMA_HEAD,
+    Database,
+    DatabaseDamagedError,
+    DatabaseReadOnlyError,
+    SchemaVersionError,
+    StationDatabaseError,
+    open_database,
+)
 
-__all__ = ["SCHEMA_HEAD", "Database", "SchemaVersionError", "open_database"]
+__all__ = [
+    "SCHEMA_HEAD",
+    "Database",
+    "DatabaseDamagedError",
+    "DatabaseReadOnlyError",
+    "SchemaVersionError",
+    "StationDatabaseError",
+    "open_database",
+]

@@ -17,6 +17,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    columns = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("outbox_deliveries")}
+    if "retried_at" in columns:  # added by an older release killed before it stamped 0002
+        return
     with op.batch_alter_table("outbox_deliveries", schema=None) as batch_op:
         batch_op.add_column(sa.Column("retried_at", sa.DateTime(), nullable=True))
 
