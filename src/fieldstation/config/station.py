@@ -233,7 +233,8 @@ def shown_value(value: Any, key: str | None = None) -> Any:
             return _Described("an empty list")
         return _Described(f"a list of {len(value)} item(s) of type {', '.join(kinds)}")
     if isinstance(value, str):
-        return _clipped(redact_text(value))
+        # clip first: the URL pattern is slow on a megabyte of text, and only the start shows
+        return _clipped(redact_text(value[: _SHOWN_CHARS * 2]), len(value))
     return value
 
 
@@ -241,11 +242,12 @@ _SHOWN_CHARS = 80
 """How much of a long bad string an error message shows."""
 
 
-def _clipped(text: str) -> Any:
-    """``text``, or its first :data:`_SHOWN_CHARS` characters and its length when longer."""
-    if len(text) <= _SHOWN_CHARS:
+def _clipped(text: str, length: int) -> Any:
+    """``text`` (of a value ``length`` characters long), or its first :data:`_SHOWN_CHARS`
+    characters and the length when longer."""
+    if length <= _SHOWN_CHARS:
         return text
-    return _Described(f"{text[:_SHOWN_CHARS]!r}... ({len(text)} characters)")
+    return _Described(f"{text[:_SHOWN_CHARS]!r}... ({length} characters)")
 
 
 _PLUGIN_LISTS: dict[str, tuple[PluginGroup, str]] = {
