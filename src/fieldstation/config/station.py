@@ -32,6 +32,7 @@ __all__ = [
     "StationSection",
     "config_data",
     "config_hash",
+    "host_issues",
     "load_config",
     "parse_config",
     "station_model",
@@ -372,6 +373,28 @@ def _cross_checks(config: StationConfig) -> list[ConfigIssue]:
     for name in config.retention.sensors:
         if name not in sensor_names:
             issues.append(ConfigIssue(f"retention.sensors.{name}", name, "no such sensor"))
+    return issues
+
+
+def host_issues(config: StationConfig) -> list[ConfigIssue]:
+    """What stops the enabled sensors and processors of ``config`` on *this* machine, found
+    cheaply by each plugin's ``preflight`` (replay files missing, not regular, unreadable or
+    undecodable by their headers; model extras not installed): one issue per problem at the
+    entry's key path. Checks only; builds nothing (decision record 0014)."""
+    issues: list[ConfigIssue] = []
+    entries: list[tuple[str, PluginGroup, str, Any]] = [
+        *(("sensors", "sensors", s.kind, s) for s in config.sensors),
+        *(("processors", "models", p.model, p) for p in config.processors),
+    ]
+    index = {"sensors": 0, "processors": 0}
+    for field, group, name, entry in entries:
+        key = f"{field}[{index[field]}]"
+        index[field] += 1
+        check = load_plugin(group, name).preflight
+        if not entry.enabled or check is None:
+            continue
+        for problem in check(entry):
+            issues.append(ConfigIssue(key, _MISSING, problem))
     return issues
 
 
