@@ -17,8 +17,8 @@ from fieldstation.cli.common import (
     print_config_error,
 )
 from fieldstation.config import ConfigError, station_model, template_text
-from fieldstation.config.station import host_issues
 from fieldstation.config.secrets import unresolved_secrets
+from fieldstation.config.station import host_issues
 
 __all__ = ["register"]
 

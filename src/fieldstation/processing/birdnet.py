@@ -149,8 +149,8 @@ class BirdnetModel:
         n_out = int(outputs[0]["shape"][-1])
         if n_out != len(self.labels):
             raise model_unavailable(
-                f"processor {config.name!r}: birdnet model {model_path} has {n_out} outputs but {labels_path} holds "
-                f"{len(self.labels)} labels; give a matching labels_path"
+                f"processor {config.name!r}: birdnet model {model_path} has {n_out} outputs "
+                f"but {labels_path} holds {len(self.labels)} labels; give a matching labels_path"
             )
         wanted = set(config.species or [])
         if config.species_file is not None:
