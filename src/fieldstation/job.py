@@ -42,7 +42,6 @@ class ConfigurationError(Exception):
     ``config_error`` and does not restart it until the station file changes or an operator
     starts it; every other exception is a transient fault, restarted with backoff."""
 
-
 ProgressFn = Callable[[str, dict[str, Any]], None]
 """``progress(what, details)``: e.g. ``("chunk", {"recording_id": 12})``, ``("idle", {})``."""
 
