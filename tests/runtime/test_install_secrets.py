@@ -17,7 +17,6 @@ import pytest
 import tomli_w
 
 from fieldstation.config import template_text
-from fieldstation.runtime.systemd import write_environment_file
 
 TRICKY = "p\"a$s`w\\o rd #1 'x'"
 
@@ -106,6 +105,8 @@ def test_install_refuses_naming_the_variable_to_export(tmp_path: Path) -> None:
 
 
 def test_environment_file_is_0600_even_under_a_lax_umask(tmp_path: Path) -> None:
+    from fieldstation.runtime.systemd import write_environment_file
+
     old = os.umask(0)
     try:
         path = write_environment_file(tmp_path / "s.env", {"A": "1"})
