@@ -217,3 +217,73 @@ def test_recorder_job_raises_configuration_error_and_its_process_exits_78(
         except EOFError:
             break
     assert any("config_error" in r and "FIFO" in r for r in reports), reports
+
+
+def _run_job_process(ctx: JobContext, data: dict[str, Any]) -> tuple[int | None, list[str]]:
+    from fieldstation.runtime.jobs import ProcessJobSpec, child_main
+    from fieldstation.runtime.station import RECORDER
+
+    spec = ProcessJobSpec(name="recorder:rep", target=RECORDER, args=("rep",))
+    parent, child = multiprocessing.Pipe(duplex=False)
+    process = multiprocessing.get_context("fork").Process(
+        target=child_main, args=(spec, data, ctx.home, ctx.deployment_id, child)
+    )
+    process.start()
+    child.close()
+    process.join(60)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
+        return None, []
+    reports = []
+    while parent.poll(1):
+        try:
+            reports.append(parent.recv_bytes().decode())
+        except EOFError:
+            break
+    return process.exitcode, reports
+
+
+def test_recorder_of_only_empty_files_looping_exits_78_instead_of_spinning(
+    tmp_path: Path,
+) -> None:
+    """It used to spin at 100 % of a core in read(), deaf to SIGTERM, until liveness killed it."""
+    empty = tmp_path / "empty.wav"
+    sf.write(str(empty), np.zeros((0, 1), np.int16), 8000, subtype="PCM_16")
+    sensor = {"name": "rep", "kind": "replay", "files": [str(empty)], "loop": True}
+    ctx, data = _station(tmp_path, sensor)
+    code, reports = _run_job_process(ctx, data)
+    assert code == EXIT_CONFIG
+    assert any("config_error" in r and "empty.wav" in r for r in reports), reports
+
+
+def test_recorder_records_the_good_files_around_a_damaged_one(tmp_path: Path) -> None:
+    """Under mismatched = 'skip' a file found damaged mid-stream used to crash the recorder at
+    every restart, so the good files were never recorded."""
+    from sqlalchemy import func, select
+
+    from fieldstation.recording.job import run_recorder
+    from fieldstation.store.models import Recording
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    a = write(folder / "a.flac", 8000, seed=1)
+    write(folder / "b.flac", 16000, seed=2)
+    damage_middle(folder / "b.flac")
+    c = write(folder / "c.flac", 8000, seed=3)
+    sensor = {
+        "name": "rep",
+        "kind": "replay",
+        "files": [str(folder)],
+        "mismatched": "skip",
+        "speed": 200,
+        "chunk": "1s",
+        "format": "wav",
+    }
+    ctx, _ = _station(tmp_path, sensor)
+    run_recorder(ctx, "rep", stop_when_exhausted=True)
+    with ctx.db.session() as session:
+        frames = session.scalar(select(func.sum(Recording.frames)))
+    ctx.db.dispose()
+    assert frames is not None and frames >= len(a) + len(c)
+    assert frames < len(a) + 16000 + len(c)  # b's frames from the damage on are gone
