@@ -287,3 +287,49 @@ def test_recorder_records_the_good_files_around_a_damaged_one(tmp_path: Path) ->
     ctx.db.dispose()
     assert frames is not None and frames >= len(a) + len(c)
     assert frames < len(a) + 16000 + len(c)  # b's frames from the damage on are gone
+
+
+def test_sigterm_stops_a_slow_replay_promptly(tmp_path: Path) -> None:
+    """At speed 0.01 a 1 s block takes 100 s to "happen"; the recorder used to sleep through
+    SIGTERM in read() until the stop timeout's alarm killed it."""
+    import json
+    import signal
+    import time
+
+    from fieldstation.runtime.jobs import ProcessJobSpec, child_main
+    from fieldstation.runtime.station import RECORDER
+
+    write(tmp_path / "a.wav", 8000)
+    sensor = {
+        "name": "rep",
+        "kind": "replay",
+        "files": [str(tmp_path / "a.wav")],
+        "speed": 0.01,
+        "block": 1.0,
+        "format": "wav",
+    }
+    ctx, data = _station(tmp_path, sensor)
+    data["runtime"] = {"stop_timeout": "60s"}
+    spec = ProcessJobSpec(name="recorder:rep", target=RECORDER, args=("rep",))
+    parent, child = multiprocessing.Pipe(duplex=False)
+    process = multiprocessing.get_context("fork").Process(
+        target=child_main, args=(spec, data, ctx.home, ctx.deployment_id, child)
+    )
+    process.start()
+    child.close()
+    try:
+        while True:  # the slot is open: the recorder is reading
+            assert parent.poll(60), "no progress report"
+            if json.loads(parent.recv_bytes())["what"] == "slot":
+                break
+        assert process.pid is not None
+        sent = time.monotonic()
+        os.kill(process.pid, signal.SIGTERM)
+        process.join(30)
+        took = time.monotonic() - sent
+    finally:
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+    assert process.exitcode == 0
+    assert took < 10, took

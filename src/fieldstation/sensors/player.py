@@ -25,6 +25,10 @@ __all__ = ["ReplaySensor"]
 
 log = logging.getLogger(__name__)
 
+MAX_WAIT = 0.5
+"""Longest real time (s) one :meth:`ReplaySensor.read` waits for its frames: a stop is
+answered within it whatever ``speed`` and ``block`` are."""
+
 
 class ReplaySensor:
     """Plays ``config.files`` as one continuous stream (see :mod:`fieldstation.sensors.replay`).
@@ -122,7 +126,11 @@ class ReplaySensor:
             )
         self.files = kept
         self.dtype = DTYPES[config.sample_format]
-        self._block = max(1, round(config.block * self.sample_rate))
+        # A read waits until its block has "happened" at `speed`; at a slow speed a whole block
+        # could take minutes, during which a stop (SIGTERM) goes unanswered: blocks shrink so
+        # that one read never waits more than MAX_WAIT seconds of real time.
+        prompt = max(1, int(MAX_WAIT * config.speed * self.sample_rate))
+        self._block = min(max(1, round(config.block * self.sample_rate)), prompt)
         self._pacer = Pacer(self.clock, self.sample_rate, config.speed)
         self._index = 0
         self._file: sf.SoundFile | None = None
@@ -198,7 +206,8 @@ class ReplaySensor:
 
     def read(self) -> Block | None:
         """The next ``block`` seconds of the stream as a :class:`Block` (``(frames, channels)``
-        of ``dtype``; shorter only at the very end), continuing across files without a gap;
+        of ``dtype``; shorter at the very end, and when ``block / speed`` exceeds
+        :data:`MAX_WAIT`: then ``MAX_WAIT * speed`` seconds, so a read never waits longer), continuing across files without a gap;
         waits until those frames have "happened" at ``speed`` × real time; capture time =
         open time + frame / ``sample_rate``. None once the last file has played (never when
         looping). A file found damaged while it plays is left out under ``mismatched =
