@@ -206,14 +206,17 @@ class ReplaySensor:
 
     def read(self) -> Block | None:
         """The next ``block`` seconds of the stream as a :class:`Block` (``(frames, channels)``
-        of ``dtype``; shorter at the very end, and when ``block / speed`` exceeds
-        :data:`MAX_WAIT`: then ``MAX_WAIT * speed`` seconds, so a read never waits longer), continuing across files without a gap;
-        waits until those frames have "happened" at ``speed`` × real time; capture time =
-        open time + frame / ``sample_rate``. None once the last file has played (never when
-        looping). A file found damaged while it plays is left out under ``mismatched =
-        "skip"`` (a warning names it; the frames of the failed read are lost, the next file
-        follows), else it raises a configuration error naming it, as it does when a loop finds
-        nothing left to play. Raises ``RuntimeError`` before :meth:`open`."""
+        of ``dtype``), continuing across files without a gap.
+
+        Shorter at the very end, and when ``block / speed`` exceeds :data:`MAX_WAIT` (then
+        ``MAX_WAIT * speed`` seconds, so that a read never waits longer). Waits until those
+        frames have "happened" at ``speed`` x real time; capture time = open time + frame /
+        ``sample_rate``. None once the last file has played (never when looping). A file found
+        damaged while it plays is left out under ``mismatched = "skip"`` (a warning names it;
+        the frames of the failed read are lost, the next file follows), else it raises a
+        configuration error naming it, as it does when a loop finds nothing left to play.
+        Raises ``RuntimeError`` before :meth:`open`.
+        """
         if self._state != "open":
             raise RuntimeError("read() before open()")
         parts: list[np.ndarray] = []
