@@ -79,12 +79,48 @@ def test_fifo_is_named_as_a_fifo_and_never_opened(tmp_path: Path) -> None:
     assert sensor.health().details["skipped"] == [str(fifo)]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode 000 file anyway")
-def test_unreadable_file_is_a_configuration_error(tmp_path: Path) -> None:
-    write(tmp_path / "a.wav", 800)
-    (tmp_path / "a.wav").chmod(0)
-    with pytest.raises(ConfigurationError, match="not readable"):
-        build_sensor(cfg([tmp_path / "a.wav"]), VirtualClock())
+UNREADABLE = """
+import sys
+from fieldstation.clock import VirtualClock
+from fieldstation.job import ConfigurationError
+from fieldstation.sensors import build_sensor
+from fieldstation.sensors.replay import ReplayConfig
+config = ReplayConfig.model_validate({"name": "r", "kind": "replay", "files": [sys.argv[1]]})
+try:
+    build_sensor(config, VirtualClock())
+except ConfigurationError as error:
+    print("configuration error:", error)
+except Exception as error:
+    print("other error:", error)
+"""
+
+
+def test_unreadable_file_is_a_configuration_error() -> None:
+    """Root reads a mode 000 file anyway, so as root the check runs as nobody (setpriv)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root and no setpriv to drop to nobody")
+        prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)
+        path = Path(folder) / "a.wav"
+        write(path, 800)
+        path.chmod(0)
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", UNREADABLE, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.stdout.startswith("configuration error:"), done.stdout + done.stderr
+    assert "a.wav is not readable" in done.stdout
 
 
 def test_undecodable_file_under_error_is_a_configuration_error(tmp_path: Path) -> None:

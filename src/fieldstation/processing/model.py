@@ -71,6 +71,7 @@ def _unavailable_class() -> type[ModelUnavailableError]:
         """A model's extra is missing: a configuration error the supervisor does not retry."""
 
     ModelExtraMissingError.__module__ = __name__
+    ModelExtraMissingError.__qualname__ = "ModelExtraMissingError"
     return ModelExtraMissingError
 
 

@@ -79,6 +79,7 @@ def _configuration_error_class() -> type[SensorConfigError]:
         """A sensor configuration error the supervisor must not retry."""
 
     SensorConfigurationError.__module__ = __name__
+    SensorConfigurationError.__qualname__ = "SensorConfigurationError"
     return SensorConfigurationError
 
 
