@@ -26,11 +26,11 @@ __all__ = [
 SampleFormat = Literal["int16", "int24", "int32", "float32"]
 BYTES_PER_SAMPLE: dict[str, int] = {"int16": 2, "int24": 3, "int32": 4, "float32": 4}
 
-MIN_CHUNK = 0.1
-"""Shortest chunk, seconds (decision record 0015). Sensors hand out blocks of about 0.1 s
-(replay's default ``block``), and every chunk costs a file, an fsync of the file and of its
-folders, a database row and an outbox message: at 0.1 s that is already 10 commits a second per
-sensor, about what an SD card keeps up with; a shorter chunk ("1ms") cannot be committed in real
+MIN_CHUNK = 0.05
+"""Shortest chunk, seconds (decision record 0015). Every chunk costs a file, an fsync of the
+file and of its folders, a database row and an outbox message; on an SD card an fsync takes
+from a few to tens of milliseconds, so at 50 ms (20 chunks a second per sensor) committing
+already takes about as long as recording. A shorter chunk ("1ms") cannot be committed in real
 time."""
 
 MAX_SAMPLE_RATE = 2_000_000
@@ -58,7 +58,7 @@ class SensorConfig(StrictModel):
         default=60.0,
         ge=MIN_CHUNK,
         le=86400,
-        description="Length of each recorded file (chunk), seconds (0.1 s to 1 day).",
+        description="Length of each recorded file (chunk), seconds (50 ms to 1 day).",
     )
     min_free: Bytes = Field(
         default=ByteSize(200_000_000),
