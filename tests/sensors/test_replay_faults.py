@@ -369,3 +369,12 @@ def test_sigterm_stops_a_slow_replay_promptly(tmp_path: Path) -> None:
             process.join()
     assert process.exitcode == 0
     assert took < 10, took
+
+
+def test_replay_file_above_flacs_rate_is_a_configuration_error(tmp_path: Path) -> None:
+    """The rate comes from the file; FLAC chunks cannot hold 700 kHz (it used to fail at every
+    chunk, restarted over and over)."""
+    write(tmp_path / "bat.wav", 7000, rate=700_000)
+    with pytest.raises(ConfigurationError, match=r"bat\.wav is at 700000 Hz.*655350.*'wav'"):
+        build_sensor(cfg([tmp_path / "bat.wav"]), VirtualClock())
+    build_sensor(cfg([tmp_path / "bat.wav"], format="wav"), VirtualClock())
