@@ -160,7 +160,7 @@ CASES: list[tuple[str, Callable[[Data], None], str, str, str | None]] = [
         "cannot read 'ten seconds' as a duration",
         "'ten seconds'",
     ),
-    ("zero chunk", _set("sensors.0.chunk", 0), "sensors[0].chunk", "greater than 0", "0.0"),
+    ("zero chunk", _set("sensors.0.chunk", 0), "sensors[0].chunk", "or equal to 0.05", "0.0"),
     (
         "bad size",
         _set("sensors.0.min_free", "lots"),

@@ -9,9 +9,16 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from fieldstation.cli.common import EXIT_INVALID, console, err_console, load_or_exit
-from fieldstation.config import station_model, template_text
+from fieldstation.cli.common import (
+    EXIT_INVALID,
+    console,
+    err_console,
+    load_or_exit,
+    print_config_error,
+)
+from fieldstation.config import ConfigError, station_model, template_text
 from fieldstation.config.secrets import unresolved_secrets
+from fieldstation.config.station import host_issues
 
 __all__ = ["register"]
 
@@ -40,9 +47,35 @@ def init(
     console.print(f"wrote {target}; check it with [bold]fieldstation validate {target}[/]")
 
 
-def validate(config: Annotated[Path, typer.Argument(help="Station file (TOML).")]) -> None:
-    """Check a station file: exit 0 when valid, 2 with every error (key, value, reason)."""
+def validate(
+    config: Annotated[Path, typer.Argument(help="Station file (TOML).")],
+    host_checks: Annotated[
+        bool,
+        typer.Option(
+            "--host-checks/--no-host-checks",
+            help="Also check what this machine must provide: replay files (exist, regular, "
+            "readable, decodable headers) and installed model extras. Use --no-host-checks "
+            "to check a file meant for another machine.",
+        ),
+    ] = True,
+) -> None:
+    """Check a station file: exit 0 when valid, 2 with every error (key, value, reason).
+
+    Besides the file itself, the inputs and extras its enabled sensors and processors need
+    on this machine are checked (errors too; skip them with --no-host-checks). Unresolved
+    ``env:``/``file:`` secrets are only warnings: the service may have them where it runs.
+    """
     station = load_or_exit(config)
+    issues = host_issues(station) if host_checks else []
+    if issues:
+        print_config_error(ConfigError(issues, config))
+        err_console.print(
+            "(these depend on this machine; to check a file meant for another one, "
+            "use --no-host-checks)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INVALID)
     console.print(
         f"[green]valid[/]: station {station.station.id!r}, {len(station.sensors)} sensor(s), "
         f"{len(station.processors)} processor(s), {len(station.outputs)} output(s)"

@@ -256,13 +256,51 @@ def install(
     user: Annotated[bool, typer.Option("--user", help="Install a user unit.")] = False,
     enable: Annotated[bool, typer.Option(help="Enable and start it with systemctl.")] = True,
 ) -> None:
-    """Install a systemd service running this station (Type=notify, watchdog, restarts)."""
-    from fieldstation.runtime.systemd import SystemdError, install_unit, render_unit
+    """Install a systemd service running this station (Type=notify, watchdog, restarts).
+
+    The ``env:`` secrets the station file references are taken from this shell's environment
+    into an EnvironmentFile (mode 0600, in the home's systemd/ folder) that the unit reads;
+    install refuses, naming the variable to export, when one is not set.
+    """
+    from fieldstation.runtime.systemd import (
+        SystemdError,
+        environment_file_name,
+        install_unit,
+        render_unit,
+        write_environment_file,
+    )
 
     cfg = load_or_exit(config)
+    values, unset = _env_secret_values(cfg)
+    if unset:
+        for key, name in unset:
+            err_console.print(
+                f"[red]{key}[/] = 'env:{name}', but {name} is not set in this shell; the "
+                f"service gets it from here: export {name}=... (or use sudo -E / "
+                "sudo --preserve-env for a system unit) and run install again",
+                highlight=False,
+                soft_wrap=True,
+            )
+        raise typer.Exit(EXIT_INVALID)
     station_home = home_of(cfg).ensure()
+    env_file = None
+    if values:
+        env_file = station_home.systemd / environment_file_name(cfg.station.id)
+        try:
+            write_environment_file(env_file, values)
+        except (OSError, ValueError) as error:
+            err_console.print(f"[red]cannot write {env_file}[/]: {error}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+        console.print(
+            f"wrote {env_file} (mode 0600): {', '.join(values)} for the service",
+            highlight=False,
+        )
     text = render_unit(
-        station_id=cfg.station.id, config_path=config, home=station_home.root, user=user
+        station_id=cfg.station.id,
+        config_path=config,
+        home=station_home.root,
+        user=user,
+        environment_file=env_file,
     )
     try:
         done = install_unit(
@@ -283,6 +321,24 @@ def install(
         console.print("to finish, run:")
         for line in done.todo:
             console.print(f"  {line}", highlight=False, markup=False)
+
+
+def _env_secret_values(cfg: Any) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The ``env:`` secrets of ``cfg`` read from this process's environment: ``(values by
+    variable, [(key path, variable) not set])``."""
+    import os
+
+    from fieldstation.config.secrets import env_secrets
+
+    values: dict[str, str] = {}
+    unset: list[tuple[str, str]] = []
+    for key, name in env_secrets(cfg):
+        value = os.environ.get(name)
+        if value is None:
+            unset.append((key, name))
+        else:
+            values[name] = value
+    return values, unset
 
 
 def uninstall(

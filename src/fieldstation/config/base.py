@@ -7,13 +7,25 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-__all__ = ["NAME_PATTERN", "Name", "StrictModel", "check_name"]
+__all__ = ["MAX_STRING", "NAME_PATTERN", "Name", "StrictModel", "check_name"]
+
+MAX_STRING = 4096
+"""Longest string (characters) any config field accepts unless it sets a shorter
+``max_length``: Linux's ``PATH_MAX`` (4096 bytes), so every path, URL, host or topic fits, and
+a 10 MB value in a station file is refused instead of being copied into every process, log
+line and message."""
 
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors, defaults are validated too."""
+    """Base of every config model: unknown keys are errors, defaults are validated too, strings
+    (and dict keys, and paths) are at most :data:`MAX_STRING` characters."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_default=True,
+        use_attribute_docstrings=True,
+        str_max_length=MAX_STRING,
+    )
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

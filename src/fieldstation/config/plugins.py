@@ -33,11 +33,16 @@ class Plugin:
 
     ``factory(config, **context)`` builds the working object (a sensor, a model, a messenger)
     from an instance of ``config_model``; the context keywords depend on the group.
+    ``preflight(config)`` (optional) lists what stands in the way on this machine.
     """
 
     config_model: type[BaseModel]
     factory: Callable[..., Any]
     description: str = ""
+    preflight: Callable[[Any], list[str]] | None = None
+    """``preflight(config)``: what would stop the plugin on *this* machine, found cheaply
+    without building it (input files missing or undecodable, an optional extra not installed):
+    one message per problem, naming the key and the fix. ``fieldstation validate`` runs it."""
 
 
 class UnknownPluginError(LookupError):

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, PlainSerializer, PlainValidator, WithJsonSchema
 
-__all__ = ["Secret", "SecretError", "SecretRef", "unresolved_secrets"]
+__all__ = ["Secret", "SecretError", "SecretRef", "env_secrets", "unresolved_secrets"]
 
 
 class SecretError(ValueError):
@@ -37,6 +37,11 @@ class Secret:
             )
         self._source = source
         self._target = target.strip()
+
+    @property
+    def variable(self) -> str | None:
+        """The environment variable of an ``env:NAME`` reference; None for ``file:``."""
+        return self._target if self._source == "env" else None
 
     @property
     def reference(self) -> str:
@@ -94,18 +99,14 @@ SecretRef = Annotated[
 """Pydantic field type for a secret reference."""
 
 
-def unresolved_secrets(model: BaseModel) -> list[tuple[str, str]]:
-    """Every secret in ``model`` (walked through nested models and lists) that cannot be
-    revealed here, as ``(key path, reason)``, e.g. ``("outputs[1].password", "environment
-    variable MQTT_PASSWORD is not set")``. The values are read and dropped, never returned."""
-    found: list[tuple[str, str]] = []
+def _secrets(model: BaseModel) -> list[tuple[str, Secret]]:
+    """Every secret in ``model`` (walked through nested models, lists and dicts) with its key
+    path (``outputs[1].password``)."""
+    found: list[tuple[str, Secret]] = []
 
     def walk(value: Any, path: str) -> None:
         if isinstance(value, Secret):
-            try:
-                value.reveal()
-            except SecretError as error:
-                found.append((path, str(error)))
+            found.append((path, value))
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 walk(getattr(value, name), f"{path}.{name}" if path else name)
@@ -117,4 +118,23 @@ def unresolved_secrets(model: BaseModel) -> list[tuple[str, str]]:
                 walk(item, f"{path}.{key}" if path else str(key))
 
     walk(model, "")
+    return found
+
+
+def env_secrets(model: BaseModel) -> list[tuple[str, str]]:
+    """Every ``env:NAME`` secret in ``model`` as ``(key path, NAME)``, in file order (a
+    variable used twice appears twice). Reads no value."""
+    return [(path, s.variable) for path, s in _secrets(model) if s.variable is not None]
+
+
+def unresolved_secrets(model: BaseModel) -> list[tuple[str, str]]:
+    """Every secret in ``model`` (walked through nested models and lists) that cannot be
+    revealed here, as ``(key path, reason)``, e.g. ``("outputs[1].password", "environment
+    variable MQTT_PASSWORD is not set")``. The values are read and dropped, never returned."""
+    found: list[tuple[str, str]] = []
+    for path, secret in _secrets(model):
+        try:
+            secret.reveal()
+        except SecretError as error:
+            found.append((path, str(error)))
     return found

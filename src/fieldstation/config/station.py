@@ -32,6 +32,7 @@ __all__ = [
     "StationSection",
     "config_data",
     "config_hash",
+    "host_issues",
     "load_config",
     "parse_config",
     "station_model",
@@ -52,7 +53,9 @@ class StationSection(StrictModel):
     """Who and where the station is."""
 
     id: Name = Field(description="Station id: unique in a fleet; used in paths and topics.")
-    name: str = Field(default="", description="Human name of the station.")
+    name: str = Field(
+        default="", max_length=200, description="Human name of the station (≤ 200 characters)."
+    )
     latitude: float = Field(ge=-90, le=90, description="Latitude, decimal degrees (north > 0).")
     longitude: float = Field(ge=-180, le=180, description="Longitude, decimal degrees (east > 0).")
     elevation: float = Field(default=0.0, ge=-500, le=9000, description="Elevation, metres.")
@@ -231,8 +234,21 @@ def shown_value(value: Any, key: str | None = None) -> Any:
             return _Described("an empty list")
         return _Described(f"a list of {len(value)} item(s) of type {', '.join(kinds)}")
     if isinstance(value, str):
-        return redact_text(value)
+        # clip first: the URL pattern is slow on a megabyte of text, and only the start shows
+        return _clipped(redact_text(value[: _SHOWN_CHARS * 2]), len(value))
     return value
+
+
+_SHOWN_CHARS = 80
+"""How much of a long bad string an error message shows."""
+
+
+def _clipped(text: str, length: int) -> Any:
+    """``text`` (of a value ``length`` characters long), or its first :data:`_SHOWN_CHARS`
+    characters and the length when longer."""
+    if length <= _SHOWN_CHARS:
+        return text
+    return _Described(f"{text[:_SHOWN_CHARS]!r}... ({length} characters)")
 
 
 _PLUGIN_LISTS: dict[str, tuple[PluginGroup, str]] = {
@@ -284,7 +300,10 @@ def _path(loc: Iterable[int | str]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            text = str(part)  # a key of the file, which may be absurdly long
+            if len(text) > _SHOWN_CHARS:
+                text = f"{text[:_SHOWN_CHARS]}...({len(text)} characters)"
+            out += f".{text}" if out else text
     return out
 
 
@@ -357,6 +376,28 @@ def _cross_checks(config: StationConfig) -> list[ConfigIssue]:
     return issues
 
 
+def host_issues(config: StationConfig) -> list[ConfigIssue]:
+    """What stops the enabled sensors and processors of ``config`` on *this* machine, found
+    cheaply by each plugin's ``preflight`` (replay files missing, not regular, unreadable or
+    undecodable by their headers; model extras not installed): one issue per problem at the
+    entry's key path. Checks only; builds nothing (decision record 0014)."""
+    issues: list[ConfigIssue] = []
+    entries: list[tuple[str, PluginGroup, str, Any]] = [
+        *(("sensors", "sensors", s.kind, s) for s in config.sensors),
+        *(("processors", "models", p.model, p) for p in config.processors),
+    ]
+    index = {"sensors": 0, "processors": 0}
+    for field, group, name, entry in entries:
+        key = f"{field}[{index[field]}]"
+        index[field] += 1
+        check = load_plugin(group, name).preflight
+        if not entry.enabled or check is None:
+            continue
+        for problem in check(entry):
+            issues.append(ConfigIssue(key, _MISSING, problem))
+    return issues
+
+
 def parse_config(data: dict[str, Any], source: Path | None = None) -> StationConfig:
     """Validate a parsed station file. Raises :class:`ConfigError` listing every problem."""
     try:
@@ -369,24 +410,57 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> StationCon
     return config
 
 
+MAX_FILE_BYTES = 1 << 20
+"""Largest station file read (1 MiB): a real one is a few kB; a bigger file is refused before
+it is parsed, so a runaway value cannot fill memory or every log line."""
+
+
+def _file_issue(message: str, source: Path) -> ConfigError:
+    return ConfigError([ConfigIssue("", _MISSING, message)], source)
+
+
 def load_config(path: str | Path) -> StationConfig:
     """Read and validate a station TOML file.
 
-    Raises :class:`ConfigError` for a missing file, bad TOML (with line and column) or invalid
-    content (every problem with its key path).
+    Raises :class:`ConfigError` (one line per problem, never a traceback) for a file that cannot
+    be read, is over :data:`MAX_FILE_BYTES`, is not UTF-8 (with the byte offset), is not valid
+    TOML (with line and column) or nests too deeply to parse, or for invalid content (every
+    problem with its key path).
     """
     source = Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
+        with source.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
     except OSError as error:
-        raise ConfigError(
-            [ConfigIssue("", _MISSING, f"cannot read file: {error}")], source
+        raise _file_issue(f"cannot read file: {error}", source) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise _file_issue(
+            f"file is larger than {MAX_FILE_BYTES} bytes; a station file is a few kB: "
+            "is this the right file?",
+            source,
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise _file_issue(
+            f"not UTF-8 text: byte 0x{raw[error.start]:02x} at offset {error.start} (line "
+            f"{line}); save the file as UTF-8",
+            source,
         ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError([ConfigIssue("", _MISSING, f"not valid TOML: {error}")], source) from None
-    return parse_config(data, source)
+        raise _file_issue(f"not valid TOML: {error}", source) from None
+    except RecursionError:
+        raise _file_issue(
+            "arrays or tables nest too deeply to read; a station file needs a few levels",
+            source,
+        ) from None
+    try:
+        return parse_config(data, source)
+    except RecursionError:
+        raise _file_issue("values nest too deeply to validate", source) from None
 
 
 def config_hash(config: StationConfig) -> str:

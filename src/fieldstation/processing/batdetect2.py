@@ -22,9 +22,11 @@ from fieldstation.processing.model import (
     Detection,
     ModelError,
     ModelOutput,
-    ModelUnavailableError,
     RecordingInput,
     UndecodableAudioError,
+    extra_missing,
+    missing_modules,
+    model_unavailable,
 )
 
 __all__ = [
@@ -108,9 +110,8 @@ class BatDetect2Model:
             import torch
             from batdetect2 import api
         except ImportError as error:
-            raise ModelUnavailableError(
-                "batdetect2 model: batdetect2 or torch is not installed; install the extra with "
-                "scripts/install-extras (see TESTBED.md)"
+            raise model_unavailable(
+                extra_missing(config.name, "batdetect2", f"cannot import it: {error}")
             ) from error
         from importlib.metadata import version
 
@@ -143,4 +144,14 @@ def _create(config: BatDetect2Config, **context: object) -> BatDetect2Model:
     return BatDetect2Model(config)
 
 
-plugin = Plugin(config_model=BatDetect2Config, factory=_create, description=__doc__ or "")
+def preflight(config: BatDetect2Config) -> list[str]:
+    """The batdetect2 extra, checked without importing it (for ``fieldstation validate``)."""
+    absent = missing_modules("torch", "batdetect2")
+    if not absent:
+        return []
+    return [extra_missing(config.name, "batdetect2", f"no module {', '.join(absent)}")]
+
+
+plugin = Plugin(
+    config_model=BatDetect2Config, factory=_create, description=__doc__ or "", preflight=preflight
+)

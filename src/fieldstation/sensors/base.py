@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from fieldstation.config.sensors import AudioSensorConfig
+from fieldstation.config.sensors import FLAC_MAX_SAMPLE_RATE, AudioSensorConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,6 +30,8 @@ __all__ = [
     "SensorError",
     "SensorHealth",
     "check_file_format",
+    "check_flac_rate",
+    "config_error",
 ]
 
 DTYPES: dict[str, str] = {
@@ -54,6 +57,30 @@ class DeviceError(SensorError):
 
 class SensorConfigError(SensorError, ValueError):
     """The sensor's configuration cannot work with its input (say what to change)."""
+
+
+def config_error(message: str) -> SensorConfigError:
+    """A :class:`SensorConfigError` that is also a :class:`fieldstation.job.ConfigurationError`,
+    so the recorder job running the sensor stops with ``message`` (exit 78) instead of being
+    restarted: raise it for what no retry can fix (a replay file missing, a FIFO, undecodable
+    under ``mismatched = "error"``, every file empty).
+
+    The class is made on first use because :mod:`fieldstation.job` imports the store, which
+    ``fieldstation validate`` (loading every plugin module) should not pay for.
+    """
+    return _configuration_error_class()(message)
+
+
+@cache
+def _configuration_error_class() -> type[SensorConfigError]:
+    from fieldstation.job import ConfigurationError
+
+    class SensorConfigurationError(SensorConfigError, ConfigurationError):
+        """A sensor configuration error the supervisor must not retry."""
+
+    SensorConfigurationError.__module__ = __name__
+    SensorConfigurationError.__qualname__ = "SensorConfigurationError"
+    return SensorConfigurationError
 
 
 @dataclass(frozen=True)
@@ -136,12 +163,26 @@ class Sensor(Protocol):
 
 
 def check_file_format(config: AudioSensorConfig) -> None:
-    """Raise ``ValueError`` when ``config.format`` cannot store ``config.sample_format``.
+    """Raise ``ValueError`` when ``config.format`` cannot store ``config.sample_format`` or
+    ``config.sample_rate``.
 
-    FLAC stores 16 and 24-bit integer PCM only (libsndfile subtypes PCM_16, PCM_24).
+    FLAC stores 16 and 24-bit integer PCM only (libsndfile subtypes PCM_16, PCM_24), at
+    :data:`~fieldstation.config.sensors.FLAC_MAX_SAMPLE_RATE` Hz at most.
     """
-    if config.format == "flac" and config.sample_format not in ("int16", "int24"):
+    if config.format != "flac":
+        return
+    if config.sample_format not in ("int16", "int24"):
         raise ValueError(
             f"FLAC cannot store sample_format {config.sample_format!r}: "
             "use format = 'wav' or sample_format = 'int16' / 'int24'"
+        )
+    check_flac_rate(config.sample_rate)
+
+
+def check_flac_rate(sample_rate: int, where: str = "sample_rate") -> None:
+    """Raise ``ValueError`` when FLAC cannot store ``sample_rate`` (Hz)."""
+    if sample_rate > FLAC_MAX_SAMPLE_RATE:
+        raise ValueError(
+            f"{where} {sample_rate} Hz is above FLAC's limit of {FLAC_MAX_SAMPLE_RATE} Hz: "
+            "use format = 'wav' for this rate"
         )
