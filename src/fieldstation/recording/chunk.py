@@ -35,11 +35,15 @@ __all__ = [
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` with ``data`` as JSON: temp file, fsync, rename, fsync folder."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: no half-written temp file stays behind
+        raise
     fsync_dir(path.parent)
 
 
@@ -77,7 +81,8 @@ class FinishedChunk:
 class ChunkWriter:
     """Writes one chunk to ``spool/<stem>.<ext>``; :meth:`finish` closes, fsyncs and describes it.
 
-    Raises ``OSError`` (disk full, permissions) or ``soundfile.LibsndfileError``.
+    Raises ``OSError`` (disk full, permissions) or ``soundfile.LibsndfileError``. When the
+    chunk cannot even be created, nothing of it is left in ``spool/``.
     """
 
     def __init__(
@@ -93,14 +98,20 @@ class ChunkWriter:
         self._use_sidecar = sidecar
         if sidecar:
             write_json_atomic(self.sidecar, {"spec": spec.embedded(), "audio": self.audio.name})
-        self._file = sf.SoundFile(
-            str(self.audio),
-            "w",
-            samplerate=spec.sample_rate,
-            channels=spec.channels,
-            subtype=spec.subtype,
-            format=spec.format.upper(),
-        )
+        try:
+            self._file = sf.SoundFile(
+                str(self.audio),
+                "w",
+                samplerate=spec.sample_rate,
+                channels=spec.channels,
+                subtype=spec.subtype,
+                format=spec.format.upper(),
+            )
+        except BaseException:
+            self.audio.unlink(missing_ok=True)
+            if sidecar:
+                self.sidecar.unlink(missing_ok=True)
+            raise
         if spec.format == "flac":
             # Vorbis comments must be set before the first samples (libsndfile).
             self._file.title = f"{spec.station} {spec.sensor} {spec.started_at.isoformat()}"
