@@ -223,6 +223,53 @@ def test_disk_full_for_30s_pauses_recording_and_resumes(
 # --- the recorder and its recovery on a full disk, in-process on virtual time ----------------
 
 
+def chunk_spec(config: Any, ctx: Any, fmt: str = "flac") -> ChunkSpec:
+    station = config.station
+    return ChunkSpec(
+        station=station.id,
+        sensor="syn",
+        session_id="s",
+        chunk_index=0,
+        start_frame=0,
+        started_at=ctx.clock.now(),
+        sample_rate=16000,
+        channels=1,
+        sample_format="int16",
+        format=fmt,
+        deployment_id=ctx.deployment_id,
+        config_hash="x",
+        version="test",
+        latitude=station.latitude,
+        longitude=station.longitude,
+        elevation=station.elevation,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["flac", "wav"])
+def test_libsndfile_system_error_on_a_full_disk_is_enospc(  # type: ignore[no-untyped-def]
+    make_station, make_ctx, home, small_disk, fmt
+):
+    """libsndfile says only "System error."; the chunk writer raises ``OSError(ENOSPC)``
+    (the reason libsndfile keeps in ``sf_strerror``), at a write and at open."""
+    config = make_station({"name": "syn", "kind": "synthetic", "sample_rate": "16kHz"})
+    ctx, _ = make_ctx(config)
+    writer = ChunkWriter(home.spool, chunk_spec(config, ctx, fmt))
+    samples = np.zeros((16000, 1), dtype="int16")
+    writer.write(samples)
+    fill(small_disk / "filler")
+    with pytest.raises(OSError) as raised:
+        for _ in range(100):  # past what libsndfile and the FLAC encoder buffer
+            writer.write(samples)
+    assert raised.value.errno == errno.ENOSPC
+    writer.abandon()
+    if fmt == "wav":  # a WAV header is written at open: a file that takes no byte
+        full = home.root / "full.wav"
+        full.symlink_to("/dev/full")
+        with pytest.raises(OSError) as raised:
+            ChunkWriter(home.spool, chunk_spec(config, ctx, fmt), audio=full, sidecar=False)
+        assert raised.value.errno == errno.ENOSPC
+
+
 class FillAt:
     """A sensor wrapper that fills the disk (``filler``) before handing out block ``at``."""
 
@@ -310,25 +357,7 @@ def test_recovery_that_cannot_write_its_salvage_leaves_the_chunk_in_spool(  # ty
     no temp file is left, and the next try, with space back, commits it."""
     config = make_station({"name": "syn", "kind": "synthetic", "sample_rate": "16kHz"})
     ctx, _ = make_ctx(config)
-    station = config.station
-    spec = ChunkSpec(
-        station=station.id,
-        sensor="syn",
-        session_id="s",
-        chunk_index=0,
-        start_frame=0,
-        started_at=ctx.clock.now(),
-        sample_rate=16000,
-        channels=1,
-        sample_format="int16",
-        format="flac",
-        deployment_id=ctx.deployment_id,
-        config_hash="x",
-        version="test",
-        latitude=station.latitude,
-        longitude=station.longitude,
-        elevation=station.elevation,
-    )
+    spec = chunk_spec(config, ctx)
     writer = ChunkWriter(home.spool, spec)
     samples = (np.random.default_rng(1).standard_normal((40_000, 1)) * 3000).astype("int16")
     writer.write(samples)

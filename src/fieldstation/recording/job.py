@@ -162,7 +162,8 @@ class Recorder:
         self.source = ctx.name or f"recorder:{config.name}"
         self.chunk_frames = max(1, round(config.chunk * sensor.sample_rate))
         self._config_hash = config_hash(ctx.config)
-        self._disk_low_reported = False
+        self._disk_low_reported = False  # one disk_low event until a chunk is committed again
+        self._paused = False
         self._full_reason: str | None = None  # set while paused after a write found no space
         self._spool_due = True  # recover this sensor's spool: at start, after a full disk
         self._salvage_reason = "recovered"
@@ -235,6 +236,7 @@ class Recorder:
                 if not is_disk_full(error, self.disk.free):
                     raise
                 outcome = self._disk_full(error)
+                self._pause()  # at least one poll before the next try (EDQUOT: free may be high)
             if outcome == "exhausted":
                 if stop_when_exhausted:
                     return
@@ -263,6 +265,7 @@ class Recorder:
             reason = self._salvage_reason  # what left the chunks there, not this failure
             self._disk_full(error)
             self._salvage_reason = reason
+            self._pause()
             return False
         self._spool_due = False
         self._salvage_reason = "recovered"
@@ -272,10 +275,12 @@ class Recorder:
         """A write failed for want of space: pause (``disk_low``) until
         ``DiskGuard.resume_free`` bytes are free, then recover the spool (the cut chunk is
         committed with end reason ``disk_low``). Records one ``disk_low`` event per pause
-        (kept in memory while the database is full). Returns the outcome ``disk_low``."""
+        (kept in memory while the database is full; the next after a chunk was committed).
+        Returns the outcome ``disk_low``."""
         first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         self._spool_due = True
         self._salvage_reason = "disk_low"
+        self._paused = True
         if self._full_reason is None:
             self._full_reason = (
                 f"disk full: a write failed ({first}); recording resumes when "
@@ -341,13 +346,14 @@ class Recorder:
         free = self.disk.free()
         need = self.disk.resume_free if self._full_reason is not None else self.disk.min_free
         if free >= need:
-            if self._disk_low_reported:
+            if self._paused:
                 log.info("sensor %s: free space back to %d bytes", self.config.name, free)
-            self._disk_low_reported = False
+            self._paused = False
             self._full_reason = None
             if self.events.pending:
                 self.events.flush()
             return True
+        self._paused = True
         if not self._disk_low_reported:
             self._disk_low_reported = True
             self._event(
@@ -549,6 +555,7 @@ class Recorder:
 
     def _commit(self, finished: FinishedChunk) -> None:
         row = commit_chunk(self.ctx.db, self.ctx.config, self.ctx.home, finished, self.clock.now())
+        self._disk_low_reported = False  # recording works: the next shortage is a new event
         self.ctx.progress(
             "chunk", {"recording_id": row.id, "path": row.path, "frames": finished.frames}
         )
