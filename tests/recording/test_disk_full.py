@@ -375,3 +375,31 @@ def test_recovery_that_cannot_write_its_salvage_leaves_the_chunk_in_spool(  # ty
     assert len(report.salvaged) == 1 and report.quarantined == []
     kept = sf.read(str(home.root / report.salvaged[0]), dtype="int16", always_2d=True)[0]
     assert len(kept) >= 36_864 and np.array_equal(kept, samples[: len(kept)])
+
+
+def test_what_counts_as_a_full_disk(tmp_path: Path) -> None:
+    """ENOSPC/EDQUOT anywhere in the chain, SQLite's SQLITE_FULL (also wrapped by SQLAlchemy),
+    and an errno-less libsndfile error only while the disk is nearly full."""
+    from sqlalchemy.exc import OperationalError
+
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("while writing") from inner
+    except RuntimeError as outer:
+        assert is_disk_full(outer)
+    full = sqlite3.connect(str(tmp_path / "full.db"))
+    full.execute("CREATE TABLE t (x BLOB)")
+    full.execute("PRAGMA max_page_count = 2")  # a real SQLITE_FULL from SQLite
+    with pytest.raises(sqlite3.OperationalError) as raised:
+        full.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    full.close()
+    assert is_disk_full(raised.value)
+    assert is_disk_full(OperationalError("INSERT", {}, raised.value))
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    system_error = sf.LibsndfileError(2, "System error")
+    assert is_disk_full(system_error, lambda: 0)
+    assert not is_disk_full(system_error, lambda: 10**9)
+    assert not is_disk_full(system_error)
