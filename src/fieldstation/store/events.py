@@ -90,7 +90,8 @@ class EventBacklog:
     ``station_id``/``destinations`` as for :func:`record_event`. ``limit``: events kept at most
     while the database refuses writes; beyond it the oldest are dropped (counted in
     :attr:`dropped`, and logged). A refusal is ``sqlalchemy.exc.OperationalError`` (disk or
-    database full, I/O error, locked) or ``OSError``; other errors (a bug) are raised. Every
+    database full, I/O error, locked) or ``OSError``; other errors (a bug) are raised and that
+    event is not kept. Every
     :meth:`record` first writes what is pending; call :meth:`flush` to retry without a new
     event. Thread-safe.
     """
@@ -138,8 +139,14 @@ class EventBacklog:
                     self._pending[0].message,
                     self.dropped,
                 )
-            self._pending.append(_Pending(kind, source, message, now, severity, dict(data or {})))
-            return self._write()
+            event = _Pending(kind, source, message, now, severity, dict(data or {}))
+            self._pending.append(event)
+            try:
+                return self._write()
+            except Exception:  # not a refusal (a bug, e.g. data that is not JSON): not kept
+                if self._pending and self._pending[-1] is event:
+                    self._pending.pop()
+                raise
 
     def flush(self) -> bool:
         """Write pending events; True when none is left pending. Never raises for a refusal."""
