@@ -12,12 +12,21 @@ End reasons: ``complete`` (full chunk, or the last chunk when a replay ends), ``
 false`` the partial chunk is discarded), ``device_error`` (the sensor failed, or lost frames:
 a jump in the frame index or a block marked ``discontinuity`` after an input overflow),
 ``disk_low`` (free space fell below half of ``min_free`` mid-chunk). No chunk starts while free
-space is below ``min_free``: an event ``disk_low`` is recorded and the recorder retries.
+space is below ``min_free``: an event ``disk_low`` is recorded and the recorder checks again
+every ``DISK_POLL`` seconds.
 
-Progress reports: ``("slot", {"start", "end"})``, ``("chunk", {"recording_id", "path",
-"frames"})``, ``("waiting", {"next_slot": iso or None})`` whenever no chunk is due: between
-slots (``next_slot`` = the next slot start), while the disk is low or a failed device waits to
-be reopened (``next_slot`` = when the recorder tries again).
+A full disk (ENOSPC, EDQUOT, SQLite's "database or disk is full") anywhere (writing a chunk,
+closing it, committing it, recovering the spool) is the same pause, never a crash (decision
+0026): the chunk in progress is left in ``spool/``, recording pauses until
+``DiskGuard.resume_free`` bytes are free, then the spool is recovered (the cut chunk committed
+with end reason ``disk_low``, salvaged up to its last decodable frame) and recording resumes.
+Events the full database refuses are kept in memory and written once it takes writes again.
+
+Progress reports: ``("slot", {"start", "end"})`` once the sensor is open in a slot,
+``("chunk", {"recording_id", "path", "frames"})``, ``("waiting", {"next_slot": iso or None})``
+whenever no chunk is due: between slots (``next_slot`` = the next slot start), while the disk is
+low or full, or a failed device waits to be reopened (``next_slot`` = when the recorder tries
+again, and ``reason``: why it is not recording).
 """
 
 from __future__ import annotations
@@ -31,17 +40,18 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from fieldstation import __version__
+from fieldstation.backoff import Backoff
 from fieldstation.config.sensors import AudioSensorConfig, SensorConfig
 from fieldstation.config.station import StationConfig, config_hash
 from fieldstation.job import JobContext
 from fieldstation.recording.chunk import ChunkWriter, FinishedChunk
 from fieldstation.recording.commit import commit_chunk
-from fieldstation.recording.disk import DiskGuard, DiskUsageFn
+from fieldstation.recording.disk import DiskGuard, DiskUsageFn, is_disk_full
 from fieldstation.recording.metadata import ChunkSpec
 from fieldstation.recording.recovery import recover_spool
 from fieldstation.sensors import Block, DeviceError, Sensor, build_sensor
 from fieldstation.sensors.pacing import frame_time
-from fieldstation.store.events import record_event
+from fieldstation.store.events import EventBacklog
 
 __all__ = [
     "ContinuousSlot",
@@ -56,10 +66,11 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL = 3600.0
 """Seconds between re-checks of the schedule when it has no next slot."""
-DISK_RETRY = 10.0
-"""Seconds between free-space checks while the disk is low."""
+DISK_POLL = 1.0
+"""Seconds between free-space checks while recording is paused for a low or full disk."""
 DEVICE_BACKOFF = (1.0, 60.0)
-"""First and largest wait (seconds) before reopening a failed sensor; doubles each failure."""
+"""First and largest base wait (seconds) before reopening a failed sensor: doubles with each
+failure, scaled by equal jitter (:class:`fieldstation.backoff.Backoff`)."""
 DEVICE_EVENT_REPEAT = 3600.0
 """Seconds before the same device error is recorded as an event again (it is logged always)."""
 
@@ -151,9 +162,18 @@ class Recorder:
         self.source = ctx.name or f"recorder:{config.name}"
         self.chunk_frames = max(1, round(config.chunk * sensor.sample_rate))
         self._config_hash = config_hash(ctx.config)
-        self._disk_low_reported = False
+        self._disk_low_reported = False  # one disk_low event until a chunk is committed again
+        self._paused = False
+        self._full_reason: str | None = None  # set while paused after a write found no space
+        self._spool_due = True  # recover this sensor's spool: at start, after a full disk
+        self._salvage_reason = "recovered"
+        self.events = EventBacklog(
+            ctx.db,
+            station_id=ctx.config.station.id,
+            destinations=ctx.config.destinations_for("event"),
+        )
         self._done_until: datetime | None = None
-        self._backoff = DEVICE_BACKOFF[0]
+        self._device_backoff = Backoff(*DEVICE_BACKOFF)
         self._last_device_event: tuple[str, datetime] | None = None
         self._device_reason: str | None = None
         self.writer: ChunkWriter | None = None
@@ -167,22 +187,32 @@ class Recorder:
     def run(self, stop_when_exhausted: bool = False) -> None:
         """Record slot after slot until ``ctx.stop`` is set (or ``until`` is reached).
 
-        Each pass asks ``slots(now)``: no slot, or one in the future, means waiting on
-        ``ctx.stop`` (``IDLE_POLL`` s, or until the slot starts; never past ``until``) with a
-        ``waiting`` report; a slot already recorded (a faster-than-real-time stream reached its
-        end early) is waited out; with free space below ``min_free`` the recorder re-checks
-        every ``DISK_RETRY`` s; otherwise :meth:`record_session` records the slot. After a
-        ``device_error`` the sensor is reopened after a back-off doubling from
-        ``DEVICE_BACKOFF[0]`` to ``DEVICE_BACKOFF[1]`` seconds (reset by a session that ends
-        otherwise). When the sensor's input has ended for good (a replay without loop):
-        returns if ``stop_when_exhausted``, else idles until stopped.
+        First (and again after a full disk) this sensor's leftovers in ``spool/`` are recovered
+        (:func:`~fieldstation.recording.recovery.recover_spool`). Each pass asks
+        ``slots(now)``: no slot, or one in the future, means waiting on ``ctx.stop``
+        (``IDLE_POLL`` s, or until the slot starts; never past ``until``) with a ``waiting``
+        report; a slot already recorded (a faster-than-real-time stream reached its end early)
+        is waited out; with free space below ``min_free`` (after a full disk: below
+        ``DiskGuard.resume_free``) the recorder re-checks every ``DISK_POLL`` s; otherwise
+        :meth:`record_session` records the slot. A full disk is that pause, not an error (module
+        docstring). After a ``device_error`` the sensor is reopened after a back-off
+        (:class:`~fieldstation.backoff.Backoff` from ``DEVICE_BACKOFF[0]`` to
+        ``DEVICE_BACKOFF[1]`` seconds, reset by a session that ends otherwise). When the
+        sensor's input has ended for good (a replay without loop): returns if
+        ``stop_when_exhausted``, else idles until stopped.
 
         Raises what the sensor, the chunk writer or the database raise beyond
-        :class:`~fieldstation.sensors.DeviceError` (e.g. ``OSError``, SQLAlchemy errors); the
-        open chunk is then left in ``spool/`` for recovery.
+        :class:`~fieldstation.sensors.DeviceError` and a full disk (e.g. ``OSError``,
+        SQLAlchemy errors); the open chunk is then left in ``spool/`` for recovery.
         """
         stop = self.ctx.stop
         while not stop.is_set():
+            if self._spool_due:
+                if self._full_reason is not None and not self._disk_ok():
+                    self._pause()
+                    continue
+                if not self._recover_spool():
+                    continue
             now = self.clock.now()
             if self.until is not None and now >= self.until:
                 return
@@ -198,22 +228,87 @@ class Recorder:
                 self._idle(slot.end, (slot.end - now).total_seconds())
                 continue
             if not self._disk_ok():
-                low = f"disk low: free space below min_free {self.disk.min_free} bytes"
-                self._idle(now + timedelta(seconds=DISK_RETRY), DISK_RETRY, low)
+                self._pause()
                 continue
-            outcome = self.record_session(slot)
+            try:
+                outcome = self.record_session(slot)
+            except Exception as error:
+                if not is_disk_full(error, self.disk.free):
+                    raise
+                outcome = self._disk_full(error)
+                self._pause()  # at least one poll before the next try (EDQUOT: free may be high)
             if outcome == "exhausted":
                 if stop_when_exhausted:
                     return
                 while not stop.is_set() and not self._past_until():
                     self._idle(None, IDLE_POLL)
             elif outcome == "device_error":
-                retry = self._backoff
-                self._backoff = min(self._backoff * 2, DEVICE_BACKOFF[1])
+                retry = self._device_backoff.next_delay()
                 self._idle(self.clock.now() + timedelta(seconds=retry), retry, self._device_reason)
             else:
-                self._backoff = DEVICE_BACKOFF[0]
+                self._device_backoff.reset()
                 self._last_device_event = None
+
+    def _recover_spool(self) -> bool:
+        """Recover this sensor's spool; False when the disk is full (the recorder pauses)."""
+        try:
+            recover_spool(
+                self.ctx,
+                self.config.name,
+                salvage_reason=self._salvage_reason,
+                events=self.events,
+                what="start-up" if self._salvage_reason == "recovered" else "disk-full",
+            )
+        except Exception as error:
+            if not is_disk_full(error, self.disk.free):
+                raise
+            reason = self._salvage_reason  # what left the chunks there, not this failure
+            self._disk_full(error)
+            self._salvage_reason = reason
+            self._pause()
+            return False
+        self._spool_due = False
+        self._salvage_reason = "recovered"
+        return True
+
+    def _disk_full(self, error: BaseException) -> str:
+        """A write failed for want of space: pause (``disk_low``) until
+        ``DiskGuard.resume_free`` bytes are free, then recover the spool (the cut chunk is
+        committed with end reason ``disk_low``). Records one ``disk_low`` event per pause
+        (kept in memory while the database is full; the next after a chunk was committed).
+        Returns the outcome ``disk_low``."""
+        first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        self._spool_due = True
+        self._salvage_reason = "disk_low"
+        self._paused = True
+        if self._full_reason is None:
+            self._full_reason = (
+                f"disk full: a write failed ({first}); recording resumes when "
+                f"{self.disk.resume_free} bytes are free"
+            )
+        if not self._disk_low_reported:
+            self._disk_low_reported = True
+            free = self.disk.free()
+            self._event(
+                "disk_low",
+                f"sensor {self.config.name}: disk full ({first}), {free} bytes free; "
+                f"recording paused until {self.disk.resume_free} bytes are free",
+                "warning",
+                {
+                    "sensor": self.config.name,
+                    "free": free,
+                    "min_free": self.disk.min_free,
+                    "error": first,
+                },
+            )
+        return "disk_low"
+
+    def _pause(self) -> None:
+        """Wait ``DISK_POLL`` s (a ``waiting`` report with the reason) while the disk is low."""
+        reason = self._full_reason or (
+            f"disk low: free space below min_free {self.disk.min_free} bytes"
+        )
+        self._idle(self.clock.now() + timedelta(seconds=DISK_POLL), DISK_POLL, reason)
 
     def _idle(self, until: datetime | None, seconds: float, reason: str | None = None) -> None:
         """Report ``waiting`` (``next_slot``: when the recorder will look again, or None;
@@ -233,27 +328,32 @@ class Recorder:
         return self.until is not None and self.clock.now() >= self.until
 
     def _event(self, kind: str, message: str, severity: Any, data: dict[str, Any]) -> None:
+        """Log and record an event; kept in memory when the database refuses it (full)."""
         log.log(logging.WARNING if severity != "info" else logging.INFO, "%s", message)
-        with self.ctx.db.session() as session:
-            record_event(
-                session,
-                kind=kind,
-                source=self.source,
-                message=message,
-                now=self.clock.now(),
-                station_id=self.ctx.config.station.id,
-                destinations=self.ctx.config.destinations_for("event"),
-                severity=severity,
-                data=data,
-            )
+        self.events.record(
+            kind=kind,
+            source=self.source,
+            message=message,
+            now=self.clock.now(),
+            severity=severity,
+            data=data,
+        )
 
     def _disk_ok(self) -> bool:
+        """True when a chunk may start: ``min_free`` bytes free (after a full disk,
+        ``resume_free``). Records one ``disk_low`` event per pause; writes kept events once
+        space is back."""
         free = self.disk.free()
-        if free >= self.disk.min_free:
-            if self._disk_low_reported:
+        need = self.disk.resume_free if self._full_reason is not None else self.disk.min_free
+        if free >= need:
+            if self._paused:
                 log.info("sensor %s: free space back to %d bytes", self.config.name, free)
-            self._disk_low_reported = False
+            self._paused = False
+            self._full_reason = None
+            if self.events.pending:
+                self.events.flush()
             return True
+        self._paused = True
         if not self._disk_low_reported:
             self._disk_low_reported = True
             self._event(
@@ -269,11 +369,12 @@ class Recorder:
     def record_session(self, slot: SlotLike) -> str:
         """Record during ``slot``; returns the outcome: ``window_end``, ``stopped``,
         ``exhausted``, ``device_error`` or ``disk_low``."""
-        self.ctx.progress("slot", {"start": slot.start.isoformat(), "end": slot.end.isoformat()})
         try:
             self.sensor.open()
         except DeviceError as error:
             return self._device_error(error)
+        # reported once the sensor is open: the station logs "slot open" only while recording
+        self.ctx.progress("slot", {"start": slot.start.isoformat(), "end": slot.end.isoformat()})
         self.anchor = None
         slot_end = slot.end
         limit = 0
@@ -445,11 +546,16 @@ class Recorder:
         overflows = self.sensor.health().overflows - self._overflows_at_open
         if overflows:  # flagged by the device during this chunk: kept with the row
             extra = {**(extra or {}), "input_overflows": overflows}
-        finished = writer.finish(reason, extra)
+        try:
+            finished = writer.finish(reason, extra)
+        except BaseException:  # e.g. a full disk: the chunk stays in spool/ for recovery
+            writer.abandon()
+            raise
         self._commit(finished)
 
     def _commit(self, finished: FinishedChunk) -> None:
         row = commit_chunk(self.ctx.db, self.ctx.config, self.ctx.home, finished, self.clock.now())
+        self._disk_low_reported = False  # recording works: the next shortage is a new event
         self.ctx.progress(
             "chunk", {"recording_id": row.id, "path": row.path, "frames": finished.frames}
         )
@@ -485,7 +591,6 @@ def run_recorder(
     if not isinstance(config, AudioSensorConfig):
         raise RecorderError(f"sensor {sensor_name!r} ({config.kind}) is not an audio sensor")
     ctx.home.ensure()
-    recover_spool(ctx, sensor_name)  # this sensor's chunks left by a crash of this job
     built = sensor if sensor is not None else build_sensor(config, ctx.clock)
     guard = DiskGuard(ctx.home.root, int(config.min_free), disk_usage)
     chosen = slots or schedule_slots(ctx.config, config)

@@ -3,8 +3,10 @@
 For every sidecar in ``spool/`` (see :mod:`fieldstation.recording.chunk`):
 
 - a closed chunk whose audio is intact (SHA-256 matches) is committed with its own end reason;
-- an unfinished (or damaged) chunk is decoded block by block up to the first undecodable frame,
-  rewritten cleanly and committed with end reason ``recovered``; nothing decodable: quarantined;
+- an unfinished (or damaged) chunk is decoded with FFmpeg (PyAV) up to its first undecodable
+  frame, every sample before it kept, rewritten cleanly and committed with end reason
+  ``recovered``; nothing decodable: quarantined. When the rewrite cannot be written (a full
+  disk) the chunk stays in ``spool/`` for the next try, never quarantined;
 - a chunk already renamed into ``data/`` gets its row if it has none (found under its own
   name, or the ``_N``-suffixed one the commit chose when that name was taken, by its hash).
 
@@ -36,7 +38,7 @@ from fieldstation.recording.chunk import (
 )
 from fieldstation.recording.commit import commit_chunk, insert_row
 from fieldstation.recording.metadata import ChunkSpec, MetadataError, read_embedded
-from fieldstation.store.events import record_event
+from fieldstation.store.events import EventBacklog, record_event
 from fieldstation.store.models import Recording
 from fieldstation.store.recordings import find_by_path, mark_missing, present_paths
 
@@ -44,7 +46,6 @@ __all__ = ["RecoveryReport", "recover", "recover_spool", "salvage_frames"]
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = (".flac", ".wav")
-_SALVAGE_BLOCK = 4096
 _Leftovers = dict[tuple[str, int], dict[str, Any]]
 
 
@@ -106,32 +107,66 @@ class RecoveryReport:
 
 
 def salvage_frames(path: Path, dtype: str) -> Any:
-    """Decode ``path`` block by block until the end or the first error; returns the frames as
-    an array ``(frames, channels)`` of ``dtype`` (possibly empty). Raises nothing for a damaged
-    file (an unreadable one gives an empty array)."""
-    import numpy as np
-    import soundfile as sf
+    """Decode ``path`` with FFmpeg (PyAV) up to the first frame it cannot decode; returns every
+    sample decoded before it as an array ``(frames, channels)`` of ``dtype`` (possibly empty).
 
-    parts = []
+    FLAC frames are checked against their CRC (``err_detect=crccheck``), so a damaged frame
+    ends the salvage instead of giving wrong samples; nothing after the damage is kept (it
+    would no longer be contiguous with the chunk's start): decoding stops at the first error,
+    and at the first frame whose timestamp is not where the kept samples end (FFmpeg's parser
+    skips a damaged frame and decodes on). Decoded samples are FFmpeg's own
+    (``s16``, left-justified ``s32`` for 24-bit, ``flt``), equal to what soundfile reads from
+    an intact file. Raises nothing for a damaged file (an unreadable one gives an empty array).
+    """
+    import av
+    import numpy as np
+
+    want = np.dtype(dtype)
+    parts: list[Any] = []
     channels = 1
     try:
-        with sf.SoundFile(str(path)) as f:
-            channels = f.channels
-            while True:
-                try:
-                    data = f.read(_SALVAGE_BLOCK, dtype=dtype, always_2d=True)
-                except (sf.LibsndfileError, RuntimeError):
-                    break
-                if not len(data):
-                    break
-                parts.append(data)
-                if len(data) < _SALVAGE_BLOCK:
-                    break
-    except (sf.LibsndfileError, RuntimeError, OSError):
-        pass
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            channels = stream.codec_context.channels or 1
+            stream.codec_context.options = {"err_detect": "crccheck"}
+            rate = stream.codec_context.sample_rate
+            base = stream.time_base
+            timed = True  # frames carry their position (pts) until told otherwise
+            position = 0
+            try:
+                for frame in container.decode(stream):
+                    if position == 0 and frame.pts is None:
+                        timed = False  # a format without timestamps: counted frames only
+                    if timed and (
+                        frame.pts is None
+                        or base is None
+                        or round(frame.pts * base * rate) != position
+                    ):
+                        # FFmpeg skipped a damaged frame and went on: the rest would not be
+                        # contiguous with what was kept
+                        log.info("salvage of %s stops at a gap after frame %d", path, position)
+                        break
+                    position += frame.samples
+                    samples = frame.to_ndarray()
+                    if frame.format.is_planar:
+                        samples = samples.T
+                    samples = samples.reshape(-1, channels)
+                    if samples.dtype != want:
+                        log.warning(
+                            "salvage of %s: FFmpeg decodes %s, not %s; kept what came before",
+                            path,
+                            samples.dtype,
+                            want,
+                        )
+                        break
+                    parts.append(samples)
+            except (av.error.FFmpegError, ValueError) as error:
+                log.info("salvage of %s stops at the damage: %s", path, error)
+    except (av.error.FFmpegError, IndexError, OSError, ValueError) as error:
+        log.info("salvage of %s: nothing decodable (%s)", path, error)
     if not parts:
-        return np.zeros((0, channels), dtype=dtype)
-    return np.concatenate(parts)
+        return np.zeros((0, channels), dtype=want)
+    return np.ascontiguousarray(np.concatenate(parts))
 
 
 def _quarantine(home: StationHome, path: Path, report: RecoveryReport) -> None:
@@ -163,8 +198,17 @@ def _closed_chunk(spec: ChunkSpec, side: dict[str, Any], audio: Path, sidecar: P
 
 
 def _salvage(
-    ctx: JobContext, spec: ChunkSpec, audio: Path, sidecar: Path, report: RecoveryReport
+    ctx: JobContext,
+    spec: ChunkSpec,
+    audio: Path,
+    sidecar: Path,
+    report: RecoveryReport,
+    reason: str = "recovered",
 ) -> None:
+    """Rewrite the decodable part of ``audio`` cleanly and commit it with end ``reason``.
+
+    The rewrite goes to ``<stem>.salvage.<ext>`` first; when it fails (a full disk) the temp
+    file is removed and the error raised: ``audio`` and its sidecar stay for the next try."""
     from fieldstation.sensors.base import DTYPES
 
     data = salvage_frames(audio, DTYPES[spec.sample_format])
@@ -173,9 +217,16 @@ def _salvage(
         sidecar.unlink(missing_ok=True)
         return
     temp = audio.with_name(f"{audio.stem}.salvage{audio.suffix}")
-    writer = ChunkWriter(ctx.home.spool, spec, audio=temp, sidecar=False)
-    writer.write(data)
-    finished = writer.finish("recovered", {"salvaged_frames": int(len(data))})
+    try:
+        writer = ChunkWriter(ctx.home.spool, spec, audio=temp, sidecar=False)
+        try:
+            writer.write(data)
+            finished = writer.finish(reason, {"salvaged_frames": int(len(data))})
+        finally:
+            writer.abandon()
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     os.replace(temp, audio)
     fsync_dir(audio.parent)
     finished = FinishedChunk(
@@ -183,7 +234,7 @@ def _salvage(
         audio=audio,
         sidecar=sidecar,
         frames=finished.frames,
-        end_reason="recovered",
+        end_reason=reason,
         bytes=finished.bytes,
         sha256=finished.sha256,
         extra=finished.extra,
@@ -225,7 +276,10 @@ def _owner(ctx: JobContext, sensor: str | None) -> Any:
 
 
 def _recover_spool(
-    ctx: JobContext, report: RecoveryReport, sensor: str | None = None
+    ctx: JobContext,
+    report: RecoveryReport,
+    sensor: str | None = None,
+    salvage_reason: str = "recovered",
 ) -> dict[tuple[str, int], dict[str, Any]]:
     """Handle every sidecar (of ``sensor`` only, when given); returns closed sidecars of chunks
     already in data/ by (session, chunk index), for the data walk."""
@@ -252,7 +306,7 @@ def _recover_spool(
                 row = commit_chunk(ctx.db, ctx.config, home, closed, ctx.clock.now())
                 report.committed.append(row.path)
             else:
-                _salvage(ctx, spec, audio, sidecar, report)
+                _salvage(ctx, spec, audio, sidecar, report, salvage_reason)
             continue
         placed = _placed_files(home, spec, side)
         for target in placed:
@@ -313,35 +367,56 @@ def _register(
     report.registered.append(relpath)
 
 
-def recover_spool(ctx: JobContext, sensor: str) -> RecoveryReport:
+def recover_spool(
+    ctx: JobContext,
+    sensor: str,
+    *,
+    salvage_reason: str = "recovered",
+    events: EventBacklog | None = None,
+    what: str = "start-up",
+) -> RecoveryReport:
     """Recover only ``sensor``'s leftovers in ``spool/`` (salvage, commit or quarantine).
 
     Run by the recorder of ``sensor`` when it starts, so a recorder restarted after a crash
-    finishes its own chunks at once; safe while other recorders write (it touches only files
-    named for ``sensor``). Records a ``recovery`` event when anything was found.
+    finishes its own chunks at once, and again after a full disk; safe while other recorders
+    write (it touches only files named for ``sensor``). Unfinished chunks are salvaged with end
+    reason ``salvage_reason``. Records a ``recovery`` event when anything was found (through
+    ``events`` when given, which keeps it when the database is full).
+
+    Raises what writing raises (``OSError``, ``soundfile.LibsndfileError``, SQLAlchemy errors):
+    on a full disk (see :func:`~fieldstation.recording.disk.is_disk_full`) a chunk that cannot
+    be salvaged or committed stays in ``spool/`` as it was, for the next call.
     """
     ctx.home.ensure()
     report = RecoveryReport()
-    _recover_spool(ctx, report, sensor)
-    _report_event(ctx, report, f"recorder {sensor} start-up")
+    _recover_spool(ctx, report, sensor, salvage_reason)
+    _report_event(ctx, report, f"recorder {sensor} {what}", events)
     return report
 
 
-def _report_event(ctx: JobContext, report: RecoveryReport, what: str) -> None:
+def _report_event(
+    ctx: JobContext, report: RecoveryReport, what: str, events: EventBacklog | None = None
+) -> None:
     if not report.changed:
         return
     summary = {k: len(v) for k, v in report.as_dict().items()}
+    fields: dict[str, Any] = {
+        "kind": "recovery",
+        "source": ctx.name or "recovery",
+        "message": f"{what} recovery: {summary}",
+        "now": ctx.clock.now(),
+        "severity": "warning" if report.quarantined or report.missing else "info",
+        "data": report.as_dict(),
+    }
+    if events is not None:
+        events.record(**fields)
+        return
     with ctx.db.session() as session:
         record_event(
             session,
-            kind="recovery",
-            source=ctx.name or "recovery",
-            message=f"{what} recovery: {summary}",
-            now=ctx.clock.now(),
             station_id=ctx.config.station.id,
             destinations=ctx.config.destinations_for("event"),
-            severity="warning" if report.quarantined or report.missing else "info",
-            data=report.as_dict(),
+            **fields,
         )
 
 

@@ -19,6 +19,7 @@ restarted every few minutes appends to the same file and still rotates it after 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
@@ -61,8 +62,13 @@ def _gzip_namer(name: str) -> str:
 
 
 def _gzip_rotator(source: str, dest: str) -> None:
-    with open(source, "rb") as src, gzip.open(dest, "wb") as dst:
-        shutil.copyfileobj(src, dst)
+    try:
+        with open(source, "rb") as src, gzip.open(dest, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a half-written archive (disk full): the log stays
+            os.remove(dest)
+        raise
     os.remove(source)
 
 
@@ -76,6 +82,12 @@ class RotatingCompressedHandler(RotatingFileHandler):
     it (see the module docstring), so it must be wall time, not a monotonic clock. If the clock
     is found earlier than a stored origin (a clock set back), the origin restarts at the
     current time.
+
+    Writing never raises and prints nothing (decision 0028): a record that cannot be written
+    (disk full, file removed, permissions) is counted in :attr:`lost`, the file is closed, and
+    the next record reopens it; the first record written after a loss is preceded by a line
+    saying how many were lost. (The stdlib's ``handleError`` prints a traceback to stderr for
+    each such record, which on a full disk floods the console.)
     """
 
     def __init__(
@@ -95,6 +107,10 @@ class RotatingCompressedHandler(RotatingFileHandler):
         self.rotator = _gzip_rotator
         self.origin_path = path.with_name(f".{path.name}.origin")
         self._origin = self._load_origin(path)
+        self.lost = 0
+        """Records that could not be written since the last one that was."""
+        self.lost_total = 0
+        """Records that could not be written since the handler was made."""
 
     @property
     def origin(self) -> float | None:
@@ -145,9 +161,34 @@ class RotatingCompressedHandler(RotatingFileHandler):
         self._store_origin(None)
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.lost:
+            lost, self.lost = self.lost, 0
+            note = logging.LogRecord(
+                record.name,
+                logging.WARNING,
+                __file__,
+                0,
+                "%d log record(s) could not be written (disk full?) and are missing here",
+                (lost,),
+                None,
+            )
+            super().emit(note)
+            if self.lost:  # still failing: handleError's count of the note stands for record
+                self.lost = lost + 1
+                return
         super().emit(record)  # rotates first when due
-        if self._origin is None:
+        if self._origin is None and not self.lost:
             self._store_origin(self.clock())
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - stdlib name
+        """Count the lost record and close the file (reopened by the next record); print
+        nothing, raise nothing."""
+        self.lost += 1
+        self.lost_total += 1
+        stream, self.stream = self.stream, None  # type: ignore[assignment]
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
 
 
 def setup_logging(

@@ -117,6 +117,7 @@ class Station:
     network: Any = field(init=False, default=None)
     started_at: float = field(init=False, default=0.0)
     ready: threading.Event = field(init=False, default_factory=threading.Event)
+    _events: Any = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.home = StationHome(self.config.home_path())
@@ -143,22 +144,26 @@ class Station:
     def record_event(
         self, kind: str, source: str, message: str, severity: str, data: dict[str, Any]
     ) -> None:
-        """Store an event row and enqueue it for the outputs taking events."""
-        from fieldstation.store.events import record_event
+        """Store an event row and enqueue it for the outputs taking events; kept in memory
+        while the database refuses writes (a full disk) and written with the next event or
+        status tick (``EventBacklog``)."""
+        from fieldstation.store.events import EventBacklog
 
         assert self.db is not None
-        with self.db.session() as session:
-            record_event(
-                session,
-                kind=kind,
-                source=source,
-                message=message,
-                now=self.clock.now(),
+        if self._events is None:
+            self._events = EventBacklog(
+                self.db,
                 station_id=self.config.station.id,
                 destinations=self.config.destinations_for("event"),
-                severity=severity,  # type: ignore[arg-type]
-                data=data,
             )
+        self._events.record(
+            kind=kind,
+            source=source,
+            message=message,
+            now=self.clock.now(),
+            severity=severity,  # type: ignore[arg-type]
+            data=data,
+        )
 
     def _thread_jobs(self) -> list[ThreadJobSpec]:
         """The supervisor's thread jobs: network monitor, delivery, heartbeat, summary,
@@ -287,11 +292,19 @@ class Station:
 
     def _status_loop(self, stop: threading.Event) -> None:
         interval = self.config.runtime.status_interval
+        failing = ""
         while True:
             try:
                 self._write_status()
+                failing = ""
+            except OSError as error:  # a full disk: one line when the reason changes
+                if str(error) != failing:
+                    log.warning("could not write %s: %s", self.home.status_file, error)
+                failing = str(error)
             except Exception:
                 log.exception("could not write %s", self.home.status_file)
+            if self._events is not None and self._events.pending:
+                self._events.flush()
             if self.clock.wait(stop, interval):
                 return
 

@@ -1,0 +1,84 @@
+"""Events the database refuses (a full disk: "database or disk is full") are kept in memory,
+bounded, and written with their own time once the database takes writes again."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from fieldstation.store import Database, open_database
+from fieldstation.store.events import EventBacklog
+from fieldstation.store.models import Event, Message
+
+
+@pytest.fixture
+def full_disk_db(tmp_path: Path) -> Iterator[tuple[Database, Path]]:
+    """A migrated database on a 20 MB tmpfs, and the path of a filler file to fill it with."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    db = open_database(mount / "station.db")
+    try:
+        yield db, mount / "filler"
+    finally:
+        db.dispose()
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(path: Path) -> None:
+    with open(path, "ab", buffering=0) as f:
+        for size in (1 << 20, 4096, 512):
+            while True:
+                try:
+                    f.write(b"\0" * size)
+                except OSError as error:
+                    assert error.errno in (errno.ENOSPC, errno.EDQUOT)
+                    break
+
+
+def kinds(db: Database) -> list[tuple[str, datetime]]:
+    with db.session() as session:
+        return [(e.kind, e.created_at) for e in session.scalars(select(Event).order_by(Event.id))]
+
+
+def test_events_refused_by_a_full_database_are_written_when_space_returns(
+    full_disk_db: tuple[Database, Path],
+) -> None:
+    db, filler = full_disk_db
+    backlog = EventBacklog(db, station_id="s", destinations=["local"], limit=3)
+    t0 = datetime(2026, 6, 1, tzinfo=UTC)
+    assert backlog.record(kind="first", source="test", message="before", now=t0)
+    fill(filler)
+    for n in range(4):  # refused; the limit keeps the newest 3
+        kept = backlog.record(
+            kind=f"job_failed_{n}",
+            source="supervisor",
+            message=f"failure {n}",
+            now=t0 + timedelta(seconds=n + 1),
+            severity="error",
+        )
+        assert kept is False
+    assert backlog.pending == 3 and backlog.dropped == 1
+    assert not backlog.flush()  # still full
+    filler.unlink()
+    assert backlog.flush() and backlog.pending == 0
+    found = kinds(db)
+    assert [k for k, _ in found] == ["first", "job_failed_1", "job_failed_2", "job_failed_3"]
+    assert [t.replace(tzinfo=UTC) for _, t in found][1:] == [
+        t0 + timedelta(seconds=s) for s in (2, 3, 4)
+    ]
+    with db.session() as session:  # each one enqueued for delivery too
+        messages = session.scalars(select(Message).where(Message.kind == "event")).all()
+    assert len(messages) == 4
+    with db.engine.connect() as con:
+        assert con.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
