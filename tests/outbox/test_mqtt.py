@@ -19,7 +19,7 @@ from fieldstation.home import StationHome
 from fieldstation.outbox.delivery import DeliveryLoop
 from fieldstation.store import Database
 from fieldstation.store import outbox as store
-from fieldstation.testing.broker import MosquittoBroker, Subscriber
+from fieldstation.testing.broker import MosquittoBroker, SilentBroker, Subscriber
 
 STATION = "st1"
 
@@ -251,51 +251,6 @@ def test_10000_messages_survive_broker_restart_and_two_sigkills(
     assert duplicates <= 2 * batch * interruptions, f"{duplicates} duplicates"
 
 
-class SilentBroker:
-    """A TCP server that speaks just enough MQTT 3.1.1 to accept a connection (CONNACK) and
-    then swallows every PUBLISH without a PUBACK: nothing may be marked sent."""
-
-    def __init__(self) -> None:
-        import socket
-        import threading
-
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.received = 0
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            conn.settimeout(0.2)
-            first = True
-            while not self._stop.is_set():
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-                if not data:
-                    break
-                if first:
-                    conn.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted
-                    first = False
-                self.received += data.count(b"fieldstation/")
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join(5)
-        self.sock.close()
-
-
 def test_no_puback_means_not_sent(
     make_station: Callable[..., StationConfig], home: StationHome, db: Database
 ) -> None:
@@ -345,7 +300,7 @@ def test_unacknowledged_batches_do_not_pile_up_in_paho(
             for _ in range(4):
                 assert loop.run_once() == 0
                 time.sleep(0.15)  # past the backoff
-            messenger = loop._messengers["broker"]
+            messenger = loop.workers["broker"].messenger
             held = len(messenger._client._out_messages)  # type: ignore[attr-defined]
             published = silent.received
     finally:
