@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from fieldstation.backoff import backoff_delay
 from fieldstation.clock import VirtualClock
 from fieldstation.config import StationConfig
 from fieldstation.home import StationHome
-from fieldstation.backoff import backoff_delay
 from fieldstation.outbox.delivery import DeliveryLoop, OutboxBusyError
 from fieldstation.outbox.file import FileMessenger
 from fieldstation.outbox.messenger import Messenger, OutgoingMessage, Result

@@ -9,6 +9,7 @@ it on the same port. As root Mosquitto would drop to user ``mosquitto``; the con
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -354,9 +355,7 @@ class SilentEndpoint:
         self.thread.join(5)
         with self._lock:
             for conn in self._conns:
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 conn.close()
         self.sock.close()
