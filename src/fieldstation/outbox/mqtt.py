@@ -16,7 +16,13 @@ from fieldstation.config.outputs import OutputConfig
 from fieldstation.config.plugins import Plugin
 from fieldstation.config.secrets import SecretRef
 from fieldstation.config.units import Seconds
-from fieldstation.outbox.messenger import OutgoingMessage, Result, message_topic, status_topic
+from fieldstation.outbox.messenger import (
+    OutgoingMessage,
+    Result,
+    certificate_problem,
+    message_topic,
+    status_topic,
+)
 
 __all__ = ["MqttMessenger", "MqttOutputConfig", "connect_failure", "plugin"]
 
@@ -367,36 +373,20 @@ class MqttMessenger:
         self._client.loop_stop()
 
 
-_HOSTNAME_MISMATCH = 62
-"""OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH (``ssl.SSLCertVerificationError.verify_code``)."""
-
-
 def connect_failure(config: MqttOutputConfig, error: BaseException | None) -> str:
     """Why a connection attempt to the broker of ``config`` failed, in words an operator acts on.
 
     ``error``: the exception of the attempt (None: unknown). A TLS certificate the station does
-    not trust says "certificate not trusted", names the broker and the ``ca_file`` option; a
-    certificate for another host name says so; another TLS failure says "TLS handshake ...
-    failed"; anything else is "cannot reach the broker" with the OS error.
+    not trust says "certificate not trusted" and names the broker and the ``ca_file`` option
+    (:func:`~fieldstation.outbox.messenger.certificate_problem`); another TLS failure says
+    "TLS handshake ... failed"; anything else is "cannot reach the broker" with the OS error.
     """
     where = f"{config.host}:{config.port}"
-    if isinstance(error, ssl.SSLCertVerificationError):
-        if error.verify_code == _HOSTNAME_MISMATCH:
-            return (
-                f"certificate does not match the broker's host name: the broker at {where} "
-                f"presented a certificate for another name ({error.verify_message}); set host "
-                f"on output {config.name!r} to a name the certificate is for"
-            )
-        trusted_by = (
-            f"the CA bundle in ca_file ({config.ca_file})"
-            if config.ca_file
-            else "the system's CA store (ca_file is not set)"
-        )
-        return (
-            f"certificate not trusted: the broker at {where} presented a certificate that "
-            f"{trusted_by} does not vouch for ({error.verify_message}); set ca_file on output "
-            f"{config.name!r} to the CA bundle (PEM) that signed the broker's certificate"
-        )
+    certificate = certificate_problem(
+        error, server=f"the broker at {where}", output=config.name, ca_file=config.ca_file
+    )
+    if certificate is not None:
+        return certificate
     if isinstance(error, ssl.SSLError):
         return (
             f"TLS handshake with the broker at {where} failed ({error.reason or error}); "
