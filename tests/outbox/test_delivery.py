@@ -136,6 +136,36 @@ def test_retry_backoff_persists_across_restarts_then_delivers_in_order(
     loop.close()
 
 
+def test_stored_backoff_is_the_shared_rule_exponential_and_bounded(
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    clock: VirtualClock,
+) -> None:
+    """Each failed attempt stores ``fieldstation.backoff.backoff_delay`` of the attempt count:
+    base ``min(backoff_max, backoff_initial * 2**(n-1))``, equal jitter (here the lowest draw,
+    half the base)."""
+    config = make_station(
+        [{"name": "up", "kind": "file", "path": "up.jsonl"}],
+        backoff_initial="1s",
+        backoff_max="16s",
+    )
+    _fill(db, clock, 1)
+    failing = Scripted(["retry"] * 8)
+    delays: list[float] = []
+    with DeliveryLoop(
+        config, db, clock, home, messengers={"up": failing}, rng=LowestJitter()
+    ) as loop:
+        for _ in range(8):
+            assert loop.run_once() == 0
+            with db.session() as session:
+                ((delivery, _),) = store.list_deliveries(session)
+            delays.append((delivery.next_attempt_at - clock.now()).total_seconds())
+            clock.sleep_until(delivery.next_attempt_at)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
+    assert delays == [backoff_delay(n, 1.0, 16.0, 0.0) for n in range(1, 9)]
+
+
 def test_messenger_exception_is_a_retry_and_reject_dead_letters(
     config: StationConfig, home: StationHome, db: Database, clock: VirtualClock
 ) -> None:

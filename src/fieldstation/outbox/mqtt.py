@@ -90,7 +90,11 @@ class MqttMessenger:
     message carries content type ``application/json`` and, if configured, a message expiry.
     MQTT v5 is asked for, not assumed (``protocol = "5"``, the default): when the broker's
     CONNACK refuses the protocol version (a 3.1.1-only broker), the messenger reconnects with
-    3.1.1, without those properties, and logs it once. Waits use the injected clock.
+    3.1.1, without those properties, and logs it once. When the delivery worker sees the
+    network come back it calls :meth:`network_back`: a client still waiting out paho's
+    reconnect delay is replaced by one that connects at once. A connection attempt that fails
+    on the broker's TLS certificate says "certificate not trusted" with the broker and the
+    ``ca_file`` option (:func:`connect_failure`). Waits use the injected clock.
     """
 
     needs_network: ClassVar[bool] = True

@@ -5,6 +5,9 @@ restarted broker keeps its sessions and queued QoS 1 messages), starts ``mosquit
 child process, and can stop (SIGTERM: the broker saves its state), kill (SIGKILL) and restart
 it on the same port. As root Mosquitto would drop to user ``mosquitto``; the config says
 ``user root`` so the folder it writes needs no special owner.
+
+Two stalled servers for fault tests: :class:`SilentBroker` (CONNACK, then never a PUBACK) and
+:class:`SilentEndpoint` (an HTTP endpoint that accepts connections and never answers).
 """
 
 from __future__ import annotations
