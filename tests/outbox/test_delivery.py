@@ -322,3 +322,35 @@ def test_an_output_that_cannot_be_built_says_why_on_its_messages(
     (error,) = {d.last_error for d, _ in rows}
     assert error is not None and error.startswith("output unavailable: SecretError")
     assert "FS_NO_SUCH_PASSWORD is not set" in error
+
+
+def test_a_failing_worker_stops_its_siblings_and_the_owner_raises(
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    clock: VirtualClock,
+) -> None:
+    """Structured concurrency: every worker is a thread of the owner's ``run``; when one fails
+    unexpectedly the others are stopped and awaited, the messengers closed, the lock released,
+    and the error reaches the owner's caller (the supervisor restarts the job)."""
+    config = make_station(
+        [
+            {"name": "up", "kind": "file", "path": "up.jsonl"},
+            {"name": "other", "kind": "file", "path": "other.jsonl"},
+        ]
+    )
+    up, other = Scripted([]), Scripted([])
+
+    def network_up(output: object) -> bool:
+        raise RuntimeError("probe exploded")
+
+    # Scripted messengers need the network (no needs_network): both workers ask the gate
+    loop = DeliveryLoop(
+        config, db, clock, home, network_up=network_up, messengers={"up": up, "other": other}
+    )
+    with pytest.raises(RuntimeError, match="probe exploded"):
+        loop.run(threading.Event())
+    assert not [t for t in threading.enumerate() if t.name.startswith("outbox-")]
+    assert up.closed and other.closed
+    with DeliveryLoop(config, db, clock, home) as again:  # the lock was released
+        assert again.run_once() == 0
