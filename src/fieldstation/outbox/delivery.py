@@ -446,6 +446,10 @@ class DeliveryLoop:
                     target=self._guarded,
                     args=(worker, halt, failures),
                     name=f"outbox-{name}",
+                    # joined below like any child; daemon only so that a worker stuck in a
+                    # request (up to its timeout) never holds up the exit of a process whose
+                    # supervisor already gave up waiting (its thread jobs are daemons too)
+                    daemon=True,
                 )
                 for name, worker in self.workers.items()
             ]
