@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from fieldstation.backoff import backoff_delay
 from fieldstation.clock import VirtualClock
 from fieldstation.config import StationConfig
 from fieldstation.home import StationHome
-from fieldstation.outbox.delivery import DeliveryLoop, OutboxBusyError, backoff_delay
+from fieldstation.outbox.delivery import DeliveryLoop, OutboxBusyError
 from fieldstation.outbox.file import FileMessenger
 from fieldstation.outbox.messenger import Messenger, OutgoingMessage, Result
 from fieldstation.store import Database
@@ -69,15 +70,11 @@ def _counts(db: Database) -> dict[str, int]:
         return store.status(session).counts.get("up", {})
 
 
-def test_backoff_is_exponential_jittered_and_bounded() -> None:
-    rng = random.Random(1)
-    delays = [backoff_delay(n, 1.0, 60.0, rng) for n in range(1, 12)]
-    assert delays[0] == 1.0
-    for n, delay in enumerate(delays, start=1):
-        base = min(60.0, 2.0 ** (n - 1))
-        assert max(1.0, base / 2) <= delay <= base
-    assert delays[-1] <= 60.0 and delays[-1] >= 30.0
-    assert len({round(d, 6) for d in delays[4:]}) > 1  # jitter
+class LowestJitter(random.Random):
+    """Draws 0 as the jitter: every backoff is exactly half its base (equal jitter)."""
+
+    def random(self) -> float:
+        return 0.0
 
 
 def test_file_output_writes_every_message_as_a_json_line(
@@ -108,7 +105,7 @@ def test_retry_backoff_persists_across_restarts_then_delivers_in_order(
 ) -> None:
     ids = _fill(db, clock, 15)
     first = Scripted(["retry", "retry"])
-    loop = DeliveryLoop(config, db, clock, home, messengers={"up": first}, rng=random.Random(0))
+    loop = DeliveryLoop(config, db, clock, home, messengers={"up": first}, rng=LowestJitter())
     assert loop.run_once() == 0
     assert loop.run_once() == 0  # not due yet: no attempt
     assert len(first.batches) == 1
@@ -116,26 +113,57 @@ def test_retry_backoff_persists_across_restarts_then_delivers_in_order(
         head = store.list_deliveries(session, state="pending", limit=100)
     assert {d.last_error for d, _ in head if d.attempts} == {"server busy"}
     due = min(d.next_attempt_at for d, _ in head if d.attempts)
-    assert (due - clock.now()).total_seconds() == 1.0  # first failure: backoff_initial
+    # the shared rule (fieldstation.backoff): first failure waits backoff_initial, jittered
+    assert (due - clock.now()).total_seconds() == backoff_delay(1, 1.0, 60.0, 0.0) == 0.5
     loop.close()
     assert first.closed
 
     # A new loop (a restart) keeps the stored backoff: nothing is attempted before it is due.
     second = Scripted(["retry"])
-    loop = DeliveryLoop(config, db, clock, home, messengers={"up": second}, rng=random.Random(0))
+    loop = DeliveryLoop(config, db, clock, home, messengers={"up": second}, rng=LowestJitter())
     assert loop.run_once() == 0
     assert second.batches == []
-    clock.advance(1.0)
-    assert loop.run_once() == 0  # second failure: backoff grows (2 s base)
+    clock.advance(0.5)
+    assert loop.run_once() == 0  # second failure: backoff grows (2 s base, 1 s jittered)
     clock.advance(0.5)
     assert loop.run_once() == 0
     assert len(second.batches) == 1
-    clock.advance(1.5)
+    clock.advance(0.5)
     assert loop.run_once() == 15
     assert second.batches[0] == ids[:10] == second.batches[1]
     assert second.batches[2] == ids[10:]
     assert _counts(db)["sent"] == 15
     loop.close()
+
+
+def test_stored_backoff_is_the_shared_rule_exponential_and_bounded(
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    clock: VirtualClock,
+) -> None:
+    """Each failed attempt stores ``fieldstation.backoff.backoff_delay`` of the attempt count:
+    base ``min(backoff_max, backoff_initial * 2**(n-1))``, equal jitter (here the lowest draw,
+    half the base)."""
+    config = make_station(
+        [{"name": "up", "kind": "file", "path": "up.jsonl"}],
+        backoff_initial="1s",
+        backoff_max="16s",
+    )
+    _fill(db, clock, 1)
+    failing = Scripted(["retry"] * 8)
+    delays: list[float] = []
+    with DeliveryLoop(
+        config, db, clock, home, messengers={"up": failing}, rng=LowestJitter()
+    ) as loop:
+        for _ in range(8):
+            assert loop.run_once() == 0
+            with db.session() as session:
+                ((delivery, _),) = store.list_deliveries(session)
+            delays.append((delivery.next_attempt_at - clock.now()).total_seconds())
+            clock.sleep_until(delivery.next_attempt_at)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
+    assert delays == [backoff_delay(n, 1.0, 16.0, 0.0) for n in range(1, 9)]
 
 
 def test_messenger_exception_is_a_retry_and_reject_dead_letters(
@@ -294,3 +322,35 @@ def test_an_output_that_cannot_be_built_says_why_on_its_messages(
     (error,) = {d.last_error for d, _ in rows}
     assert error is not None and error.startswith("output unavailable: SecretError")
     assert "FS_NO_SUCH_PASSWORD is not set" in error
+
+
+def test_a_failing_worker_stops_its_siblings_and_the_owner_raises(
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    clock: VirtualClock,
+) -> None:
+    """Structured concurrency: every worker is a thread of the owner's ``run``; when one fails
+    unexpectedly the others are stopped and awaited, the messengers closed, the lock released,
+    and the error reaches the owner's caller (the supervisor restarts the job)."""
+    config = make_station(
+        [
+            {"name": "up", "kind": "file", "path": "up.jsonl"},
+            {"name": "other", "kind": "file", "path": "other.jsonl"},
+        ]
+    )
+    up, other = Scripted([]), Scripted([])
+
+    def network_up(output: object) -> bool:
+        raise RuntimeError("probe exploded")
+
+    # Scripted messengers need the network (no needs_network): both workers ask the gate
+    loop = DeliveryLoop(
+        config, db, clock, home, network_up=network_up, messengers={"up": up, "other": other}
+    )
+    with pytest.raises(RuntimeError, match="probe exploded"):
+        loop.run(threading.Event())
+    assert not [t for t in threading.enumerate() if t.name.startswith("outbox-")]
+    assert up.closed and other.closed
+    with DeliveryLoop(config, db, clock, home) as again:  # the lock was released
+        assert again.run_once() == 0

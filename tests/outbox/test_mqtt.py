@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,11 +16,12 @@ import pytest
 
 from fieldstation.clock import SystemClock
 from fieldstation.config import StationConfig
+from fieldstation.health.network import NetworkMonitor
 from fieldstation.home import StationHome
 from fieldstation.outbox.delivery import DeliveryLoop
 from fieldstation.store import Database
 from fieldstation.store import outbox as store
-from fieldstation.testing.broker import MosquittoBroker, Subscriber
+from fieldstation.testing.broker import MosquittoBroker, SilentBroker, Subscriber
 
 STATION = "st1"
 
@@ -150,6 +152,61 @@ def test_broker_down_keeps_messages_pending_then_delivers(
     loop.close()
 
 
+def _sent(db: Database, ids: list[str]) -> bool:
+    with db.session() as session:
+        rows = store.list_deliveries(session, state="sent", destination="broker", limit=10_000)
+    return set(ids) <= {m.message_id for _, m in rows}
+
+
+@pytest.mark.slow
+def test_reconnects_within_seconds_when_the_network_comes_back(
+    make_station: Callable[..., StationConfig],
+    home: StationHome,
+    db: Database,
+    broker: MosquittoBroker,
+) -> None:
+    """A broker down for 17 s: paho's own reconnect wait has grown to 16 s by then (1, 2, 4,
+    8, 16 s; ``reconnect_max`` 60 s), so on its own it would reconnect about 14 s after the
+    broker is back. The network monitor sees the broker's port answer again, the worker's gate
+    opens and the messenger connects at once: messages enqueued during the outage are
+    delivered within 5 s of the broker's return."""
+    output = _mqtt_output(broker, reconnect_max="60s", connect_timeout="5s")
+    config = make_station([output], backoff_initial="0.2s", backoff_max="1s")
+    config.station.id = STATION
+    net = config.network
+    net.interval, net.timeout, net.down_after, net.up_after, net.backoff_max = 0.2, 0.5, 1, 1, 0.4
+    clock = SystemClock()
+    monitor = NetworkMonitor(config, clock, db=db)
+    loop = DeliveryLoop(config, db, clock, home, network_up=monitor.is_up_for, poll_interval=0.1)
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=monitor.run, args=(stop,), name="network-under-test"),
+        threading.Thread(target=loop.run, args=(stop,), name="delivery-under-test"),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        before = _enqueue(db, 5)
+        _wait(lambda: _sent(db, before), 20, "delivery before the outage")
+        broker.stop()
+        down_at = time.monotonic()
+        target = config.outputs[0]
+        _wait(lambda: not monitor.is_up_for(target), 10, "the monitor to see the broker down")
+        during = _enqueue(db, 5)
+        time.sleep(max(0.0, down_at + 17 - time.monotonic()))  # the outage itself
+        assert not _sent(db, during)
+        broker.start()
+        back_at = time.monotonic()
+        _wait(lambda: _sent(db, during), 30, "delivery after the broker came back")
+        delay = time.monotonic() - back_at
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    print(f"\ndelivered {delay:.1f} s after the broker came back")
+    assert delay <= 5.0, f"delivered {delay:.1f} s after the broker came back"
+
+
 def _deliverer(station_file: Path) -> subprocess.Popen[bytes]:
     """The delivering process: ``python -m fieldstation.outbox station.toml`` (log beside)."""
     with open(station_file.with_name("deliverer.log"), "ab") as log:
@@ -251,51 +308,6 @@ def test_10000_messages_survive_broker_restart_and_two_sigkills(
     assert duplicates <= 2 * batch * interruptions, f"{duplicates} duplicates"
 
 
-class SilentBroker:
-    """A TCP server that speaks just enough MQTT 3.1.1 to accept a connection (CONNACK) and
-    then swallows every PUBLISH without a PUBACK: nothing may be marked sent."""
-
-    def __init__(self) -> None:
-        import socket
-        import threading
-
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.received = 0
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            conn.settimeout(0.2)
-            first = True
-            while not self._stop.is_set():
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-                if not data:
-                    break
-                if first:
-                    conn.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted
-                    first = False
-                self.received += data.count(b"fieldstation/")
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join(5)
-        self.sock.close()
-
-
 def test_no_puback_means_not_sent(
     make_station: Callable[..., StationConfig], home: StationHome, db: Database
 ) -> None:
@@ -345,7 +357,7 @@ def test_unacknowledged_batches_do_not_pile_up_in_paho(
             for _ in range(4):
                 assert loop.run_once() == 0
                 time.sleep(0.15)  # past the backoff
-            messenger = loop._messengers["broker"]
+            messenger = loop.workers["broker"].messenger
             held = len(messenger._client._out_messages)  # type: ignore[attr-defined]
             published = silent.received
     finally:

@@ -209,7 +209,7 @@ def test_mqtt311_delivers_without_v5_properties(
         ids = _enqueue(db, 10)
         with DeliveryLoop(config, db, SystemClock(), home) as loop:
             assert loop.run_once() == 10
-            assert loop._messengers["broker"].protocol == "3.1.1"  # type: ignore[attr-defined]
+            assert loop.workers["broker"].messenger.protocol == "3.1.1"  # type: ignore[union-attr]
         deadline = time.monotonic() + 10
         while len(received) < 10 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -1,7 +1,9 @@
 """fieldstation.outbox: at-least-once delivery of the station's outbox.
 
-- :mod:`fieldstation.outbox.delivery`: :class:`~fieldstation.outbox.delivery.DeliveryLoop`
-  (batches per destination, backoff with jitter stored in the database, byte cap, dead letters).
+- :mod:`fieldstation.outbox.delivery`: :class:`~fieldstation.outbox.delivery.DeliveryLoop`, the
+  one deliverer, owning one :class:`~fieldstation.outbox.delivery.OutputWorker` (thread) per
+  output (batches per destination, backoff with jitter stored in the database, byte cap, dead
+  letters; a stalled output holds up only itself).
 - :mod:`fieldstation.outbox.messenger`: the :class:`~fieldstation.outbox.messenger.Messenger`
   Protocol (``send(batch) -> list[Result]``, ``close()``) and topic names.
 - Messenger plugins: :mod:`~fieldstation.outbox.mqtt` (paho-mqtt, QoS 1, sent on PUBACK),

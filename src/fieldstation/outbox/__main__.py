@@ -1,4 +1,5 @@
-"""``python -m fieldstation.outbox STATION.toml``: run the delivery loop in the foreground.
+"""``python -m fieldstation.outbox STATION.toml``: run the delivery loop (one worker per output)
+in the foreground.
 
 Stops cleanly on SIGTERM or SIGINT (MQTT outputs then publish ``offline``). The station's
 supervisor runs the same :class:`~fieldstation.outbox.delivery.DeliveryLoop` as a job; this

@@ -1,19 +1,29 @@
-"""The delivery loop: moves pending outbox rows to their destinations, at least once.
+"""Delivery: moves pending outbox rows to their destinations, at least once, one worker per output.
 
-One loop per station (an ``flock`` on ``run/outbox.lock`` makes a second one fail with
-:class:`OutboxBusyError`). Each pass: dead-letter messages older than ``outbox.max_age``,
-apply the byte cap (``drop_oldest``), then, round-robin over the enabled outputs, take the
-head of each destination's queue (priority, then id; see ``store.outbox.next_batch``), hand
-it to the output's messenger and settle every result in one transaction: ``sent``; ``retry``
-with exponential backoff and jitter stored in ``next_attempt_at`` (so it survives restarts);
-or ``dead`` with the reason.
+:class:`DeliveryLoop` is the station's one deliverer (an ``flock`` on ``run/outbox.lock`` makes
+a second one fail with :class:`OutboxBusyError`) and the owner of one :class:`OutputWorker` per
+enabled output (decision 0048, superseding 0041's single loop). :meth:`DeliveryLoop.run` starts
+each worker in its own thread, does the shared housekeeping itself (every
+``housekeeping_interval``: dead-letter messages older than ``outbox.max_age``, apply the byte
+cap, hourly delete old settled messages), and when told to stop, or when a worker fails, stops
+every worker, waits for all of them and closes their messengers: no worker outlives its owner
+(structured concurrency). So an output that stalls (an HTTP endpoint that accepts and never
+answers, a broker that never sends PUBACK) holds up only its own queue.
+
+A worker takes the head of its destination's queue (priority, then id; see
+``store.outbox.next_batch``), hands it to the output's messenger and settles every result in one
+transaction: ``sent``; ``retry`` with exponential backoff and equal jitter
+(:func:`fieldstation.backoff.backoff_delay`, counted from the rows' stored attempts) stored in
+``next_attempt_at`` (so it survives restarts); or ``dead`` with the reason. A messenger whose
+factory fails is retried with the worker's own :class:`~fieldstation.backoff.Backoff`.
 
 The network gate applies per output: an output whose messenger needs the network (MQTT, HTTP;
-``needs_network``, see :mod:`fieldstation.outbox.messenger`) gets no attempt while the network
-is down; a local one (the file messenger) is delivered to regardless. ``network_up(output)``
-answers per output: a :class:`~fieldstation.health.network.NetworkMonitor`'s ``is_up_for``
-judges each by its own probe target (its broker or endpoint), so one unreachable broker does
-not hold back a reachable HTTP endpoint.
+``needs_network``, see :mod:`fieldstation.outbox.messenger`) gets no attempt while
+``network_up(output)`` is False; a local one (the file messenger) is delivered to regardless.
+``network_up`` is typically :meth:`~fieldstation.health.network.NetworkMonitor.is_up_for`,
+which judges each output by its own probe target. When the gate opens again after being shut,
+the worker calls the messenger's optional ``network_back()`` (MQTT reconnects at once instead
+of waiting out paho's reconnect backoff).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
+from fieldstation.backoff import Backoff, backoff_delay
 from fieldstation.clock import Clock
 from fieldstation.config import StationConfig
 from fieldstation.config.outputs import OutputConfig
@@ -37,11 +48,12 @@ from fieldstation.outbox.messenger import Messenger, OutgoingMessage, Result, ne
 from fieldstation.store import Database
 from fieldstation.store import outbox as store
 
-__all__ = ["DeliveryLoop", "OutboxBusyError", "backoff_delay"]
+__all__ = ["DeliveryLoop", "OutboxBusyError", "OutputWorker"]
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, dict[str, Any]], None]
+NetworkUp = Callable[[OutputConfig], bool]
 _PURGE_INTERVAL = 3600.0
 """Seconds between deletions of old settled messages."""
 
@@ -50,28 +62,277 @@ class OutboxBusyError(RuntimeError):
     """Another delivery loop already runs for this station home (it holds run/outbox.lock)."""
 
 
-def backoff_delay(attempts: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Seconds to wait after the ``attempts``-th failure (attempts >= 1).
+class OutputWorker:
+    """Delivers the queue of one output (destination); owned and run by :class:`DeliveryLoop`.
 
-    Exponential backoff with "equal jitter" (AWS Architecture Blog, "Exponential Backoff And
-    Jitter", 2015): ``base = min(maximum, initial * 2**(attempts-1))``, delay drawn uniformly
-    from ``[base/2, base]``, then clamped to ``[initial, maximum]``.
+    ``output``: the output's config; ``messenger``: an already built messenger (tests, custom
+    wiring), else the output's plugin builds it on first use; ``network_up``, ``rng``,
+    ``report`` and ``poll_interval`` as for :class:`DeliveryLoop`. One thread calls a worker
+    (its :meth:`run`, or the owner's :meth:`DeliveryLoop.run_once`); workers share nothing but
+    the database, where each settles only its own destination's rows.
     """
-    base = min(maximum, initial * 2 ** min(max(0, attempts - 1), 60))
-    return max(initial, min(maximum, rng.uniform(base / 2, base)))
+
+    def __init__(
+        self,
+        output: OutputConfig,
+        *,
+        config: StationConfig,
+        db: Database,
+        clock: Clock,
+        home: StationHome,
+        network_up: NetworkUp | None = None,
+        messenger: Messenger | None = None,
+        rng: random.Random | None = None,
+        report: Progress | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.output = output
+        self.name = output.name
+        self.config = config
+        self.db = db
+        self.clock = clock
+        self.home = home
+        self.network_up = network_up
+        self.rng = rng or random.Random()
+        self._report = report
+        self.poll_interval = poll_interval
+        self._messenger = messenger
+        outbox = config.outbox
+        self._factory_backoff = Backoff(
+            outbox.backoff_initial, outbox.backoff_max, jitter=self.rng.random
+        )
+        self._unavailable_until: float | None = None
+        self._unavailable_error = ""
+        self._gate_was_up: bool | None = None
+        self.next_due: datetime | None = None
+        """When this output's queue head is next due, as of the last pass (None: nothing)."""
+
+    @property
+    def messenger(self) -> Messenger | None:
+        """The output's messenger once built (None before the first batch, after a failed
+        factory call and after :meth:`close`)."""
+        return self._messenger
+
+    # one pass --------------------------------------------------------------------------------
+    def run_once(self, stop: threading.Event | None = None) -> int:
+        """Batches until nothing is due, a batch is not fully sent, the gate shuts or ``stop``.
+
+        Returns the number of messages delivered (acknowledged) in this pass.
+        """
+        self.next_due = None
+        delivered = 0
+        while not (stop is not None and stop.is_set()) and self.reachable():
+            sent, more = self._deliver_batch()
+            delivered += sent
+            if not more:
+                break
+        return delivered
+
+    def reachable(self) -> bool:
+        """False when the output needs the network and ``network_up(output)`` says it is down.
+
+        When the gate opens after being shut, the messenger's optional ``network_back()`` is
+        called first (MQTT reconnects at once).
+        """
+        if self.network_up is None:
+            return True
+        if not needs_network(self._messenger if self._messenger is not None else self.output):
+            return True
+        up = bool(self.network_up(self.output))
+        if up and self._gate_was_up is False and self._messenger is not None:
+            back = getattr(self._messenger, "network_back", None)
+            if back is not None:
+                try:
+                    back()
+                except Exception:  # a failed nudge only leaves the messenger's own retry
+                    log.exception("output %r: network_back() failed", self.name)
+        self._gate_was_up = up
+        return up
+
+    # running ---------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until ``stop`` is set, then make one final pass (messages committed during
+        shutdown go out now). Waits on the clock between passes: until the queue head is due,
+        at most ``poll_interval`` (messages written by other processes). A database error of
+        one pass (``OperationalError``, e.g. locked past the busy timeout) is logged and the
+        pass retried after ``poll_interval``; other errors propagate to the owner."""
+        while not stop.is_set():
+            try:
+                delivered = self.run_once(stop)
+            except OperationalError as error:
+                log.warning(
+                    "output %r: outbox pass failed, retrying in %.0f s: %s",
+                    self.name,
+                    self.poll_interval,
+                    error,
+                )
+                self.clock.wait(stop, self.poll_interval)
+                continue
+            if delivered or stop.is_set():
+                continue
+            due = self.next_due
+            self._progress(
+                "idle", {"destination": self.name, "next_due": due.isoformat() if due else None}
+            )
+            wait = self.poll_interval
+            if due is not None:
+                wait = min(wait, max(0.0, (due - self.clock.now()).total_seconds()))
+            self.clock.wait(stop, max(wait, 0.01))
+        self._final_pass()
+
+    def _final_pass(self) -> None:
+        """One last pass when stopping; failures only leave messages pending for the next
+        start (nothing is lost); an output that needs the network is skipped while it is down."""
+        try:
+            delivered = self.run_once(None)
+        except Exception as error:  # noqa: BLE001 - the messages stay pending either way
+            log.info("output %r: final outbox pass at stop did not finish: %s", self.name, error)
+        else:
+            if delivered:
+                log.info(
+                    "output %r: final outbox pass at stop delivered %d message(s)",
+                    self.name,
+                    delivered,
+                )
+
+    def close(self) -> None:
+        """Close the messenger (MQTT says ``offline``); the worker is not used again."""
+        messenger, self._messenger = self._messenger, None
+        if messenger is not None:
+            messenger.close()
+
+    # one batch -------------------------------------------------------------------------------
+    def _messenger_or_none(self) -> Messenger | None:
+        """The output's messenger, built on first use; None while its factory keeps failing
+        (retried after the worker's own backoff)."""
+        if self._messenger is not None:
+            return self._messenger
+        mono = self.clock.monotonic()
+        if self._unavailable_until is not None and mono < self._unavailable_until:
+            return None
+        from fieldstation.config.plugins import load_plugin
+
+        try:
+            plugin = load_plugin("messengers", self.output.kind)
+            messenger = plugin.factory(
+                self.output,
+                station_id=self.config.station.id,
+                home=self.home,
+                clock=self.clock,
+                batch_size=self.config.outbox.batch_size,
+            )
+        except Exception as error:
+            delay = self._factory_backoff.next_delay()
+            self._unavailable_until = mono + delay
+            self._unavailable_error = repr(error)
+            log.error("output %r is unavailable (retry in %.0f s): %s", self.name, delay, error)
+            return None
+        self._factory_backoff.reset()
+        self._unavailable_until = None
+        self._messenger = messenger
+        return messenger
+
+    def _deliver_batch(self) -> tuple[int, bool]:
+        """Send the due head of the queue. Returns (sent, worth another batch now)."""
+        messenger = self._messenger_or_none()
+        now = self.clock.now()
+        with self.db.session() as session:
+            rows, next_due = store.next_batch(
+                session, self.name, now=now, limit=self.config.outbox.batch_size
+            )
+        if not rows:
+            self._note_due(next_due)
+            return 0, False
+        batch = [
+            OutgoingMessage(
+                r.delivery_id, r.message_id, r.kind, r.priority, r.payload, r.created_at, r.attempts
+            )
+            for r in rows
+        ]
+        if messenger is None:  # the factory failed: say why on the messages it holds back
+            results = [Result.retry(f"output unavailable: {self._unavailable_error}")] * len(batch)
+        else:
+            results = self._send(messenger, batch)
+        sent, retried, dead = self._settle(batch, results)
+        self._progress(
+            "delivered", {"destination": self.name, "sent": sent, "retry": retried, "dead": dead}
+        )
+        return sent, retried == 0
+
+    def _note_due(self, due: datetime | None) -> None:
+        if due is not None and (self.next_due is None or due < self.next_due):
+            self.next_due = due
+
+    def _send(self, messenger: Messenger, batch: Sequence[OutgoingMessage]) -> list[Result]:
+        try:
+            results = list(messenger.send(batch))
+        except Exception as error:
+            log.exception("messenger of output %r raised; the batch will be retried", self.name)
+            return [Result.retry(f"messenger raised {error!r}")] * len(batch)
+        if len(results) != len(batch):
+            problem = f"messenger returned {len(results)} results for {len(batch)} messages"
+            log.error("output %r: %s", self.name, problem)
+            return [Result.retry(problem)] * len(batch)
+        return results
+
+    def _settle(
+        self, batch: Sequence[OutgoingMessage], results: Sequence[Result]
+    ) -> tuple[int, int, int]:
+        now = self.clock.now()
+        pairs = list(zip(batch, results, strict=True))
+        sent = [m.delivery_id for m, r in pairs if r.outcome == "sent"]
+        retry = [(m, r) for m, r in pairs if r.outcome == "retry"]
+        reject = [(m, r) for m, r in pairs if r.outcome == "reject"]
+        outbox = self.config.outbox
+        with self.db.session() as session:
+            store.mark_sent(session, sent, now=now)
+            if retry:
+                attempts = max(m.attempts for m, _ in retry) + 1
+                delay = backoff_delay(
+                    attempts, outbox.backoff_initial, outbox.backoff_max, self.rng.random()
+                )
+                hinted = [r.retry_after for _, r in retry if r.retry_after is not None]
+                if hinted:
+                    delay = max(delay, min(max(hinted), outbox.backoff_max))
+                due = now + timedelta(seconds=delay)
+                error = retry[0][1].error or "retry"
+                store.mark_retry(
+                    session, [m.delivery_id for m, _ in retry], next_attempt_at=due, error=error
+                )
+                self._note_due(due)
+                log.info(
+                    "output %r: %d messages to retry in %.1f s: %s",
+                    self.name,
+                    len(retry),
+                    delay,
+                    error,
+                )
+            by_reason: dict[str, list[int]] = {}
+            for message, result in reject:
+                by_reason.setdefault(result.error or "rejected", []).append(message.delivery_id)
+            for reason, ids in by_reason.items():
+                store.mark_dead(session, ids, reason=reason)
+                log.warning("output %r: %d messages dead-lettered: %s", self.name, len(ids), reason)
+        return len(sent), len(retry), len(reject)
+
+    def _progress(self, what: str, details: dict[str, Any]) -> None:
+        if self._report is not None:
+            self._report(what, details)
 
 
 class DeliveryLoop:
-    """Delivers the station's outbox to every enabled output (see the module docstring).
+    """The station's deliverer: owns one :class:`OutputWorker` per enabled output (see the
+    module docstring).
 
     ``config``: the station; ``db``: its database; ``clock``: all waits and times;
     ``home``: the station home (lock file, file outputs); ``network_up(output)``: when given
     and it returns False, no attempt is made on that output if it needs the network (e.g.
     ``NetworkMonitor.is_up_for``). ``messengers`` replaces the plugin-built messenger of
     the named outputs (tests, custom wiring); ``rng`` draws the jitter; ``progress`` receives
-    ``("delivered", {destination, sent, retry, dead})`` per batch and ``("idle", {"next_due":
-    iso or None})`` when waiting; ``poll_interval`` is how often (seconds) an idle loop looks
-    for messages written by other processes; every ``housekeeping_interval`` seconds it
+    ``("delivered", {destination, sent, retry, dead})`` per batch and ``("idle",
+    {"destination", "next_due": iso or None})`` when a worker waits (called from the workers'
+    threads, one call at a time); ``poll_interval`` is how often (seconds) an idle worker looks
+    for messages written by other processes; every ``housekeeping_interval`` seconds the owner
     dead-letters expired messages and applies the byte cap, and hourly it deletes messages
     settled (sent or dropped everywhere) more than ``keep_settled`` seconds ago.
     """
@@ -82,7 +343,7 @@ class DeliveryLoop:
         db: Database,
         clock: Clock,
         home: StationHome,
-        network_up: Callable[[OutputConfig], bool] | None = None,
+        network_up: NetworkUp | None = None,
         *,
         messengers: Mapping[str, Messenger] | None = None,
         rng: random.Random | None = None,
@@ -101,14 +362,31 @@ class DeliveryLoop:
         self.poll_interval = poll_interval
         self.housekeeping_interval = housekeeping_interval
         self.keep_settled = keep_settled
+        self._progress_lock = threading.Lock()
         self._last_purge: float | None = None
-        self._messengers: dict[str, Messenger] = dict(messengers or {})
-        self._injected = set(self._messengers)
-        self._unavailable: dict[str, tuple[float, int, str]] = {}
-        self._lock_fd: int | None = None
         self._last_housekeeping: float | None = None
+        self._lock_fd: int | None = None
+        injected = dict(messengers or {})
+        self.workers: dict[str, OutputWorker] = {
+            output.name: OutputWorker(
+                output,
+                config=config,
+                db=db,
+                clock=clock,
+                home=home,
+                network_up=network_up,
+                messenger=injected.get(output.name),
+                rng=self.rng,
+                report=self._report,
+                poll_interval=poll_interval,
+            )
+            for output in config.outputs
+            if output.enabled
+        }
+        """One worker per enabled output, by output name."""
+        self._closing = [m for n, m in injected.items() if n not in self.workers]
         self.next_due: datetime | None = None
-        """Earliest time a pending message becomes due, as of the last pass (None: none)."""
+        """Earliest time a pending message becomes due, as of the last :meth:`run_once`."""
 
     # lifecycle -------------------------------------------------------------------------------
     def _acquire(self) -> None:
@@ -130,13 +408,15 @@ class DeliveryLoop:
         self._lock_fd = fd
 
     def close(self) -> None:
-        """Close every messenger (MQTT says ``offline``) and release the lock."""
-        for name, messenger in list(self._messengers.items()):
+        """Close every worker's messenger (MQTT says ``offline``) and release the lock."""
+        for name, worker in self.workers.items():
             try:
-                messenger.close()
+                worker.close()
             except Exception:  # closing must go on for the others
                 log.exception("closing the messenger of output %r failed", name)
-        self._messengers.clear()
+        for messenger in self._closing:
+            messenger.close()
+        self._closing = []
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -149,78 +429,79 @@ class DeliveryLoop:
 
     # running ---------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Deliver until ``stop`` is set; then close. Waits on the clock between passes.
+        """Deliver until ``stop`` is set; then stop the workers, wait for them, close.
 
-        A database error of one pass (``OperationalError``, e.g. locked past the busy timeout)
-        is logged and the pass retried after ``poll_interval``; :class:`OutboxBusyError` and
-        other errors propagate (the supervisor restarts the job).
+        Each worker runs :meth:`OutputWorker.run` in its own thread (named
+        ``outbox-<output>``) and makes its own final pass. This thread does the housekeeping
+        (an ``OperationalError`` there is logged and retried at the next turn). When a worker
+        fails with an unexpected error, the others are stopped and awaited too, and the error
+        is raised here (the supervisor restarts the job). :class:`OutboxBusyError` propagates.
         """
         try:
-            while not stop.is_set():
-                try:
-                    delivered = self._pass(stop)
-                except OperationalError as error:  # e.g. database locked past the busy timeout
-                    log.warning(
-                        "outbox pass failed, retrying in %.0f s: %s", self.poll_interval, error
-                    )
-                    self.clock.wait(stop, self.poll_interval)
-                    continue
-                if delivered or stop.is_set():
-                    continue
-                self._report(
-                    "idle", {"next_due": self.next_due.isoformat() if self.next_due else None}
+            self._acquire()
+            halt = threading.Event()
+            failures: list[BaseException] = []
+            threads = [
+                threading.Thread(
+                    target=self._guarded,
+                    args=(worker, halt, failures),
+                    name=f"outbox-{name}",
+                    # joined below like any child; daemon only so that a worker stuck in a
+                    # request (up to its timeout) never holds up the exit of a process whose
+                    # supervisor already gave up waiting (its thread jobs are daemons too)
+                    daemon=True,
                 )
-                wait = self.poll_interval
-                if self.next_due is not None:
-                    wait = min(wait, max(0.0, (self.next_due - self.clock.now()).total_seconds()))
-                self.clock.wait(stop, max(wait, 0.01))
-            self._final_pass()
+                for name, worker in self.workers.items()
+            ]
+            try:  # before the first batch: nothing expired or over the cap goes out
+                self._housekeeping()
+            except OperationalError as error:
+                log.warning("outbox housekeeping failed, retrying later: %s", error)
+            for thread in threads:
+                thread.start()
+            try:
+                while not stop.is_set() and not halt.is_set():
+                    try:
+                        self._housekeeping()
+                    except OperationalError as error:
+                        log.warning("outbox housekeeping failed, retrying later: %s", error)
+                    self.clock.wait(stop, min(self.poll_interval, self.housekeeping_interval))
+            finally:
+                halt.set()
+                for thread in threads:
+                    thread.join()
+            if failures:
+                raise failures[0]
         finally:
             self.close()
 
-    def _final_pass(self) -> None:
-        """One last pass when stopping, so messages committed during shutdown go out now.
-
-        Failures only leave messages pending for the next start (nothing is lost); outputs
-        that need the network are skipped while it is down.
-        """
+    def _guarded(
+        self, worker: OutputWorker, halt: threading.Event, failures: list[BaseException]
+    ) -> None:
+        """Run one worker; an unexpected error stops its siblings and is kept for the owner."""
         try:
-            delivered = self._pass(None)
-        except Exception as error:  # noqa: BLE001 - the messages stay pending either way
-            log.info("final outbox pass at stop did not finish: %s", error)
-        else:
-            if delivered:
-                log.info("final outbox pass at stop delivered %d message(s)", delivered)
+            worker.run(halt)
+        except BaseException as error:  # handed to the owner, which raises it
+            log.exception("delivery worker of output %r failed", worker.name)
+            failures.append(error)
+            halt.set()
 
     def run_once(self) -> int:
-        """One pass: housekeeping, then batches until nothing is due or a destination fails.
+        """One pass in the calling thread: housekeeping, then each worker's
+        :meth:`OutputWorker.run_once` in turn (until nothing is due or a batch fails).
 
         Returns the number of messages delivered (acknowledged) in this pass.
         """
-        return self._pass(None)
-
-    def _pass(self, stop: threading.Event | None) -> int:
         self._acquire()
         self._housekeeping()
-        self.next_due = None
-        active = {o.name: o for o in self.config.outputs if o.enabled and self._reachable(o)}
         delivered = 0
-        while active and not (stop is not None and stop.is_set()):
-            for name, output in list(active.items()):
-                sent, more = self._deliver_batch(output)
-                delivered += sent
-                if not more or not self._reachable(output):
-                    del active[name]
+        due: list[datetime] = []
+        for worker in self.workers.values():
+            delivered += worker.run_once()
+            if worker.next_due is not None:
+                due.append(worker.next_due)
+        self.next_due = min(due, default=None)
         return delivered
-
-    def _reachable(self, output: OutputConfig) -> bool:
-        """False when ``output`` needs the network and the network (its target) is down."""
-        if self.network_up is None:
-            return True
-        messenger = self._messengers.get(output.name)
-        if not needs_network(messenger if messenger is not None else output):
-            return True
-        return bool(self.network_up(output))
 
     def _housekeeping(self) -> None:
         mono = self.clock.monotonic()
@@ -246,119 +527,7 @@ class DeliveryLoop:
         if dropped:
             log.warning("outbox: byte cap: %d low-priority messages dropped", dropped)
 
-    def _messenger(self, output: OutputConfig) -> Messenger | None:
-        """The output's messenger, built on first use; None while its factory keeps failing."""
-        if output.name in self._messengers:
-            return self._messengers[output.name]
-        mono = self.clock.monotonic()
-        until, failures, _ = self._unavailable.get(output.name, (0.0, 0, ""))
-        if mono < until:
-            return None
-        from fieldstation.config.plugins import load_plugin
-
-        try:
-            plugin = load_plugin("messengers", output.kind)
-            messenger = plugin.factory(
-                output,
-                station_id=self.config.station.id,
-                home=self.home,
-                clock=self.clock,
-                batch_size=self.config.outbox.batch_size,
-            )
-        except Exception as error:
-            failures += 1
-            delay = backoff_delay(
-                failures,
-                self.config.outbox.backoff_initial,
-                self.config.outbox.backoff_max,
-                self.rng,
-            )
-            self._unavailable[output.name] = (mono + delay, failures, repr(error))
-            log.error("output %r is unavailable (retry in %.0f s): %s", output.name, delay, error)
-            return None
-        self._unavailable.pop(output.name, None)
-        self._messengers[output.name] = messenger
-        return messenger
-
-    def _deliver_batch(self, output: OutputConfig) -> tuple[int, bool]:
-        """Send the due head of ``output``'s queue. Returns (sent, worth another batch now)."""
-        messenger = self._messenger(output)
-        now = self.clock.now()
-        with self.db.session() as session:
-            rows, next_due = store.next_batch(
-                session, output.name, now=now, limit=self.config.outbox.batch_size
-            )
-        if not rows:
-            if next_due is not None and (self.next_due is None or next_due < self.next_due):
-                self.next_due = next_due
-            return 0, False
-        batch = [
-            OutgoingMessage(
-                r.delivery_id, r.message_id, r.kind, r.priority, r.payload, r.created_at, r.attempts
-            )
-            for r in rows
-        ]
-        if messenger is None:  # the factory failed: say why on the messages it holds back
-            _, _, error = self._unavailable[output.name]
-            results = [Result.retry(f"output unavailable: {error}")] * len(batch)
-        else:
-            results = self._send(output.name, messenger, batch)
-        sent, retried, dead = self._settle(output.name, batch, results)
-        self._report(
-            "delivered", {"destination": output.name, "sent": sent, "retry": retried, "dead": dead}
-        )
-        return sent, retried == 0
-
-    def _send(
-        self, name: str, messenger: Messenger, batch: Sequence[OutgoingMessage]
-    ) -> list[Result]:
-        try:
-            results = list(messenger.send(batch))
-        except Exception as error:
-            log.exception("messenger of output %r raised; the batch will be retried", name)
-            return [Result.retry(f"messenger raised {error!r}")] * len(batch)
-        if len(results) != len(batch):
-            problem = f"messenger returned {len(results)} results for {len(batch)} messages"
-            log.error("output %r: %s", name, problem)
-            return [Result.retry(problem)] * len(batch)
-        return results
-
-    def _settle(
-        self, name: str, batch: Sequence[OutgoingMessage], results: Sequence[Result]
-    ) -> tuple[int, int, int]:
-        now = self.clock.now()
-        sent = [m.delivery_id for m, r in zip(batch, results, strict=True) if r.outcome == "sent"]
-        retry = [(m, r) for m, r in zip(batch, results, strict=True) if r.outcome == "retry"]
-        reject = [(m, r) for m, r in zip(batch, results, strict=True) if r.outcome == "reject"]
-        outbox = self.config.outbox
-        with self.db.session() as session:
-            store.mark_sent(session, sent, now=now)
-            if retry:
-                attempts = max(m.attempts for m, _ in retry) + 1
-                delay = backoff_delay(
-                    attempts, outbox.backoff_initial, outbox.backoff_max, self.rng
-                )
-                hinted = [r.retry_after for _, r in retry if r.retry_after is not None]
-                if hinted:
-                    delay = max(delay, min(max(hinted), outbox.backoff_max))
-                due = now + timedelta(seconds=delay)
-                error = retry[0][1].error or "retry"
-                store.mark_retry(
-                    session, [m.delivery_id for m, _ in retry], next_attempt_at=due, error=error
-                )
-                if self.next_due is None or due < self.next_due:
-                    self.next_due = due
-                log.info(
-                    "output %r: %d messages to retry in %.1f s: %s", name, len(retry), delay, error
-                )
-            by_reason: dict[str, list[int]] = {}
-            for message, result in reject:
-                by_reason.setdefault(result.error or "rejected", []).append(message.delivery_id)
-            for reason, ids in by_reason.items():
-                store.mark_dead(session, ids, reason=reason)
-                log.warning("output %r: %d messages dead-lettered: %s", name, len(ids), reason)
-        return len(sent), len(retry), len(reject)
-
     def _report(self, what: str, details: dict[str, Any]) -> None:
         if self.progress is not None:
-            self.progress(what, details)
+            with self._progress_lock:
+                self.progress(what, details)

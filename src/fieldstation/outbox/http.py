@@ -5,18 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fieldstation.config.outputs import OutputConfig
 from fieldstation.config.plugins import Plugin
 from fieldstation.config.secrets import SecretError, SecretRef
 from fieldstation.config.units import Seconds
-from fieldstation.outbox.messenger import OutgoingMessage, Result
+from fieldstation.outbox.messenger import OutgoingMessage, Result, certificate_problem
 
 __all__ = [
     "HttpMessenger",
@@ -44,6 +46,20 @@ class HttpOutputConfig(OutputConfig):
     )
     timeout: Seconds = Field(default=30.0, gt=0, description="Request timeout.")
     verify: bool = Field(default=True, description="Verify the server's TLS certificate.")
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) the endpoint's certificate must chain to, e.g. a private "
+        "CA; default: the system's CA store. Needs verify = true.",
+    )
+
+    @model_validator(mode="after")
+    def _ca_file_needs_verify(self) -> HttpOutputConfig:
+        if self.ca_file is not None and not self.verify:
+            raise ValueError(
+                "ca_file is set but verify = false turns certificate checks off; remove "
+                "verify = false to trust the CA in ca_file"
+            )
+        return self
 
 
 def idempotency_key(batch: Sequence[OutgoingMessage]) -> str:
@@ -81,7 +97,10 @@ class HttpMessenger:
     (RFC 9110 §15.4.2-4), so following it would report a batch delivered that never was; it is
     a misconfigured ``url``, fixed by pointing it at the new location. Timeout, connection
     error, 5xx, 408, 425, 429 and any other non-4xx status: ``retry`` (with the server's
-    ``Retry-After``, seconds or an HTTP-date, when given). A 4xx other than 408/425/429:
+    ``Retry-After``, seconds or an HTTP-date, when given); a TLS certificate the station does
+    not trust is a ``retry`` whose reason starts "certificate not trusted" and names ``ca_file``
+    (the CA bundle, PEM, that ``https`` endpoints signed by a private CA need). A 4xx other
+    than 408/425/429:
     ``reject`` of the whole batch with the status and the start of the server's answer as the
     reason. ``clock`` (default: the system clock) dates a ``Retry-After`` given as an HTTP-date
     when the response has no ``Date`` header.
@@ -99,7 +118,7 @@ class HttpMessenger:
         # redirects are followed here, not by httpx: it would turn a 301/302/303 POST into a
         # GET and a 2xx to that GET would mark a batch sent that the server never received
         self._client = httpx.Client(
-            timeout=config.timeout, verify=config.verify, follow_redirects=False
+            timeout=config.timeout, verify=_verify(config), follow_redirects=False
         )
 
     def send(self, batch: Sequence[OutgoingMessage]) -> list[Result]:
@@ -142,6 +161,11 @@ class HttpMessenger:
                 batch
             )
         except httpx.TransportError as error:
+            certificate = certificate_problem(
+                error, server=self.config.url, output=self.config.name, ca_file=self.config.ca_file
+            )
+            if certificate is not None:
+                return [Result.retry(certificate)] * len(batch)
             return [Result.retry(f"connection error: {error!r}")] * len(batch)
         return [self._result(response)] * len(batch)
 
@@ -171,6 +195,21 @@ class HttpMessenger:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _verify(config: HttpOutputConfig) -> bool | ssl.SSLContext:
+    """httpx's ``verify``: False, True (the system's CA store) or a context trusting the CA
+    bundle in ``ca_file``. Raises ValueError naming the output when that file cannot be read
+    or holds no certificate (the output is then unavailable, retried with backoff)."""
+    if not config.verify or config.ca_file is None:
+        return config.verify
+    try:
+        return ssl.create_default_context(cafile=str(config.ca_file))
+    except (OSError, ssl.SSLError) as error:
+        raise ValueError(
+            f"output {config.name!r}: ca_file {config.ca_file} is not a readable PEM CA "
+            f"bundle: {error}"
+        ) from error
 
 
 def _http_date(value: str | None) -> datetime | None:

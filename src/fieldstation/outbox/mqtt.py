@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import ssl
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,9 +16,15 @@ from fieldstation.config.outputs import OutputConfig
 from fieldstation.config.plugins import Plugin
 from fieldstation.config.secrets import SecretRef
 from fieldstation.config.units import Seconds
-from fieldstation.outbox.messenger import OutgoingMessage, Result, message_topic, status_topic
+from fieldstation.outbox.messenger import (
+    OutgoingMessage,
+    Result,
+    certificate_problem,
+    message_topic,
+    status_topic,
+)
 
-__all__ = ["MqttMessenger", "MqttOutputConfig", "plugin"]
+__all__ = ["MqttMessenger", "MqttOutputConfig", "connect_failure", "plugin"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +65,10 @@ class MqttOutputConfig(OutputConfig):
         default=30.0, gt=0, description="How long a batch waits for its PUBACKs; later: retry."
     )
     reconnect_max: Seconds = Field(
-        default=60.0, ge=1, description="Longest pause between reconnection attempts (1 s first)."
+        default=10.0,
+        ge=1,
+        description="Longest pause between reconnection attempts (1 s first, doubling); when "
+        "the network monitor sees the broker's network come back, it reconnects at once.",
     )
     max_inflight: int = Field(
         default=1000, ge=1, le=65535, description="QoS 1 messages awaiting PUBACK at once."
@@ -79,7 +90,11 @@ class MqttMessenger:
     message carries content type ``application/json`` and, if configured, a message expiry.
     MQTT v5 is asked for, not assumed (``protocol = "5"``, the default): when the broker's
     CONNACK refuses the protocol version (a 3.1.1-only broker), the messenger reconnects with
-    3.1.1, without those properties, and logs it once. Waits use the injected clock.
+    3.1.1, without those properties, and logs it once. When the delivery worker sees the
+    network come back it calls :meth:`network_back`: a client still waiting out paho's
+    reconnect delay is replaced by one that connects at once. A connection attempt that fails
+    on the broker's TLS certificate says "certificate not trusted" with the broker and the
+    ``ca_file`` option (:func:`connect_failure`). Waits use the injected clock.
     """
 
     needs_network: ClassVar[bool] = True
@@ -110,15 +125,18 @@ class MqttMessenger:
         self._last_error = "not connected yet"
         self._closed = False
         self._properties = self._publish_properties()
-        self._client = self._new_client()
+        self._client: Any = None
+        """The paho client in use; callbacks of a replaced client are ignored."""
+        self._new_client()
 
     @property
     def protocol(self) -> str:
         """The protocol in use: ``"5"``, or ``"3.1.1"`` (configured, or after the fallback)."""
         return "5" if self._v5 else "3.1.1"
 
-    def _new_client(self) -> Any:
-        """A configured paho client for the protocol in use, connecting in the background."""
+    def _new_client(self) -> None:
+        """Make a configured paho client for the protocol in use the current one
+        (``self._client``) and start it connecting in the background."""
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
@@ -143,9 +161,22 @@ class MqttMessenger:
             client.username_pw_set(config.username, password)
         if config.tls:
             client.tls_set(ca_certs=str(config.ca_file) if config.ca_file else None)
+        self._client = client  # before connecting: callbacks of other clients are ignored
         client.connect_async(config.host, config.port, keepalive=int(config.keepalive))
         client.loop_start()
-        return client
+
+    def _retire_client(self) -> None:
+        """Stop the current client: no more reconnects, its network thread ended. Public paho
+        API only: ``disconnect`` ends a pending reconnect wait, ``loop_stop`` joins the thread
+        (at most about a second, or the end of a connection attempt under way). Messages it
+        held unacknowledged stay pending in the outbox and are re-sent from the database."""
+        old, self._client = self._client, None  # its late callbacks are ignored from now on
+        if old is None:
+            return
+        old.disconnect()  # no-op when the link is already gone; stops its reconnects
+        old.loop_stop()
+        self._connected.clear()
+        self._connack.clear()
 
     def _fall_back_to_311(self) -> None:
         """The broker refused MQTT v5: replace the client by a 3.1.1 one (delivery thread).
@@ -153,13 +184,10 @@ class MqttMessenger:
         Happens at most once per messenger; logged once. 3.1.1 has no properties, so messages
         go without content type and message expiry.
         """
-        old = self._client
-        old.disconnect()  # no-op when the refusal already closed it; stops its reconnects
-        old.loop_stop()
+        self._retire_client()
         self._v5 = False
         self._properties = None
         self._v5_refused.clear()
-        self._connack.clear()
         log.warning(
             "mqtt %s:%s: the broker refused MQTT v5 (CONNACK: unsupported protocol version); "
             "falling back to MQTT 3.1.1 without content type and message expiry "
@@ -168,7 +196,27 @@ class MqttMessenger:
             self.config.port,
         )
         self._last_error = "the broker refused MQTT v5; reconnecting with MQTT 3.1.1"
-        self._client = self._new_client()
+        self._new_client()
+
+    def network_back(self) -> None:
+        """The network (this broker's probe target) is back after being down: connect now.
+
+        paho retries a lost connection by itself, waiting 1 s doubling up to ``reconnect_max``
+        between attempts, so after a long outage its next attempt may still be that far off
+        when the broker is back. Called by the delivery worker when the network gate opens
+        again: a client still waiting to reconnect is replaced by a fresh one that connects
+        at once. No-op while connected or after :meth:`close`.
+        """
+        if self._closed or self._connected.is_set():
+            return
+        log.info(
+            "mqtt %s:%s: network back, reconnecting now (%s)",
+            self.config.host,
+            self.config.port,
+            self._last_error,
+        )
+        self._retire_client()
+        self._new_client()
 
     def _publish_properties(self) -> Any:
         if not self._v5:
@@ -201,6 +249,8 @@ class MqttMessenger:
 
     # paho callbacks (network thread) -------------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if client is not self._client:  # a replaced client (fallback, reconnect now)
+            return
         if reason.is_failure:
             if self._v5 and getattr(reason, "value", None) == _UNSUPPORTED_PROTOCOL_VERSION:
                 # a 3.1.1-only broker answers a v5 CONNECT with return code 1, which paho
@@ -221,11 +271,21 @@ class MqttMessenger:
         )
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        self._last_error = f"cannot reach the broker at {self.config.host}:{self.config.port}"
+        if client is not self._client:
+            return
+        # paho calls this inside its ``except OSError`` around the connection attempt, so the
+        # error being handled is the reason (an ssl.SSLError is an OSError)
+        error = sys.exc_info()[1]
+        reason = connect_failure(self.config, error)
+        if reason != self._last_error and isinstance(error, ssl.SSLError):
+            log.warning("output %r: %s", self.config.name, reason)
+        self._last_error = reason
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        if client is not self._client:
+            return
         if self._connected.is_set():  # else keep why connecting failed (e.g. refused)
             self._last_error = f"connection to {self.config.host}:{self.config.port} lost: {reason}"
         self._connected.clear()
@@ -234,6 +294,8 @@ class MqttMessenger:
         self._batch_done.set()  # a waiting batch stops waiting for PUBACKs that won't come
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        if client is not self._client:  # message ids are per client
+            return
         with self._lock:
             self._acks[mid] = reason
             if mid in self._waiting:
@@ -302,6 +364,8 @@ class MqttMessenger:
         if self._closed:
             return
         self._closed = True
+        if self._client is None:
+            return
         if self._connected.is_set():
             info = self._client.publish(self._status_topic, "offline", qos=1, retain=True)
             done = threading.Event()
@@ -311,6 +375,30 @@ class MqttMessenger:
                 self.clock.wait(done, 0.05)
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def connect_failure(config: MqttOutputConfig, error: BaseException | None) -> str:
+    """Why a connection attempt to the broker of ``config`` failed, in words an operator acts on.
+
+    ``error``: the exception of the attempt (None: unknown). A TLS certificate the station does
+    not trust says "certificate not trusted" and names the broker and the ``ca_file`` option
+    (:func:`~fieldstation.outbox.messenger.certificate_problem`); another TLS failure says
+    "TLS handshake ... failed"; anything else is "cannot reach the broker" with the OS error.
+    """
+    where = f"{config.host}:{config.port}"
+    certificate = certificate_problem(
+        error, server=f"the broker at {where}", output=config.name, ca_file=config.ca_file
+    )
+    if certificate is not None:
+        return certificate
+    if isinstance(error, ssl.SSLError):
+        return (
+            f"TLS handshake with the broker at {where} failed ({error.reason or error}); "
+            f"check tls and ca_file on output {config.name!r} and the broker's TLS listener"
+        )
+    if error is None:
+        return f"cannot reach the broker at {where}"
+    return f"cannot reach the broker at {where}: {error}"
 
 
 def _create(

@@ -10,8 +10,9 @@ A message has one :class:`~fieldstation.store.models.Delivery` row per destinati
 ``max_age``; kept with the reason, movable back with :func:`retry_dead`) or ``dropped`` (by the
 byte cap's ``drop_oldest`` policy; never an event). Backoff lives in ``next_attempt_at`` so it
 survives restarts. The delivery loop (``fieldstation.outbox.delivery``) is the only writer of
-``sent``; it reads work with :func:`next_batch` and settles it with :func:`mark_sent`,
-:func:`mark_retry` and :func:`mark_dead`.
+``sent``: each of its per-output workers reads its destination's work with :func:`next_batch`
+and settles it with :func:`mark_sent`, :func:`mark_retry` and :func:`mark_dead` (conditional on
+``pending``, so the workers and the loop's housekeeping never overwrite one another).
 """
 
 from __future__ import annotations

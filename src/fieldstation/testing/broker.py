@@ -5,10 +5,14 @@ restarted broker keeps its sessions and queued QoS 1 messages), starts ``mosquit
 child process, and can stop (SIGTERM: the broker saves its state), kill (SIGKILL) and restart
 it on the same port. As root Mosquitto would drop to user ``mosquitto``; the config says
 ``user root`` so the folder it writes needs no special owner.
+
+Two stalled servers for fault tests: :class:`SilentBroker` (CONNACK, then never a PUBACK) and
+:class:`SilentEndpoint` (an HTTP endpoint that accepts connections and never answers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +30,8 @@ __all__ = [
     "BrokerError",
     "MosquittoBroker",
     "MosquittoMissingError",
+    "SilentBroker",
+    "SilentEndpoint",
     "Subscriber",
     "free_port",
     "mosquitto_executable",
@@ -254,3 +260,105 @@ class Subscriber:
         """Disconnect and stop the network thread."""
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class SilentBroker:
+    """A TCP server that speaks just enough MQTT 3.1.1 to accept a connection (CONNACK) and
+    then swallows every PUBLISH without a PUBACK (a half-dead broker). ``received`` counts the
+    publishes seen (by their ``fieldstation/`` topics). :meth:`close` stops it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.received = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            conn.settimeout(0.2)
+            first = True
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                if first:
+                    conn.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted
+                    first = False
+                self.received += data.count(b"fieldstation/")
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+class SilentEndpoint:
+    """A TCP server on a free loopback port that accepts every connection, reads what the
+    client sends and never answers (an HTTP endpoint that hangs). ``url`` is an ``http://``
+    URL to it; ``requests`` counts connections that sent something. :meth:`close` drops every
+    connection (the client sees the peer go away) and stops listening."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}/ingest"
+        self.requests = 0
+        self.asked = threading.Event()
+        """Set once a client has sent a request (and is now waiting for the answer)."""
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with self._lock:
+                self._conns.append(conn)
+            threading.Thread(target=self._swallow, args=(conn,), daemon=True).start()
+
+    def _swallow(self, conn: socket.socket) -> None:
+        conn.settimeout(0.1)
+        seen = False
+        while not self._stop.is_set():
+            try:
+                data = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            if not seen:
+                seen = True
+                with self._lock:
+                    self.requests += 1
+                self.asked.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+        self.sock.close()
