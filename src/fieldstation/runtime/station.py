@@ -524,6 +524,7 @@ def _health(jobs: list[dict[str, Any]], supervisor: Supervisor | None) -> dict[s
     or waits to restart) or ``healthy``; ``problems``: one line per reason."""
     failing: list[str] = []
     degraded: list[str] = []
+    stopping = supervisor is not None and supervisor.shutting_down
     if supervisor is None:
         failing.append("the station is starting")
     elif not supervisor.loop_alive():
@@ -534,7 +535,7 @@ def _health(jobs: list[dict[str, Any]], supervisor: Supervisor | None) -> dict[s
             failing.append(f"{job['name']} {state}: {job.get('reason')}")
         elif problem:
             degraded.append(f"{job['name']}: {problem}")
-        elif state not in OK_STATES and state != "stopped":
+        elif state not in OK_STATES and not (stopping and state == "stopped"):
             degraded.append(f"{job['name']} {state}: {job.get('reason')}")
     health = "unhealthy" if failing else "degraded" if degraded else "healthy"
     return {"health": health, "problems": failing + degraded}
