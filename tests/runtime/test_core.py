@@ -210,7 +210,12 @@ def test_a_chunk_nudges_the_consumers_and_waiting_says_why() -> None:
     assert producer.in_slot and producer.problem is None
     producer.reported(Waiting(next_slot="t", reason="device error: no input 'usb'"), 2.0)
     assert producer.problem == "device error: no input 'usb'" and producer.next_slot == "t"
-    producer.reported(Waiting(next_slot="t2"), 3.0)
+    producer.reported(Slot(start="a", end="b"), 2.5)  # it tries the device again...
+    assert producer.problem == "device error: no input 'usb'"  # ...and is not recording yet
+    producer.reported(Chunk(recording_id=2), 3.0)
+    assert producer.problem is None  # recording again
+    producer.reported(Waiting(next_slot="t", reason="disk low: 1 MB free"), 4.0)
+    producer.reported(Waiting(next_slot="t2"), 5.0)
     assert producer.problem is None  # between slots: all is well
 
 

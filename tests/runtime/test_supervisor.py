@@ -439,3 +439,22 @@ def test_pending_work_is_announced_only_when_there_is_some(
         wait_for(lambda: sup.job("proc")["last_progress"] is not None)
     assert "finish pending work" not in caplog.text
     assert "consumer stopped" in journal.read_text()
+
+
+def test_a_retry_while_not_recording_does_not_say_slot_open(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fieldstation.runtime.station import _ProgressLog
+
+    progress = _ProgressLog()
+    with caplog.at_level("INFO", logger="fieldstation.runtime.station"):
+        progress("recorder:usb", "slot", {"start": "t0", "end": "t9"})
+        progress("recorder:usb", "waiting", {"next_slot": "t1", "reason": "device error: x"})
+        for retry in ("t1", "t2"):  # the recorder reports the slot each time it tries again
+            progress("recorder:usb", "slot", {"start": retry, "end": "t9"})
+            progress("recorder:usb", "waiting", {"next_slot": "t3", "reason": "device error: x"})
+        progress("recorder:usb", "slot", {"start": "t3", "end": "t9"})
+        progress("recorder:usb", "chunk", {"recording_id": 1, "frames": 10})
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if "slot open" in line] == ["recorder:usb: slot open until t9"]
+    assert "recorder:usb: recording again" in lines

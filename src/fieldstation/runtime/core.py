@@ -142,6 +142,9 @@ class JobCore:
     exit_code: int | None = None
     reason: str | None = None
     config_reason: str | None = None
+    waiting_reason: str | None = None
+    """Why the job says it cannot work (a ``waiting`` report's reason), kept through the
+    ``slot`` report of a retry until a ``chunk`` or a ``waiting`` without reason."""
 
     # --- events in --------------------------------------------------------------------------
 
@@ -157,6 +160,10 @@ class JobCore:
             self.state = JobState.RUNNING
         if isinstance(report, ConfigErrorReport):
             self.config_reason = report.reason
+        elif isinstance(report, Waiting):
+            self.waiting_reason = report.reason
+        elif isinstance(report, Chunk):
+            self.waiting_reason = None
         if isinstance(report, Chunk) and not self.drain:
             return [Nudge(self.name)]  # a new recording: consumers start on it at once
         return []
@@ -383,6 +390,7 @@ class JobCore:
         self.restart_after_stop = False
         self.last, self.last_what, self.last_at, self.last_wall = None, None, None, None
         self.config_reason = None
+        self.waiting_reason = None
         self.started_at = now
         self.active = True
         self.state = JobState.STARTING if self.process else JobState.RUNNING
@@ -417,11 +425,12 @@ class JobCore:
     def problem(self) -> str | None:
         """Why the job does not do its work, when it says so or is judged so: the reason of
         ``failed``/``config_error``/``hung``, or a recorder's ``waiting`` reason (a device
-        error, low disk). None while all is well (between slots included)."""
+        error, low disk), kept while it retries (its ``slot`` report) until it records again.
+        None while all is well (between slots included)."""
         if self.state in (JobState.FAILED, JobState.CONFIG_ERROR, JobState.HUNG):
             return self.reason
-        if self.state in (JobState.RUNNING, JobState.STARTING) and isinstance(self.last, Waiting):
-            return self.last.reason
+        if self.state in (JobState.RUNNING, JobState.STARTING):
+            return self.waiting_reason
         return None
 
     def describe(self, now: float) -> dict[str, Any]:

@@ -575,6 +575,9 @@ class _ProgressLog:
                 log.warning("%s: not recording: %s; next try %s", job, report.reason, next_slot)
             self._reasons[job] = report.reason
         elif what == "chunk":
+            if self._reasons.get(job) is not None:
+                log.info("%s: recording again", job)
+                self._reasons[job] = None
             log.info(
                 "%s: chunk committed, recording %s (%s frames) %s",
                 job,
@@ -590,7 +593,10 @@ class _ProgressLog:
                 details.get("detections"),
             )
         elif what == "slot":
-            log.info("%s: slot open until %s", job, details.get("end"))
+            if self._reasons.get(job) is None:
+                log.info("%s: slot open until %s", job, details.get("end"))
+            else:  # a retry while it cannot record: not "slot open" (nothing records yet)
+                log.debug("%s: trying again (slot until %s)", job, details.get("end"))
         elif what == "failed":
             log.info("%s: %s %s", job, what, details)
         else:
