@@ -227,7 +227,7 @@ JobArg = Annotated[str, typer.Argument(help="Job name, e.g. recorder:mic, proces
 
 
 def start(job: JobArg, config: ConfigOpt = None, home: HomeOpt = None) -> None:
-    """Start a stopped or failed job."""
+    """Start a stopped, failed or config_error job (after fixing the station file)."""
     _job_command("start", job, _home(home, config))
 
 
