@@ -31,6 +31,7 @@ from fieldstation.runtime.core import (
     Record,
     Signal,
     Spawn,
+    exit_status,
     has_pending_work,
 )
 from fieldstation.runtime.liveness import BUSY, WAITING, RecorderLiveness, ThreadLiveness
@@ -244,3 +245,11 @@ def test_other_exits_are_transient(code: int) -> None:
     job.begin(0.0)
     job.exited(1.0, code)
     assert job.state == JobState.BACKOFF
+
+
+def test_exit_status_of_a_run() -> None:
+    assert exit_status([JobState.RUNNING, JobState.STOPPED]) == 0
+    assert exit_status([JobState.FAILED, JobState.STOPPED]) == 1
+    assert exit_status([JobState.HUNG]) == 1
+    assert exit_status([JobState.FAILED, JobState.CONFIG_ERROR]) == EXIT_CONFIG
+    assert exit_status([]) == 0

@@ -113,8 +113,8 @@ class Heartbeat:
 
     ``job_states()`` returns one dict per job with at least ``name`` and ``state`` (a
     :class:`~fieldstation.progress.JobState` value) and, by convention, ``restarts``,
-    ``reason`` and ``problem`` (see :func:`derive_status`); it is reported as given. Optional: ``host`` (a
-    :class:`HostMetrics`, default psutil), ``battery()`` (a dict or None, e.g.
+    ``reason`` and ``problem`` (see :func:`derive_status`); it is reported as given.
+    Optional: ``host`` (a :class:`HostMetrics`, default psutil), ``battery()`` (a dict or None, e.g.
     :meth:`Ina219Battery.read_dict`), ``network_up()`` (e.g. :meth:`NetworkMonitor.is_up`).
     """
 

@@ -17,6 +17,7 @@ Not thread-safe: one owner (the supervisor's loop thread) calls it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ __all__ = [
     "Record",
     "Signal",
     "Spawn",
+    "exit_status",
     "has_pending_work",
 ]
 
@@ -92,6 +94,18 @@ class Nudge:
 
 
 Action = Spawn | Signal | Record | Log | Nudge
+
+
+def exit_status(states: Iterable[JobState]) -> int:
+    """The exit status of a station whose jobs ended in ``states`` (decision record 0063):
+    :data:`~fieldstation.job.EXIT_CONFIG` (78) when one is ``config_error``, 1 when one is
+    ``failed`` or ``hung``, else 0."""
+    found = set(states)
+    if JobState.CONFIG_ERROR in found:
+        return EXIT_CONFIG
+    if found & {JobState.FAILED, JobState.HUNG}:
+        return 1
+    return 0
 
 
 def has_pending_work(

@@ -48,6 +48,7 @@ from fieldstation.runtime.core import (
     Record,
     Signal,
     Spawn,
+    exit_status,
     has_pending_work,
 )
 from fieldstation.runtime.jobs import (
@@ -249,10 +250,6 @@ class Supervisor:
 
     # --- public API (any thread) -------------------------------------------------------------
 
-    @property
-    def job_names(self) -> list[str]:
-        return list(self._jobs)
-
     def prepare(self) -> None:
         """Start the fork server now (before the caller starts threads); idempotent."""
         from multiprocessing import forkserver
@@ -349,11 +346,8 @@ class Supervisor:
         """What ``fieldstation run`` exits with, from the jobs' states when it stopped:
         :data:`~fieldstation.job.EXIT_CONFIG` (78) when a job is in ``config_error``, 1 when
         one is ``failed`` or ``hung``, else 0 (decision record 0063)."""
-        if self.jobs_in(JobState.CONFIG_ERROR):
-            return EXIT_CONFIG
-        if self.jobs_in(JobState.FAILED, JobState.HUNG):
-            return 1
-        return 0
+        with self._lock:
+            return exit_status(job.state for job in self._jobs.values())
 
     def start_job(self, name: str) -> dict[str, Any]:
         """Start a stopped, failed or misconfigured job (forgets its past restarts); returns
