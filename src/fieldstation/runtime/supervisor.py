@@ -261,7 +261,9 @@ class Supervisor:
         self.prepare()
         now = self.clock.monotonic()
         for job in self._jobs.values():
-            self._apply(job.core.begin(now))
+            with self._lock:
+                actions = job.core.begin(now)
+            self._apply(actions)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set (or, with ``exit_when_unrunnable``, until no process job
@@ -620,7 +622,9 @@ class Supervisor:
         now = self.clock.monotonic()
         for job in self._jobs.values():
             if job.thread is not None:
-                self._apply(job.core.terminate("shutdown", now))
+                with self._lock:
+                    actions = job.core.terminate("shutdown", now)
+                self._apply(actions)
         deadline = now + limit
         for job in self._jobs.values():
             if job.thread is not None:
@@ -636,7 +640,9 @@ class Supervisor:
         now = self.clock.monotonic()
         for job in jobs:
             if job.alive:
-                self._apply(job.core.terminate("shutdown", now))
+                with self._lock:
+                    actions = job.core.terminate("shutdown", now)
+                self._apply(actions)
         deadline = now + limit
         while any(j.process is not None for j in jobs):
             remaining = deadline - self.clock.monotonic()
