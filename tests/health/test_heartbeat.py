@@ -333,3 +333,64 @@ def test_heartbeat_honours_the_outbox_cap(
         assert session.scalar(select(func.count()).where(Message.kind == "heartbeat")) == 1
         dropped = session.scalar(select(func.count()).where(Delivery.state == "dropped"))
         assert dropped and dropped >= 1
+
+
+def test_status_rules_for_job_states_and_problems(home: StationHome) -> None:
+    config = station(home)
+    bad = [{"name": "recorder:mic", "state": "config_error", "reason": "path: x.wav missing"}]
+    assert derive_status(metrics(jobs=bad), config) == (
+        "failing",
+        ["job recorder:mic config_error: path: x.wav missing"],
+    )
+    hung = [{"name": "outbox", "state": "hung", "reason": "hung: busy for 901 s"}]
+    assert derive_status(metrics(jobs=hung), config)[0] == "failing"
+    # running, but cannot record: degraded with the reason, until the device returns
+    waiting = [
+        {"name": "recorder:usb", "state": "running", "problem": "device error: no input 'usb'"}
+    ]
+    assert derive_status(metrics(jobs=waiting), config) == (
+        "degraded",
+        ["job recorder:usb: device error: no input 'usb'"],
+    )
+    fine = [{"name": "recorder:usb", "state": "running", "problem": None}]
+    assert derive_status(metrics(jobs=fine), config) == ("ok", [])
+    # states the supervisor never sets are not "ok" by name any more
+    assert derive_status(metrics(jobs=[{"name": "x", "state": "idle"}]), config)[0] == "degraded"
+
+
+def test_refused_heartbeats_are_one_warning_not_a_traceback_per_beat(
+    home: StationHome, db: Database, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fieldstation.store.outbox import enqueue
+
+    config = station(
+        home, outbox={"max_bytes": 1500, "when_full": "block"}, heartbeat={"interval": "1m"}
+    )
+    with db.session() as session:
+        for i in range(5):
+            enqueue(
+                session,
+                kind="recording",
+                body={"pad": "x" * 300, "i": i},
+                destinations=["local"],
+                now=clock.now(),
+                station_id="default",
+            )
+    beat = Heartbeat(config, db, clock, home, host=FakeHost())
+    stop = threading.Event()
+    original = clock.wait
+    turns = []
+
+    def wait(event: threading.Event, timeout: float | None) -> bool:
+        turns.append(timeout)
+        if len(turns) == 10:
+            stop.set()
+        return original(event, timeout)
+
+    clock.wait = wait  # type: ignore[method-assign]
+    with caplog.at_level("DEBUG", logger="fieldstation.health.heartbeat"):
+        beat.run(stop)
+    assert beat.refused == 10
+    records = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert len(records) == 1 and records[0].levelname == "WARNING"
+    assert records[0].exc_info is None and "outbox full" in records[0].getMessage()

@@ -25,7 +25,7 @@ from fieldstation.clock import SystemClock, VirtualClock
 from fieldstation.config import StationConfig, parse_config, template_text
 from fieldstation.home import StationHome
 from fieldstation.runtime.jobs import ProcessJobSpec, ThreadJobSpec
-from fieldstation.runtime.liveness import RecorderLiveness
+from fieldstation.runtime.liveness import RecorderLiveness, ThreadLiveness
 from fieldstation.runtime.logs import setup_logging
 from fieldstation.runtime.supervisor import Supervisor, UnknownJobError, tail_lines
 from fieldstation.testing.jobs import job_processes
@@ -323,3 +323,138 @@ def test_why_a_recorder_is_not_recording_is_logged_when_it_changes(
         "recorder:usb: not recording: disk low: y; next try t2",
     ]
     assert "recorder:usb: waiting, next slot t3" in caplog.text
+
+
+def test_a_configuration_error_is_not_retried(
+    home: StationHome, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real job process raising ConfigurationError exits 78: config_error at once with its
+    reason, one ERROR line, one event, no restart (while a crashing neighbour restarts many
+    times meanwhile) until an operator starts it."""
+    config = fast_config(home, max_restarts=100, failed_retry=0.1)
+    starts = home.root / "bad.starts"
+    specs = [
+        ProcessJobSpec("bad", f"{HERE}:misconfigured", (str(starts),)),
+        ProcessJobSpec("crash", f"{HERE}:crashing"),
+    ]
+    with (
+        caplog.at_level("INFO", logger="fieldstation.runtime"),
+        supervising(config, home, specs) as (sup, events),
+    ):
+        wait_for(lambda: state(sup, "bad") == "config_error")
+        job = sup.job("bad")
+        assert "missing.wav does not exist" in job["reason"] and job["exit_code"] == 78
+        assert job["problem"] == job["reason"] and job["restart_in_s"] is None
+        # time passes (the neighbour restarts 5 times, several backoff periods): nothing
+        wait_for(lambda: sup.job("crash")["restarts"] >= 5)
+        assert state(sup, "bad") == "config_error" and sup.job("bad")["restarts"] == 0
+        assert len(starts.read_text().split()) == 1
+        assert not sup.healthy() and sup.failed_jobs() == ["bad"]
+        sup.start_job("bad")
+        wait_for(lambda: len(starts.read_text().split()) == 2)
+        wait_for(lambda: state(sup, "bad") == "config_error")
+    mine = [e for e in events if e[1] == "bad"]
+    assert [e[0] for e in mine] == ["job_config_error", "job_config_error"]
+    assert mine[0][3] == "error" and "missing.wav does not exist" in mine[0][2]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len([m for m in errors if m.startswith("job bad:")]) == 2  # one per start
+    assert not any(
+        "bad" in r.getMessage() and "restart in" in r.getMessage() for r in caplog.records
+    )
+    assert sup.exit_status() == 78
+
+
+def test_every_process_job_misconfigured_ends_the_run(home: StationHome) -> None:
+    config = fast_config(home)
+    stop = threading.Event()
+    sup = Supervisor(
+        config,
+        home,
+        1,
+        SystemClock(),
+        [ProcessJobSpec("bad", f"{HERE}:misconfigured")],
+        tick=0.1,
+        exit_when_unrunnable=True,
+    )
+    try:
+        sup.start()
+        runner = threading.Thread(target=sup.run, args=(stop,))
+        runner.start()
+        runner.join(20)  # returns by itself: nothing can run
+        assert not runner.is_alive() and stop.is_set()
+    finally:
+        stop.set()
+        sup.close()
+    assert state(sup, "bad") == "config_error" and sup.exit_status() == 78
+    assert job_processes() == []
+
+
+def test_a_hung_thread_job_is_reported_and_starves_the_watchdog(home: StationHome) -> None:
+    """A thread blocked in a read that never returns (a real blocked syscall) stops touching
+    its stop event: it is reported ``hung`` with one event, and ``watchdog_ok`` turns False;
+    when the read returns, it is running again."""
+    config = fast_config(home)
+    read_end, write_end = os.pipe()
+
+    def stuck(stop: threading.Event) -> None:
+        os.read(read_end, 1)  # blocks until the test writes
+        stop.wait()
+
+    spec = ThreadJobSpec("stuck", stuck, liveness=ThreadLiveness(timeout=0.3))
+    try:
+        with supervising(config, home, [spec]) as (sup, events):
+            wait_for(lambda: state(sup, "stuck") == "hung")
+            assert not sup.watchdog_ok() and not sup.healthy()
+            assert "busy for" in sup.job("stuck")["reason"]
+            time.sleep(0.3)  # several ticks: still one event
+            assert [e[0] for e in events] == ["job_hung"]
+            os.write(write_end, b"x")
+            wait_for(lambda: state(sup, "stuck") == "running")
+            assert sup.watchdog_ok()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert [e[0] for e in events] == ["job_hung"]
+
+
+def test_a_thread_waiting_on_its_stop_is_not_hung(home: StationHome) -> None:
+    config = fast_config(home)
+    spec = ThreadJobSpec("idle", lambda stop: stop.wait(), liveness=ThreadLiveness(timeout=0.1))
+    with supervising(config, home, [spec]) as (sup, events):
+        time.sleep(0.5)  # five liveness timeouts, waiting all along
+        assert state(sup, "idle") == "running" and sup.watchdog_ok()
+    assert events == []
+
+
+def test_pending_work_is_announced_only_when_there_is_some(
+    home: StationHome, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = fast_config(home)
+    journal = home.root / "journal"
+    specs = [ProcessJobSpec("proc", f"{HERE}:idling", (str(journal),), drain=True)]
+    with (
+        caplog.at_level("INFO", logger="fieldstation.runtime"),
+        supervising(config, home, specs) as (sup, _),
+    ):
+        wait_for(lambda: sup.job("proc")["last_progress"] is not None)
+    assert "finish pending work" not in caplog.text
+    assert "consumer stopped" in journal.read_text()
+
+
+def test_a_retry_while_not_recording_does_not_say_slot_open(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fieldstation.runtime.station import _ProgressLog
+
+    progress = _ProgressLog()
+    with caplog.at_level("INFO", logger="fieldstation.runtime.station"):
+        progress("recorder:usb", "slot", {"start": "t0", "end": "t9"})
+        progress("recorder:usb", "waiting", {"next_slot": "t1", "reason": "device error: x"})
+        for retry in ("t1", "t2"):  # the recorder reports the slot each time it tries again
+            progress("recorder:usb", "slot", {"start": retry, "end": "t9"})
+            progress("recorder:usb", "waiting", {"next_slot": "t3", "reason": "device error: x"})
+        progress("recorder:usb", "slot", {"start": "t3", "end": "t9"})
+        progress("recorder:usb", "chunk", {"recording_id": 1, "frames": 10})
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if "slot open" in line] == ["recorder:usb: slot open until t9"]
+    assert "recorder:usb: recording again" in lines

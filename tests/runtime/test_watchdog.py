@@ -7,6 +7,7 @@ station, interrupting the healthy jobs, and mend nothing. It is named in ``STATU
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -15,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from fieldstation.runtime.jobs import ProcessJobSpec
+from fieldstation.runtime.jobs import ProcessJobSpec, ThreadJobSpec
+from fieldstation.runtime.liveness import ThreadLiveness
 from fieldstation.runtime.station import Station, process_jobs
 
 
@@ -69,3 +71,64 @@ def test_watchdog_fed_while_the_loop_turns_and_failed_jobs_named(
     assert len(after) >= 3  # the other jobs keep running, and so does the watchdog
     assert all("failed: crash" in m for m in after)
     assert messages[-1] == "STOPPING=1"
+
+
+def test_a_hung_thread_job_starves_the_watchdog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_station: Any
+) -> None:
+    """A thread job whose loop stops turning (a real blocked read) cannot be killed inside the
+    process: the watchdog stops being fed, so systemd restarts the station (decision 0064);
+    STATUS= names it. When it turns again, the pings resume."""
+    address = tmp_path / "notify.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(address))
+    receiver.settimeout(0.2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(address))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.2 s
+    config = make_station(tmp_path / "home")
+    read_end, write_end = os.pipe()
+
+    def stuck(stop: threading.Event) -> None:
+        os.read(read_end, 1)  # blocks until the test writes
+        stop.wait()
+
+    spec = ThreadJobSpec("stuck", stuck, liveness=ThreadLiveness(timeout=1.0))
+    station = Station(config, jobs=[*process_jobs(config), spec], control=False, tick=0.1)
+    stop = threading.Event()
+    runner = threading.Thread(target=station.run, args=(stop,))
+    runner.start()
+    received: list[tuple[float, str]] = []
+
+    def collect(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                received.append((time.monotonic(), receiver.recv(4096).decode()))
+
+    try:
+        assert station.ready.wait(20)
+        supervisor = station.supervisor
+        assert supervisor is not None
+        deadline = time.monotonic() + 20
+        while supervisor.job("stuck")["state"] != "hung" and time.monotonic() < deadline:
+            collect(0.2)
+        assert supervisor.job("stuck")["state"] == "hung"
+        hung_at = time.monotonic()
+        collect(1.5)
+        os.write(write_end, b"x")
+        deadline = time.monotonic() + 20
+        while supervisor.job("stuck")["state"] != "running" and time.monotonic() < deadline:
+            collect(0.2)
+        back_at = time.monotonic()
+        collect(1.0)
+    finally:
+        stop.set()
+        runner.join(30)
+        os.close(read_end)
+        os.close(write_end)
+    receiver.close()
+    assert [t for t, m in received if m.startswith("WATCHDOG=1") and t < hung_at]
+    starved = [m for t, m in received if hung_at + 0.3 < t < back_at]
+    assert starved and not any(m.startswith("WATCHDOG=1") for m in starved)
+    assert any("hung: stuck" in m for m in starved)
+    assert [m for t, m in received if m.startswith("WATCHDOG=1") and t > back_at + 0.3]

@@ -9,6 +9,7 @@ reads the log files directly (so it works on a stopped station too).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -19,6 +20,7 @@ import typer
 
 from fieldstation.cli.common import EXIT_INVALID, console, err_console, home_of, load_or_exit
 from fieldstation.home import StationHome
+from fieldstation.progress import FAILING_STATES, JobState
 
 __all__ = ["register"]
 
@@ -55,7 +57,13 @@ def run(
         str | None, typer.Option("--for", help="Stop after this long (e.g. 20s, 5m).")
     ] = None,
 ) -> None:
-    """Run the station (Ctrl-C or SIGTERM stops it gracefully)."""
+    """Run the station (Ctrl-C or SIGTERM stops it gracefully).
+
+    Exit status once stopped: 0; 78 when a job ended in ``config_error`` (fix the station
+    file); 1 when one ended ``failed`` or ``hung``, or the station could not run. In the
+    foreground (not under systemd) the station stops by itself when no job can run with the
+    station file (decision record 0063).
+    """
     from fieldstation.config.units import parse_duration
     from fieldstation.home import StationLockedError
     from fieldstation.runtime.logs import setup_logging
@@ -69,7 +77,8 @@ def run(
         except ValueError as error:
             err_console.print(f"[red]--for {duration!r}: {error}[/]")
             raise typer.Exit(EXIT_INVALID) from None
-    station = Station(cfg)
+    # under systemd (Type=notify) the station stays up to report a config error remotely
+    station = Station(cfg, exit_when_unrunnable="NOTIFY_SOCKET" not in os.environ)
     station.home.ensure()
     setup_logging(cfg.logging, station.home.logs, name="station", console=True)
     stop = threading.Event()
@@ -90,6 +99,17 @@ def run(
     except StationLockedError as error:
         err_console.print(f"[red]{error}[/]", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
+    code = station.exit_status()
+    if code:
+        bad = [
+            f"{j['name']} {j['state']}: {j.get('reason')}"
+            for j in (station.supervisor.snapshot() if station.supervisor else [])
+            if j["state"] in FAILING_STATES
+        ]
+        err_console.print(
+            f"station [bold]{cfg.station.id}[/] stopped with: " + "; ".join(bad), highlight=False
+        )
+        raise typer.Exit(code)
     console.print(f"station [bold]{cfg.station.id}[/] stopped", highlight=False)
 
 
@@ -109,7 +129,9 @@ def _render(status: dict[str, Any]) -> None:
     deployment = status.get("deployment") or {}
     storage = status.get("storage") or {}
     outbox = status.get("outbox") or {}
-    health = "[green]healthy[/]" if status.get("healthy") else "[red]unhealthy[/]"
+    level = status.get("health") or ("healthy" if status.get("healthy") else "unhealthy")
+    colour = {"healthy": "green", "degraded": "yellow"}.get(level, "red")
+    health = f"[{colour}]{level}[/]"
     if status.get("shutting_down"):
         health += ", [yellow]shutting down[/]"
     console.print(
@@ -117,8 +139,17 @@ def _render(status: dict[str, Any]) -> None:
         f"{_age(status.get('uptime_s'))}, deployment {deployment.get('id')}",
         highlight=False,
     )
+    for problem in status.get("problems") or []:
+        console.print(f"  [{colour}]{problem}[/]", highlight=False)
     table = Table("job", "state", "pid", "uptime", "restarts", "last progress", "next slot")
-    colours = {"running": "green", "failed": "red", "backoff": "yellow", "stopped": "dim"}
+    colours = {
+        JobState.RUNNING: "green",
+        JobState.FAILED: "red",
+        JobState.CONFIG_ERROR: "red",
+        JobState.HUNG: "red",
+        JobState.BACKOFF: "yellow",
+        JobState.STOPPED: "dim",
+    }
     for job in status.get("jobs", []):
         last = job.get("last_progress") or {}
         progress = "-"
@@ -129,6 +160,8 @@ def _render(status: dict[str, Any]) -> None:
         state = job["state"]
         if job.get("restart_in_s") is not None:
             state += f" ({job['restart_in_s']:.0f} s)"
+        if job["state"] in (JobState.CONFIG_ERROR, JobState.FAILED, JobState.HUNG):
+            state += f": {job.get('reason')}"
         table.add_row(
             job["name"],
             f"[{colours.get(job['state'], 'white')}]{state}[/]",
@@ -194,7 +227,7 @@ JobArg = Annotated[str, typer.Argument(help="Job name, e.g. recorder:mic, proces
 
 
 def start(job: JobArg, config: ConfigOpt = None, home: HomeOpt = None) -> None:
-    """Start a stopped or failed job."""
+    """Start a stopped, failed or config_error job (after fixing the station file)."""
     _job_command("start", job, _home(home, config))
 
 

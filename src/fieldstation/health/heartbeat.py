@@ -5,14 +5,18 @@ down are kept and delivered later, oldest first (issue 8). Each carries a status
 metrics and the job states by :func:`derive_status`:
 
 ``failing`` (the station is losing data or cannot work) when any of:
-  - a job is in state ``failed`` (restart intensity exhausted);
+  - a job is in state ``failed`` (restart intensity exhausted), ``config_error`` (it cannot
+    run with this station file) or ``hung`` (a thread job whose loop stopped turning); the
+    reason is given;
   - the database could not be read;
   - the free disk space is below the largest ``min_free`` of the enabled sensors, i.e. the
     recorders' disk guard stops chunks (``disk_low``).
 
 ``degraded`` (working, but someone should look) when any of:
-  - a job is in a state other than ``running``, ``idle``, ``waiting``, ``starting``,
-    ``disabled`` (e.g. ``restarting``, ``backoff``, ``stalled``, ``stopped``);
+  - a job says it cannot do its work (its ``problem``: e.g. a recorder waiting for an audio
+    device that is gone, or for disk space), with that reason;
+  - a job is in a state other than ``running`` and ``starting`` (``backoff``, ``stopping``,
+    ``stopped``); the states are :class:`fieldstation.progress.JobState`;
   - the free disk space is below ``retention.min_free`` (retention cannot keep up);
   - the oldest undelivered outbox message is older than ``heartbeat.outbox_age_degraded``;
   - memory use above ``heartbeat.memory_percent_degraded``, CPU temperature above
@@ -39,15 +43,18 @@ from fieldstation.health.metrics import (
     collect_station_metrics,
 )
 from fieldstation.home import StationHome
+from fieldstation.progress import FAILING_STATES, OK_STATES
 from fieldstation.store import Database
+from fieldstation.store.outbox import OutboxFullError
 
 __all__ = ["OK_JOB_STATES", "Heartbeat", "Status", "derive_status"]
 
 log = logging.getLogger(__name__)
 
 Status = Literal["ok", "degraded", "failing"]
-OK_JOB_STATES = frozenset({"running", "idle", "waiting", "starting", "disabled"})
-"""Job states that do not degrade the status; ``failed`` makes it failing, others degraded."""
+OK_JOB_STATES = OK_STATES
+"""Job states that do not degrade the status (:data:`fieldstation.progress.OK_STATES`);
+:data:`~fieldstation.progress.FAILING_STATES` make it failing, others degraded."""
 
 
 def derive_status(
@@ -62,8 +69,11 @@ def derive_status(
     for job in metrics.jobs:
         state = str(job.get("state", "unknown"))
         name = job.get("name", "?")
-        if state == "failed":
-            failing.append(f"job {name} failed")
+        reason, problem = job.get("reason"), job.get("problem")
+        if state in FAILING_STATES:
+            failing.append(f"job {name} {state}" + (f": {reason}" if reason else ""))
+        elif problem:
+            degraded.append(f"job {name}: {problem}")
         elif state not in OK_JOB_STATES:
             degraded.append(f"job {name} {state}")
     for error in metrics.errors:
@@ -101,9 +111,10 @@ def derive_status(
 class Heartbeat:
     """Builds and enqueues heartbeats (outbox kind ``heartbeat``).
 
-    ``job_states()`` returns one dict per job with at least ``name`` and ``state`` (and, by
-    convention, ``restarts``); it is reported as given. Optional: ``host`` (a
-    :class:`HostMetrics`, default psutil), ``battery()`` (a dict or None, e.g.
+    ``job_states()`` returns one dict per job with at least ``name`` and ``state`` (a
+    :class:`~fieldstation.progress.JobState` value) and, by convention, ``restarts``,
+    ``reason`` and ``problem`` (see :func:`derive_status`); it is reported as given.
+    Optional: ``host`` (a :class:`HostMetrics`, default psutil), ``battery()`` (a dict or None, e.g.
     :meth:`Ina219Battery.read_dict`), ``network_up()`` (e.g. :meth:`NetworkMonitor.is_up`).
     """
 
@@ -129,6 +140,8 @@ class Heartbeat:
         self.network_up = network_up
         self.config_hash = config_hash(config)
         self.sequence = 0
+        self.refused = 0
+        """Consecutive heartbeats the full outbox refused (``when_full = "block"``)."""
         self._started = clock.monotonic()
         """Heartbeats built by this object (restarts at 0 with the process)."""
 
@@ -191,7 +204,9 @@ class Heartbeat:
         """Beat every ``heartbeat.interval`` seconds until ``stop`` is set.
 
         Beats keep a fixed cadence on the monotonic clock; beats missed while the process was
-        busy are skipped, not bunched. An error in one beat is logged and the loop goes on.
+        busy are skipped, not bunched. An error in one beat is logged and the loop goes on; a
+        beat the full outbox refuses (``when_full = "block"``) is one WARNING line for the
+        whole spell, not a traceback per beat.
         With ``heartbeat.enabled = false`` it only waits for ``stop``.
         """
         if not self.config.heartbeat.enabled:
@@ -202,6 +217,19 @@ class Heartbeat:
         while not stop.is_set():
             try:
                 self.beat_once()
+                if self.refused:
+                    log.info("heartbeats queued again after %d refused", self.refused)
+                    self.refused = 0
+            except OutboxFullError as error:  # expected under when_full = "block": no traceback
+                self.refused += 1
+                if self.refused == 1:
+                    log.warning(
+                        "heartbeats are not queued while the outbox is full: %s "
+                        "(logged once until one is queued again)",
+                        error,
+                    )
+                else:
+                    log.debug("heartbeat %d refused: outbox full", self.refused)
             except Exception:
                 log.exception("heartbeat failed; next one in %.0f s", interval)
             due += interval

@@ -5,12 +5,10 @@ Targets are the outputs' brokers and endpoints (any output config with ``host``/
 host name (DNS) and opens a TCP connection to it; the probe succeeds when at least one target
 answers. The state goes ``down`` after ``network.down_after`` consecutive failed probes and back
 ``up`` after ``network.up_after`` consecutive successes (hysteresis: one lost packet does not
-flap the state). While down, probes back off exponentially with "equal jitter" (Marc Brooker,
-"Exponential Backoff And Jitter", AWS Architecture Blog, 2015,
-https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/): after the n-th probe
-while down, ``base = min(network.backoff_max, network.interval * 2**n)`` and the wait is drawn
-uniformly from ``[base/2, base]`` (the blog's ``temp/2 + random_between(0, temp/2)``; "full
-jitter" would draw from ``[0, base]``, and could probe again at once). Once a probe succeeds,
+flap the state). While down, probes back off with the station's one backoff rule
+(:func:`fieldstation.backoff.backoff_delay`, exponential with "equal jitter"): after the n-th
+probe while down, ``base = min(network.backoff_max, network.interval * 2**n)`` and the wait is
+drawn uniformly from ``[base/2, base]``. Once a probe succeeds,
 the next comes after ``interval`` again so recovery is confirmed quickly. With no target at all
 the network counts as up. The outbox calls :meth:`NetworkMonitor.is_up` and makes no attempts on
 outputs that need the network while it is False; with :meth:`NetworkMonitor.is_up_for` each
@@ -31,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from fieldstation.backoff import backoff_delay
 from fieldstation.clock import Clock
 from fieldstation.config import StationConfig
 from fieldstation.store import Database
@@ -224,8 +223,10 @@ class NetworkMonitor:
                 self._backoff_level = 0
                 return net.interval
             self._backoff_level += 1
-            delay = min(net.interval * 2.0**self._backoff_level, net.backoff_max)
-        return self._rng.uniform(delay / 2.0, delay)
+            level = self._backoff_level
+        # the first wait while down is twice the interval: attempt n + 1 of the rule
+        maximum = max(net.backoff_max, net.interval)
+        return backoff_delay(level + 1, net.interval, maximum, self._rng.random())
 
     def run(self, stop: threading.Event) -> None:
         """Probe until ``stop`` is set (only waits for it when ``network.enabled`` is false)."""

@@ -99,11 +99,16 @@ class ProcessJobSpec:
 
 @dataclass(frozen=True)
 class ThreadJobSpec:
-    """A job run as a thread of the supervisor: ``run(stop)`` returns once ``stop`` is set."""
+    """A job run as a thread of the supervisor: ``run(stop)`` returns once ``stop`` is set.
+
+    ``liveness``: e.g. :class:`~fieldstation.runtime.liveness.ThreadLiveness`, judged from
+    the thread's touches of ``stop`` (see :mod:`fieldstation.runtime.liveness`).
+    """
 
     name: str
     run: Callable[[threading.Event], None]
     kind: str = "thread"
+    liveness: Liveness = field(default_factory=AlwaysAlive)
 
 
 def log_file_of(home: StationHome, job: str) -> Any:

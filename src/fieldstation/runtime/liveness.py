@@ -7,6 +7,12 @@ Rules (issue 7):
 - processor: after ``claimed`` a ``processed`` or ``failed`` report is due within the
   processor's ``timeout`` seconds; after any other report the next is due within
   ``poll_interval + timeout`` (an idle worker reports every ``poll_interval``).
+- thread job (delivery, heartbeat, retention, network, summary): a thread shows it is alive
+  by touching its stop event (``stop.is_set()`` or a wait on it, which every loop does at
+  least once a turn); while it waits on it, it is idle, not hung. Busy for more than its
+  ``timeout`` without touching it, it hangs (:class:`ThreadLiveness`; the supervisor's
+  :class:`~fieldstation.runtime.supervisor.TickingEvent` turns those touches into reports
+  ``busy``/``waiting``).
 - anything else: judged only by its process being alive.
 
 Times are monotonic seconds of the injected clock.
@@ -17,7 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["AlwaysAlive", "Liveness", "ProcessorLiveness", "RecorderLiveness"]
+__all__ = ["AlwaysAlive", "Liveness", "ProcessorLiveness", "RecorderLiveness", "ThreadLiveness"]
+
+BUSY = "busy"
+WAITING = "waiting"
+"""Liveness reports of a thread job: busy since ``at`` / waiting on its stop event since."""
 
 
 @runtime_checkable
@@ -85,4 +95,23 @@ class ProcessorLiveness:
         limit = self.poll_interval + self.timeout
         if silent > limit:
             return f"no report for {silent:.1f} s after {last_what!r} (limit {limit:.1f} s)"
+        return None
+
+
+@dataclass(frozen=True)
+class ThreadLiveness:
+    """A thread job hangs when busy (last report :data:`BUSY`) for more than ``timeout`` s.
+
+    Waiting on its stop event (:data:`WAITING`) is never a hang, however long: the job chose
+    to sleep until its next turn.
+    """
+
+    timeout: float
+
+    def stalled(self, last_what: str | None, last_at: float | None, now: float) -> str | None:
+        if last_what != BUSY or last_at is None:
+            return None
+        busy = now - last_at
+        if busy > self.timeout:
+            return f"busy for {busy:.1f} s without a turn of its loop (limit {self.timeout:.1f} s)"
         return None

@@ -1,9 +1,10 @@
 """Restart policy of supervised jobs: exponential backoff with jitter and an intensity limit.
 
 Backoff: the n-th restart inside the current ``restart_window`` waits
-``min(backoff_max, backoff_initial * 2**(n-1))`` seconds scaled by a random factor in
-[0.5, 1] ("equal jitter", AWS Architecture Blog, "Exponential Backoff And Jitter", 2015), so
-jobs crashing together do not restart in lock step. Intensity (Erlang/OTP supervisors'
+:func:`fieldstation.backoff.backoff_delay` ``(n, backoff_initial, backoff_max)`` seconds, i.e.
+``min(backoff_max, backoff_initial * 2**(n-1))`` scaled by a random factor in [0.5, 1]
+("equal jitter", the station's one backoff rule), so jobs crashing together do not restart in
+lock step. Intensity (Erlang/OTP supervisors'
 ``intensity``/``period``): a job that would restart more than ``max_restarts`` times within
 ``restart_window`` seconds is declared failed and left alone. Time is the injected clock's
 ``monotonic()`` seconds, so the policy is tested on a ``VirtualClock``.
@@ -16,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fieldstation.backoff import backoff_delay
 from fieldstation.config.runtime import RuntimeConfig
 
 __all__ = ["RestartDecision", "RestartPolicy"]
@@ -77,7 +79,7 @@ class RestartPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Delay (s) before restart number ``attempt`` (1-based) before jitter."""
-        return float(min(self.backoff_max, self.backoff_initial * 2 ** max(0, attempt - 1)))
+        return backoff_delay(attempt, self.backoff_initial, self.backoff_max, 1.0)
 
     def on_exit(self, now: float) -> RestartDecision:
         """A job ended unexpectedly at monotonic ``now``: restart (with a delay) or fail."""
@@ -87,7 +89,7 @@ class RestartPolicy:
         self._restarts.append(now)
         self.total_restarts += 1
         attempt = len(self._restarts)
-        delay = self.backoff(attempt) * (0.5 + 0.5 * self._jitter())
+        delay = backoff_delay(attempt, self.backoff_initial, self.backoff_max, self._jitter())
         return RestartDecision(True, delay, attempt)
 
     def reset(self) -> None:

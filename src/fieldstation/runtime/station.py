@@ -28,6 +28,7 @@ from typing import Any
 from fieldstation.clock import Clock, SystemClock
 from fieldstation.config.station import StationConfig, config_hash
 from fieldstation.home import StationHome
+from fieldstation.progress import FAILING_STATES, OK_STATES, Waiting, parse_report
 from fieldstation.runtime import systemd
 from fieldstation.runtime.jobs import (
     ProcessJobSpec,
@@ -35,7 +36,7 @@ from fieldstation.runtime.jobs import (
     fork_fork_server,
     log_file_of,
 )
-from fieldstation.runtime.liveness import ProcessorLiveness, RecorderLiveness
+from fieldstation.runtime.liveness import ProcessorLiveness, RecorderLiveness, ThreadLiveness
 from fieldstation.runtime.startup import (
     MigrationError,
     migrate_in_child,
@@ -62,6 +63,19 @@ log = logging.getLogger(__name__)
 
 RECORDER = "fieldstation.recording.job:run_recorder"
 PROCESSOR = "fieldstation.processing.worker:run_processor"
+
+THREAD_LIVENESS: dict[str, float] = {
+    "network": 300.0,
+    "outbox": 900.0,
+    "heartbeat": 300.0,
+    "summary": 900.0,
+    "retention": 3600.0,
+}
+"""Seconds each thread job may stay busy without a turn of its loop before it counts as hung
+(:class:`~fieldstation.runtime.liveness.ThreadLiveness`). Generous: a hung thread starves the
+systemd watchdog, which restarts the whole station, so a slow pass (retention deleting a
+large backlog from an SD card, a delivery waiting out several 30 s timeouts) must not look
+hung (decision record 0064)."""
 
 
 def process_jobs(
@@ -99,16 +113,22 @@ def process_jobs(
 class Station:
     """One running station: ``Station(config).run(stop)`` blocks until ``stop`` is set.
 
-    ``jobs``: process jobs to run (default :func:`process_jobs`); ``threads``: whether to run
-    the thread jobs (delivery, heartbeat, ...); ``progress``: print progress lines (INFO log).
+    ``jobs``: process jobs to run (default :func:`process_jobs`; thread specs may be added,
+    for tests); ``threads``: whether to run the thread jobs (delivery, heartbeat, ...);
+    ``thread_liveness``: overrides of :data:`THREAD_LIVENESS` (seconds, by job name);
+    ``exit_when_unrunnable``: stop once every process job is in ``config_error`` (a
+    foreground ``fieldstation run``; under systemd the station stays up to report it,
+    decision record 0063).
     """
 
     config: StationConfig
     clock: Clock = field(default_factory=SystemClock)
-    jobs: list[ProcessJobSpec] | None = None
+    jobs: list[ProcessJobSpec | ThreadJobSpec] | None = None
     threads: bool = True
     control: bool = True
     tick: float = 5.0
+    thread_liveness: dict[str, float] = field(default_factory=dict)
+    exit_when_unrunnable: bool = False
     home: StationHome = field(init=False)
     config_hash: str = field(init=False)
     db: Database | None = field(init=False, default=None)
@@ -181,11 +201,20 @@ class Station:
             if self.supervisor is None:
                 return []
             return [
-                {"name": j["name"], "state": j["state"], "restarts": j["restarts"]}
+                {
+                    "name": j["name"],
+                    "state": j["state"],
+                    "restarts": j["restarts"],
+                    "reason": j["reason"],
+                    "problem": j["problem"],
+                }
                 for j in self.supervisor.snapshot()
             ]
 
         network = self.network = NetworkMonitor(config, clock, db=db)
+
+        def liveness(name: str) -> ThreadLiveness:
+            return ThreadLiveness(self.thread_liveness.get(name, THREAD_LIVENESS[name]))
 
         def thread(name: str, factory: Callable[[], Any]) -> ThreadJobSpec:
             def run(stop: threading.Event) -> None:
@@ -197,10 +226,10 @@ class Station:
                     if close is not None:
                         close()
 
-            return ThreadJobSpec(name, run)
+            return ThreadJobSpec(name, run, liveness=liveness(name))
 
         return [
-            ThreadJobSpec("network", network.run),
+            ThreadJobSpec("network", network.run, liveness=liveness("network")),
             thread(
                 "outbox",
                 lambda: DeliveryLoop(
@@ -254,6 +283,7 @@ class Station:
                 on_progress=_ProgressLog(),
                 tick=self.tick,
                 on_exit=self._job_exited,
+                exit_when_unrunnable=self.exit_when_unrunnable,
             )
             self.supervisor.start()
             if self.control:
@@ -312,19 +342,32 @@ class Station:
         atomic_write_json(self.home.status_file, self.status(), fsync=False)
 
     def _watchdog(self, stop: threading.Event) -> None:
-        """Feed the systemd watchdog while the supervisor's loop turns (decision 0061).
+        """Feed the systemd watchdog while the supervisor's loop turns and no thread job hangs
+        (decision records 0061, 0064).
 
-        A job in ``failed`` does not starve the watchdog: it is reported (``STATUS=``, an
-        event, the heartbeat) and the other jobs keep running; a restart of the whole
-        station by systemd would not mend it and would interrupt the healthy jobs.
+        A job in ``failed`` or ``config_error`` does not starve the watchdog: it is reported
+        (``STATUS=``, an event, the heartbeat) and the other jobs keep running; a restart of
+        the whole station by systemd would not mend it and would interrupt the healthy jobs.
+        A ``hung`` thread job does: it cannot be killed inside the process, and a restart of
+        the station is the only way to get it going again. ``STATUS=`` still says why.
         """
         interval = systemd.watchdog_interval()
         if interval is None:
             return
         while not self.clock.wait(stop, interval):
             supervisor = self.supervisor
-            if supervisor is not None and supervisor.loop_alive():
-                systemd.notify(f"WATCHDOG=1\nSTATUS={_status_line(supervisor)}")
+            if supervisor is None:
+                continue
+            line = _status_line(supervisor)
+            if supervisor.watchdog_ok():
+                systemd.notify(f"WATCHDOG=1\nSTATUS={line}")
+            else:
+                systemd.notify(f"STATUS={line}")
+
+    def exit_status(self) -> int:
+        """What ``fieldstation run`` exits with once :meth:`run` returned
+        (:meth:`Supervisor.exit_status`; 0 when no job ever started)."""
+        return self.supervisor.exit_status() if self.supervisor is not None else 0
 
     # --- ControlApi ------------------------------------------------------------------------
 
@@ -340,6 +383,7 @@ class Station:
             "updated_at": self.clock.now().isoformat(),
             "uptime_s": round(self.clock.monotonic() - self.started_at, 3),
             "healthy": supervisor.healthy() if supervisor is not None else False,
+            **_health(jobs, supervisor),
             # True from the moment an ordered shutdown begins: jobs then stop on purpose.
             "shutting_down": supervisor.shutting_down if supervisor is not None else False,
             "deployment": {"id": self.deployment_id, "config_hash": self.config_hash},
@@ -393,12 +437,39 @@ class Station:
 
 
 def _status_line(supervisor: Supervisor) -> str:
-    """The systemd ``STATUS=`` text: ``"5/6 jobs running; failed: processor:birdnet"``."""
+    """The systemd ``STATUS=`` text: ``"5/6 jobs running; failed: processor:birdnet"``
+    (likewise ``config_error:`` and ``hung:``, each naming its jobs)."""
     jobs = supervisor.snapshot()
     running = sum(1 for j in jobs if j["state"] == "running")
-    failed = [j["name"] for j in jobs if j["state"] == "failed"]
     line = f"{running}/{len(jobs)} jobs running"
-    return f"{line}; failed: {', '.join(failed)}" if failed else line
+    for state in sorted(FAILING_STATES):
+        names = [j["name"] for j in jobs if j["state"] == state]
+        if names:
+            line += f"; {state}: {', '.join(names)}"
+    return line
+
+
+def _health(jobs: list[dict[str, Any]], supervisor: Supervisor | None) -> dict[str, Any]:
+    """``health``: ``unhealthy`` (the loop stopped, or a job is failed, config_error or hung),
+    ``degraded`` (a job says it cannot do its work, e.g. a recorder waiting for its device,
+    or waits to restart) or ``healthy``; ``problems``: one line per reason."""
+    failing: list[str] = []
+    degraded: list[str] = []
+    stopping = supervisor is not None and supervisor.shutting_down
+    if supervisor is None:
+        failing.append("the station is starting")
+    elif not supervisor.loop_alive():
+        failing.append("the supervisor's loop does not turn")
+    for job in jobs:
+        state, problem = job["state"], job.get("problem")
+        if state in FAILING_STATES:
+            failing.append(f"{job['name']} {state}: {job.get('reason')}")
+        elif problem:
+            degraded.append(f"{job['name']}: {problem}")
+        elif state not in OK_STATES and not (stopping and state == "stopped"):
+            degraded.append(f"{job['name']} {state}: {job.get('reason')}")
+    health = "unhealthy" if failing else "degraded" if degraded else "healthy"
+    return {"health": health, "problems": failing + degraded}
 
 
 def _recording_status(jobs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -410,6 +481,7 @@ def _recording_status(jobs: list[dict[str, Any]]) -> dict[str, Any]:
         recorders[job["name"].partition(":")[2]] = {
             "state": job["state"],
             "in_slot": last.get("what") in ("slot", "chunk"),
+            "problem": job.get("problem"),
             "last": last.get("what"),
             "next_slot": job["next_slot"],
         }
@@ -425,7 +497,18 @@ class _ProgressLog:
         self._reasons: dict[str, str | None] = {}
 
     def __call__(self, job: str, what: str, details: dict[str, Any]) -> None:
-        if what == "chunk":
+        report = parse_report(what, details)
+        if isinstance(report, Waiting):
+            next_slot = report.next_slot or "none"
+            if report.reason is None:
+                log.info("%s: waiting, next slot %s", job, next_slot)
+            elif report.reason != self._reasons.get(job):
+                log.warning("%s: not recording: %s; next try %s", job, report.reason, next_slot)
+            self._reasons[job] = report.reason
+        elif what == "chunk":
+            if self._reasons.get(job) is not None:
+                log.info("%s: recording again", job)
+                self._reasons[job] = None
             log.info(
                 "%s: chunk committed, recording %s (%s frames) %s",
                 job,
@@ -441,15 +524,10 @@ class _ProgressLog:
                 details.get("detections"),
             )
         elif what == "slot":
-            log.info("%s: slot open until %s", job, details.get("end"))
-        elif what == "waiting":
-            reason = details.get("reason")
-            next_slot = details.get("next_slot") or "none"
-            if reason is None:
-                log.info("%s: waiting, next slot %s", job, next_slot)
-            elif reason != self._reasons.get(job):
-                log.warning("%s: not recording: %s; next try %s", job, reason, next_slot)
-            self._reasons[job] = reason
+            if self._reasons.get(job) is None:
+                log.info("%s: slot open until %s", job, details.get("end"))
+            else:  # a retry while it cannot record: not "slot open" (nothing records yet)
+                log.debug("%s: trying again (slot until %s)", job, details.get("end"))
         elif what == "failed":
             log.info("%s: %s %s", job, what, details)
         else:

@@ -2,14 +2,20 @@
 
 Process jobs run in child processes started through a fork server (see :mod:`.jobs`); thread jobs
 run as threads of the supervisor. One loop (:meth:`Supervisor.run`) waits on the children's
-progress pipes and exit sentinels, judges liveness, applies the restart policy and runs the
-commands other threads submit (``start_job``/``stop_job``/``restart_job`` from the control
-API). Only the loop thread changes job state; :meth:`snapshot` reads it under a lock.
+progress pipes and exit sentinels and runs the commands other threads submit
+(``start_job``/``stop_job``/``restart_job`` from the control API). What to do about each event
+(restart after a backoff, fail, ``config_error``, kill a hung job) is decided by each job's
+sans-IO :class:`~fieldstation.runtime.core.JobCore`; this module carries it out with processes,
+pipes, signals and threads. Only the loop thread changes job state; :meth:`snapshot` reads it
+under a lock.
 
-Job states: ``starting`` (spawned, nothing reported yet), ``running``, ``stopping`` (asked to
-stop, or killed for hanging), ``backoff`` (waiting to restart), ``stopped`` (by an operator or
-the shutdown; stays stopped until started), ``failed`` (restart intensity exceeded; stays
-failed until started, or until ``runtime.failed_retry`` seconds have passed).
+Job states (:class:`~fieldstation.progress.JobState`): ``starting`` (spawned, nothing reported
+yet), ``running``, ``stopping`` (asked to stop, or killed for hanging), ``backoff`` (waiting to
+restart), ``stopped`` (by an operator or the shutdown; stays stopped until started), ``failed``
+(restart intensity exceeded; stays failed until started, or until ``runtime.failed_retry``
+seconds have passed), ``config_error`` (exited 78 after a ``config_error`` report: not restarted
+until started), ``hung`` (a thread job whose loop stopped turning; reported, and the systemd
+watchdog starves).
 """
 
 from __future__ import annotations
@@ -32,6 +38,19 @@ from typing import Any
 from fieldstation.clock import Clock
 from fieldstation.config.station import StationConfig, config_data
 from fieldstation.home import StationHome
+from fieldstation.job import EXIT_CONFIG, ConfigurationError
+from fieldstation.progress import FAILING_STATES, Chunk, Idle, JobState, parse_report
+from fieldstation.runtime.core import (
+    Action,
+    JobCore,
+    Log,
+    Nudge,
+    Record,
+    Signal,
+    Spawn,
+    exit_status,
+    has_pending_work,
+)
 from fieldstation.runtime.jobs import (
     PRELOAD,
     WAKE_SIGNAL,
@@ -40,9 +59,17 @@ from fieldstation.runtime.jobs import (
     child_main,
     log_file_of,
 )
+from fieldstation.runtime.liveness import BUSY, WAITING
 from fieldstation.runtime.policy import RestartPolicy
 
-__all__ = ["EventSink", "JobStateError", "Supervisor", "UnknownJobError", "tail_lines"]
+__all__ = [
+    "EventSink",
+    "JobStateError",
+    "Supervisor",
+    "TickingEvent",
+    "UnknownJobError",
+    "tail_lines",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,32 +115,47 @@ def tail_lines(path: os.PathLike[str] | str, lines: int = LOG_TAIL_LINES) -> lis
     return found[-lines:]
 
 
+class TickingEvent(threading.Event):
+    """The stop event of a thread job, which also tells whether the thread's loop turns.
+
+    Every loop of a thread job touches its stop event each turn (``stop.is_set()``, or a
+    wait on it between turns). A touch marks the thread ``busy`` from now; a wait marks it
+    ``waiting`` until the wait returns. :attr:`state` is read by the supervisor's loop thread
+    and judged by the job's :class:`~fieldstation.runtime.liveness.ThreadLiveness`.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self._clock = clock
+        self.state: tuple[str, float] = (BUSY, clock.monotonic())
+        """(``busy`` | ``waiting``, since monotonic seconds); one attribute: swapped whole."""
+
+    def is_set(self) -> bool:
+        self.state = (BUSY, self._clock.monotonic())
+        return super().is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.state = (WAITING, self._clock.monotonic())
+        try:
+            return super().wait(timeout)
+        finally:
+            self.state = (BUSY, self._clock.monotonic())
+
+
 @dataclass
 class _Job:
+    """A job's OS side: its process (and pipe) or thread; the decisions are in ``core``."""
+
     spec: ProcessJobSpec | ThreadJobSpec
-    policy: RestartPolicy
-    state: str = "stopped"
-    wanted: bool = True
-    """Should run (False after an operator stop or during shutdown)."""
-    restart_after_stop: bool = False
+    core: JobCore
     process: BaseProcess | None = None
     conn: Connection | None = None
     thread: threading.Thread | None = None
-    thread_stop: threading.Event = field(default_factory=threading.Event)
+    thread_stop: TickingEvent | None = None
     thread_error: str | None = None
+    thread_config_error: bool = False
     pid: int | None = None
     pgids: set[int] = field(default_factory=set)
-    started_at: float | None = None
-    last_what: str | None = None
-    last_details: dict[str, Any] = field(default_factory=dict)
-    last_at: float | None = None
-    last_wall: str | None = None
-    next_slot: str | None = None
-    next_start: float | None = None
-    kill_at: float | None = None
-    stop_cause: str | None = None
-    exit_code: int | None = None
-    reason: str | None = None
 
     @property
     def name(self) -> str:
@@ -122,6 +164,14 @@ class _Job:
     @property
     def is_process(self) -> bool:
         return isinstance(self.spec, ProcessJobSpec)
+
+    @property
+    def drains(self) -> bool:
+        return isinstance(self.spec, ProcessJobSpec) and self.spec.drain
+
+    @property
+    def state(self) -> JobState:
+        return self.core.state
 
     @property
     def alive(self) -> bool:
@@ -133,11 +183,17 @@ class _Job:
 class Supervisor:
     """Runs ``jobs`` (process and thread specs) and keeps them running.
 
+    The decisions (restart, backoff, failed, config_error, liveness) are each job's
+    :class:`~fieldstation.runtime.core.JobCore`; this class does what they ask with processes,
+    pipes, signals and threads, and feeds them what happened.
+
     ``events``: where restarts and failures are recorded (default: only logged).
     ``on_progress(job, what, details)``: called in the loop thread for every report.
     ``tick``: longest wait of the loop (s); bounds how late liveness acts (reports, exits,
     commands and ``stop`` wake the loop at once; backoff deadlines shorten the wait).
     ``on_exit(job, pid)``: called in the loop thread when a job's process has ended.
+    ``exit_when_unrunnable``: :meth:`run` returns (the station stops) once every process job
+    is in ``config_error`` (decision record 0063).
     """
 
     def __init__(
@@ -153,6 +209,7 @@ class Supervisor:
         jitter: Callable[[], float] | None = None,
         tick: float = 5.0,
         on_exit: Callable[[str, int | None], None] | None = None,
+        exit_when_unrunnable: bool = False,
     ) -> None:
         self.config = config
         self.home = home
@@ -162,6 +219,7 @@ class Supervisor:
         self.on_progress = on_progress
         self.on_exit = on_exit
         self.tick = tick
+        self.exit_when_unrunnable = exit_when_unrunnable
         self._mp = multiprocessing.get_context("forkserver")
         self._mp.set_forkserver_preload(PRELOAD)
         self._config_data = config_data(config)
@@ -169,8 +227,16 @@ class Supervisor:
         for spec in jobs:
             if spec.name in self._jobs:
                 raise ValueError(f"two jobs named {spec.name!r}")
-            policy = RestartPolicy.from_config(config.runtime, jitter=jitter)
-            self._jobs[spec.name] = _Job(spec=spec, policy=policy)
+            core = JobCore(
+                name=spec.name,
+                policy=RestartPolicy.from_config(config.runtime, jitter=jitter),
+                liveness=spec.liveness,
+                process=isinstance(spec, ProcessJobSpec),
+                drain=isinstance(spec, ProcessJobSpec) and spec.drain,
+                stop_timeout=config.runtime.stop_timeout,
+                failed_retry=config.runtime.failed_retry,
+            )
+            self._jobs[spec.name] = _Job(spec=spec, core=core)
         self._lock = threading.RLock()
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
             queue.SimpleQueue()
@@ -180,12 +246,9 @@ class Supervisor:
         self._loop_thread: threading.Thread | None = None
         self.last_tick: float = clock.monotonic()
         self.shutting_down = False
+        self._last_chunk_at: float | None = None
 
     # --- public API (any thread) -------------------------------------------------------------
-
-    @property
-    def job_names(self) -> list[str]:
-        return list(self._jobs)
 
     def prepare(self) -> None:
         """Start the fork server now (before the caller starts threads); idempotent."""
@@ -196,19 +259,30 @@ class Supervisor:
     def start(self) -> None:
         """Start every job (call from the loop thread, before :meth:`run`)."""
         self.prepare()
+        now = self.clock.monotonic()
         for job in self._jobs.values():
-            self._spawn(job)
+            with self._lock:
+                actions = job.core.begin(now)
+            self._apply(actions)
 
     def run(self, stop: threading.Event) -> None:
-        """Loop until ``stop`` is set, then stop every job (:meth:`shutdown`)."""
+        """Loop until ``stop`` is set (or, with ``exit_when_unrunnable``, until no process job
+        can run with this station file), then stop every job (:meth:`shutdown`)."""
         self._loop_thread = threading.current_thread()
         waker = threading.Thread(target=self._wake_on, args=(stop,), name="wake", daemon=True)
         waker.start()
         try:
             while not stop.is_set():
                 self.step(self.tick)
+                if self.exit_when_unrunnable and self.unrunnable():
+                    log.error(
+                        "no job can run with this station file (every one has a configuration "
+                        "error); stopping"
+                    )
+                    break
         finally:
             self.shutdown()
+            stop.set()
             waker.join(1.0)
 
     def _wake_on(self, stop: threading.Event) -> None:
@@ -221,7 +295,8 @@ class Supervisor:
             os.write(self._wake_w, b"x")
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """One JSON-ready dict per job: name, kind, state, pid, uptime_s, restarts, ..."""
+        """One JSON-ready dict per job: name, kind, state, pid, uptime_s, restarts, reason,
+        problem (why it does not do its work, or None), ..."""
         now = self.clock.monotonic()
         with self._lock:
             return [self._describe(job, now) for job in self._jobs.values()]
@@ -234,31 +309,60 @@ class Supervisor:
 
     def loop_alive(self, max_loop_age: float | None = None) -> bool:
         """True while the loop turns: its last turn is at most ``max_loop_age`` s old
-        (default ``3 * tick + 5``). This is what feeds the systemd watchdog: a loop that no
-        longer turns can restart nothing, so only a restart of the whole station helps."""
+        (default ``3 * tick + 5``). A loop that no longer turns can restart nothing, so only a
+        restart of the whole station helps."""
         limit = max_loop_age if max_loop_age is not None else 3 * self.tick + 5.0
         return self.clock.monotonic() - self.last_tick <= limit
 
-    def failed_jobs(self) -> list[str]:
-        """Names of the jobs in state ``failed`` (restart intensity exceeded)."""
+    def jobs_in(self, *states: JobState) -> list[str]:
+        """Names of the jobs in any of ``states``."""
         with self._lock:
-            return [job.name for job in self._jobs.values() if job.state == "failed"]
+            return [job.name for job in self._jobs.values() if job.state in states]
+
+    def failed_jobs(self) -> list[str]:
+        """Names of the jobs that will not work again by themselves soon: ``failed``
+        (restart intensity exceeded), ``config_error``, ``hung`` (a thread job)."""
+        return self.jobs_in(*FAILING_STATES)
+
+    def watchdog_ok(self, max_loop_age: float | None = None) -> bool:
+        """Whether to feed the systemd watchdog: the loop turns and no thread job hangs.
+
+        A hung thread cannot be killed or restarted inside the process; systemd restarting
+        the whole station is the only cure (decision record 0064). A ``failed`` or
+        ``config_error`` job does not starve it (decision record 0061).
+        """
+        return self.loop_alive(max_loop_age) and not self.jobs_in(JobState.HUNG)
 
     def healthy(self, max_loop_age: float | None = None) -> bool:
-        """True while the loop turns (:meth:`loop_alive`) and no job has failed."""
+        """True while the loop turns (:meth:`loop_alive`) and no job has failed, has a
+        configuration error or hangs."""
         return self.loop_alive(max_loop_age) and not self.failed_jobs()
 
+    def unrunnable(self) -> bool:
+        """Every process job (at least one) is in ``config_error``."""
+        with self._lock:
+            processes = [job for job in self._jobs.values() if job.is_process]
+            return bool(processes) and all(job.state == JobState.CONFIG_ERROR for job in processes)
+
+    def exit_status(self) -> int:
+        """What ``fieldstation run`` exits with, from the jobs' states when it stopped:
+        :data:`~fieldstation.job.EXIT_CONFIG` (78) when a job is in ``config_error``, 1 when
+        one is ``failed`` or ``hung``, else 0 (decision record 0063)."""
+        with self._lock:
+            return exit_status(job.state for job in self._jobs.values())
+
     def start_job(self, name: str) -> dict[str, Any]:
-        """Start a stopped or failed job (forgets its past restarts); returns its snapshot."""
-        return self._call(lambda: self._start_job(self._get(name)), name)
+        """Start a stopped, failed or misconfigured job (forgets its past restarts); returns
+        its snapshot."""
+        return self._call(lambda: self._command(name, JobCore.start), name)
 
     def stop_job(self, name: str) -> dict[str, Any]:
         """Stop a job (stop reason ``stopped``); it stays stopped until started."""
-        return self._call(lambda: self._stop_job(self._get(name)), name)
+        return self._call(lambda: self._command(name, JobCore.stop), name)
 
     def restart_job(self, name: str) -> dict[str, Any]:
         """Stop a job (reason ``stopped``) and start it again once it has exited."""
-        return self._call(lambda: self._restart_job(self._get(name)), name)
+        return self._call(lambda: self._command(name, JobCore.restart), name)
 
     # --- loop ---------------------------------------------------------------------------------
 
@@ -266,9 +370,7 @@ class Supervisor:
         """One turn of the loop: wait up to ``timeout`` s for reports, exits or commands."""
         now = self.clock.monotonic()
         self.last_tick = now
-        deadlines = [
-            d for job in self._jobs.values() for d in (job.next_start, job.kill_at) if d is not None
-        ]
+        deadlines = [d for job in self._jobs.values() if (d := job.core.deadline()) is not None]
         if deadlines:
             timeout = max(0.0, min(timeout, min(deadlines) - now))
         waitables: list[Any] = [self._wake_r]
@@ -301,6 +403,7 @@ class Supervisor:
                 future.set_exception(error)
 
     def _call(self, command: Callable[[], Any], name: str) -> dict[str, Any]:
+        self._get(name)  # an unknown job: UnknownJobError here, in the caller's thread
         loop = self._loop_thread
         if loop is None or loop is threading.current_thread() or not loop.is_alive():
             command()
@@ -310,6 +413,12 @@ class Supervisor:
             self.wake()
             future.result(timeout=30)
         return self.job(name)
+
+    def _command(self, name: str, decide: Callable[[JobCore, float], list[Action]]) -> None:
+        job = self._get(name)
+        with self._lock:
+            actions = decide(job.core, self.clock.monotonic())
+        self._apply(actions)
 
     def _get(self, name: str) -> _Job:
         try:
@@ -337,18 +446,14 @@ class Supervisor:
         except (ValueError, KeyError, TypeError):
             log.warning("job %s sent a malformed report: %r", job.name, data[:200])
             return
+        report = parse_report(what, details)
+        now = self.clock.monotonic()
+        if isinstance(report, Chunk):
+            self._last_chunk_at = now
         with self._lock:
-            job.last_what, job.last_details = what, details
-            job.last_at = self.clock.monotonic()
-            job.last_wall = message.get("at") or self.clock.now().isoformat()
-            if job.state == "starting":
-                job.state = "running"
-            if what == "waiting":
-                job.next_slot = details.get("next_slot")
-            elif what == "slot":
-                job.next_slot = None
-        if what == "chunk" and not self._drains(job):
-            self._nudge_consumers()  # a new recording: processors start on it at once
+            wall = message.get("at") or self.clock.now().isoformat()
+            actions = job.core.reported(report, now, wall)
+        self._apply(actions)
         if self.on_progress is not None:
             try:
                 self.on_progress(job.name, what, details)
@@ -357,55 +462,40 @@ class Supervisor:
 
     def _check(self, now: float) -> None:
         for job in self._jobs.values():
-            if job.process is not None or job.thread is not None:
-                if not job.alive:
-                    self._on_exit(job, now)
-                    continue
-                if job.state in ("starting", "running") and job.is_process:
-                    assert isinstance(job.spec, ProcessJobSpec)
-                    why = job.spec.liveness.stalled(job.last_what, job.last_at, now)
-                    if why is not None:
-                        log.warning("job %s hangs: %s; killing it", job.name, why)
-                        job.reason = f"hung: {why}"
-                        self._terminate(job, "hung", signal.SIGTERM, now)
-                if job.kill_at is not None and now >= job.kill_at and job.alive:
-                    log.warning("job %s did not stop in time; SIGKILL", job.name)
-                    self._kill_group(job, signal.SIGKILL)
-                    job.kill_at = None
-            elif job.state == "backoff" and job.next_start is not None and now >= job.next_start:
-                self._spawn(job)
-            elif job.state == "failed" and job.next_start is not None and now >= job.next_start:
-                job.policy.reset()
-                self._event(
-                    "job_retried",
-                    job.name,
-                    f"job {job.name} failed {self.config.runtime.failed_retry:.0f} s ago; "
-                    "starting it again with a fresh restart budget",
-                    "info",
-                    {"job": job.name, "reason": job.reason},
-                )
-                log.info("job %s: retrying after its failure", job.name)
-                self._spawn(job)
+            if (job.process is not None or job.thread is not None) and not job.alive:
+                self._on_exit(job, now)
+                continue
+            with self._lock:
+                if job.thread_stop is not None and job.core.active:
+                    job.core.observed(*job.thread_stop.state)
+                actions = job.core.tick(now)
+            self._apply(actions)
 
-    # --- transitions (loop thread) -------------------------------------------------------------
+    # --- carrying out the core's actions (loop thread) -------------------------------------
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Spawn):
+                self._spawn(self._jobs[action.job])
+            elif isinstance(action, Signal):
+                self._signal(self._jobs[action.job], action.how)
+            elif isinstance(action, Record):
+                self._record(action)
+            elif isinstance(action, Log):
+                log.log(action.level, "%s", action.message)
+            elif isinstance(action, Nudge):
+                self._nudge_consumers()
 
     def _spawn(self, job: _Job) -> None:
         with self._lock:
-            job.next_start = job.kill_at = None
-            job.stop_cause = None
-            job.wanted = True
-            job.restart_after_stop = False
-            job.last_what, job.last_details, job.last_at = None, {}, None
-            job.started_at = self.clock.monotonic()
-            job.state = "starting"
             if isinstance(job.spec, ThreadJobSpec):
-                job.thread_stop = threading.Event()
+                job.thread_stop = TickingEvent(self.clock)
                 job.thread_error = None
+                job.thread_config_error = False
                 job.thread = threading.Thread(
                     target=self._thread_main, args=(job,), name=job.name, daemon=True
                 )
                 job.thread.start()
-                job.state = "running"
                 return
             reader, writer = self._mp.Pipe(duplex=False)
             process = self._mp.Process(
@@ -421,23 +511,38 @@ class Supervisor:
         log.info("job %s started (pid %s)", job.name, job.pid)
 
     def _thread_main(self, job: _Job) -> None:
-        assert isinstance(job.spec, ThreadJobSpec)
+        assert isinstance(job.spec, ThreadJobSpec) and job.thread_stop is not None
         try:
             job.spec.run(job.thread_stop)
+        except ConfigurationError as error:
+            job.thread_error = str(error)
+            job.thread_config_error = True
         except Exception as error:
             log.exception("thread job %s crashed", job.name)
             job.thread_error = f"{type(error).__name__}: {error}"
 
-    def _terminate(self, job: _Job, cause: str, sig: signal.Signals, now: float) -> None:
-        job.stop_cause = cause
-        job.state = "stopping"
-        job.kill_at = now + self.config.runtime.stop_timeout
+    def _signal(self, job: _Job, how: str) -> None:
+        if how == "kill":
+            self._kill_group(job, signal.SIGKILL)
+            return
         if job.thread is not None:
+            assert job.thread_stop is not None
             job.thread_stop.set()
             return
+        sig = signal.SIGUSR1 if how == "stop" else signal.SIGTERM
         if job.pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(job.pid, sig)
+
+    def _record(self, action: Record) -> None:
+        data = dict(action.data)
+        if action.log_tail:
+            job = self._jobs[action.job]
+            # a thread job logs into the supervisor's own log (with its crash traceback)
+            data["log_tail"] = tail_lines(
+                log_file_of(self.home, job.name if job.is_process else "station")
+            )
+        self._event(action.kind, action.job, action.message, action.severity, data)
 
     def _kill_group(self, job: _Job, sig: signal.Signals) -> None:
         for pgid in list(job.pgids):
@@ -452,6 +557,7 @@ class Supervisor:
     def _on_exit(self, job: _Job, now: float) -> None:
         self._drain(job)
         code: int | None
+        error: str | None = None
         if job.process is not None:
             job.process.join(0)
             code = job.process.exitcode
@@ -460,14 +566,14 @@ class Supervisor:
             if job.conn is not None:
                 job.conn.close()
         else:
-            code = 1 if job.thread_error else 0
-        uptime = now - job.started_at if job.started_at is not None else 0.0
+            error = job.thread_error
+            code = EXIT_CONFIG if job.thread_config_error else (1 if error else 0)
+            if job.thread_config_error:
+                job.core.config_reason = error
         with self._lock:
             job.process = job.conn = job.thread = None
-            job.exit_code = code
-            job.kill_at = None
-            cause, job.stop_cause = job.stop_cause, None
             pid, job.pid = job.pid, None
+            actions = job.core.exited(now, code, pid, error)
         # whatever the job left in its process group goes with it
         self._kill_group(job, signal.SIGKILL)
         if self.on_exit is not None and job.is_process:
@@ -475,68 +581,7 @@ class Supervisor:
                 self.on_exit(job.name, pid)
             except Exception:
                 log.exception("exit callback of %s failed", job.name)
-        if cause in ("stopped", "shutdown") or not job.wanted or self.shutting_down:
-            with self._lock:
-                job.state = "stopped"
-                job.reason = cause
-            log.info("job %s stopped (exit %s)", job.name, code)
-            if job.restart_after_stop and not self.shutting_down:
-                job.policy.reset()
-                self._spawn(job)
-            return
-        reason = job.reason if cause == "hung" else (job.thread_error or "exited")
-        decision = job.policy.on_exit(now)
-        # a thread job logs into the supervisor's own log (with its crash traceback)
-        tail = tail_lines(log_file_of(self.home, job.name if job.is_process else "station"))
-        data = {
-            "job": job.name,
-            "exit_code": code,
-            "pid": pid,
-            "reason": reason,
-            "uptime_s": round(uptime, 3),
-            "restarts_in_window": decision.restarts_in_window,
-            "log_tail": tail,
-        }
-        if decision.restart:
-            with self._lock:
-                job.state = "backoff"
-                job.next_start = now + decision.delay
-                job.reason = reason
-            data["delay_s"] = round(decision.delay, 3)
-            log.warning(
-                "job %s ended (%s, exit %s); restart in %.1f s",
-                job.name,
-                reason,
-                code,
-                decision.delay,
-            )
-            self._event(
-                "job_restarted",
-                job.name,
-                f"job {job.name} ended ({reason}, exit code {code}); "
-                f"restarting in {decision.delay:.1f} s",
-                "warning",
-                data,
-            )
-        else:
-            retry = self.config.runtime.failed_retry
-            with self._lock:
-                job.state = "failed"
-                job.next_start = now + retry if retry > 0 else None
-                job.reason = (
-                    f"more than {job.policy.max_restarts} restarts in "
-                    f"{job.policy.restart_window:.0f} s; last: {reason}"
-                )
-            log.error("job %s failed: %s", job.name, job.reason)
-            self._event(
-                "job_failed",
-                job.name,
-                f"job {job.name} failed: {job.reason} (exit code {code}); "
-                + (f"it is tried again in {retry:.0f} s, or " if retry > 0 else "")
-                + f"start it again with `fieldstation start {job.name}`",
-                "error",
-                data,
-            )
+        self._apply(actions)
 
     def _event(
         self, kind: str, source: str, message: str, severity: str, data: dict[str, Any]
@@ -548,32 +593,7 @@ class Supervisor:
         except Exception:
             log.exception("could not record event %s of %s", kind, source)
 
-    def _start_job(self, job: _Job) -> None:
-        job.policy.reset()
-        if job.state in ("stopped", "failed", "backoff"):
-            self._spawn(job)
-        elif job.state == "stopping":
-            job.restart_after_stop = True
-            job.wanted = True
-
-    def _stop_job(self, job: _Job) -> None:
-        job.wanted = False
-        job.restart_after_stop = False
-        if job.alive:
-            if job.state != "stopping" or job.stop_cause == "hung":
-                self._terminate(job, "stopped", signal.SIGUSR1, self.clock.monotonic())
-        else:
-            with self._lock:
-                job.state = "stopped"
-                job.next_start = None
-                job.reason = "stopped"
-
-    def _restart_job(self, job: _Job) -> None:
-        if job.alive:
-            self._stop_job(job)
-            job.restart_after_stop = True
-        else:
-            self._start_job(job)
+    # --- shutdown ------------------------------------------------------------------------------
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop every job in order: producers, then drained consumers, then threads.
@@ -591,21 +611,20 @@ class Supervisor:
         """
         self.shutting_down = True
         limit = timeout if timeout is not None else self.config.runtime.stop_timeout
-        now = self.clock.monotonic()
-        for job in self._jobs.values():
-            job.wanted = False
-            job.next_start = None
-            if not job.alive and job.state in ("backoff", "starting", "running"):
-                job.state = "stopped"
-        producers = [j for j in self._jobs.values() if j.is_process and not self._drains(j)]
-        consumers = [j for j in self._jobs.values() if j.is_process and self._drains(j)]
+        with self._lock:
+            for job in self._jobs.values():
+                job.core.begin_shutdown()
+        producers = [j for j in self._jobs.values() if j.is_process and not j.drains]
+        consumers = [j for j in self._jobs.values() if j.is_process and j.drains]
         self._stop_processes(producers, limit)
         self._await_idle(consumers, self.clock.monotonic() + limit)
         self._stop_processes(consumers, limit)
         now = self.clock.monotonic()
         for job in self._jobs.values():
             if job.thread is not None:
-                self._terminate(job, "shutdown", signal.SIGTERM, now)
+                with self._lock:
+                    actions = job.core.terminate("shutdown", now)
+                self._apply(actions)
         deadline = now + limit
         for job in self._jobs.values():
             if job.thread is not None:
@@ -616,16 +635,14 @@ class Supervisor:
                     log.warning("thread job %s did not stop in time", job.name)
             self._kill_group(job, signal.SIGKILL)
 
-    @staticmethod
-    def _drains(job: _Job) -> bool:
-        return isinstance(job.spec, ProcessJobSpec) and job.spec.drain
-
     def _stop_processes(self, jobs: list[_Job], limit: float) -> None:
         """SIGTERM the live ``jobs``; SIGKILL what still runs after ``limit`` s; reap all."""
         now = self.clock.monotonic()
         for job in jobs:
             if job.alive:
-                self._terminate(job, "shutdown", signal.SIGTERM, now)
+                with self._lock:
+                    actions = job.core.terminate("shutdown", now)
+                self._apply(actions)
         deadline = now + limit
         while any(j.process is not None for j in jobs):
             remaining = deadline - self.clock.monotonic()
@@ -645,7 +662,7 @@ class Supervisor:
         Only to jobs that have reported (state ``running``): their handler is installed then;
         before it, the signal's default action would end the process."""
         for job in self._jobs.values():
-            if self._drains(job) and job.state == "running" and job.alive and job.pid:
+            if job.drains and job.state == JobState.RUNNING and job.alive and job.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(job.pid, WAKE_SIGNAL)
 
@@ -658,12 +675,16 @@ class Supervisor:
             return [
                 j
                 for j in jobs
-                if j.alive and not (j.last_what == "idle" and (j.last_at or 0.0) >= since)
+                if j.alive
+                and not (isinstance(j.core.last, Idle) and (j.core.last_at or 0.0) >= since)
             ]
 
         waiting = busy()
-        if waiting:
-            log.info("letting %s finish pending work", ", ".join(j.name for j in waiting))
+        pending = [
+            j for j in waiting if has_pending_work(j.core.last, j.core.last_at, self._last_chunk_at)
+        ]
+        if pending:
+            log.info("letting %s finish pending work", ", ".join(j.name for j in pending))
         while waiting and self.clock.monotonic() < deadline:
             conns = [j.conn for j in waiting if j.conn is not None]
             sentinels = [j.process.sentinel for j in waiting if j.process is not None]
@@ -694,31 +715,7 @@ class Supervisor:
     # --- describing ------------------------------------------------------------------------
 
     def _describe(self, job: _Job, now: float) -> dict[str, Any]:
-        uptime = None
-        if job.state in ("starting", "running", "stopping") and job.started_at is not None:
-            uptime = round(now - job.started_at, 3)
-        last: dict[str, Any] | None = None
-        if job.last_what is not None:
-            age = None if job.last_at is None else round(now - job.last_at, 3)
-            last = {
-                "what": job.last_what,
-                "details": job.last_details,
-                "at": job.last_wall,
-                "age_s": age,
-            }
-        restart_in = None
-        if job.state in ("backoff", "failed") and job.next_start is not None:
-            restart_in = round(max(0.0, job.next_start - now), 3)
-        return {
-            "name": job.name,
-            "kind": job.spec.kind,
-            "state": job.state,
-            "pid": job.pid if job.is_process else os.getpid(),
-            "uptime_s": uptime,
-            "restarts": job.policy.total_restarts,
-            "last_progress": last,
-            "next_slot": job.next_slot,
-            "restart_in_s": restart_in,
-            "exit_code": job.exit_code,
-            "reason": job.reason,
-        }
+        described = job.core.describe(now)
+        described["kind"] = job.spec.kind
+        described["pid"] = job.pid if job.is_process else os.getpid()
+        return described

@@ -14,9 +14,17 @@ from pathlib import Path
 
 import psutil
 
-from fieldstation.job import JobContext
+from fieldstation.job import ConfigurationError, JobContext
 
-__all__ = ["closing_slowly", "crashing", "hanging", "idling", "progressing", "woken"]
+__all__ = [
+    "closing_slowly",
+    "crashing",
+    "hanging",
+    "idling",
+    "misconfigured",
+    "progressing",
+    "woken",
+]
 
 
 def progressing(ctx: JobContext, marker: str, every: float = 0.05) -> None:
@@ -39,6 +47,19 @@ def progressing(ctx: JobContext, marker: str, every: float = 0.05) -> None:
 def crashing(ctx: JobContext) -> None:
     """Always raises at once."""
     raise RuntimeError("boom: crashing job always fails")
+
+
+def misconfigured(ctx: JobContext, marker: str | None = None) -> None:
+    """Raises :class:`ConfigurationError` at once (a replay file that does not exist).
+
+    Appends its PID to ``marker`` (when given) on start.
+    """
+    if marker is not None:
+        with open(marker, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+    raise ConfigurationError(
+        "sensors.mic.path: /nowhere/missing.wav does not exist; fix the path in the station file"
+    )
 
 
 def hanging(ctx: JobContext, marker: str | None = None) -> None:
