@@ -15,7 +15,6 @@ supervisor never loads numpy, soundfile or a model; start-up work that needs hea
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import threading
 from collections.abc import Callable
@@ -30,7 +29,6 @@ from fieldstation.config.station import StationConfig, config_data, config_hash
 from fieldstation.home import StationHome
 from fieldstation.runtime import systemd
 from fieldstation.runtime.jobs import (
-    PRELOAD,
     ProcessJobSpec,
     ThreadJobSpec,
     fork_fork_server,
@@ -63,19 +61,17 @@ class MigrationError(RuntimeError):
 
 
 def run_in_child(function: Callable[..., Any], *args: Any) -> Any:
-    """``function(*args)`` in a short-lived child process started by the fork server.
+    """``function(*args)`` in a short-lived child process started by the fork server
+    (:func:`~fieldstation.runtime.forkserver.call_in_child`; the server starts if none runs).
 
     For start-up work whose imports the supervisor, which runs for months, should not keep:
     Alembic costs a process about 34 MiB that it never gives back, and salvaging spool files
     loads numpy and soundfile. Returns what ``function`` returned and re-raises what it raised
     (both cross the process boundary pickled, so ``function`` must be a module-level name).
     """
-    from concurrent.futures import ProcessPoolExecutor
+    from fieldstation.runtime.forkserver import call_in_child
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(function, *args).result()
+    return call_in_child(function, *args)
 
 
 def _migrate(path: str) -> None:
