@@ -400,10 +400,11 @@ def call_in_child(function: Callable[..., Any], *args: Any) -> Any:
     note. Raises :class:`ForkServerError` when the child died without an answer (its exit code
     in the message).
     """
+    server = start_fork_server()  # first: a server forked now must not inherit our pipe
     data_r, data_w = os.pipe()
     name = getattr(function, "__qualname__", "call")
     try:
-        child = start_fork_server().start(("call", function, args), data_w, name)
+        child = server.start(("call", function, args), data_w, name)
     except BaseException:
         os.close(data_r)
         raise

@@ -144,11 +144,12 @@ def start_job(
     read end of its progress pipe. Raises :class:`~.forkserver.ForkServerError` when the fork
     server is gone and cannot be started again.
     """
+    server = start_fork_server()  # first: a server forked now must not inherit our pipe
     read_fd, write_fd = os.pipe()
     reader = Connection(read_fd, writable=False)
     request = ("job", spec, config_data, home, deployment_id)
     try:
-        process = start_fork_server().start(request, write_fd, spec.name)
+        process = server.start(request, write_fd, spec.name)
     except BaseException:
         reader.close()
         raise

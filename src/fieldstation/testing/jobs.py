@@ -13,10 +13,18 @@ from pathlib import Path
 
 import psutil
 
-from fieldstation.job import JobContext
+from fieldstation.job import ConfigurationError, JobContext
 from fieldstation.runtime.forkserver import fork_server_pid
 
-__all__ = ["closing_slowly", "crashing", "hanging", "idling", "progressing", "woken"]
+__all__ = [
+    "closing_slowly",
+    "crashing",
+    "hanging",
+    "idling",
+    "misconfigured",
+    "progressing",
+    "woken",
+]
 
 
 def progressing(ctx: JobContext, marker: str, every: float = 0.05) -> None:
@@ -39,6 +47,11 @@ def progressing(ctx: JobContext, marker: str, every: float = 0.05) -> None:
 def crashing(ctx: JobContext) -> None:
     """Always raises at once."""
     raise RuntimeError("boom: crashing job always fails")
+
+
+def misconfigured(ctx: JobContext) -> None:
+    """Always raises :class:`~fieldstation.job.ConfigurationError` at once (exit 78)."""
+    raise ConfigurationError("misconfigured job: this can never work")
 
 
 def hanging(ctx: JobContext, marker: str | None = None) -> None:
