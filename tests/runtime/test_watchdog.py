@@ -19,6 +19,7 @@ from fieldstation.runtime.jobs import ProcessJobSpec
 from fieldstation.runtime.station import Station, process_jobs
 
 
+@pytest.mark.slow
 def test_watchdog_fed_while_the_loop_turns_and_failed_jobs_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_station: Any
 ) -> None:
