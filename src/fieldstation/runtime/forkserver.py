@@ -27,6 +27,7 @@ their exit status from the status pipe, and signals them by PID as before.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import importlib
 import os
@@ -47,6 +48,8 @@ __all__ = [
     "ForkServer",
     "ForkServerError",
     "PRELOAD",
+    "die_with_parent",
+    "give_back_freed_memory",
     "call_in_child",
     "fork_server_pid",
     "start_fork_server",
@@ -261,6 +264,41 @@ def _exec(ours: socket.socket, theirs: socket.socket, preload: list[str]) -> For
     return ForkServer(ours, process.pid, process)
 
 
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: signal sent to this process when its parent thread dies."""
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+"""mallopt(3) parameters, from glibc's <malloc.h>."""
+FREED_MEMORY_THRESHOLD = 128 * 1024
+"""Bytes: allocations from this size up are mmap'ed (and unmapped when freed), and free heap
+above this size at the top is returned to the kernel: glibc's defaults, but fixed (mallopt(3)
+otherwise raises the mmap threshold up to 32 MiB after the first large block is freed)."""
+
+
+def give_back_freed_memory() -> None:
+    """Make glibc give freed memory back to the kernel (a no-op elsewhere).
+
+    A job frees large numpy buffers after each chunk or recording; with glibc's dynamic
+    threshold they end up in the heap and stay resident (about 5 MiB per job of the embedded
+    default, bench/footprint.py).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, FREED_MEMORY_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, FREED_MEMORY_THRESHOLD)
+
+
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the parent (the fork server) dies; exit if it is gone."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 # --- the server -------------------------------------------------------------------------------
 
 
@@ -269,8 +307,6 @@ def serve(fd: int, preload: Sequence[str]) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor
-    from fieldstation.runtime.jobs import give_back_freed_memory
-
     give_back_freed_memory()  # inherited by every job
     for name in preload:
         with contextlib.suppress(ImportError):
@@ -347,13 +383,12 @@ def _fork_child(payload: bytes, data_fd: int, close: list[int]) -> int:
             with contextlib.suppress(OSError):
                 os.close(fd)
         request = pickle.loads(payload)
-        if request[0] == "job":
+        if request[0] == "run":
             from multiprocessing.connection import Connection
 
-            from fieldstation.runtime.jobs import child_main
-
-            _, spec, config_data, home, deployment_id = request
-            child_main(spec, config_data, home, deployment_id, Connection(data_fd, readable=False))
+            _, function, args = request
+            function(*args, Connection(data_fd, readable=False))
+            code = 0
         else:
             _, function, args = request
             code = _call(function, args, data_fd)
@@ -371,8 +406,6 @@ def _fork_child(payload: bytes, data_fd: int, close: list[int]) -> int:
 
 
 def _call(function: Callable[..., Any], args: tuple[Any, ...], fd: int) -> int:
-    from fieldstation.runtime.jobs import die_with_parent
-
     die_with_parent()
     try:
         result: tuple[str, Any] = ("ok", function(*args))

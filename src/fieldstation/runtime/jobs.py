@@ -30,7 +30,6 @@ The child process (:func:`child_main`):
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import json
 import logging
@@ -46,7 +45,12 @@ from typing import Any
 
 from fieldstation.clock import SystemClock
 from fieldstation.home import StationHome
-from fieldstation.runtime.forkserver import PRELOAD, ChildProcess, start_fork_server
+from fieldstation.runtime.forkserver import (
+    PRELOAD,
+    ChildProcess,
+    die_with_parent,
+    start_fork_server,
+)
 from fieldstation.runtime.liveness import AlwaysAlive, Liveness
 
 __all__ = [
@@ -61,9 +65,6 @@ __all__ = [
     "log_file_of",
     "resolve_target",
 ]
-
-PR_SET_PDEATHSIG = 1
-"""prctl(2) option: signal sent to this process when its parent thread dies."""
 
 STOP_SIGNALS = {signal.SIGTERM: "shutdown", signal.SIGUSR1: "stopped"}
 """Signal the supervisor sends -> ``ctx.stop_reason`` of the job."""
@@ -147,45 +148,13 @@ def start_job(
     server = start_fork_server()  # first: a server forked now must not inherit our pipe
     read_fd, write_fd = os.pipe()
     reader = Connection(read_fd, writable=False)
-    request = ("job", spec, config_data, home, deployment_id)
+    request = ("run", child_main, (spec, config_data, home, deployment_id))
     try:
         process = server.start(request, write_fd, spec.name)
     except BaseException:
         reader.close()
         raise
     return process, reader
-
-
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-"""mallopt(3) parameters, from glibc's <malloc.h>."""
-FREED_MEMORY_THRESHOLD = 128 * 1024
-"""Bytes: allocations from this size up are mmap'ed (and unmapped when freed), and free heap
-above this size at the top is returned to the kernel: glibc's defaults, but fixed (mallopt(3)
-otherwise raises the mmap threshold up to 32 MiB after the first large block is freed)."""
-
-
-def give_back_freed_memory() -> None:
-    """Make glibc give freed memory back to the kernel (a no-op elsewhere).
-
-    A job frees large numpy buffers after each chunk or recording; with glibc's dynamic
-    threshold they end up in the heap and stay resident (about 5 MiB per job of the embedded
-    default, bench/footprint.py).
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_THRESHOLD, FREED_MEMORY_THRESHOLD)
-        libc.mallopt(M_TRIM_THRESHOLD, FREED_MEMORY_THRESHOLD)
-
-
-def die_with_parent() -> None:
-    """Ask the kernel for SIGTERM when the parent (the fork server) dies; exit if it is gone."""
-    parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 class _Reporter:
