@@ -10,9 +10,11 @@ changed in CPython 3.14 (an authkey handshake).
 The protocol uses public APIs only (``os.fork``, ``socket.send_fds``/``recv_fds``, pipes):
 
 - the client (the supervisor's process) holds one end of a ``socketpair``; each request is one
-  length-prefixed pickle (``("job", spec, config_data, home, deployment_id)`` or
-  ``("call", function, args)``) sent with two file descriptors: the write end of a *status* pipe
-  and the write end of a *data* pipe (the job's progress reports, or the call's result);
+  length-prefixed pickle sent with two file descriptors, the write ends of a *status* pipe and
+  of a *data* pipe: ``("run", function, args)`` runs ``function(*args, conn)`` in the child,
+  ``conn`` the data pipe (a job's progress reports, :func:`.jobs.start_job`);
+  ``("call", function, args)`` sends what ``function(*args)`` returned or raised back over it
+  (:func:`call_in_child`);
 - the server forks a child, writes the child's PID to the status pipe (4 bytes), and when it
   reaps the child writes its exit code (4 bytes, signed: ``-N`` when killed by signal N, as
   :attr:`multiprocessing.Process.exitcode`) and closes the pipe;
