@@ -77,7 +77,8 @@ class ChildProcess:
     ``sentinel``: a file descriptor that becomes readable once the process has ended (for
     :func:`multiprocessing.connection.wait` or ``select``). ``exitcode``: None while it runs, else
     its exit status (``-N`` when killed by signal N; ``-SIGKILL`` reported when the server itself
-    died, which took the child with it).
+    died, which took the child with it). Safe to use from several threads (the supervisor's loop
+    closes it while its status writer may ask whether it is alive).
     """
 
     def __init__(self, pid: int, sentinel: int, name: str = "") -> None:
@@ -86,6 +87,7 @@ class ChildProcess:
         self.name = name
         self._exitcode: int | None = None
         self._closed = False
+        self._lock = threading.Lock()
 
     @property
     def exitcode(self) -> int | None:
@@ -99,6 +101,10 @@ class ChildProcess:
 
     def join(self, timeout: float | None = None) -> int | None:
         """Wait up to ``timeout`` s (None: forever) for the end; returns :attr:`exitcode`."""
+        with self._lock:
+            return self._join(timeout)
+
+    def _join(self, timeout: float | None) -> int | None:
         if self._exitcode is not None or self._closed:
             return self._exitcode
         ready, _, _ = select.select([self.sentinel], [], [], timeout)
@@ -125,10 +131,11 @@ class ChildProcess:
 
     def close(self) -> None:
         """Release the sentinel (after the process ended)."""
-        if not self._closed:
-            self._closed = True
-            with contextlib.suppress(OSError):
-                os.close(self.sentinel)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                with contextlib.suppress(OSError):
+                    os.close(self.sentinel)
 
     def __repr__(self) -> str:
         return f"<ChildProcess {self.name} pid={self.pid} exitcode={self._exitcode}>"
