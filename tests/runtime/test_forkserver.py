@@ -136,3 +136,32 @@ def test_jobs_die_with_a_sigkilled_supervisor(home: StationHome, tmp_path: Path)
         if client.poll() is None:
             client.kill()
             client.wait()
+
+
+STARTER = textwrap.dedent(
+    """
+    import operator, sys, threading
+    import psutil
+    from fieldstation.runtime.forkserver import fork_server_pid
+    from fieldstation.runtime.station import run_in_child
+
+    if sys.argv[1] == "threads":
+        idle = threading.Event()
+        threading.Thread(target=idle.wait, daemon=True).start()
+    assert run_in_child(operator.mul, 6, 7) == 42
+    print(" ".join(psutil.Process(fork_server_pid()).cmdline()))
+    """
+)
+
+
+@pytest.mark.parametrize(("threads", "execd"), [("none", False), ("threads", True)])
+def test_the_server_is_forked_only_from_a_single_threaded_process(
+    threads: str, execd: bool
+) -> None:
+    """Forked (sharing the caller's pages) when the caller has one thread; a fresh interpreter
+    when it has more, as forking then could copy a lock another thread holds."""
+    done = subprocess.run(
+        [sys.executable, "-c", STARTER, threads], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert ("-m fieldstation.runtime.forkserver" in done.stdout) == execd, done.stdout
