@@ -116,7 +116,7 @@ def _label(proc: psutil.Process, root: psutil.Process) -> str:
         children = proc.children()
     except psutil.Error:
         children = []
-    if "forkserver" in line or (proc.ppid() == root.pid and children):
+    if proc.ppid() == root.pid and children:
         return "fork server"
     return "job"
 

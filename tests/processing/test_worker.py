@@ -288,8 +288,10 @@ CHILD = textwrap.dedent(
     class Stuck(EnergyDetector):
         def run(self, recording):
             output = super().run(recording)
-            marker.write_text(str(recording.recording_id))
-            time.sleep(60)  # killed here, after the model ran, before the commit
+            partial = marker.with_suffix(".part")
+            partial.write_text(str(recording.recording_id))
+            partial.rename(marker)  # whole or absent: the test reads it once it exists
+            time.sleep(600)  # killed here, after the model ran, before the commit
             return output
 
     config = parse_config(json.loads(Path(sys.argv[1]).read_text()))
@@ -300,7 +302,7 @@ CHILD = textwrap.dedent(
 
 
 def test_sigkill_mid_run_processes_exactly_once(make_station, chirp_signal, tmp_path: Path) -> None:
-    lease = 30.0
+    lease = 600.0  # far beyond how long a loaded machine takes from the claim to the checks
     station = make_station(processors=[{"name": "energy", "model": "energy", "lease": lease}])
     rid = station.add_recording(chirp_signal(8.0, ONSETS, seed=9))
     toml = tmp_path / "station.json"
@@ -379,7 +381,7 @@ CHILD_PLAIN = textwrap.dedent(
 def test_sigkill_at_an_arbitrary_moment_loses_and_duplicates_nothing(
     make_station, chirp_signal, tmp_path: Path
 ) -> None:
-    lease = 30.0
+    lease = 600.0  # far beyond how long a loaded machine takes from the claim to the checks
     station = make_station(processors=[{"name": "energy", "model": "energy", "lease": lease}])
     ids = [station.add_recording(chirp_signal(8.0, ONSETS, seed=20 + i)) for i in range(8)]
     config_file = tmp_path / "station.json"

@@ -23,6 +23,7 @@ def recorded(db: Any, sensor: str) -> list[Recording]:
         return list(session.scalars(query))
 
 
+@pytest.mark.slow
 @settings(
     max_examples=25,
     deadline=None,

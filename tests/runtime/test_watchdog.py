@@ -21,6 +21,7 @@ from fieldstation.runtime.liveness import ThreadLiveness
 from fieldstation.runtime.station import Station, process_jobs
 
 
+@pytest.mark.slow
 def test_watchdog_fed_while_the_loop_turns_and_failed_jobs_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_station: Any
 ) -> None:

@@ -5,9 +5,10 @@ so the supervisor never imports it: the child does, after the fork, and only the
 for the heavy modules a job needs (numpy, soundfile, a model). A thread job is a callable
 ``run(stop)`` built by the station (delivery loop, heartbeat, ...).
 
-Children are started with multiprocessing's ``forkserver`` method: a small single-threaded
-server process, started before the supervisor starts any thread and preloaded with the light
-modules every job needs (:data:`PRELOAD`), forks each child. Forking the supervisor itself
+Children are started through the station's own fork server (:mod:`.forkserver`, started by
+:func:`start_job` / :func:`fork_fork_server`): a small single-threaded process, forked from the
+supervisor before it starts any thread and preloaded with the modules every job needs
+(:data:`PRELOAD`), forks each child. Forking the supervisor itself
 would be cheaper, but it runs threads that use SQLite, and a fork taken while another thread
 holds a lock (SQLite's own mutexes included) can deadlock the child (decision record 0060).
 The config crosses over as JSON-ready data and is validated again in the child.
@@ -29,8 +30,6 @@ The child process (:func:`child_main`):
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import importlib
 import json
 import logging
@@ -46,24 +45,26 @@ from typing import Any
 
 from fieldstation.clock import SystemClock
 from fieldstation.home import StationHome
+from fieldstation.runtime.forkserver import (
+    PRELOAD,
+    ChildProcess,
+    die_with_parent,
+    start_fork_server,
+)
 from fieldstation.runtime.liveness import AlwaysAlive, Liveness
 
 __all__ = [
+    "PRELOAD",
     "JobNotFoundError",
+    "ChildProcess",
     "ProcessJobSpec",
     "ThreadJobSpec",
     "child_main",
     "fork_fork_server",
+    "start_job",
     "log_file_of",
     "resolve_target",
 ]
-
-PRELOAD = ["fieldstation.runtime.jobs", "fieldstation.runtime.preload"]
-"""Modules the fork server imports once, so each child starts with them and their pages are
-shared by all jobs (see :mod:`fieldstation.runtime.preload`)."""
-
-PR_SET_PDEATHSIG = 1
-"""prctl(2) option: signal sent to this process when its parent thread dies."""
 
 STOP_SIGNALS = {signal.SIGTERM: "shutdown", signal.SIGUSR1: "stopped"}
 """Signal the supervisor sends -> ``ctx.stop_reason`` of the job."""
@@ -126,112 +127,39 @@ def resolve_target(target: str) -> Callable[..., Any]:
         raise JobNotFoundError(f"job function {target} not found: {error}") from error
 
 
-def fork_fork_server(preload: list[str] | None = None) -> int | None:
-    """Start multiprocessing's fork server by forking THIS process; returns its PID.
+def fork_fork_server(preload: list[str] | None = None) -> int:
+    """Start the station's fork server (:mod:`.forkserver`) now; returns its PID.
 
     Call it while the process is single-threaded (before the supervisor starts threads or
-    opens the database): the server then shares every page this process has loaded (Python,
-    pydantic, SQLAlchemy, the config) with the supervisor and with every job it forks, instead
-    of being a fresh interpreter that loads them again (decision record 0060). Returns None
-    when a fork server already runs (nothing done); jobs then start through that one.
+    opens the database): the server is then forked from this process and shares every page it
+    has loaded (Python, pydantic, SQLAlchemy, the config) with the supervisor and with every job
+    (decision records 0060, 0067). When a fork server already runs, it is reused.
     """
-    import socket
-    from multiprocessing import connection, forkserver
-
-    server: Any = forkserver._forkserver  # type: ignore[attr-defined]
-    if server._forkserver_pid is not None:
-        return None
-    _without_resource_tracker()
-    address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(address)
-    os.chmod(address, 0o600)
-    listener.listen()
-    alive_r, alive_w = os.pipe()
-    gc.collect()
-    gc.freeze()  # shared pages stay shared: the collector no longer writes to these objects
-    pid = os.fork()
-    if pid == 0:  # the fork server
-        code = 0
-        try:
-            os.close(alive_w)
-            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
-                signal.signal(sig, signal.SIG_DFL)
-            _give_back_freed_memory()  # inherited by every job
-            forkserver.main(listener.fileno(), alive_r, preload or PRELOAD)
-        except SystemExit:
-            pass
-        except BaseException:
-            code = 1
-        os._exit(code)
-    os.close(alive_r)
-    listener.close()
-    server._forkserver_address = address
-    server._forkserver_alive_fd = alive_w
-    server._forkserver_pid = pid
-    return pid
+    return start_fork_server(PRELOAD if preload is None else preload).pid
 
 
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-"""mallopt(3) parameters, from glibc's <malloc.h>."""
-FREED_MEMORY_THRESHOLD = 128 * 1024
-"""Bytes: allocations from this size up are mmap'ed (and unmapped when freed), and free heap
-above this size at the top is returned to the kernel: glibc's defaults, but fixed (mallopt(3)
-otherwise raises the mmap threshold up to 32 MiB after the first large block is freed)."""
+def start_job(
+    spec: ProcessJobSpec,
+    config_data: dict[str, Any],
+    home: StationHome,
+    deployment_id: int,
+) -> tuple[ChildProcess, Connection]:
+    """Start ``spec``'s process through the fork server (started when none runs).
 
-
-def _give_back_freed_memory() -> None:
-    """Make glibc give freed memory back to the kernel (a no-op elsewhere).
-
-    A job frees large numpy buffers after each chunk or recording; with glibc's dynamic
-    threshold they end up in the heap and stay resident (about 5 MiB per job of the embedded
-    default, bench/footprint.py).
+    Returns the process (``pid``, ``sentinel``, ``exitcode``, ``join``, ``close``) and the
+    read end of its progress pipe. Raises :class:`~.forkserver.ForkServerError` when the fork
+    server is gone and cannot be started again.
     """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_THRESHOLD, FREED_MEMORY_THRESHOLD)
-        libc.mallopt(M_TRIM_THRESHOLD, FREED_MEMORY_THRESHOLD)
-
-
-def _without_resource_tracker() -> None:
-    """Stand /dev/null in for multiprocessing's resource tracker, saving its process (~8 MiB).
-
-    The tracker only removes named semaphores and shared memory blocks that a dead process
-    leaked; jobs create none (they talk to the supervisor through pipes), so what multiprocessing
-    would tell it has nowhere to go. Nothing is done when a tracker already runs.
-    """
-    from multiprocessing import resource_tracker
-
-    tracker: Any = resource_tracker._resource_tracker  # type: ignore[attr-defined]
-    if tracker._fd is None:
-        tracker._fd = os.open(os.devnull, os.O_WRONLY)
-
-
-def _release_fork_server() -> None:
-    """Close our copy of the fork server's "alive" pipe.
-
-    multiprocessing hands every child the write end of that pipe so the server outlives its
-    clients; our jobs start no processes through it, and holding it would keep the server (and
-    so, through PR_SET_PDEATHSIG, the jobs) alive after the supervisor died.
-    """
-    from multiprocessing import forkserver
-
-    server = forkserver._forkserver  # type: ignore[attr-defined]
-    fd = getattr(server, "_forkserver_alive_fd", None)
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        setattr(server, "_forkserver_alive_fd", None)  # noqa: B010
-
-
-def _die_with_parent() -> None:
-    parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+    server = start_fork_server()  # first: a server forked now must not inherit our pipe
+    read_fd, write_fd = os.pipe()
+    reader = Connection(read_fd, writable=False)
+    request = ("run", child_main, (spec, config_data, home, deployment_id))
+    try:
+        process = server.start(request, write_fd, spec.name)
+    except BaseException:
+        reader.close()
+        raise
+    return process, reader
 
 
 class _Reporter:
@@ -255,7 +183,7 @@ def child_main(
     deployment_id: int,
     conn: Connection,
 ) -> None:
-    """Entry point of a job process (run by multiprocessing in the child); never returns.
+    """Entry point of a job process (run in the child the fork server forked); never returns.
 
     ``config_data``: :func:`fieldstation.config.config_data` of the station (validated again
     here).
@@ -271,8 +199,7 @@ def child_main(
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(WAKE_SIGNAL, signal.SIG_IGN)  # a nudge must never end the job
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _release_fork_server()
-    _die_with_parent()
+    die_with_parent()
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     config = parse_config(config_data)

@@ -29,7 +29,6 @@ MODULES = (
     "fieldstation.recording.job",
     "fieldstation.processing.worker",
     "fieldstation.sensors.generator",
-    "multiprocessing.popen_forkserver",
 )
 
 for _name in MODULES:

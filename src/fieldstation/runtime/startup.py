@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from fieldstation import __version__
 from fieldstation.clock import Clock, SystemClock
 from fieldstation.config.station import StationConfig, config_data, config_hash
 from fieldstation.home import HomeError, StationHome, StationLock
-from fieldstation.runtime.jobs import PRELOAD
 from fieldstation.store.db import Database, open_database
 
 __all__ = [
@@ -62,19 +60,17 @@ def in_process(function: Callable[..., Any], *args: Any) -> Any:
 
 
 def run_in_child(function: Callable[..., Any], *args: Any) -> Any:
-    """``function(*args)`` in a short-lived child process started by the fork server.
+    """``function(*args)`` in a short-lived child process started by the fork server
+    (:func:`~fieldstation.runtime.forkserver.call_in_child`; the server starts if none runs).
 
     For start-up work whose imports the supervisor, which runs for months, should not keep:
     Alembic costs a process about 34 MiB that it never gives back, and salvaging spool files
     loads numpy and soundfile. Returns what ``function`` returned and re-raises what it raised
     (both cross the process boundary pickled, so ``function`` must be a module-level name).
     """
-    from concurrent.futures import ProcessPoolExecutor
+    from fieldstation.runtime.forkserver import call_in_child
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(function, *args).result()
+    return call_in_child(function, *args)
 
 
 def _migrate(path: str) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import multiprocessing
 import os
 import queue
 import signal
@@ -32,7 +31,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from fieldstation.clock import Clock
@@ -52,12 +50,13 @@ from fieldstation.runtime.core import (
     has_pending_work,
 )
 from fieldstation.runtime.jobs import (
-    PRELOAD,
     WAKE_SIGNAL,
+    ChildProcess,
     ProcessJobSpec,
     ThreadJobSpec,
-    child_main,
+    fork_fork_server,
     log_file_of,
+    start_job,
 )
 from fieldstation.runtime.liveness import BUSY, WAITING
 from fieldstation.runtime.policy import RestartPolicy
@@ -148,7 +147,7 @@ class _Job:
 
     spec: ProcessJobSpec | ThreadJobSpec
     core: JobCore
-    process: BaseProcess | None = None
+    process: ChildProcess | None = None
     conn: Connection | None = None
     thread: threading.Thread | None = None
     thread_stop: TickingEvent | None = None
@@ -220,8 +219,6 @@ class Supervisor:
         self.on_exit = on_exit
         self.tick = tick
         self.exit_when_unrunnable = exit_when_unrunnable
-        self._mp = multiprocessing.get_context("forkserver")
-        self._mp.set_forkserver_preload(PRELOAD)
         self._config_data = config_data(config)
         self._jobs: dict[str, _Job] = {}
         for spec in jobs:
@@ -252,9 +249,7 @@ class Supervisor:
 
     def prepare(self) -> None:
         """Start the fork server now (before the caller starts threads); idempotent."""
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
+        fork_fork_server()
 
     def start(self) -> None:
         """Start every job (call from the loop thread, before :meth:`run`)."""
@@ -497,17 +492,9 @@ class Supervisor:
                 )
                 job.thread.start()
                 return
-            reader, writer = self._mp.Pipe(duplex=False)
-            process = self._mp.Process(
-                target=child_main,
-                args=(job.spec, self._config_data, self.home, self.deployment_id, writer),
-                name=job.name,
-            )
-            process.start()
-            writer.close()
+            process, reader = start_job(job.spec, self._config_data, self.home, self.deployment_id)
             job.process, job.conn, job.pid = process, reader, process.pid
-            if process.pid is not None:
-                job.pgids.add(process.pid)
+            job.pgids.add(process.pid)
         log.info("job %s started (pid %s)", job.name, job.pid)
 
     def _thread_main(self, job: _Job) -> None:

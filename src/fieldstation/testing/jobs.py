@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import time
-from multiprocessing import forkserver
 from pathlib import Path
 
 import psutil
 
 from fieldstation.job import ConfigurationError, JobContext
+from fieldstation.runtime.forkserver import fork_server_pid
 
 __all__ = [
     "closing_slowly",
@@ -113,19 +113,19 @@ def woken(ctx: JobContext, journal: str) -> None:
 
 
 def job_processes() -> list[psutil.Process]:
-    """This process's descendants other than multiprocessing's fork server and resource tracker.
+    """This process's descendants other than the fork server (and its zombies).
 
     What a supervisor in this process has left running: job processes and their children.
     """
-    server = getattr(forkserver._forkserver, "_forkserver_pid", None)  # type: ignore[attr-defined]
+    server = fork_server_pid()
     found = []
     for child in psutil.Process().children(recursive=True):
         if child.pid == server:
             continue
         try:
-            line = " ".join(child.cmdline())
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
         except psutil.Error:
             continue
-        if "forkserver" not in line and "resource_tracker" not in line:
-            found.append(child)
+        found.append(child)
     return found
