@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-__all__ = ["MAX_STRING", "NAME_PATTERN", "Name", "StrictModel", "check_name"]
+from fieldstation.config.units import Seconds
+
+__all__ = ["MAX_STRING", "NAME_PATTERN", "BackoffSettings", "Name", "StrictModel", "check_name"]
 
 MAX_STRING = 4096
 """Longest string (characters) any config field accepts unless it sets a shorter
@@ -26,6 +28,29 @@ class StrictModel(BaseModel):
         use_attribute_docstrings=True,
         str_max_length=MAX_STRING,
     )
+
+
+class BackoffSettings(StrictModel):
+    """The one config shape of a retry backoff (``[runtime]`` restarts, ``[outbox]`` retries):
+    the n-th consecutive failure waits ``min(backoff_max, backoff_initial * 2**(n-1))``
+    seconds scaled by a random factor in [0.5, 1] (:mod:`fieldstation.backoff`, "equal
+    jitter"). The network monitor's probes back off the same way from ``network.interval``."""
+
+    backoff_initial: Seconds = Field(
+        default=1.0, gt=0, description="Wait after the first failure, seconds (before jitter)."
+    )
+    backoff_max: Seconds = Field(
+        default=300.0, gt=0, description="Longest wait between tries, seconds (before jitter)."
+    )
+
+    @model_validator(mode="after")
+    def _initial_within_max(self) -> BackoffSettings:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError(
+                f"backoff_max ({self.backoff_max:g} s) must be at least backoff_initial "
+                f"({self.backoff_initial:g} s)"
+            )
+        return self
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

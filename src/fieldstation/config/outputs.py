@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import ByteSize, Field
 
-from fieldstation.config.base import Name, StrictModel
+from fieldstation.config.base import BackoffSettings, Name, StrictModel
 from fieldstation.config.units import Bytes, Seconds
 
 __all__ = ["MESSAGE_KINDS", "MessageKind", "OutboxConfig", "OutputConfig"]
@@ -28,8 +28,10 @@ class OutputConfig(StrictModel):
     )
 
 
-class OutboxConfig(StrictModel):
-    """The durable outbox: caps and delivery pacing."""
+class OutboxConfig(BackoffSettings):
+    """The durable outbox: caps and delivery pacing (``backoff_initial``/``backoff_max``: the
+    delays of a destination's consecutive failed attempts,
+    :class:`~fieldstation.config.base.BackoffSettings`)."""
 
     max_bytes: Bytes = Field(
         default=ByteSize(100_000_000),
@@ -44,5 +46,3 @@ class OutboxConfig(StrictModel):
         default=2592000.0, gt=0, description="Pending messages older than this are dead-lettered."
     )
     batch_size: int = Field(default=100, ge=1, le=10000, description="Messages per delivery batch.")
-    backoff_initial: Seconds = Field(default=1.0, gt=0, description="First retry delay, seconds.")
-    backoff_max: Seconds = Field(default=300.0, gt=0, description="Longest retry delay, seconds.")

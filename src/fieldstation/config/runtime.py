@@ -6,17 +6,17 @@ from typing import Literal
 
 from pydantic import ByteSize, Field, field_validator
 
-from fieldstation.config.base import StrictModel
+from fieldstation.config.base import BackoffSettings, StrictModel
 from fieldstation.config.units import Bytes, Seconds
 
 __all__ = ["LoggingConfig", "RuntimeConfig"]
 
 
-class RuntimeConfig(StrictModel):
-    """How the supervisor restarts jobs and judges them alive."""
+class RuntimeConfig(BackoffSettings):
+    """How the supervisor restarts jobs (``backoff_initial``/``backoff_max``: the delays of
+    consecutive restarts, :class:`~fieldstation.config.base.BackoffSettings`) and judges them
+    alive."""
 
-    backoff_initial: Seconds = Field(default=1.0, gt=0, description="First restart delay.")
-    backoff_max: Seconds = Field(default=300.0, gt=0, description="Longest restart delay.")
     max_restarts: int = Field(
         default=5, ge=1, description="More restarts than this within restart_window: job failed."
     )
