@@ -13,12 +13,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fieldstation.clock import Clock, SystemClock
 from fieldstation.config.station import StationConfig
 from fieldstation.home import StationHome
-from fieldstation.store.db import Database, open_database
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported where a job opens it, not by importers
+    from fieldstation.store.db import Database
 
 __all__ = [
     "EXIT_CONFIG",
@@ -96,6 +98,8 @@ class JobContext:
     @cached_property
     def db(self) -> Database:
         """The station database, opened on first use in the calling process (no migration)."""
+        from fieldstation.store.db import open_database
+
         return open_database(self.home.database, migrate=False)
 
 

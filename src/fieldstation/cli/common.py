@@ -8,6 +8,7 @@ import typer
 
 from fieldstation.config import ConfigError, StationConfig, default_config, load_config
 from fieldstation.home import StationHome
+from fieldstation.job import EXIT_CONFIG
 from fieldstation.runtime.logs import TolerantConsole
 
 __all__ = [
@@ -25,10 +26,9 @@ __all__ = [
 EXIT_INVALID = 2
 """Exit status for invalid input (a bad station file, a bad argument)."""
 
-EXIT_CONFIG = 78
-"""Exit status when the station cannot start until someone acts (a damaged database, a home of
-another station): ``EX_CONFIG``, which the systemd unit names in ``RestartPreventExitStatus=``
-so that it does not restart the station in a loop."""
+# EXIT_CONFIG (fieldstation.job's, re-exported): the exit status when the station cannot start
+# until someone acts (a damaged database, a home of another station): EX_CONFIG, which the
+# systemd unit names in RestartPreventExitStatus= so that it does not restart in a loop.
 
 console = TolerantConsole()
 err_console = TolerantConsole(stderr=True)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from fieldstation.job import ConfigurationError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,24 +56,14 @@ class ModelUnavailableError(RuntimeError):
     """
 
 
-def model_unavailable(message: str) -> ModelUnavailableError:
-    """A :class:`ModelUnavailableError` that is also a :class:`fieldstation.job.ConfigurationError`,
-    so the processor job stops with ``message`` (exit 78) instead of being restarted: installing
-    the extra is the only fix. The class is made on first use, because :mod:`fieldstation.job`
-    imports the store and plugin modules must stay cheap to import."""
-    return _unavailable_class()(message)
+class ModelExtraMissingError(ModelUnavailableError, ConfigurationError):
+    """A model's extra is missing: a configuration error the supervisor does not retry (the
+    processor job stops with the message, exit 78): installing the extra is the only fix."""
 
 
-@cache
-def _unavailable_class() -> type[ModelUnavailableError]:
-    from fieldstation.job import ConfigurationError
-
-    class ModelExtraMissingError(ModelUnavailableError, ConfigurationError):
-        """A model's extra is missing: a configuration error the supervisor does not retry."""
-
-    ModelExtraMissingError.__module__ = __name__
-    ModelExtraMissingError.__qualname__ = "ModelExtraMissingError"
-    return ModelExtraMissingError
+def model_unavailable(message: str) -> ModelExtraMissingError:
+    """A :class:`ModelExtraMissingError` with ``message`` (name the extra and how to install it)."""
+    return ModelExtraMissingError(message)
 
 
 def missing_modules(*modules: str) -> list[str]:

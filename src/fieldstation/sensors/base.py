@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fieldstation.config.sensors import FLAC_MAX_SAMPLE_RATE, AudioSensorConfig
+from fieldstation.job import ConfigurationError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,28 +59,16 @@ class SensorConfigError(SensorError, ValueError):
     """The sensor's configuration cannot work with its input (say what to change)."""
 
 
-def config_error(message: str) -> SensorConfigError:
-    """A :class:`SensorConfigError` that is also a :class:`fieldstation.job.ConfigurationError`,
-    so the recorder job running the sensor stops with ``message`` (exit 78) instead of being
-    restarted: raise it for what no retry can fix (a replay file missing, a FIFO, undecodable
-    under ``mismatched = "error"``, every file empty).
-
-    The class is made on first use because :mod:`fieldstation.job` imports the store, which
-    ``fieldstation validate`` (loading every plugin module) should not pay for.
-    """
-    return _configuration_error_class()(message)
+class SensorConfigurationError(SensorConfigError, ConfigurationError):
+    """A sensor configuration error the supervisor must not retry: the recorder job running
+    the sensor stops with its message (exit 78) instead of being restarted. Raised (through
+    :func:`config_error`) for what no retry can fix: a replay file missing, a FIFO,
+    undecodable under ``mismatched = "error"``, every file empty."""
 
 
-@cache
-def _configuration_error_class() -> type[SensorConfigError]:
-    from fieldstation.job import ConfigurationError
-
-    class SensorConfigurationError(SensorConfigError, ConfigurationError):
-        """A sensor configuration error the supervisor must not retry."""
-
-    SensorConfigurationError.__module__ = __name__
-    SensorConfigurationError.__qualname__ = "SensorConfigurationError"
-    return SensorConfigurationError
+def config_error(message: str) -> SensorConfigurationError:
+    """A :class:`SensorConfigurationError` with ``message`` (name the key and the fix)."""
+    return SensorConfigurationError(message)
 
 
 @dataclass(frozen=True)
