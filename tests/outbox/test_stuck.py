@@ -17,7 +17,7 @@ from sqlalchemy import select
 from fieldstation.clock import VirtualClock
 from fieldstation.config import StationConfig
 from fieldstation.home import StationHome
-from fieldstation.outbox.delivery import DeliveryLoop, default_stuck_after
+from fieldstation.outbox.delivery import DeliveryLoop, default_stuck_after, stuck_outputs
 from fieldstation.outbox.messenger import OutgoingMessage, Result
 from fieldstation.runtime.liveness import ThreadLiveness
 from fieldstation.runtime.supervisor import TickingEvent
@@ -115,6 +115,8 @@ def test_a_worker_stuck_on_a_silent_socket_makes_the_outbox_job_hang(
         assert [e.data["destination"] for e in events] == ["stalled"]
         assert events[0].severity == "error"
         assert events[0].data["limit_s"] == 120.0
+        with db.session() as session:
+            assert list(stuck_outputs(session)) == ["stalled"]  # what `outbox status` shows
 
         endpoint.close()  # the call returns: the worker waits for its retry, the job turns
         _until(lambda: not loop.stuck, "the output is seen moving again")
@@ -125,6 +127,8 @@ def test_a_worker_stuck_on_a_silent_socket_makes_the_outbox_job_hang(
         with db.session() as session:
             moving = session.scalars(select(Event).where(Event.kind == "output_moving")).all()
         assert [e.data["destination"] for e in moving] == ["stalled"]
+        with db.session() as session:
+            assert stuck_outputs(session) == {}
     finally:
         stop.set()
         endpoint.close()

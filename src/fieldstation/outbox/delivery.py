@@ -49,7 +49,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from fieldstation.backoff import Backoff, backoff_delay
 from fieldstation.clock import Clock
@@ -60,8 +62,15 @@ from fieldstation.outbox.messenger import Messenger, OutgoingMessage, Result, ne
 from fieldstation.store import Database
 from fieldstation.store import outbox as store
 from fieldstation.store.events import Severity, record_event
+from fieldstation.store.models import Event
 
-__all__ = ["DeliveryLoop", "OutboxBusyError", "OutputWorker", "default_stuck_after"]
+__all__ = [
+    "DeliveryLoop",
+    "OutboxBusyError",
+    "OutputWorker",
+    "default_stuck_after",
+    "stuck_outputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,32 @@ def default_stuck_after(output: OutputConfig) -> float:
     :data:`STUCK_FACTOR`)."""
     timeouts = sum(float(getattr(output, name, 0.0) or 0.0) for name in _TIMEOUT_FIELDS)
     return min(STUCK_MAX, max(STUCK_MIN, STUCK_FACTOR * timeouts))
+
+
+STUCK_EVENT = "output_stuck"
+MOVING_EVENT = "output_moving"
+"""Event kinds: a worker became stuck / its output moves again (data ``destination``)."""
+
+
+def stuck_outputs(session: Session, scan: int = 1000) -> dict[str, datetime]:
+    """Outputs stuck as of the events: {destination: when it was found stuck}, for each whose
+    newest ``output_stuck`` event (among the newest ``scan`` of both kinds) has no
+    ``output_moving`` after it. Read by ``outbox status``."""
+    events = session.scalars(
+        select(Event)
+        .where(Event.kind.in_((STUCK_EVENT, MOVING_EVENT)))
+        .order_by(Event.id.desc())
+        .limit(scan)
+    ).all()
+    stuck: dict[str, datetime] = {}
+    seen: set[str] = set()
+    for event in events:  # newest first: the first event of a destination decides
+        name = str((event.data or {}).get("destination", ""))
+        if name and name not in seen:
+            seen.add(name)
+            if event.kind == STUCK_EVENT:
+                stuck[name] = event.created_at
+    return stuck
 
 
 class OutboxBusyError(RuntimeError):
@@ -515,6 +550,7 @@ class DeliveryLoop:
                 )
                 for name, worker in self.workers.items()
             ]
+            self._end_stuck_episodes()
             try:  # before the first batch: nothing expired or over the cap goes out
                 self._housekeeping()
             except OperationalError as error:
@@ -560,18 +596,34 @@ class DeliveryLoop:
                         "the supervisor marks it hung and the station is restarted"
                     )
                     log.error("%s", message)
-                    self._event("output_stuck", message, "error", name, busy, worker.stuck_after)
+                    data = {"busy_s": round(busy, 1), "limit_s": worker.stuck_after}
+                    self._event(STUCK_EVENT, message, "error", name, data)
                     self._report("stuck", {"destination": name, "busy_s": busy})
             elif name in self.stuck:
                 took = now - self.stuck.pop(name)
                 message = f"output {name!r} moves again after {took:.0f} s in one delivery"
                 log.warning("%s", message)
-                self._event("output_moving", message, "info", name, took, worker.stuck_after)
+                self._event(MOVING_EVENT, message, "info", name, {"busy_s": round(took, 1)})
                 self._report("moving", {"destination": name, "busy_s": took})
         return bool(self.stuck)
 
+    def _end_stuck_episodes(self) -> None:
+        """A new loop starts each output's worker afresh: outputs that an earlier loop (an
+        earlier process) left stuck get an ``output_moving`` event, so ``outbox status`` no
+        longer shows them stuck."""
+        try:
+            with self.db.session() as session:
+                left = stuck_outputs(session)
+        except OperationalError as error:
+            log.warning("could not read the outbox's stuck outputs: %s", error)
+            return
+        for name, since in sorted(left.items()):
+            message = f"output {name!r} restarted after it was stuck (found stuck at {since})"
+            log.warning("%s", message)
+            self._event(MOVING_EVENT, message, "info", name, {"restarted": True})
+
     def _event(
-        self, kind: str, message: str, severity: Severity, name: str, busy: float, limit: float
+        self, kind: str, message: str, severity: Severity, name: str, data: dict[str, Any]
     ) -> None:
         """Record an outbox event (row + message to every enabled output); a database error
         is only logged: the log line already says it."""
@@ -586,7 +638,7 @@ class DeliveryLoop:
                     station_id=self.config.station.id,
                     destinations=self.config.destinations_for("event"),
                     severity=severity,
-                    data={"destination": name, "busy_s": round(busy, 1), "limit_s": limit},
+                    data={"destination": name, **data},
                 )
         except OperationalError as error:
             log.warning("could not record the %s event of output %r: %s", kind, name, error)
