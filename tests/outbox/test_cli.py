@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,9 +13,12 @@ from typer.testing import CliRunner
 
 from fieldstation.cli import outbox_cmd
 from fieldstation.clock import VirtualClock
+from fieldstation.config import load_config
 from fieldstation.home import StationHome
+from fieldstation.outbox.delivery import DeliveryLoop
 from fieldstation.store import Database
 from fieldstation.store import outbox as store
+from fieldstation.store.events import record_event
 
 
 @pytest.fixture
@@ -145,3 +149,36 @@ def test_status_shows_dead_letter_reasons_with_counts(
     lines = [line for line in text.splitlines() if "HTTP 400" in line or "expired:" in line]
     assert len(lines) == 2 and "3" in lines[0].split("HTTP 400")[0]
     assert "expired: older than max_age" in lines[1] and " 1 " in lines[1]
+
+
+def test_status_names_a_stuck_output_until_a_new_loop_starts(
+    app: typer.Typer,
+    station_file: Path,
+    db: Database,
+    home: StationHome,
+    clock: VirtualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An ``output_stuck`` event without a later ``output_moving`` shows in ``status`` (table
+    and JSON); a new delivery loop (after the station's restart) ends the episode."""
+    monkeypatch.setattr(outbox_cmd.console, "width", 200)
+    with db.session() as session:
+        record_event(
+            session, kind="output_stuck", source="outbox", message="output 'local' is stuck",
+            now=datetime.now(UTC), station_id="cli", destinations=["local"], severity="error",
+            data={"destination": "local", "busy_s": 61.0, "limit_s": 60.0},
+        )  # fmt: skip
+    runner = CliRunner()
+    report = runner.invoke(app, ["outbox", str(station_file), "status", "--json"])
+    assert report.exit_code == 0, report.output
+    assert list(json.loads(report.stdout)["stuck"]) == ["local"]
+    table = runner.invoke(app, ["outbox", str(station_file), "status"])
+    assert table.exit_code == 0 and "output 'local' is stuck" in table.stdout
+
+    stop = threading.Event()
+    stop.set()  # a loop that starts and stops at once still ends the episode
+    DeliveryLoop(load_config(station_file), db, clock, home).run(stop)
+    report = runner.invoke(app, ["outbox", str(station_file), "status", "--json"])
+    assert json.loads(report.stdout)["stuck"] == {}
+    table = runner.invoke(app, ["outbox", str(station_file), "status"])
+    assert "is stuck" not in table.stdout

@@ -77,7 +77,8 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Depth per destination and state, bytes against the cap, oldest pending age, and the
-    most frequent dead-letter reasons with their counts."""
+    most frequent dead-letter reasons with their counts, and outputs whose delivery is stuck."""
+    from fieldstation.outbox.delivery import stuck_outputs
     from fieldstation.store import outbox as store
 
     config: StationConfig = ctx.obj
@@ -85,6 +86,7 @@ def status_command(
     with _session(config) as session:
         report = store.status(session)
         reasons = store.dead_reasons(session, limit=DEAD_REASONS_SHOWN)
+        stuck = stuck_outputs(session)
     cap = config.outbox
     names = [o.name for o in config.outputs] + sorted(
         set(report.counts) - {o.name for o in config.outputs}
@@ -104,6 +106,7 @@ def status_command(
                         }
                         for name in names
                     },
+                    "stuck": {name: _iso(since) for name, since in sorted(stuck.items())},
                     "dead_reasons": [
                         {"destination": r.destination, "reason": r.reason, "count": r.count}
                         for r in reasons
@@ -136,6 +139,11 @@ def status_command(
         f"pending: {report.pending_bytes:,} bytes of {int(cap.max_bytes):,} ({share:.1f}%), "
         f"when full: {cap.when_full}"
     )
+    for name, since in sorted(stuck.items()):
+        console.print(
+            f"[red]output {name!r} is stuck[/] in one delivery, found {_age(since, now)} ago "
+            "(event output_stuck; the station restarts once the outbox job is hung)"
+        )
     if reasons:
         dead = Table(title=f"dead letters: top {len(reasons)} reason(s)")
         dead.add_column("destination")

@@ -36,8 +36,8 @@ class RuntimeConfig(BackoffSettings):
     outbox_poll: Seconds = Field(
         default=5.0,
         gt=0,
-        description="How often the delivery loop looks for new messages when idle (each look "
-        "is a database query: shorter means faster delivery and more CPU).",
+        description="How often each output's delivery worker looks for new messages when idle "
+        "(each look is a database query per output: shorter means faster delivery and more CPU).",
     )
 
 

@@ -24,6 +24,18 @@ The network gate applies per output: an output whose messenger needs the network
 which judges each output by its own probe target. When the gate opens again after being shut,
 the worker calls the messenger's optional ``network_back()`` (MQTT reconnects at once instead
 of waiting out paho's reconnect backoff).
+
+Liveness (decision 0048's amendment): the supervisor judges the outbox job by the owner's
+touches of its stop event (decision 0064), and the workers run on their own event. So each
+worker records what its current turn is (``busy`` since the start of its batch, or ``waiting``
+between passes; :attr:`OutputWorker.turn`, monotonic seconds of the injected clock), and the
+owner checks every worker each turn: one busy in a single batch for longer than its
+``stuck_after`` is stuck. The owner then logs an ERROR naming the output, records an
+``output_stuck`` event, and stops touching ``stop`` (it still notices it) while any worker is
+stuck, so after the job's thread liveness limit the supervisor marks the outbox job ``hung``
+and the watchdog starves: systemd restarts the station, the only cure for a thread blocked in
+a call. An output that moves again is logged and recorded (``output_moving``), and the owner
+touches ``stop`` again.
 """
 
 from __future__ import annotations
@@ -37,7 +49,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from fieldstation.backoff import Backoff, backoff_delay
 from fieldstation.clock import Clock
@@ -47,8 +61,16 @@ from fieldstation.home import StationHome
 from fieldstation.outbox.messenger import Messenger, OutgoingMessage, Result, needs_network
 from fieldstation.store import Database
 from fieldstation.store import outbox as store
+from fieldstation.store.events import Severity, record_event
+from fieldstation.store.models import Event
 
-__all__ = ["DeliveryLoop", "OutboxBusyError", "OutputWorker"]
+__all__ = [
+    "DeliveryLoop",
+    "OutboxBusyError",
+    "OutputWorker",
+    "default_stuck_after",
+    "stuck_outputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +78,49 @@ Progress = Callable[[str, dict[str, Any]], None]
 NetworkUp = Callable[[OutputConfig], bool]
 _PURGE_INTERVAL = 3600.0
 """Seconds between deletions of old settled messages."""
+BUSY = "busy"
+WAITING = "waiting"
+"""What a worker's current turn is (:attr:`OutputWorker.turn`)."""
+_TIMEOUT_FIELDS = ("timeout", "connect_timeout", "ack_timeout")
+STUCK_FACTOR = 4.0
+STUCK_MIN = 60.0
+STUCK_MAX = 300.0
+"""Default ``stuck_after`` of an output: ``STUCK_FACTOR`` x the sum of its timeouts (HTTP
+``timeout``; MQTT ``connect_timeout`` + ``ack_timeout``), within [``STUCK_MIN``,
+``STUCK_MAX``] seconds: well under the outbox job's thread liveness limit (900 s)."""
+
+
+def default_stuck_after(output: OutputConfig) -> float:
+    """Seconds one batch of ``output`` may take before its worker counts as stuck (see
+    :data:`STUCK_FACTOR`)."""
+    timeouts = sum(float(getattr(output, name, 0.0) or 0.0) for name in _TIMEOUT_FIELDS)
+    return min(STUCK_MAX, max(STUCK_MIN, STUCK_FACTOR * timeouts))
+
+
+STUCK_EVENT = "output_stuck"
+MOVING_EVENT = "output_moving"
+"""Event kinds: a worker became stuck / its output moves again (data ``destination``)."""
+
+
+def stuck_outputs(session: Session, scan: int = 1000) -> dict[str, datetime]:
+    """Outputs stuck as of the events: {destination: when it was found stuck}, for each whose
+    newest ``output_stuck`` event (among the newest ``scan`` of both kinds) has no
+    ``output_moving`` after it. Read by ``outbox status``."""
+    events = session.scalars(
+        select(Event)
+        .where(Event.kind.in_((STUCK_EVENT, MOVING_EVENT)))
+        .order_by(Event.id.desc())
+        .limit(scan)
+    ).all()
+    stuck: dict[str, datetime] = {}
+    seen: set[str] = set()
+    for event in events:  # newest first: the first event of a destination decides
+        name = str((event.data or {}).get("destination", ""))
+        if name and name not in seen:
+            seen.add(name)
+            if event.kind == STUCK_EVENT:
+                stuck[name] = event.created_at
+    return stuck
 
 
 class OutboxBusyError(RuntimeError):
@@ -69,7 +134,9 @@ class OutputWorker:
     wiring), else the output's plugin builds it on first use; ``network_up``, ``rng``,
     ``report`` and ``poll_interval`` as for :class:`DeliveryLoop`. One thread calls a worker
     (its :meth:`run`, or the owner's :meth:`DeliveryLoop.run_once`); workers share nothing but
-    the database, where each settles only its own destination's rows.
+    the database, where each settles only its own destination's rows. ``stuck_after``:
+    seconds one batch may take before the owner counts the worker stuck (default
+    :func:`default_stuck_after`).
     """
 
     def __init__(
@@ -85,6 +152,7 @@ class OutputWorker:
         rng: random.Random | None = None,
         report: Progress | None = None,
         poll_interval: float = 1.0,
+        stuck_after: float | None = None,
     ) -> None:
         self.output = output
         self.name = output.name
@@ -106,6 +174,16 @@ class OutputWorker:
         self._gate_was_up: bool | None = None
         self.next_due: datetime | None = None
         """When this output's queue head is next due, as of the last pass (None: nothing)."""
+        self.stuck_after = default_stuck_after(output) if stuck_after is None else stuck_after
+        self.turn: tuple[str, float] = (WAITING, clock.monotonic())
+        """(``busy`` | ``waiting``, since monotonic seconds): busy from the start of each batch,
+        waiting between passes. One attribute, swapped whole (read by the owner's thread)."""
+
+    def busy_for(self, now: float) -> float | None:
+        """Seconds the worker has been busy in its current batch at monotonic ``now``; None
+        while it waits between passes."""
+        what, since = self.turn
+        return now - since if what == BUSY else None
 
     @property
     def messenger(self) -> Messenger | None:
@@ -156,6 +234,7 @@ class OutputWorker:
         at most ``poll_interval`` (messages written by other processes). A database error of
         one pass (``OperationalError``, e.g. locked past the busy timeout) is logged and the
         pass retried after ``poll_interval``; other errors propagate to the owner."""
+        self.turn = (BUSY, self.clock.monotonic())
         while not stop.is_set():
             try:
                 delivered = self.run_once(stop)
@@ -166,7 +245,7 @@ class OutputWorker:
                     self.poll_interval,
                     error,
                 )
-                self.clock.wait(stop, self.poll_interval)
+                self._wait(stop, self.poll_interval)
                 continue
             if delivered or stop.is_set():
                 continue
@@ -177,8 +256,15 @@ class OutputWorker:
             wait = self.poll_interval
             if due is not None:
                 wait = min(wait, max(0.0, (due - self.clock.now()).total_seconds()))
-            self.clock.wait(stop, max(wait, 0.01))
+            self._wait(stop, max(wait, 0.01))
         self._final_pass()
+
+    def _wait(self, stop: threading.Event, seconds: float) -> None:
+        self.turn = (WAITING, self.clock.monotonic())
+        try:
+            self.clock.wait(stop, seconds)
+        finally:
+            self.turn = (BUSY, self.clock.monotonic())
 
     def _final_pass(self) -> None:
         """One last pass when stopping; failures only leave messages pending for the next
@@ -234,6 +320,7 @@ class OutputWorker:
 
     def _deliver_batch(self) -> tuple[int, bool]:
         """Send the due head of the queue. Returns (sent, worth another batch now)."""
+        self.turn = (BUSY, self.clock.monotonic())  # a new turn: the owner times each batch
         messenger = self._messenger_or_none()
         now = self.clock.now()
         with self.db.session() as session:
@@ -335,6 +422,9 @@ class DeliveryLoop:
     for messages written by other processes; every ``housekeeping_interval`` seconds the owner
     dead-letters expired messages and applies the byte cap, and hourly it deletes messages
     settled (sent or dropped everywhere) more than ``keep_settled`` seconds ago.
+    ``stuck_after``: seconds one batch of a worker may take before it counts as stuck (None:
+    each output's :func:`default_stuck_after`); while a worker is stuck, :meth:`run` stops
+    touching its stop event (see the module docstring) and :attr:`stuck` names it.
     """
 
     def __init__(
@@ -351,6 +441,7 @@ class DeliveryLoop:
         poll_interval: float = 1.0,
         housekeeping_interval: float = 10.0,
         keep_settled: float = 7 * 86400.0,
+        stuck_after: float | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -379,6 +470,7 @@ class DeliveryLoop:
                 rng=self.rng,
                 report=self._report,
                 poll_interval=poll_interval,
+                stuck_after=stuck_after,
             )
             for output in config.outputs
             if output.enabled
@@ -387,6 +479,8 @@ class DeliveryLoop:
         self._closing = [m for n, m in injected.items() if n not in self.workers]
         self.next_due: datetime | None = None
         """Earliest time a pending message becomes due, as of the last :meth:`run_once`."""
+        self.stuck: dict[str, float] = {}
+        """Outputs whose worker is stuck, with the monotonic time its stuck batch began."""
 
     # lifecycle -------------------------------------------------------------------------------
     def _acquire(self) -> None:
@@ -436,6 +530,9 @@ class DeliveryLoop:
         (an ``OperationalError`` there is logged and retried at the next turn). When a worker
         fails with an unexpected error, the others are stopped and awaited too, and the error
         is raised here (the supervisor restarts the job). :class:`OutboxBusyError` propagates.
+        While a worker is stuck (busy in one batch longer than its ``stuck_after``), this thread
+        keeps turning but no longer touches ``stop`` (it reads the flag without counting as a
+        turn), so the supervisor judges the job hung (decisions 0048, 0064).
         """
         try:
             self._acquire()
@@ -453,19 +550,28 @@ class DeliveryLoop:
                 )
                 for name, worker in self.workers.items()
             ]
+            self._end_stuck_episodes()
             try:  # before the first batch: nothing expired or over the cap goes out
                 self._housekeeping()
             except OperationalError as error:
                 log.warning("outbox housekeeping failed, retrying later: %s", error)
             for thread in threads:
                 thread.start()
+            turn = min(self.poll_interval, self.housekeeping_interval)
             try:
-                while not stop.is_set() and not halt.is_set():
+                while not halt.is_set():
                     try:
                         self._housekeeping()
                     except OperationalError as error:
                         log.warning("outbox housekeeping failed, retrying later: %s", error)
-                    self.clock.wait(stop, min(self.poll_interval, self.housekeeping_interval))
+                    if self._check_workers():
+                        # a worker is stuck: no touch of ``stop``, so the job stops turning
+                        # for the supervisor; plain Event.is_set reads the flag untouched
+                        if threading.Event.is_set(stop):
+                            break
+                        self.clock.wait(halt, turn)
+                    elif self.clock.wait(stop, turn):
+                        break
             finally:
                 halt.set()
                 for thread in threads:
@@ -474,6 +580,68 @@ class DeliveryLoop:
                 raise failures[0]
         finally:
             self.close()
+
+    def _check_workers(self) -> bool:
+        """Note workers that became stuck or move again (log, event, progress); True while any
+        worker is stuck."""
+        now = self.clock.monotonic()
+        for name, worker in self.workers.items():
+            busy = worker.busy_for(now)
+            if busy is not None and busy > worker.stuck_after:
+                if name not in self.stuck:
+                    self.stuck[name] = now - busy
+                    message = (
+                        f"output {name!r} is stuck: busy in one delivery for {busy:.0f} s "
+                        f"(limit {worker.stuck_after:.0f} s); the outbox job stops turning, so "
+                        "the supervisor marks it hung and the station is restarted"
+                    )
+                    log.error("%s", message)
+                    data = {"busy_s": round(busy, 1), "limit_s": worker.stuck_after}
+                    self._event(STUCK_EVENT, message, "error", name, data)
+                    self._report("stuck", {"destination": name, "busy_s": busy})
+            elif name in self.stuck:
+                took = now - self.stuck.pop(name)
+                message = f"output {name!r} moves again after {took:.0f} s in one delivery"
+                log.warning("%s", message)
+                self._event(MOVING_EVENT, message, "info", name, {"busy_s": round(took, 1)})
+                self._report("moving", {"destination": name, "busy_s": took})
+        return bool(self.stuck)
+
+    def _end_stuck_episodes(self) -> None:
+        """A new loop starts each output's worker afresh: outputs that an earlier loop (an
+        earlier process) left stuck get an ``output_moving`` event, so ``outbox status`` no
+        longer shows them stuck."""
+        try:
+            with self.db.session() as session:
+                left = stuck_outputs(session)
+        except OperationalError as error:
+            log.warning("could not read the outbox's stuck outputs: %s", error)
+            return
+        for name, since in sorted(left.items()):
+            message = f"output {name!r} restarted after it was stuck (found stuck at {since})"
+            log.warning("%s", message)
+            self._event(MOVING_EVENT, message, "info", name, {"restarted": True})
+
+    def _event(
+        self, kind: str, message: str, severity: Severity, name: str, data: dict[str, Any]
+    ) -> None:
+        """Record an outbox event (row + message to every enabled output); a database error
+        is only logged: the log line already says it."""
+        try:
+            with self.db.session() as session:
+                record_event(
+                    session,
+                    kind=kind,
+                    source="outbox",
+                    message=message,
+                    now=self.clock.now(),
+                    station_id=self.config.station.id,
+                    destinations=self.config.destinations_for("event"),
+                    severity=severity,
+                    data={"destination": name, **data},
+                )
+        except OperationalError as error:
+            log.warning("could not record the %s event of output %r: %s", kind, name, error)
 
     def _guarded(
         self, worker: OutputWorker, halt: threading.Event, failures: list[BaseException]

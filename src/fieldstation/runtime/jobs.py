@@ -3,7 +3,7 @@
 A process job names its function by module path (``"fieldstation.recording.job:run_recorder"``)
 so the supervisor never imports it: the child does, after the fork, and only the child pays
 for the heavy modules a job needs (numpy, soundfile, a model). A thread job is a callable
-``run(stop)`` built by the station (delivery loop, heartbeat, ...).
+``run(stop)`` built by the station (the outbox's delivery owner, heartbeat, ...).
 
 Children are started through the station's own fork server (:mod:`.forkserver`, started by
 :func:`start_job` / :func:`fork_fork_server`): a small single-threaded process, forked from the

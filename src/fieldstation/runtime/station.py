@@ -5,8 +5,9 @@ home lock (a second runtime on the same home gets
 :class:`~fieldstation.home.StationLockedError` naming the holder's PID), check and migrate the
 database, start (or continue) the deployment, end the last run's leases, run start-up
 recovery; then start the jobs:
-each sensor's recorder and each processor in its own process; the network monitor, delivery
-loop, heartbeat, summarizer and retention as supervisor threads; plus the control API, the
+each sensor's recorder and each processor in its own process; the network monitor, the outbox
+(an owner thread and one delivery worker thread per output), heartbeat, summarizer and
+retention as supervisor threads; plus the control API, the
 status file writer and the systemd watchdog. Shutdown reverses it.
 
 Process jobs are named by module path and imported only in their child process, so the
