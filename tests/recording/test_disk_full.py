@@ -246,28 +246,36 @@ def chunk_spec(config: Any, ctx: Any, fmt: str = "flac") -> ChunkSpec:
 
 
 @pytest.mark.parametrize("fmt", ["flac", "wav"])
-def test_libsndfile_system_error_on_a_full_disk_is_enospc(  # type: ignore[no-untyped-def]
+def test_libsndfile_system_error_on_a_full_disk_counts_as_full(  # type: ignore[no-untyped-def]
     make_station, make_ctx, home, small_disk, fmt
 ):
-    """libsndfile says only "System error."; the chunk writer raises ``OSError(ENOSPC)``
-    (the reason libsndfile keeps in ``sf_strerror``), at a write and at open."""
+    """libsndfile says only "System error." on a full disk: the chunk writer raises soundfile's
+    public ``LibsndfileError`` as it is, and :func:`is_disk_full` counts it as a full disk
+    while the disk is nearly full, at a write and at open; with space it does not."""
     config = make_station({"name": "syn", "kind": "synthetic", "sample_rate": "16kHz"})
     ctx, _ = make_ctx(config)
     writer = ChunkWriter(home.spool, chunk_spec(config, ctx, fmt))
     samples = np.zeros((16000, 1), dtype="int16")
     writer.write(samples)
-    fill(small_disk / "filler")
-    with pytest.raises(OSError) as raised:
+    filler = small_disk / "filler"
+    fill(filler)
+
+    def free() -> int:
+        return shutil.disk_usage(small_disk).free
+
+    with pytest.raises(Exception) as raised:
         for _ in range(100):  # past what libsndfile and the FLAC encoder buffer
             writer.write(samples)
-    assert raised.value.errno == errno.ENOSPC
+    assert is_disk_full(raised.value, free), repr(raised.value)
     writer.abandon()
     if fmt == "wav":  # a WAV header is written at open: a file that takes no byte
         full = home.root / "full.wav"
         full.symlink_to("/dev/full")
-        with pytest.raises(OSError) as raised:
+        with pytest.raises(Exception) as raised:
             ChunkWriter(home.spool, chunk_spec(config, ctx, fmt), audio=full, sidecar=False)
-        assert raised.value.errno == errno.ENOSPC
+        assert is_disk_full(raised.value, free), repr(raised.value)
+        filler.unlink()
+        assert not is_disk_full(raised.value, free)  # /dev/full, but the home's disk has space
 
 
 class FillAt:
@@ -399,7 +407,72 @@ def test_what_counts_as_a_full_disk(tmp_path: Path) -> None:
     assert is_disk_full(raised.value)
     assert is_disk_full(OperationalError("INSERT", {}, raised.value))
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
-    system_error = sf.LibsndfileError(2, "System error")
+    system_error = sf.LibsndfileError(2, "Error writing: ")  # code 2: "System error."
+    assert str(system_error).endswith("System error.")
     assert is_disk_full(system_error, lambda: 0)
     assert not is_disk_full(system_error, lambda: 10**9)
     assert not is_disk_full(system_error)
+
+
+def test_configuration_and_sensor_errors_are_never_a_full_disk() -> None:
+    """Only libsndfile's "System error" is ambiguous: a configuration error (a replay file
+    missing), a sensor error, a plain RuntimeError or an errno-less OSError on a nearly full
+    disk are what they are, not a reason to pause for space; nor is a configuration error whose
+    cause is libsndfile's "System error"."""
+    from fieldstation.sensors import DeviceError, SensorError
+    from fieldstation.sensors.base import config_error
+
+    def empty() -> int:
+        return 0
+
+    system_error = sf.LibsndfileError(2, "Error opening 'x.flac': ")
+    assert is_disk_full(system_error, empty)
+    assert not is_disk_full(sf.LibsndfileError(1, "Error opening 'x.flac': "), empty)
+    for error in (
+        config_error("replay file /data/x.flac is missing"),
+        SensorError("cannot decode"),
+        DeviceError("unplugged"),
+        RuntimeError("something else"),
+        OSError("no errno"),
+    ):
+        assert not is_disk_full(error, empty), repr(error)
+    for wrapper in (config_error("replay file cannot be read"), SensorError("cannot read")):
+        try:
+            try:
+                raise sf.LibsndfileError(2, "Error reading: ")
+            except sf.LibsndfileError as inner:
+                raise wrapper from inner
+        except RuntimeError as outer:
+            assert not is_disk_full(outer, empty), repr(outer)
+
+
+def test_a_vanished_home_is_its_own_error_not_a_full_disk(tmp_path: Path) -> None:
+    """``statvfs`` failing (the card removed) raises a ``HomeError`` saying the home is gone;
+    an ambiguous libsndfile error is then not a full disk."""
+    from fieldstation.home import HomeError
+    from fieldstation.recording.disk import DiskGuard
+
+    gone = tmp_path / "card" / "home"
+    guard = DiskGuard(gone, 1000)
+    with pytest.raises(HomeError, match="gone"):
+        guard.free()
+    with pytest.raises(HomeError, match="gone"):
+        guard.may_start()
+    assert not is_disk_full(sf.LibsndfileError(2, "Error writing: "), guard.free)
+
+
+def test_may_start_is_the_one_rule_min_free_then_resume_free_after_a_full_disk(
+    tmp_path: Path,
+) -> None:
+    """``min_free`` bytes let a chunk start; after a write failed for want of space,
+    ``resume_free`` (at least :data:`FULL_MARGIN`) bytes are needed."""
+    from types import SimpleNamespace
+
+    from fieldstation.recording.disk import FULL_MARGIN, DiskGuard
+
+    free = {"bytes": 2000}
+    guard = DiskGuard(tmp_path, 1000, lambda _p: SimpleNamespace(free=free["bytes"]))
+    assert guard.may_start() and not guard.may_start(after_full=True)
+    assert guard.may_start(free=1000) and not guard.may_start(free=999)
+    free["bytes"] = FULL_MARGIN
+    assert guard.may_start(after_full=True)

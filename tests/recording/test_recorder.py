@@ -428,3 +428,69 @@ def test_a_device_that_stays_absent_gives_an_event_an_hour_and_says_why(  # type
     assert rows_of(db) == []
     # "slot" (logged by the station as "slot open") only once the sensor is open: none here
     assert progress.of("slot") == []
+
+
+@pytest.mark.parametrize("kind", ["configuration", "sensor"])
+def test_a_sensor_error_on_a_nearly_full_disk_is_raised_not_a_pause(  # type: ignore[no-untyped-def]
+    make_station, make_ctx, kind
+):
+    """A replay's configuration error (or any sensor error) while the disk is nearly full is
+    raised (the job exits 78 for a configuration error), not taken for a full disk and turned
+    into an endless ``disk_low`` pause."""
+    from fieldstation.job import ConfigurationError
+    from fieldstation.sensors import SensorError
+    from fieldstation.sensors.base import config_error
+
+    config = make_station({**SYNTH, "chunk": "1s", "block": "0.1s", "min_free": "0"})
+    ctx, progress = make_ctx(config)
+    error = config_error("replay file x.flac is missing") if kind == "configuration" else None
+
+    def fail(_inner: Any) -> None:
+        raise error if error is not None else SensorError("cannot decode")
+
+    sensor = Scripted(SyntheticSensor(config.sensor("syn"), ctx.clock), {3: fail})  # type: ignore[arg-type]
+    report = progress.__call__
+
+    def watch(what: str, details: dict[str, Any]) -> None:
+        report(what, details)
+        if len(progress.of("waiting")) >= 5:  # the old code paused here for ever
+            ctx.stop.set()
+
+    ctx.progress = watch  # type: ignore[method-assign]
+    expected = ConfigurationError if kind == "configuration" else SensorError
+    with pytest.raises(expected):
+        run_recorder(ctx, "syn", sensor=sensor, disk_usage=lambda _path: SimpleNamespace(free=1000))
+    assert not progress.of("waiting")
+
+
+def test_a_vanished_home_stops_the_recorder_with_its_own_error(  # type: ignore[no-untyped-def]
+    make_station, make_ctx, db
+):
+    """``statvfs`` failing (the card removed) mid-chunk is not a full disk: the recorder
+    raises a ``HomeError`` saying the home is gone instead of pausing for space that will
+    never come; the chunk in progress stays in ``spool/`` for recovery."""
+    from fieldstation.home import HomeError
+
+    config = make_station({**SYNTH, "chunk": "1s", "block": "0.1s", "min_free": "1000"})
+    ctx, progress = make_ctx(config)
+    calls = []
+
+    def disk_usage(path: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 14:  # inside the second chunk
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return SimpleNamespace(free=10**9)
+
+    report = progress.__call__
+
+    def watch(what: str, details: dict[str, Any]) -> None:
+        report(what, details)
+        if len(progress.of("waiting")) >= 5:  # the old code paused here for ever
+            ctx.stop.set()
+
+    ctx.progress = watch  # type: ignore[method-assign]
+    with pytest.raises(HomeError, match="gone"):
+        run_recorder(ctx, "syn", disk_usage=disk_usage)
+    assert not progress.of("waiting")
+    assert [r.end_reason for r in rows_of(db)] == ["complete"]
+    assert any(p.suffix == ".flac" for p in ctx.home.spool.iterdir())

@@ -10,7 +10,6 @@ to be (decision record 0022).
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -48,27 +47,6 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     fsync_dir(path.parent)
 
 
-_FULL = {os.strerror(errno.ENOSPC): errno.ENOSPC, os.strerror(errno.EDQUOT): errno.EDQUOT}
-
-
-def _system_error(error: Exception, handle: Any = None) -> Exception:
-    """libsndfile reports a failed system call as "System error." and keeps the reason in
-    ``sf_strerror`` (per handle, or global for a failed open): a full disk becomes
-    ``OSError(ENOSPC or EDQUOT)`` (caused by ``error``); anything else is ``error`` itself."""
-    try:
-        import soundfile as sf
-
-        text = sf._ffi.string(sf._snd.sf_strerror(handle or sf._ffi.NULL)).decode(errors="replace")
-    except Exception:
-        return error
-    for reason, code in _FULL.items():
-        if reason in text:
-            full = OSError(code, f"{text.rstrip('.')} (libsndfile)")
-            full.__cause__ = error
-            return full
-    return error  # re-raised as it was
-
-
 def read_sidecar(path: Path) -> dict[str, Any]:
     """The sidecar at ``path``; raises ``ValueError`` (incl. JSON errors) or ``OSError``."""
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -103,9 +81,9 @@ class FinishedChunk:
 class ChunkWriter:
     """Writes one chunk to ``spool/<stem>.<ext>``; :meth:`finish` closes, fsyncs and describes it.
 
-    Raises ``OSError`` (disk full, permissions: libsndfile's "System error" on a full disk is
-    raised as ``OSError`` ENOSPC/EDQUOT) or ``soundfile.LibsndfileError``. When the chunk
-    cannot even be created, nothing of it is left in ``spool/``.
+    Raises ``OSError`` (disk full, permissions) or ``soundfile.LibsndfileError`` (on a full
+    disk libsndfile says only "System error": :func:`~fieldstation.recording.disk.is_disk_full`
+    tells). When the chunk cannot even be created, nothing of it is left in ``spool/``.
     """
 
     def __init__(
@@ -130,11 +108,11 @@ class ChunkWriter:
                 subtype=spec.subtype,
                 format=spec.format.upper(),
             )
-        except Exception as error:
+        except Exception:
             self.audio.unlink(missing_ok=True)
             if sidecar:
                 self.sidecar.unlink(missing_ok=True)
-            raise _system_error(error)  # noqa: B904 - the cause is set by _system_error
+            raise
         if spec.format == "flac":
             # Vorbis comments must be set before the first samples (libsndfile).
             self._file.title = f"{spec.station} {spec.sensor} {spec.started_at.isoformat()}"
@@ -145,18 +123,12 @@ class ChunkWriter:
 
     def write(self, data: np.ndarray) -> None:
         """Append frames (``(frames, channels)``, the sensor's dtype)."""
-        try:
-            self._file.write(data)
-        except RuntimeError as error:  # soundfile.LibsndfileError
-            raise _system_error(error, self._handle())  # noqa: B904 - cause set there
+        self._file.write(data)
         self.frames += len(data)
-
-    def _handle(self) -> Any:
-        return getattr(self._file, "_file", None)
 
     def finish(self, end_reason: str, extra: dict[str, Any] | None = None) -> FinishedChunk:
         """Close the audio, add WAV metadata, fsync, hash and record it all in the sidecar."""
-        self._file.close()  # (its handle is freed even when it fails: no sf_strerror here)
+        self._file.close()
         if self.spec.format == "wav":
             append_guano(self.audio, self.spec, self.frames, end_reason)
         with open(self.audio, "rb+") as f:

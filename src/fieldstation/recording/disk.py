@@ -9,18 +9,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FULL_MARGIN", "DiskGuard", "DiskUsageFn", "is_disk_full"]
+from fieldstation.home import HomeError
+from fieldstation.job import ConfigurationError
+from fieldstation.sensors import SensorError
+
+__all__ = ["FULL_MARGIN", "DiskGuard", "DiskUsageFn", "HomeVanishedError", "is_disk_full"]
 
 DiskUsageFn = Callable[[Path], Any]
 """``shutil.disk_usage``-like: returns an object with ``.free`` (bytes)."""
 
 FULL_MARGIN = 1 << 20
 """Bytes: after a write failed for want of space, recording resumes only once at least this
-much (and ``min_free``) is free, and an error without an errno (libsndfile's "System error")
-counts as a full disk while less than this is free."""
+much (and ``min_free``) is free, and libsndfile's errno-less write errors count as a full
+disk while less than this is free (:func:`is_disk_full`)."""
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SQLITE_FULL = 13  # SQLITE_FULL, https://www.sqlite.org/rescode.html#full
+_SF_SYSTEM_ERROR = "System error"  # libsndfile SF_ERR_SYSTEM (code 2): a failed system call
+_SF_FLAC_INIT = "problem with initialization of the flac"  # the FLAC encoder's first write
+
+
+class HomeVanishedError(HomeError):
+    """The free space of the station home cannot be read (``statvfs`` failed): the card was
+    removed or the home deleted. Not a full disk: the recorder stops with this error."""
 
 
 def _chain(error: BaseException) -> list[BaseException]:
@@ -41,31 +52,57 @@ def _chain(error: BaseException) -> list[BaseException]:
     return seen
 
 
+def _is_failed_write(error: BaseException) -> bool:
+    """True for a ``soundfile.LibsndfileError`` whose public ``error_string`` is one libsndfile
+    gives a write that failed in the system: "System error." (a failed system call, ENOSPC
+    among them) or, from the FLAC encoder that could not write its stream header, "problem
+    with initialization of the flac decoder" (sic)."""
+    try:
+        import soundfile
+    except ImportError:  # no soundfile: nothing here can have come from libsndfile
+        return False
+    if not isinstance(error, soundfile.LibsndfileError):
+        return False
+    try:
+        text = error.error_string
+    except Exception:
+        return False
+    return text.startswith(_SF_SYSTEM_ERROR) or _SF_FLAC_INIT in text
+
+
 def is_disk_full(error: BaseException, free: Callable[[], int] | None = None) -> bool:
     """True when ``error`` means the disk (or the user's quota) is full.
 
     Recognised anywhere in the exception chain: ``OSError`` with errno ``ENOSPC``/``EDQUOT``;
-    SQLite's ``SQLITE_FULL`` ("database or disk is full", also wrapped by SQLAlchemy). An
-    ``OSError``, ``RuntimeError`` or ``soundfile.LibsndfileError`` without an errno (libsndfile
-    reports ENOSPC as "System error") counts when ``free()`` (bytes free on the disk, if given)
-    is below :data:`FULL_MARGIN`. Never raises.
+    SQLite's ``SQLITE_FULL`` ("database or disk is full", also wrapped by SQLAlchemy). The one
+    ambiguous case: libsndfile reports ENOSPC only as a ``soundfile.LibsndfileError`` with the
+    ``error_string`` "System error." (or, for FLAC, "problem with initialization of the flac
+    decoder", the encoder failing to write its header), which counts when ``free()`` (bytes
+    free on the disk, if given) is below :data:`FULL_MARGIN`, and never when the chain holds a
+    :class:`~fieldstation.job.ConfigurationError` or a
+    :class:`~fieldstation.sensors.SensorError` (a replay file libsndfile cannot read is not a
+    full disk). A ``ConfigurationError`` itself is never a full disk (it must stop the job).
+    When ``free()`` raises (e.g. :class:`HomeVanishedError`) the error is not a full disk.
+    Never raises.
     """
-    ambiguous = False
-    for item in _chain(error):
+    if isinstance(error, ConfigurationError):
+        return False
+    chain = _chain(error)
+    for item in chain:
         if isinstance(item, OSError) and item.errno in _FULL_ERRNOS:
             return True
         if getattr(item, "sqlite_errorcode", None) == _SQLITE_FULL:
             return True
         if "database or disk is full" in str(item):
             return True
-        if isinstance(item, OSError | RuntimeError) and getattr(item, "errno", None) is None:
-            ambiguous = True  # soundfile.LibsndfileError is a RuntimeError
-    if ambiguous and free is not None:
-        try:
-            return free() < FULL_MARGIN
-        except Exception:
-            return False
-    return False
+    if free is None or any(isinstance(i, ConfigurationError | SensorError) for i in chain):
+        return False
+    if not any(_is_failed_write(item) for item in chain):
+        return False
+    try:
+        return free() < FULL_MARGIN
+    except Exception:
+        return False
 
 
 class DiskGuard:
@@ -91,16 +128,25 @@ class DiskGuard:
         self._disk_usage = disk_usage
 
     def free(self) -> int:
-        """Free bytes on the disk of ``path`` (0 when it cannot be asked)."""
+        """Free bytes on the disk of ``path``.
+
+        Raises :class:`HomeVanishedError` when they cannot be read (``statvfs`` failed: the
+        home is gone), never reported as a full disk."""
         try:
             return int(self._disk_usage(self.path).free)
-        except OSError:
-            return 0
+        except OSError as error:
+            raise HomeVanishedError(
+                f"cannot read the free space of {self.path} ({error}): the station home is "
+                "gone (card removed or unmounted?); mount it again, then start the station"
+            ) from error
 
-    def may_start(self) -> bool:
-        """True when a new chunk may start."""
-        return self.free() >= self.min_free
+    def may_start(self, after_full: bool = False, free: int | None = None) -> bool:
+        """True when a new chunk may start: ``min_free`` bytes free, or, ``after_full`` (a
+        write failed for want of space), ``resume_free``. ``free``: the bytes free if just
+        read (else :meth:`free` is asked). Raises :class:`HomeVanishedError`."""
+        free = self.free() if free is None else free
+        return free >= (self.resume_free if after_full else self.min_free)
 
     def must_stop(self) -> bool:
-        """True when the chunk in progress must close now."""
+        """True when the chunk in progress must close now. Raises :class:`HomeVanishedError`."""
         return self.free() < self.hard_floor

@@ -203,7 +203,9 @@ class Recorder:
 
         Raises what the sensor, the chunk writer or the database raise beyond
         :class:`~fieldstation.sensors.DeviceError` and a full disk (e.g. ``OSError``,
-        SQLAlchemy errors); the open chunk is then left in ``spool/`` for recovery.
+        SQLAlchemy errors, a :class:`~fieldstation.job.ConfigurationError` of the sensor even on
+        a nearly full disk, :class:`~fieldstation.recording.disk.HomeVanishedError` when the
+        free space cannot be read); the open chunk is then left in ``spool/`` for recovery.
         """
         stop = self.ctx.stop
         while not stop.is_set():
@@ -342,10 +344,10 @@ class Recorder:
     def _disk_ok(self) -> bool:
         """True when a chunk may start: ``min_free`` bytes free (after a full disk,
         ``resume_free``). Records one ``disk_low`` event per pause; writes kept events once
-        space is back."""
+        space is back. Raises :class:`~fieldstation.recording.disk.HomeVanishedError` when the
+        free space cannot be read (the home is gone)."""
         free = self.disk.free()
-        need = self.disk.resume_free if self._full_reason is not None else self.disk.min_free
-        if free >= need:
+        if self.disk.may_start(after_full=self._full_reason is not None, free=free):
             if self._paused:
                 log.info("sensor %s: free space back to %d bytes", self.config.name, free)
             self._paused = False
