@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing.forkserver
 import operator
 import os
@@ -11,8 +10,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import psutil
@@ -89,42 +88,11 @@ def test_job_exit_status_reaches_the_supervisor(home: StationHome, tmp_path: Pat
     conn.close()
 
 
-def _pids_cgroup_of(pid: int, root: Path) -> Path:
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "pids" in controllers.split(",") or (controllers == "" and root.name != "pids"):
-            return root / path.lstrip("/")
-    raise LookupError("no pids cgroup")
-
-
-@contextmanager
-def no_forks(pid: int) -> Iterator[None]:
-    """Process ``pid`` in a pids cgroup that allows no new task: its ``fork()`` fails with
-    EAGAIN, the kernel's own refusal (as when the station runs out of processes or memory).
-    Root ignores ``RLIMIT_NPROC``, so a cgroup it is. Skips where no pids cgroup can be made."""
-    for root in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
-        group = root / f"fieldstation-test-{os.getpid()}"
-        try:
-            group.mkdir()
-        except OSError:
-            continue
-        if (group / "pids.max").exists():
-            break
-        group.rmdir()
-    else:
-        pytest.skip("no pids cgroup can be made here (needs root and the pids controller)")
-    home = _pids_cgroup_of(pid, root)
-    try:
-        (group / "pids.max").write_text("1\n")
-        (group / "cgroup.procs").write_text(f"{pid}\n")
-        yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # gone: the cgroup is empty anyway
-            (home / "cgroup.procs").write_text(f"{pid}\n")
-        group.rmdir()
-
-
-def test_a_failed_fork_fails_that_start_only(home: StationHome, tmp_path: Path) -> None:
+def test_a_failed_fork_fails_that_start_only(
+    home: StationHome,
+    tmp_path: Path,
+    no_forks: Callable[[int], AbstractContextManager[None]],
+) -> None:
     """fork() refused (EAGAIN): that one start raises ForkServerError; the server and the jobs
     it started run on, and the next start works."""
     server = start_fork_server()
