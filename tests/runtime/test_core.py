@@ -253,3 +253,26 @@ def test_exit_status_of_a_run() -> None:
     assert exit_status([JobState.HUNG]) == 1
     assert exit_status([JobState.FAILED, JobState.CONFIG_ERROR]) == EXIT_CONFIG
     assert exit_status([]) == 0
+
+
+def test_a_thread_that_does_not_stop_at_shutdown_ends_hung() -> None:
+    """It cannot be killed: ``hung`` with one event, so the station exits 1."""
+    job = core(process=False)
+    job.begin(0.0)
+    job.begin_shutdown()
+    assert job.terminate("shutdown", 1.0) == [Signal("job", "terminate")]
+    assert job.state == JobState.STOPPING
+    actions = job.not_stopped(2.0)
+    assert kinds(actions) == ["job_hung"] and job.state == JobState.HUNG
+    assert job.reason == "hung: still running 2.0 s after it was told to stop"
+    assert exit_status([job.state]) == 1
+
+
+def test_a_job_that_could_not_be_started_backs_off_like_a_crash() -> None:
+    """The fork server could not fork it: ``exited`` without a code, with the error."""
+    clock, job = VirtualClock(), core()
+    job.begin(clock.monotonic())
+    actions = job.exited(clock.monotonic(), None, error="not started: EAGAIN")
+    assert kinds(actions) == ["job_restarted"] and job.state == JobState.BACKOFF
+    assert job.reason == "not started: EAGAIN"
+    assert run_until_spawn(job, clock) == 1.0

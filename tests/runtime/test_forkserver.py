@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import psutil
@@ -84,6 +86,34 @@ def test_job_exit_status_reaches_the_supervisor(home: StationHome, tmp_path: Pat
     assert process.join(30.0) == -signal.SIGKILL
     process.close()
     conn.close()
+
+
+def test_a_failed_fork_fails_that_start_only(
+    home: StationHome,
+    tmp_path: Path,
+    no_forks: Callable[[int], AbstractContextManager[None]],
+) -> None:
+    """fork() refused (EAGAIN): that one start raises ForkServerError; the server and the jobs
+    it started run on, and the next start works."""
+    server = start_fork_server()
+    marker = tmp_path / "hang"
+    process, conn = _start(home, "fieldstation.testing.jobs:hanging", str(marker))
+    try:
+        assert conn.poll(30.0)
+        with no_forks(server.pid), pytest.raises(ForkServerError, match="could not start"):
+            _start(home, "fieldstation.testing.jobs:crashing")
+        assert server.alive() and process.exitcode is None
+        assert start_fork_server() is server
+        again, again_conn = _start(home, "fieldstation.testing.jobs:crashing")
+        assert again.join(30.0) == 1
+        again.close()
+        again_conn.close()
+        assert process.exitcode is None
+    finally:
+        process.kill()
+        process.join(30.0)
+        process.close()
+        conn.close()
 
 
 CLIENT = textwrap.dedent(

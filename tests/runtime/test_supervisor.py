@@ -10,12 +10,14 @@ import os
 import random
 import re
 import signal
+import sys
 import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import psutil
@@ -24,6 +26,7 @@ import pytest
 from fieldstation.clock import SystemClock, VirtualClock
 from fieldstation.config import StationConfig, parse_config, template_text
 from fieldstation.home import StationHome
+from fieldstation.runtime.forkserver import start_fork_server
 from fieldstation.runtime.jobs import ProcessJobSpec, ThreadJobSpec
 from fieldstation.runtime.liveness import RecorderLiveness, ThreadLiveness
 from fieldstation.runtime.logs import setup_logging
@@ -458,3 +461,99 @@ def test_a_retry_while_not_recording_does_not_say_slot_open(
     lines = [r.getMessage() for r in caplog.records]
     assert [line for line in lines if "slot open" in line] == ["recorder:usb: slot open until t9"]
     assert "recorder:usb: recording again" in lines
+
+
+# --- the fork server fails or stalls; a thread does not stop ------------------------------
+
+
+def test_a_job_the_fork_server_cannot_start_backs_off_and_the_station_runs_on(
+    home: StationHome, no_forks: Callable[[int], AbstractContextManager[None]]
+) -> None:
+    """fork() refused (a real EAGAIN): the job goes through backoff like a crash, with the
+    reason; the loop runs on, and the job runs again once forks work."""
+    config = fast_config(home)
+    marker = home.root / "rec"
+    with supervising(config, home, [progress_spec(marker)]) as (sup, events):
+        wait_for(lambda: state(sup, "rec") == "running")
+
+        def not_started() -> list[dict[str, Any]]:
+            return [
+                e[4]
+                for e in list(events)
+                if e[0] == "job_restarted" and "not started" in e[4]["reason"]
+            ]
+
+        with no_forks(start_fork_server().pid):
+            os.kill(sup.job("rec")["pid"], signal.SIGKILL)
+            wait_for(lambda: len(not_started()) >= 2)
+            assert sup.loop_alive() and state(sup, "rec") in ("backoff", "starting")
+        assert "could not start a process" in not_started()[0]["reason"]
+        assert not_started()[0]["exit_code"] is None
+        wait_for(lambda: state(sup, "rec") == "running")
+    assert marker.read_text() == "shutdown"
+
+
+def _in_fork_server_start() -> bool:
+    """Some thread waits in ForkServer.start for the server's answer."""
+    for frame in sys._current_frames().values():
+        at: FrameType | None = frame
+        while at is not None:
+            code = at.f_code
+            if code.co_name == "start" and code.co_filename.endswith("forkserver.py"):
+                return True
+            at = at.f_back
+    return False
+
+
+def test_status_does_not_wait_for_a_slow_fork_server(home: StationHome) -> None:
+    """The loop waits up to START_TIMEOUT for the fork server to start a job; snapshot()
+    (status, heartbeat, watchdog) answers meanwhile. The server is stopped with SIGSTOP."""
+    config = fast_config(home)
+    marker = home.root / "rec"
+    with supervising(config, home, [progress_spec(marker)]) as (sup, _):
+        wait_for(lambda: state(sup, "rec") == "running")
+        sup.stop_job("rec")
+        wait_for(lambda: state(sup, "rec") == "stopped")
+        server = start_fork_server()
+        os.kill(server.pid, signal.SIGSTOP)
+        starter = threading.Thread(target=sup.start_job, args=("rec",), daemon=True)
+        try:
+            starter.start()
+            wait_for(_in_fork_server_start)
+            answers: list[list[dict[str, Any]]] = []
+            asking = threading.Thread(target=lambda: answers.append(sup.snapshot()), daemon=True)
+            asking.start()
+            asking.join(5.0)
+            assert answers, "snapshot() waited for the fork server"
+            assert answers[0][0]["state"] == "starting"
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        starter.join(30.0)
+        wait_for(lambda: state(sup, "rec") == "running")
+
+
+def test_a_thread_job_that_does_not_stop_is_hung_and_the_exit_status_1(
+    home: StationHome,
+) -> None:
+    """A thread still running when its stop time is up cannot be killed: it ends ``hung``
+    with an event, and the station exits 1 (decision record 0063)."""
+    config = fast_config(home)  # stop_timeout 1 s
+    read_end, write_end = os.pipe()
+
+    def deaf(stop: threading.Event) -> None:
+        stop.wait()
+        os.read(read_end, 1)  # blocks until the test writes
+
+    try:
+        with supervising(config, home, [ThreadJobSpec("deaf", deaf)]) as (sup, events):
+            wait_for(lambda: state(sup, "deaf") == "running")
+        assert state(sup, "deaf") == "hung" and sup.exit_status() == 1
+        assert "told to stop" in sup.job("deaf")["reason"]
+        assert [e[0] for e in events] == ["job_hung"]
+    finally:
+        os.write(write_end, b"x")
+        for thread in threading.enumerate():
+            if thread.name == "deaf":
+                thread.join(10.0)
+        os.close(read_end)
+        os.close(write_end)

@@ -395,6 +395,25 @@ class JobCore:
         ``stop_timeout`` s."""
         return self._terminate(cause, "terminate", now)
 
+    def not_stopped(self, waited: float) -> list[Action]:
+        """A thread job still runs ``waited`` s after it was told to stop (at shutdown). A
+        thread cannot be killed: it counts as ``hung``, so the station exits with status 1
+        (:func:`exit_status`, decision record 0063) and systemd sees the failure."""
+        self.state = JobState.HUNG
+        self.kill_at = None
+        self.reason = f"hung: still running {waited:.1f} s after it was told to stop"
+        return [
+            Log(logging.ERROR, f"thread job {self.name} did not stop: {self.reason}"),
+            Record(
+                self.name,
+                "job_hung",
+                "error",
+                f"thread job {self.name} did not stop: {self.reason}; the station exits with "
+                "status 1",
+                {"job": self.name, "reason": self.reason},
+            ),
+        ]
+
     # --- helpers -----------------------------------------------------------------------------
 
     def _spawn(self, now: float) -> list[Action]:

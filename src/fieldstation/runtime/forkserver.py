@@ -165,7 +165,9 @@ class ForkServer:
 
     def start(self, request: tuple[Any, ...], data_fd: int, name: str = "") -> ChildProcess:
         """Have the server fork a child for ``request``; ``data_fd`` goes to the child (and is
-        closed here). Raises :class:`ForkServerError` when the server is gone."""
+        closed here). Raises :class:`ForkServerError` when the server is gone, does not answer
+        within :data:`START_TIMEOUT` s, or its fork failed (EAGAIN, ENOMEM: the server and its
+        other children run on)."""
         status_r, status_w = os.pipe()
         try:
             payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
@@ -185,7 +187,16 @@ class ForkServer:
         if len(data) != _CODE.size:
             os.close(status_r)
             raise ForkServerError(f"the fork server (pid {self.pid}) started no process")
-        return ChildProcess(_CODE.unpack(data)[0], status_r, name)
+        pid = _CODE.unpack(data)[0]
+        if pid <= 0:  # the fork failed: 0, then its errno
+            data = os.read(status_r, _CODE.size)
+            os.close(status_r)
+            code = _CODE.unpack(data)[0] if len(data) == _CODE.size else 0
+            raise ForkServerError(
+                f"the fork server (pid {self.pid}) could not start a process: "
+                f"{os.strerror(code) if code else 'unknown error'}"
+            )
+        return ChildProcess(pid, status_r, name)
 
     def close(self) -> None:
         """Close our end: the server exits (its children get SIGTERM)."""
@@ -220,7 +231,9 @@ def start_fork_server(preload: Sequence[str] = PRELOAD) -> ForkServer:
     loaded (Python, pydantic, SQLAlchemy, the config) with the supervisor and with every job
     (decision 0060). When other threads already run, forking could copy a lock another thread
     holds, so the server is a fresh interpreter instead (tests; it costs memory, not safety).
-    ``preload``: modules the server imports before forking anything.
+    ``preload``: modules the server imports before forking anything. This is the one way to
+    start it; :func:`.jobs.start_job` and :func:`call_in_child` call it too. Raises
+    :class:`ForkServerError` when the server cannot be started (fork or exec failed).
     """
     global _server
     with _server_lock:
@@ -228,11 +241,20 @@ def start_fork_server(preload: Sequence[str] = PRELOAD) -> ForkServer:
             return _server
         if _server is not None:
             _server.close()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        if _thread_count() == 1:
-            _server = _fork(ours, theirs, list(preload))
-        else:
-            _server = _exec(ours, theirs, list(preload))
+        _server = None
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as error:
+            raise ForkServerError(f"cannot start the fork server: {error}") from error
+        try:
+            if _thread_count() == 1:
+                _server = _fork(ours, theirs, list(preload))
+            else:
+                _server = _exec(ours, theirs, list(preload))
+        except OSError as error:
+            ours.close()
+            theirs.close()
+            raise ForkServerError(f"cannot start the fork server: {error}") from error
         return _server
 
 
@@ -353,7 +375,14 @@ def serve(fd: int, preload: Sequence[str]) -> None:
                 buffer = buffer[_HEADER.size + size :]
                 status_w, data_fd, fds = fds[0], fds[1], fds[2:]
                 inherited = [sock.fileno(), wake_r, wake_w, status_w, *children.values(), *fds]
-                pid = _fork_child(payload, data_fd, inherited)
+                try:
+                    pid = _fork_child(payload, data_fd, inherited)
+                except OSError as error:  # EAGAIN, ENOMEM: this request fails, the rest run on
+                    print(f"fieldstation fork server: fork failed: {error}", file=sys.stderr)
+                    os.close(data_fd)
+                    _write_code(status_w, 0, error.errno or 0)
+                    os.close(status_w)
+                    continue
                 os.close(data_fd)
                 _write_code(status_w, pid)
                 children[pid] = status_w
@@ -375,9 +404,9 @@ def _reap(children: dict[int, int]) -> None:
             os.close(status_w)
 
 
-def _write_code(fd: int, value: int) -> None:
+def _write_code(fd: int, *values: int) -> None:
     with contextlib.suppress(OSError):
-        os.write(fd, _CODE.pack(value))
+        os.write(fd, b"".join(_CODE.pack(value) for value in values))  # one atomic write
 
 
 def _fork_child(payload: bytes, data_fd: int, close: list[int]) -> int:

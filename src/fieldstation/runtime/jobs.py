@@ -6,10 +6,10 @@ for the heavy modules a job needs (numpy, soundfile, a model). A thread job is a
 ``run(stop)`` built by the station (the outbox's delivery owner, heartbeat, ...).
 
 Children are started through the station's own fork server (:mod:`.forkserver`, started by
-:func:`start_job` / :func:`fork_fork_server`): a small single-threaded process, forked from the
-supervisor before it starts any thread and preloaded with the modules every job needs
-(:data:`PRELOAD`), forks each child. Forking the supervisor itself
-would be cheaper, but it runs threads that use SQLite, and a fork taken while another thread
+:func:`.forkserver.start_fork_server`, or by the first :func:`start_job`): a small
+single-threaded process, forked from the supervisor before it starts any thread and preloaded
+with the modules every job needs (:data:`PRELOAD`), forks each child. Forking the supervisor
+itself would be cheaper, but it runs threads that use SQLite, and a fork taken while another thread
 holds a lock (SQLite's own mutexes included) can deadlock the child (decision record 0060).
 The config crosses over as JSON-ready data and is validated again in the child.
 
@@ -60,7 +60,6 @@ __all__ = [
     "ProcessJobSpec",
     "ThreadJobSpec",
     "child_main",
-    "fork_fork_server",
     "start_job",
     "log_file_of",
     "resolve_target",
@@ -125,17 +124,6 @@ def resolve_target(target: str) -> Callable[..., Any]:
         return getattr(module, attr)  # type: ignore[no-any-return]
     except (ImportError, AttributeError) as error:
         raise JobNotFoundError(f"job function {target} not found: {error}") from error
-
-
-def fork_fork_server(preload: list[str] | None = None) -> int:
-    """Start the station's fork server (:mod:`.forkserver`) now; returns its PID.
-
-    Call it while the process is single-threaded (before the supervisor starts threads or
-    opens the database): the server is then forked from this process and shares every page it
-    has loaded (Python, pydantic, SQLAlchemy, the config) with the supervisor and with every job
-    (decision records 0060, 0067). When a fork server already runs, it is reused.
-    """
-    return start_fork_server(PRELOAD if preload is None else preload).pid
 
 
 def start_job(

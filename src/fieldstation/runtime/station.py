@@ -31,10 +31,10 @@ from fieldstation.config.station import StationConfig, config_hash
 from fieldstation.home import StationHome
 from fieldstation.progress import FAILING_STATES, OK_STATES, Waiting, parse_report
 from fieldstation.runtime import systemd
+from fieldstation.runtime.forkserver import start_fork_server
 from fieldstation.runtime.jobs import (
     ProcessJobSpec,
     ThreadJobSpec,
-    fork_fork_server,
     log_file_of,
 )
 from fieldstation.runtime.liveness import ProcessorLiveness, RecorderLiveness, ThreadLiveness
@@ -262,7 +262,7 @@ class Station:
             self._run(stop, duration)
 
     def _run(self, stop: threading.Event, duration: float | None) -> None:
-        fork_fork_server()  # before any thread, lock or database (decision 0060)
+        start_fork_server()  # before any thread, lock or database (decision 0060)
         self.started_at = self.clock.monotonic()
         started = self._start()
         control = None

@@ -49,12 +49,12 @@ from fieldstation.runtime.core import (
     exit_status,
     has_pending_work,
 )
+from fieldstation.runtime.forkserver import ForkServerError
 from fieldstation.runtime.jobs import (
     WAKE_SIGNAL,
     ChildProcess,
     ProcessJobSpec,
     ThreadJobSpec,
-    fork_fork_server,
     log_file_of,
     start_job,
 )
@@ -247,13 +247,10 @@ class Supervisor:
 
     # --- public API (any thread) -------------------------------------------------------------
 
-    def prepare(self) -> None:
-        """Start the fork server now (before the caller starts threads); idempotent."""
-        fork_fork_server()
-
     def start(self) -> None:
-        """Start every job (call from the loop thread, before :meth:`run`)."""
-        self.prepare()
+        """Start every job (call from the loop thread, before :meth:`run`). The fork server
+        starts with the first process job when none runs; start it earlier, while the process
+        is single-threaded, with :func:`~.forkserver.start_fork_server` (decision 0060)."""
         now = self.clock.monotonic()
         for job in self._jobs.values():
             with self._lock:
@@ -482,8 +479,8 @@ class Supervisor:
                 self._nudge_consumers()
 
     def _spawn(self, job: _Job) -> None:
-        with self._lock:
-            if isinstance(job.spec, ThreadJobSpec):
+        if isinstance(job.spec, ThreadJobSpec):
+            with self._lock:
                 job.thread_stop = TickingEvent(self.clock)
                 job.thread_error = None
                 job.thread_config_error = False
@@ -491,8 +488,20 @@ class Supervisor:
                     target=self._thread_main, args=(job,), name=job.name, daemon=True
                 )
                 job.thread.start()
-                return
+            return
+        # not under the lock: the fork server may take up to START_TIMEOUT s to answer, and
+        # snapshot() (status, heartbeat, watchdog) must not wait for it
+        try:
             process, reader = start_job(job.spec, self._config_data, self.home, self.deployment_id)
+        except (ForkServerError, OSError) as error:
+            # this job is not started; it goes through backoff like a crash, the rest run on
+            with self._lock:
+                actions = job.core.exited(
+                    self.clock.monotonic(), None, error=f"not started: {error}"
+                )
+            self._apply(actions)
+            return
+        with self._lock:
             job.process, job.conn, job.pid = process, reader, process.pid
             job.pgids.add(process.pid)
         log.info("job %s started (pid %s)", job.name, job.pid)
@@ -618,8 +627,10 @@ class Supervisor:
                 job.thread.join(max(0.1, deadline - self.clock.monotonic()))
                 if not job.thread.is_alive():
                     self._on_exit(job, self.clock.monotonic())
-                else:
-                    log.warning("thread job %s did not stop in time", job.name)
+                else:  # hung: the station exits 1 (decision record 0063)
+                    with self._lock:
+                        actions = job.core.not_stopped(self.clock.monotonic() - now)
+                    self._apply(actions)
             self._kill_group(job, signal.SIGKILL)
 
     def _stop_processes(self, jobs: list[_Job], limit: float) -> None:
