@@ -12,6 +12,7 @@ and the heartbeat (Home Assistant's ``ConfigEntryState`` does the same for integ
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -30,6 +31,7 @@ __all__ = [
     "Report",
     "Slot",
     "Waiting",
+    "judge_jobs",
     "parse_report",
     "report_name",
 ]
@@ -63,6 +65,35 @@ OK_STATES = frozenset({JobState.STARTING, JobState.RUNNING})
 
 FAILING_STATES = frozenset({JobState.FAILED, JobState.CONFIG_ERROR, JobState.HUNG})
 """States of a job that will not work again by itself soon: the station is failing."""
+
+
+def judge_jobs(
+    jobs: Iterable[Mapping[str, Any]], *, stopping: bool = False
+) -> tuple[list[str], list[str]]:
+    """The one rule for what job states say about a station: ``(failing, degraded)``, one
+    line per job that is not well, for ``status`` (its ``health``) and the heartbeat.
+
+    ``jobs``: dicts with ``name``, ``state`` (a :class:`JobState` value) and optionally
+    ``reason`` and ``problem`` (as in the supervisor's snapshot). Failing: a job in
+    :data:`FAILING_STATES` (``"job NAME STATE: REASON"``). Degraded: a job that says it
+    cannot do its work (``"job NAME: PROBLEM"``), or one in a state outside
+    :data:`OK_STATES` (``"job NAME STATE"``, with ``: REASON`` when there is one), except
+    ``stopped`` while ``stopping`` (the station's ordered shutdown stops jobs on purpose).
+    """
+    failing: list[str] = []
+    degraded: list[str] = []
+    for job in jobs:
+        state = str(job.get("state", "unknown"))
+        name = job.get("name", "?")
+        reason, problem = job.get("reason"), job.get("problem")
+        because = f": {reason}" if reason else ""
+        if state in FAILING_STATES:
+            failing.append(f"job {name} {state}{because}")
+        elif problem:
+            degraded.append(f"job {name}: {problem}")
+        elif state not in OK_STATES and not (stopping and state == JobState.STOPPED):
+            degraded.append(f"job {name} {state}{because}")
+    return failing, degraded
 
 
 @dataclass(frozen=True)

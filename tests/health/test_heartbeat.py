@@ -394,3 +394,28 @@ def test_refused_heartbeats_are_one_warning_not_a_traceback_per_beat(
     records = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
     assert len(records) == 1 and records[0].levelname == "WARNING"
     assert records[0].exc_info is None and "outbox full" in records[0].getMessage()
+
+
+def test_status_and_heartbeat_judge_jobs_by_one_rule(home: StationHome) -> None:
+    """``status`` (its health) and the heartbeat give the same lines for the same jobs."""
+    from fieldstation.progress import judge_jobs
+    from fieldstation.runtime.station import _health
+
+    jobs = [
+        {"name": "recorder:mic", "state": "config_error", "reason": "path: x.wav missing"},
+        {"name": "recorder:usb", "state": "running", "problem": "device error: gone"},
+        {"name": "processor:energy", "state": "backoff", "reason": "exited with 1"},
+        {"name": "outbox", "state": "running", "problem": None},
+    ]
+    failing, degraded = judge_jobs(jobs)
+    assert failing == ["job recorder:mic config_error: path: x.wav missing"]
+    assert degraded == [
+        "job recorder:usb: device error: gone",
+        "job processor:energy backoff: exited with 1",
+    ]
+    assert derive_status(metrics(jobs=jobs), station(home)) == ("failing", failing + degraded)
+    health = _health(jobs, None)  # no supervisor yet: "starting" comes first
+    assert health["health"] == "unhealthy" and health["problems"][1:] == failing + degraded
+    # an ordered shutdown stops jobs on purpose: not a problem then
+    assert judge_jobs([{"name": "x", "state": "stopped"}], stopping=True) == ([], [])
+    assert judge_jobs([{"name": "x", "state": "stopped"}]) == ([], ["job x stopped"])

@@ -128,3 +128,27 @@ def test_record_for_ends_at_the_deadline_when_the_next_duty_slot_lies_beyond_it(
     assert rows and sum(r.frames for r in rows) <= 16000
     assert rows[-1].end_reason == "window_end"
     assert {r.started_at.second % 12 for r in rows} <= {0}
+
+
+def test_a_first_record_into_a_new_home_makes_everything_private(tmp_path: Path) -> None:
+    """The private umask is in force from the start of ``record``: what start-up makes (the
+    home's folders, the database) is private too, not only what the recorder writes."""
+    import os
+    import stat
+
+    path = station_file(tmp_path, 'format = "wav"')
+    before = os.umask(0o022)
+    try:
+        result = CliRunner().invoke(app, ["record", str(path), "--for", "0.6s", "--now"])
+    finally:
+        os.umask(before)
+    assert result.exit_code == 0, result.output
+    home = tmp_path / "home"
+    modes = {
+        p.relative_to(home).as_posix(): stat.S_IMODE(p.stat().st_mode)
+        for p in [home, *home.rglob("*")]
+    }
+    assert modes["."] == 0o700 and modes["station.db"] == 0o600
+    for name in ("data", "logs", "run", "spool", "quarantine"):
+        assert modes[name] == 0o700, modes
+    assert not [p for p, m in modes.items() if m & 0o077], modes

@@ -3,11 +3,15 @@ deployment (of this station only), lease expiry, recovery; nothing held after a 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import subprocess
 import tomllib
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -18,7 +22,7 @@ from fieldstation.home import StationHome, StationLockedError
 from fieldstation.runtime.startup import private_umask, start_station
 from fieldstation.store import DatabaseDamagedError, open_database
 from fieldstation.store.deployments import StationMismatchError
-from fieldstation.store.models import Recording
+from fieldstation.store.models import Event, Recording
 from fieldstation.store.recordings import insert_recording
 
 
@@ -201,5 +205,60 @@ format = "flac"
             deployments = {r.deployment_id for r in session.scalars(select(Recording))}
         assert deployments == {1, 2}
         assert len(started.recovery.registered) >= 2
+    finally:
+        started.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 20 MB tmpfs at ``tmp_path/disk`` (skipped where it cannot be mounted)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(path: Path) -> None:
+    """Append zeros to ``path`` until the disk is full."""
+    with open(path, "ab", buffering=0) as f:
+        for size in (1 << 20, 4096, 512):
+            while True:
+                try:
+                    f.write(b"\0" * size)
+                except OSError as error:
+                    assert error.errno in (errno.ENOSPC, errno.EDQUOT)
+                    break
+
+
+def test_a_recovery_that_fails_on_a_full_disk_does_not_stop_start_up(
+    small_disk: Path, clock: VirtualClock
+) -> None:
+    """The disk fills while recovery runs and recovery fails: start-up goes on, and the
+    ``recovery_failed`` event the database refuses is kept and written once space returns."""
+    filler = small_disk / "filler"
+
+    def runner(function: Callable[..., Any], *args: Any) -> Any:
+        if function.__name__ == "_recover":
+            fill(filler)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return function(*args)
+
+    config = make_config(small_disk / "home")
+    started = start_station(config, clock, runner=runner)
+    try:
+        assert started.recovery is None and "No space left" in (started.recovery_error or "")
+        assert started.events is not None and started.events.pending == 1
+        filler.unlink()
+        assert started.events.flush()
+        with started.db.session() as session:
+            events = list(session.scalars(select(Event)))
+        assert [(e.kind, e.severity) for e in events] == [("recovery_failed", "error")]
     finally:
         started.close()

@@ -6,6 +6,7 @@ that must lose and duplicate nothing beyond at-least-once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -16,7 +17,7 @@ import threading
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -460,3 +461,102 @@ def test_fault_injection_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert events["job_failed"] == 1
     assert events["job_restarted"] >= 30 + 5 + 2
     assert hung and hung[0].data["reason"].startswith("hung:")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 20 MB tmpfs at ``tmp_path/disk`` (skipped where it cannot be mounted)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(path: Path) -> None:
+    """Append zeros to ``path`` until the disk is full."""
+    with open(path, "ab", buffering=0) as f:
+        for size in (1 << 20, 4096, 512):
+            while True:
+                try:
+                    f.write(b"\0" * size)
+                except OSError as error:
+                    assert error.errno in (errno.ENOSPC, errno.EDQUOT)
+                    break
+
+
+def test_events_kept_on_a_full_disk_are_written_at_shutdown(small_disk: Path) -> None:
+    """An event the full database refused, still kept when the station stops (space came back
+    between two status ticks), is written before the database closes."""
+    home = small_disk / "home"
+    data = fast_station(home)
+    data["runtime"]["status_interval"] = "1h"  # no tick writes it: only the shutdown can
+    station = Station(parse_config(data), jobs=[], threads=False, control=False, tick=0.1)
+    stop = threading.Event()
+    runner = threading.Thread(target=station.run, args=(stop,))
+    runner.start()
+    try:
+        assert station.ready.wait(30)
+        wait_for(lambda: (home / "run" / "status.json").exists())
+        fill(small_disk / "filler")
+        station.record_event("kept", "test", "refused, then kept", "warning", {"n": 1})
+        assert station._events is not None and station._events.pending == 1
+        (small_disk / "filler").unlink()
+    finally:
+        stop.set()
+        runner.join(30)
+    assert not runner.is_alive()
+    db = open_database(home / "station.db", migrate=False)
+    try:
+        with db.session() as session:
+            kinds = [e.kind for e in session.scalars(select(Event))]
+    finally:
+        db.dispose()
+    assert "kept" in kinds
+
+
+def test_an_event_that_cannot_be_stored_neither_stops_the_status_thread_nor_blocks_others(
+    small_disk: Path,
+) -> None:
+    """Kept behind a refused event, one whose data is not JSON is dropped when space returns;
+    the status tick writes the others and status.json keeps being rewritten."""
+    home = small_disk / "home"
+    data = fast_station(home)
+    data["runtime"]["status_interval"] = "0.2s"
+    station = Station(parse_config(data), jobs=[], threads=False, control=False, tick=0.1)
+    status = home / "run" / "status.json"
+    stop = threading.Event()
+    runner = threading.Thread(target=station.run, args=(stop,))
+    runner.start()
+    try:
+        assert station.ready.wait(30)
+        wait_for(status.exists)
+        fill(small_disk / "filler")
+        station.record_event("before", "test", "refused", "warning", {})
+        station.record_event("bad", "test", "not JSON", "warning", {"at": object()})
+        station.record_event("after", "test", "refused too", "warning", {})
+        (small_disk / "filler").unlink()
+        events = open_database(home / "station.db", migrate=False)
+        try:
+
+            def kinds() -> list[str]:
+                with events.session() as session:
+                    return [e.kind for e in session.scalars(select(Event))]
+
+            wait_for(lambda: "after" in kinds())
+            assert kinds() == ["before", "after"]
+        finally:
+            events.dispose()
+        seen = json.loads(status.read_text())["updated_at"]
+        wait_for(lambda: json.loads(status.read_text())["updated_at"] != seen)
+        assert [t for t in threading.enumerate() if t.name == "status"]
+    finally:
+        stop.set()
+        runner.join(30)
+    assert not runner.is_alive()

@@ -82,3 +82,29 @@ def test_events_refused_by_a_full_database_are_written_when_space_returns(
     assert len(messages) == 4
     with db.engine.connect() as con:
         assert con.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+def test_an_event_that_cannot_be_stored_is_dropped_and_blocks_nothing(
+    full_disk_db: tuple[Database, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event kept behind a refused one, which then fails for another reason (its data is
+    not JSON), is dropped and logged once; the events before and after it are written, and
+    neither ``record`` nor ``flush`` raises (the status thread calls ``flush``)."""
+    db, filler = full_disk_db
+    backlog = EventBacklog(db, station_id="s", destinations=["local"])
+    t0 = datetime(2026, 6, 1, tzinfo=UTC)
+    fill(filler)
+    assert backlog.record(kind="before", source="test", message="a", now=t0) is False
+    bad = {"when": t0}  # a datetime: not JSON
+    assert backlog.record(kind="bad", source="test", message="b", now=t0, data=bad) is False
+    assert backlog.record(kind="after", source="test", message="c", now=t0) is False
+    assert backlog.pending == 3 and not backlog.flush()
+    filler.unlink()
+    assert backlog.flush() and backlog.pending == 0 and backlog.failed == 1
+    assert backlog.record(kind="later", source="test", message="d", now=t0)
+    assert [k for k, _ in kinds(db)] == ["before", "after", "later"]
+    dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 1 and "bad" in dropped[0].getMessage()
+    # on a database that takes writes, such an event is dropped at once, not raised
+    assert backlog.record(kind="bad", source="test", message="e", now=t0, data=bad) is False
+    assert backlog.pending == 0 and backlog.failed == 2

@@ -80,76 +80,79 @@ def record(
         raise typer.Exit(EXIT_INVALID)
     home = home_of(cfg)
     clock = SystemClock()
-    try:
-        started = start_station(cfg, clock)  # lock → schema → migrate → deployment → recovery
-    except StationLockedError as error:
-        err_console.print(f"[red]{error}[/]")
-        raise typer.Exit(1) from None
-    with started.lock, private_umask():
-        db = started.db
-        stop = threading.Event()
-        deadline = clock.now() + timedelta(seconds=seconds)  # reset after recovery, below
-        chunks: list[dict[str, Any]] = []
-        failure: list[BaseException] = []
-
-        def progress(what: str, details: dict[str, Any]) -> None:
-            if what == "chunk":
-                chunks.append(details)
-                console.print(f"  {details['path']}  {details['frames']} frames")
-            elif what == "slot":
-                console.print(f"recording {name}: {details['start']} → {details['end']}")
-            elif what == "waiting" and clock.now() >= deadline:
-                stop.set()
-
-        ctx = JobContext(
-            cfg,
-            home,
-            started.deployment_id,
-            clock,
-            stop,
-            progress,
-            name=f"record:{name}",
-            stop_reason="stopped",
-        )
-        ctx.__dict__["db"] = db  # share the open database (cached_property slot)
-        report = started.recovery
-        if report is not None and report.changed:
-            console.print(f"recovery: { {k: len(v) for k, v in report.as_dict().items()} }")
-        deadline = clock.now() + timedelta(seconds=seconds)
-        base: Any
-        if now:
-            base = _whole_period(clock.now(), deadline)
-        else:
-            try:
-                base = schedule_slots(cfg, cfg.sensor(name))
-            except RecorderError as error:
-                err_console.print(f"[red]{error}[/]")
-                raise typer.Exit(EXIT_INVALID) from None
-
-        def job() -> None:
-            try:
-                run_recorder(
-                    ctx,
-                    name,
-                    slots=_clipped(base, deadline),
-                    stop_when_exhausted=True,
-                    until=deadline,
-                )
-            except BaseException as error:  # reported below, in the main thread
-                failure.append(error)
-
-        worker = threading.Thread(target=job, name=f"record:{name}")
-        worker.start()
+    with private_umask():  # from the start: the database, logs and data it creates
         try:
-            while worker.is_alive():
-                left = (deadline - clock.now()).total_seconds()
-                if left <= 0:
-                    stop.set()  # the period is over, whatever the recorder is doing
-                worker.join(min(0.2, left) if left > 0 else 0.2)
-        except KeyboardInterrupt:
-            stop.set()
-            worker.join()
-        db.dispose()
+            started = start_station(cfg, clock)  # lock → schema → migrate → deployment → recovery
+        except StationLockedError as error:
+            err_console.print(f"[red]{error}[/]")
+            raise typer.Exit(1) from None
+        with started.lock:
+            db = started.db
+            stop = threading.Event()
+            deadline = clock.now() + timedelta(seconds=seconds)  # reset after recovery, below
+            chunks: list[dict[str, Any]] = []
+            failure: list[BaseException] = []
+
+            def progress(what: str, details: dict[str, Any]) -> None:
+                if what == "chunk":
+                    chunks.append(details)
+                    console.print(f"  {details['path']}  {details['frames']} frames")
+                elif what == "slot":
+                    console.print(f"recording {name}: {details['start']} → {details['end']}")
+                elif what == "waiting" and clock.now() >= deadline:
+                    stop.set()
+
+            ctx = JobContext(
+                cfg,
+                home,
+                started.deployment_id,
+                clock,
+                stop,
+                progress,
+                name=f"record:{name}",
+                stop_reason="stopped",
+            )
+            ctx.__dict__["db"] = db  # share the open database (cached_property slot)
+            report = started.recovery
+            if report is not None and report.changed:
+                console.print(f"recovery: { {k: len(v) for k, v in report.as_dict().items()} }")
+            deadline = clock.now() + timedelta(seconds=seconds)
+            base: Any
+            if now:
+                base = _whole_period(clock.now(), deadline)
+            else:
+                try:
+                    base = schedule_slots(cfg, cfg.sensor(name))
+                except RecorderError as error:
+                    err_console.print(f"[red]{error}[/]")
+                    raise typer.Exit(EXIT_INVALID) from None
+
+            def job() -> None:
+                try:
+                    run_recorder(
+                        ctx,
+                        name,
+                        slots=_clipped(base, deadline),
+                        stop_when_exhausted=True,
+                        until=deadline,
+                    )
+                except BaseException as error:  # reported below, in the main thread
+                    failure.append(error)
+
+            worker = threading.Thread(target=job, name=f"record:{name}")
+            worker.start()
+            try:
+                while worker.is_alive():
+                    left = (deadline - clock.now()).total_seconds()
+                    if left <= 0:
+                        stop.set()  # the period is over, whatever the recorder is doing
+                    worker.join(min(0.2, left) if left > 0 else 0.2)
+            except KeyboardInterrupt:
+                stop.set()
+                worker.join()
+            if started.events is not None:  # a recovery_failed event the disk refused
+                started.events.flush()
+            db.dispose()
     if failure:
         problem = failure[0]
         if isinstance(problem, RecorderError | SensorError):

@@ -43,18 +43,15 @@ from fieldstation.health.metrics import (
     collect_station_metrics,
 )
 from fieldstation.home import StationHome
-from fieldstation.progress import FAILING_STATES, OK_STATES
+from fieldstation.progress import judge_jobs
 from fieldstation.store import Database
 from fieldstation.store.outbox import OutboxFullError
 
-__all__ = ["OK_JOB_STATES", "Heartbeat", "Status", "derive_status"]
+__all__ = ["Heartbeat", "Status", "derive_status"]
 
 log = logging.getLogger(__name__)
 
 Status = Literal["ok", "degraded", "failing"]
-OK_JOB_STATES = OK_STATES
-"""Job states that do not degrade the status (:data:`fieldstation.progress.OK_STATES`);
-:data:`~fieldstation.progress.FAILING_STATES` make it failing, others degraded."""
 
 
 def derive_status(
@@ -63,19 +60,9 @@ def derive_status(
     *,
     network_up: bool | None = None,
 ) -> tuple[Status, list[str]]:
-    """The status and the reasons for it, by the rules in this module's docstring."""
-    failing: list[str] = []
-    degraded: list[str] = []
-    for job in metrics.jobs:
-        state = str(job.get("state", "unknown"))
-        name = job.get("name", "?")
-        reason, problem = job.get("reason"), job.get("problem")
-        if state in FAILING_STATES:
-            failing.append(f"job {name} {state}" + (f": {reason}" if reason else ""))
-        elif problem:
-            degraded.append(f"job {name}: {problem}")
-        elif state not in OK_JOB_STATES:
-            degraded.append(f"job {name} {state}")
+    """The status and the reasons for it, by the rules in this module's docstring (those for
+    job states are :func:`fieldstation.progress.judge_jobs`, shared with ``status``)."""
+    failing, degraded = judge_jobs(metrics.jobs)
     for error in metrics.errors:
         (failing if error.startswith("database") else degraded).append(error)
     host = metrics.host

@@ -490,6 +490,7 @@ class JobCore:
             "restarts": self.policy.total_restarts,
             "last_progress": last,
             "next_slot": self.next_slot,
+            "in_slot": self.in_slot,
             "restart_in_s": restart_in,
             "exit_code": self.exit_code,
             "reason": self.reason,

@@ -172,6 +172,10 @@ class StartedStation:
     when it failed."""
     recovery_error: str | None = None
     """Why start-up recovery failed (also a ``recovery_failed`` event), else None."""
+    events: Any = None
+    """The :class:`~fieldstation.store.events.EventBacklog` start-up recorded its events
+    through (None when it recorded none): it may keep some the database refused, to be
+    written later by whoever runs the station."""
 
     def close(self) -> None:
         self.db.dispose()
@@ -268,19 +272,20 @@ def _run_recovery(started: StartedStation, clock: Clock, runner: Runner) -> None
     except Exception as error:
         log.exception("start-up recovery failed")
         started.recovery_error = f"{type(error).__name__}: {error}"
-        from fieldstation.store.events import record_event
+        from fieldstation.store.events import EventBacklog
 
-        with started.db.session() as session:
-            record_event(
-                session,
-                kind="recovery_failed",
-                source="runtime",
-                message=f"recovery failed: {error}",
-                now=clock.now(),
-                station_id=config.station.id,
-                destinations=config.destinations_for("event"),
-                severity="error",
-                data={},
-            )
+        # kept in memory when the database refuses it (a full disk): start-up goes on
+        started.events = EventBacklog(
+            started.db,
+            station_id=config.station.id,
+            destinations=config.destinations_for("event"),
+        )
+        started.events.record(
+            kind="recovery_failed",
+            source="runtime",
+            message=f"recovery failed: {error}",
+            now=clock.now(),
+            severity="error",
+        )
         return
     log.info("start-up recovery: %s", started.recovery)

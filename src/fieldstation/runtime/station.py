@@ -29,7 +29,7 @@ from typing import Any
 from fieldstation.clock import Clock, SystemClock
 from fieldstation.config.station import StationConfig, config_hash
 from fieldstation.home import StationHome
-from fieldstation.progress import FAILING_STATES, OK_STATES, Waiting, parse_report
+from fieldstation.progress import FAILING_STATES, Waiting, judge_jobs, parse_report
 from fieldstation.runtime import systemd
 from fieldstation.runtime.forkserver import start_fork_server
 from fieldstation.runtime.jobs import (
@@ -152,6 +152,7 @@ class Station:
         lock :meth:`run` releases."""
         started = start_station(self.config, self.clock, runner=run_in_child)
         self.db, self.deployment_id = started.db, started.deployment_id
+        self._events = started.events  # with a recovery_failed event it may still keep
         return started
 
     def _job_exited(self, name: str, pid: int | None) -> None:
@@ -315,7 +316,19 @@ class Station:
             if self.supervisor is not None:
                 self._write_status()
                 self.supervisor.close()
+            self._flush_events()
             started.close()
+
+    def _flush_events(self) -> None:
+        """Write the events kept while the database refused writes, before it closes; those
+        it still refuses are lost, counted in the log."""
+        if self._events is None or not self._events.pending:
+            return
+        try:
+            if not self._events.flush():
+                log.warning("%d kept event(s) lost at shutdown", self._events.pending)
+        except Exception:
+            log.exception("kept events lost at shutdown")
 
     def _stop_after(self, stop: threading.Event, duration: float) -> None:
         self.clock.wait(stop, duration)
@@ -332,10 +345,13 @@ class Station:
                 if str(error) != failing:
                     log.warning("could not write %s: %s", self.home.status_file, error)
                 failing = str(error)
-            except Exception:
+            except Exception:  # this thread must not die: status.json would go stale
                 log.exception("could not write %s", self.home.status_file)
-            if self._events is not None and self._events.pending:
-                self._events.flush()
+            try:  # kept events, once the database takes writes again
+                if self._events is not None and self._events.pending:
+                    self._events.flush()
+            except Exception:
+                log.exception("could not write the kept events")
             if self.clock.wait(stop, interval):
                 return
 
@@ -453,22 +469,16 @@ def _status_line(supervisor: Supervisor) -> str:
 def _health(jobs: list[dict[str, Any]], supervisor: Supervisor | None) -> dict[str, Any]:
     """``health``: ``unhealthy`` (the loop stopped, or a job is failed, config_error or hung),
     ``degraded`` (a job says it cannot do its work, e.g. a recorder waiting for its device,
-    or waits to restart) or ``healthy``; ``problems``: one line per reason."""
+    or waits to restart) or ``healthy``; ``problems``: one line per reason. The rules for jobs
+    are the heartbeat's (:func:`~fieldstation.progress.judge_jobs`)."""
     failing: list[str] = []
-    degraded: list[str] = []
-    stopping = supervisor is not None and supervisor.shutting_down
     if supervisor is None:
         failing.append("the station is starting")
     elif not supervisor.loop_alive():
         failing.append("the supervisor's loop does not turn")
-    for job in jobs:
-        state, problem = job["state"], job.get("problem")
-        if state in FAILING_STATES:
-            failing.append(f"{job['name']} {state}: {job.get('reason')}")
-        elif problem:
-            degraded.append(f"{job['name']}: {problem}")
-        elif state not in OK_STATES and not (stopping and state == "stopped"):
-            degraded.append(f"{job['name']} {state}: {job.get('reason')}")
+    stopping = supervisor is not None and supervisor.shutting_down
+    failing_jobs, degraded = judge_jobs(jobs, stopping=stopping)
+    failing += failing_jobs
     health = "unhealthy" if failing else "degraded" if degraded else "healthy"
     return {"health": health, "problems": failing + degraded}
 
@@ -481,7 +491,7 @@ def _recording_status(jobs: list[dict[str, Any]]) -> dict[str, Any]:
         last = job["last_progress"] or {}
         recorders[job["name"].partition(":")[2]] = {
             "state": job["state"],
-            "in_slot": last.get("what") in ("slot", "chunk"),
+            "in_slot": job["in_slot"],
             "problem": job.get("problem"),
             "last": last.get("what"),
             "next_slot": job["next_slot"],
