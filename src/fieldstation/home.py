@@ -242,8 +242,8 @@ class StationHome:
         return target
 
     def ensure(self) -> StationHome:
-        """Create the home (mode :data:`HOME_MODE`) and its folders (idempotent), each new
-        folder's entry fsynced into its parent (:func:`make_dirs_durably`); returns self.
+        """Create the home and its folders (mode :data:`HOME_MODE`, whatever the umask of the
+        command that creates them; idempotent), each new folder's entry fsynced into its parent (:func:`make_dirs_durably`); returns self.
 
         Raises :class:`HomeReadOnlyError` or :class:`DiskFullError` when the home cannot be
         written, else ``OSError``.
@@ -254,7 +254,8 @@ class StationHome:
                     folder.chmod(HOME_MODE)
             for folder in (self.spool, self.data, self.quarantine, self.logs, self.run):
                 if not folder.is_dir():
-                    make_dirs_durably(folder)
+                    for made in make_dirs_durably(folder):
+                        made.chmod(HOME_MODE)
         except OSError as error:
             raise (home_error(error, self.root) or error) from error
         return self

@@ -150,6 +150,9 @@ def test_a_new_home_is_private_from_the_start(tmp_path: Path, clock: VirtualCloc
     assert mode(home.root) == 0o700
     assert mode(home.database) == 0o600
     assert mode(home.lock_file) == 0o600
+    # its folders too, whatever the umask of the command (run, record, status...) that made them
+    for folder in (home.spool, home.data, home.quarantine, home.logs, home.run):
+        assert mode(folder) == 0o700, folder
 
 
 def test_files_made_while_the_station_runs_are_private(tmp_path: Path) -> None:
