@@ -243,7 +243,8 @@ class StationHome:
 
     def ensure(self) -> StationHome:
         """Create the home and its folders (mode :data:`HOME_MODE`, whatever the umask of the
-        command that creates them; idempotent), each new folder's entry fsynced into its parent (:func:`make_dirs_durably`); returns self.
+        command that creates them; idempotent), each new folder's entry fsynced into its
+        parent (:func:`make_dirs_durably`); returns self.
 
         Raises :class:`HomeReadOnlyError` or :class:`DiskFullError` when the home cannot be
         written, else ``OSError``.
