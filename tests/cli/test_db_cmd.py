@@ -158,4 +158,4 @@ def test_the_systemd_unit_does_not_restart_a_station_that_cannot_start() -> None
     unit = render_unit(
         station_id="s", config_path=Path("/srv/s.toml"), home=Path("/srv/s"), user=True
     )
-    assert "RestartPreventExitStatus=78" in unit.splitlines()
+    assert "RestartPreventExitStatus=2 78" in unit.splitlines()

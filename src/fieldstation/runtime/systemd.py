@@ -168,7 +168,9 @@ def render_unit(
         f"WatchdogSec={WATCHDOG_SEC}",
         "Restart=on-failure",
         "RestartSec=10",
-        "RestartPreventExitStatus=78",  # EX_CONFIG: a damaged database, a home of another id
+        # 2: a bad station file; 78 (EX_CONFIG): a damaged database, a home of another id.
+        # Neither mends itself, so systemd must not restart the station in a loop.
+        "RestartPreventExitStatus=2 78",
         "TimeoutStopSec=30",
         "KillMode=mixed",
         "KillSignal=SIGTERM",
