@@ -24,6 +24,7 @@ import gzip
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
@@ -39,6 +40,35 @@ QUIET_LOGGERS = ("alembic", "httpx", "httpcore", "paho")
 """Libraries whose INFO lines (migration steps, every request) are noise in a station log."""
 
 _FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+
+
+class UTCFormatter(logging.Formatter):
+    """Records as ``2026-12-06T20:11:15.123Z INFO name: message``: ISO 8601 time in UTC with
+    milliseconds, so lines from stations in several time zones sort and compare as they are."""
+
+    converter = staticmethod(time.gmtime)  # type: ignore[assignment]
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+
+class PlainConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The console when stderr is not a terminal (systemd's journal, a pipe, a file): one line
+    per record, never wrapped or padded (:class:`UTCFormatter`). A reader that goes away (a
+    broken pipe) silences it, as :class:`TolerantConsole` does, instead of printing a logging
+    traceback per record."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):  # EPIPE, EIO: nobody reads any more
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.stream.fileno())
+                os.close(devnull)
+            return
+        super().handleError(record)
 
 
 class TolerantConsole(Console):
@@ -197,11 +227,15 @@ def setup_logging(
     *,
     name: str = "station",
     console: bool = True,
+    terminal: bool | None = None,
 ) -> None:
     """Configure the root logger for this process.
 
-    ``logs_dir``: where ``<name>.log`` goes (None: no file). ``console``: rich output on stderr.
-    Replaces handlers set by an earlier call (safe to call again in a forked child).
+    ``logs_dir``: where ``<name>.log`` goes (None: no file). ``console``: log to stderr too:
+    rich output when stderr is a terminal (``terminal``, default ``sys.stderr.isatty()``),
+    else :class:`PlainConsoleHandler` (one line per record, ISO 8601 UTC times: what
+    journald and pipes want). Replaces handlers set by an earlier call (safe to call again in
+    a forked child).
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -210,7 +244,11 @@ def setup_logging(
     root.setLevel(config.level)
     for chatty in QUIET_LOGGERS:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
-    if console:
+    if terminal is None:
+        terminal = sys.stderr is not None and sys.stderr.isatty()
+    if console and not terminal:
+        root.addHandler(PlainConsoleHandler())
+    elif console:
         from rich.logging import RichHandler
 
         root.addHandler(
