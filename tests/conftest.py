@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import os
@@ -152,3 +153,19 @@ def bat_files() -> list[Path]:
 def bird_files() -> list[Path]:
     """The real bird recording(s) (skips when not fetched; fails if ``samples`` is required)."""
     return _samples("birds")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 20 MB filesystem at ``tmp_path/disk`` (:mod:`fieldstation.testing.disk`);
+    skipped with the reason where it cannot be mounted."""
+    from fieldstation.testing.disk import SmallFilesystemUnavailable, small_filesystem
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(small_filesystem(mount))
+        except SmallFilesystemUnavailable as error:
+            pytest.skip(str(error))
+        yield mount

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from fieldstation.runtime.client import ControlClient
 from fieldstation.sensors import Block, SensorHealth
 from fieldstation.sensors.generator import SyntheticSensor
 from fieldstation.store.models import Event, Recording
+from fieldstation.testing.disk import fill_disk
 
 CLI = [sys.executable, "-m", "fieldstation.cli"]
 
@@ -53,57 +54,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"{what}: not within {timeout} s")
 
 
-def _run(*args: str) -> bool:
-    return subprocess.run(args, capture_output=True).returncode == 0
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 20 MB filesystem mounted at ``tmp_path/disk``: tmpfs, else a loop-mounted ext4 image;
-    skipped (with the reason) where neither can be mounted."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if _run("mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)):
-        pass
-    else:
-        image = tmp_path / "disk.img"
-        with open(image, "wb") as f:
-            f.truncate(20 * 1024 * 1024)
-        if not (
-            _run("mkfs.ext4", "-q", "-F", str(image))
-            and _run("mount", "-o", "loop", str(image), str(mount))
-        ):
-            pytest.skip("cannot mount a small filesystem here (tmpfs or loop ext4 need root)")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 @pytest.fixture
 def home(small_disk: Path) -> StationHome:
     """The station home (and its database) on the small filesystem."""
     return StationHome(small_disk / "home").ensure()
-
-
-def fill(path: Path) -> int:
-    """Append zeros to ``path`` until the disk is full (ENOSPC); returns the bytes added."""
-    added = 0
-    block = b"\0" * (256 * 1024)
-    with open(path, "ab", buffering=0) as f:
-        while True:
-            try:
-                added += f.write(block)
-            except OSError as error:
-                if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                break
-        while True:  # the last few KiB
-            try:
-                added += f.write(b"\0" * 4096)
-            except OSError:
-                break
-    return added
 
 
 def rows(db: Path) -> list[tuple[str, str, str, str]]:
@@ -177,7 +131,7 @@ def test_disk_full_for_30s_pauses_recording_and_resumes(
         # the disk is full for 30 s: topped up as soon as anything frees space
         full_until = time.monotonic() + 30
         while time.monotonic() < full_until:
-            fill(filler)
+            fill_disk(filler)
             with contextlib.suppress(OSError):
                 jobs()
             time.sleep(0.5)
@@ -258,7 +212,7 @@ def test_libsndfile_system_error_on_a_full_disk_counts_as_full(  # type: ignore[
     samples = np.zeros((16000, 1), dtype="int16")
     writer.write(samples)
     filler = small_disk / "filler"
-    fill(filler)
+    fill_disk(filler)
 
     def free() -> int:
         return shutil.disk_usage(small_disk).free
@@ -291,7 +245,7 @@ class FillAt:
 
     def read(self) -> Block | None:
         if self.reads == self.at:
-            fill(self.filler)
+            fill_disk(self.filler)
         self.reads += 1
         return self.inner.read()
 
@@ -372,7 +326,7 @@ def test_recovery_that_cannot_write_its_salvage_leaves_the_chunk_in_spool(  # ty
     writer.abandon()  # a crash: unfinished
     before = {p.name: p.read_bytes() for p in home.spool.iterdir()}
     filler = small_disk / "filler"
-    fill(filler)
+    fill_disk(filler)
     with pytest.raises(Exception) as raised:
         recover_spool(ctx, "syn")
     assert is_disk_full(raised.value, lambda: shutil.disk_usage(small_disk).free)

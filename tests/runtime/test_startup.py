@@ -8,7 +8,7 @@ import os
 import stat
 import subprocess
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from fieldstation.store import DatabaseDamagedError, open_database
 from fieldstation.store.deployments import StationMismatchError
 from fieldstation.store.models import Event, Recording
 from fieldstation.store.recordings import insert_recording
+from fieldstation.testing.disk import fill_disk
 
 
 def make_config(home: Path, station_id: str | None = None) -> StationConfig:
@@ -173,7 +174,6 @@ def test_the_first_start_of_a_rebuilt_home_restores_deployments_of_its_files(
 ) -> None:
     """Files of deployments 1 and 2 under data/, no database: each gets its row under its own
     deployment, and the new deployment comes after them."""
-    import subprocess
     import sys
 
     home = tmp_path / "home"
@@ -212,34 +212,6 @@ format = "flac"
         started.close()
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 20 MB tmpfs at ``tmp_path/disk`` (skipped where it cannot be mounted)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
-def fill(path: Path) -> None:
-    """Append zeros to ``path`` until the disk is full."""
-    with open(path, "ab", buffering=0) as f:
-        for size in (1 << 20, 4096, 512):
-            while True:
-                try:
-                    f.write(b"\0" * size)
-                except OSError as error:
-                    assert error.errno in (errno.ENOSPC, errno.EDQUOT)
-                    break
-
-
 def test_a_recovery_that_fails_on_a_full_disk_does_not_stop_start_up(
     small_disk: Path, clock: VirtualClock
 ) -> None:
@@ -249,7 +221,7 @@ def test_a_recovery_that_fails_on_a_full_disk_does_not_stop_start_up(
 
     def runner(function: Callable[..., Any], *args: Any) -> Any:
         if function.__name__ == "_recover":
-            fill(filler)
+            fill_disk(filler)
             raise OSError(errno.ENOSPC, "No space left on device")
         return function(*args)
 

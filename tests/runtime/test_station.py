@@ -6,7 +6,6 @@ that must lose and duplicate nothing beyond at-least-once.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import random
@@ -17,7 +16,7 @@ import threading
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from fieldstation.runtime.liveness import RecorderLiveness
 from fieldstation.runtime.station import Station, process_jobs
 from fieldstation.store import open_database
 from fieldstation.store.models import Delivery, Detection, Event, Message, ModelRun, Recording
+from fieldstation.testing.disk import fill_disk
 from fieldstation.testing.jobs import job_processes
 
 JOBS = "fieldstation.testing.jobs"
@@ -463,34 +463,6 @@ def test_fault_injection_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert hung and hung[0].data["reason"].startswith("hung:")
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 20 MB tmpfs at ``tmp_path/disk`` (skipped where it cannot be mounted)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
-def fill(path: Path) -> None:
-    """Append zeros to ``path`` until the disk is full."""
-    with open(path, "ab", buffering=0) as f:
-        for size in (1 << 20, 4096, 512):
-            while True:
-                try:
-                    f.write(b"\0" * size)
-                except OSError as error:
-                    assert error.errno in (errno.ENOSPC, errno.EDQUOT)
-                    break
-
-
 def test_events_kept_on_a_full_disk_are_written_at_shutdown(small_disk: Path) -> None:
     """An event the full database refused, still kept when the station stops (space came back
     between two status ticks), is written before the database closes."""
@@ -504,7 +476,7 @@ def test_events_kept_on_a_full_disk_are_written_at_shutdown(small_disk: Path) ->
     try:
         assert station.ready.wait(30)
         wait_for(lambda: (home / "run" / "status.json").exists())
-        fill(small_disk / "filler")
+        fill_disk(small_disk / "filler")
         station.record_event("kept", "test", "refused, then kept", "warning", {"n": 1})
         assert station._events is not None and station._events.pending == 1
         (small_disk / "filler").unlink()
@@ -537,7 +509,7 @@ def test_an_event_that_cannot_be_stored_neither_stops_the_status_thread_nor_bloc
     try:
         assert station.ready.wait(30)
         wait_for(status.exists)
-        fill(small_disk / "filler")
+        fill_disk(small_disk / "filler")
         station.record_event("before", "test", "refused", "warning", {})
         station.record_event("bad", "test", "not JSON", "warning", {"at": object()})
         station.record_event("after", "test", "refused too", "warning", {})

@@ -3,8 +3,6 @@ bounded, and written with their own time once the database takes writes again.""
 
 from __future__ import annotations
 
-import errno
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,35 +13,17 @@ from sqlalchemy import select
 from fieldstation.store import Database, open_database
 from fieldstation.store.events import EventBacklog
 from fieldstation.store.models import Event, Message
+from fieldstation.testing.disk import fill_disk
 
 
 @pytest.fixture
-def full_disk_db(tmp_path: Path) -> Iterator[tuple[Database, Path]]:
-    """A migrated database on a 20 MB tmpfs, and the path of a filler file to fill it with."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
-    db = open_database(mount / "station.db")
+def full_disk_db(small_disk: Path) -> Iterator[tuple[Database, Path]]:
+    """A migrated database on a 20 MB filesystem, and the path of a filler file to fill it."""
+    db = open_database(small_disk / "station.db")
     try:
-        yield db, mount / "filler"
+        yield db, small_disk / "filler"
     finally:
         db.dispose()
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
-def fill(path: Path) -> None:
-    with open(path, "ab", buffering=0) as f:
-        for size in (1 << 20, 4096, 512):
-            while True:
-                try:
-                    f.write(b"\0" * size)
-                except OSError as error:
-                    assert error.errno in (errno.ENOSPC, errno.EDQUOT)
-                    break
 
 
 def kinds(db: Database) -> list[tuple[str, datetime]]:
@@ -58,7 +38,7 @@ def test_events_refused_by_a_full_database_are_written_when_space_returns(
     backlog = EventBacklog(db, station_id="s", destinations=["local"], limit=3)
     t0 = datetime(2026, 6, 1, tzinfo=UTC)
     assert backlog.record(kind="first", source="test", message="before", now=t0)
-    fill(filler)
+    fill_disk(filler)
     for n in range(4):  # refused; the limit keeps the newest 3
         kept = backlog.record(
             kind=f"job_failed_{n}",
@@ -93,7 +73,7 @@ def test_an_event_that_cannot_be_stored_is_dropped_and_blocks_nothing(
     db, filler = full_disk_db
     backlog = EventBacklog(db, station_id="s", destinations=["local"])
     t0 = datetime(2026, 6, 1, tzinfo=UTC)
-    fill(filler)
+    fill_disk(filler)
     assert backlog.record(kind="before", source="test", message="a", now=t0) is False
     bad = {"when": t0}  # a datetime: not JSON
     assert backlog.record(kind="bad", source="test", message="b", now=t0, data=bad) is False
