@@ -61,7 +61,7 @@ from fieldstation.home import StationHome
 from fieldstation.outbox.messenger import Messenger, OutgoingMessage, Result, needs_network
 from fieldstation.store import Database
 from fieldstation.store import outbox as store
-from fieldstation.store.events import Severity, record_event
+from fieldstation.store.events import EventBacklog, Severity
 from fieldstation.store.models import Event
 
 __all__ = [
@@ -454,6 +454,11 @@ class DeliveryLoop:
         self.housekeeping_interval = housekeeping_interval
         self.keep_settled = keep_settled
         self._progress_lock = threading.Lock()
+        self._events = EventBacklog(
+            db,
+            station_id=config.station.id,
+            destinations=config.destinations_for("event"),
+        )
         self._last_purge: float | None = None
         self._last_housekeeping: float | None = None
         self._lock_fd: int | None = None
@@ -625,23 +630,17 @@ class DeliveryLoop:
     def _event(
         self, kind: str, message: str, severity: Severity, name: str, data: dict[str, Any]
     ) -> None:
-        """Record an outbox event (row + message to every enabled output); a database error
-        is only logged: the log line already says it."""
-        try:
-            with self.db.session() as session:
-                record_event(
-                    session,
-                    kind=kind,
-                    source="outbox",
-                    message=message,
-                    now=self.clock.now(),
-                    station_id=self.config.station.id,
-                    destinations=self.config.destinations_for("event"),
-                    severity=severity,
-                    data={"destination": name, **data},
-                )
-        except OperationalError as error:
-            log.warning("could not record the %s event of output %r: %s", kind, name, error)
+        """Record an outbox event (row + message to every enabled output) through the loop's
+        :class:`~fieldstation.store.events.EventBacklog`: kept in memory while the database
+        refuses writes, written at the next event or housekeeping pass."""
+        self._events.record(
+            kind=kind,
+            source="outbox",
+            message=message,
+            now=self.clock.now(),
+            severity=severity,
+            data={"destination": name, **data},
+        )
 
     def _guarded(
         self, worker: OutputWorker, halt: threading.Event, failures: list[BaseException]
@@ -679,6 +678,7 @@ class DeliveryLoop:
         ):
             return
         self._last_housekeeping = mono
+        self._events.flush()
         outbox = self.config.outbox
         with self.db.session() as session:
             expired = store.expire(session, now=self.clock.now(), max_age=outbox.max_age)
