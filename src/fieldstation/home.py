@@ -1,7 +1,8 @@
 """The station home folder: its layout and the lock that keeps one runtime per station.
 
-Layout (DESIGN.md): ``station.toml``, ``station.db``, ``spool/``, ``data/<sensor>/<date>/``,
-``quarantine/``, ``logs/``, ``run/`` (pid, lock, control socket, status.json), ``systemd/``.
+Layout (docs/architecture.md): ``station.toml``, ``station.db``, ``spool/``,
+``data/<sensor>/<date>/``, ``quarantine/``, ``logs/``, ``run/`` (pid, lock, control socket,
+status.json), ``systemd/``.
 """
 
 from __future__ import annotations

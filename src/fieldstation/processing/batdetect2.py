@@ -5,7 +5,7 @@ the model file shipped in its wheel; nothing is downloaded. Each annotation beco
 detection: label = species class, score = detection probability (``det_prob``), times in
 seconds and band in Hz as BatDetect2 reports them; ``extra`` keeps ``class_prob``, ``event``
 and ``individual``. Importing ``batdetect2.api`` loads torch and the model (about 1 GB RSS,
-shared/TESTBED.md), so it happens in the factory, never at module import.
+measured), so it happens in the factory, never at module import.
 See docs/decisions/0034-batdetect2-adapter.md.
 """
 

@@ -1,6 +1,6 @@
 """Committing a finished chunk: rename into ``data/``, fsync, then one database transaction.
 
-Order (DESIGN.md, decision record 0022): the closed chunk is fsynced in ``spool/``; it is
+Order (docs/architecture.md, decision record 0022): the closed chunk is fsynced in ``spool/``; it is
 renamed into ``data/<sensor>/<YYYY-MM-DD>/`` (folders created on the way are fsynced into their
 parents) and both folders are fsynced; then one transaction inserts the recording row and
 enqueues its ``recording`` outbox message; then the sidecar is deleted. A crash at any point

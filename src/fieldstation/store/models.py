@@ -1,7 +1,8 @@
 """SQLAlchemy 2 models of the station database.
 
-State lives here, not in memory (DESIGN.md): a recording is a row before anyone processes it, a
-message is a row before anyone sends it. All times are timezone-aware UTC (stored naive UTC).
+State lives here, not in memory (docs/architecture.md): a recording is a row before anyone
+processes it, a message is a row before anyone sends it. All times are timezone-aware UTC
+(stored naive UTC).
 The schema is created and changed only by the Alembic migrations in ``store/migrations``.
 """
 

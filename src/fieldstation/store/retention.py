@@ -2,7 +2,7 @@
 
 Every deletion is one ``UPDATE ... RETURNING`` that re-checks the protections in its WHERE
 clause, so a recording claimed, pinned or announced meanwhile by another process is never
-marked (compare-and-set, DESIGN.md). Rows are never removed: ``file_state`` becomes
+marked (compare-and-set, docs/architecture.md). Rows are never removed: ``file_state`` becomes
 ``deleted`` with ``delete_reason`` and ``deleted_at``.
 """
 

@@ -1,4 +1,4 @@
-"""A private PulseAudio daemon with a null-sink virtual microphone (TESTBED.md), for tests and
+"""A private PulseAudio daemon with a null-sink virtual microphone, for tests and
 examples on machines without a sound card.
 
 ``with PulseVirtualMic(runtime_dir, rate=48000) as mic:`` starts ``pulseaudio`` with its own
