@@ -34,6 +34,7 @@ from fieldstation.recording.chunk import ChunkWriter
 from fieldstation.recording.disk import is_disk_full
 from fieldstation.recording.job import run_recorder
 from fieldstation.recording.metadata import ChunkSpec
+from fieldstation.sensors.base import audio_description
 from fieldstation.recording.recovery import recover_spool
 from fieldstation.runtime.client import ControlClient
 from fieldstation.sensors import Block, SensorHealth
@@ -186,10 +187,7 @@ def chunk_spec(config: Any, ctx: Any, fmt: str = "flac") -> ChunkSpec:
         chunk_index=0,
         start_frame=0,
         started_at=ctx.clock.now(),
-        sample_rate=16000,
-        channels=1,
-        sample_format="int16",
-        format=fmt,
+        stream=audio_description(16000, 1, "int16", fmt),
         deployment_id=ctx.deployment_id,
         config_hash="x",
         version="test",
@@ -238,6 +236,7 @@ class FillAt:
     def __init__(self, inner: Any, at: int, filler: Path) -> None:
         self.inner, self.at, self.filler = inner, at, filler
         self.sample_rate, self.channels, self.dtype = inner.sample_rate, inner.channels, inner.dtype
+        self.describe = inner.describe
         self.reads = 0
 
     def open(self) -> None:

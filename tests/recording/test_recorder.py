@@ -54,6 +54,7 @@ class Scripted:
         self.inner = inner
         self.actions = actions
         self.sample_rate, self.channels, self.dtype = inner.sample_rate, inner.channels, inner.dtype
+        self.describe = inner.describe
         self.reads = 0
         self.opens = 0
 

@@ -22,7 +22,9 @@ from fieldstation.job import JobContext
 from fieldstation.recording.chunk import ChunkWriter, sha256_file
 from fieldstation.recording.job import run_recorder
 from fieldstation.recording.metadata import ChunkSpec
-from fieldstation.recording.recovery import RecoveryReport, recover, salvage_frames
+from fieldstation.sensors.base import audio_description
+from fieldstation.recording.audio import salvage_frames
+from fieldstation.recording.recovery import RecoveryReport, recover
 from fieldstation.sensors.generator import SyntheticSensor
 from fieldstation.store.models import Message, Recording
 
@@ -35,10 +37,7 @@ def spec_for(ctx: JobContext, fmt: str = "flac", index: int = 0, rate: int = 800
         chunk_index=index,
         start_frame=index * rate,
         started_at=ctx.clock.now() + timedelta(seconds=index),
-        sample_rate=rate,
-        channels=1,
-        sample_format="int16",
-        format=fmt,
+        stream=audio_description(rate, 1, "int16", fmt),
         deployment_id=ctx.deployment_id,
         config_hash="h",
         version="test",
@@ -85,7 +84,7 @@ def test_unfinished_chunk_is_salvaged_up_to_its_last_whole_block(ctx, db, spool_
     writer = ChunkWriter(ctx.home.spool, spec)
     data = noise(40000)
     writer.write(data)
-    writer._file.flush()  # what reached the disk before the power cut
+    writer._writer._file.flush()  # what reached the disk before the power cut
     size = writer.audio.stat().st_size
     with open(writer.audio, "rb") as f:
         head = f.read(size * 2 // 3 + 1)  # cut mid-frame

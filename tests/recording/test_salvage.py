@@ -18,7 +18,9 @@ from sqlalchemy import select
 
 from fieldstation.recording.chunk import ChunkWriter, write_json_atomic
 from fieldstation.recording.metadata import ChunkSpec
-from fieldstation.recording.recovery import recover, salvage_frames
+from fieldstation.sensors.base import audio_description
+from fieldstation.recording.audio import salvage_frames
+from fieldstation.recording.recovery import recover
 from fieldstation.store.models import Recording
 
 SYNTH = {"name": "syn", "kind": "synthetic", "sample_rate": "16kHz", "chunk": "2s"}
@@ -140,10 +142,7 @@ def test_recovery_commits_the_decodable_part_of_a_short_truncated_chunk(  # type
         chunk_index=0,
         start_frame=0,
         started_at=ctx.clock.now(),
-        sample_rate=16_000,
-        channels=1,
-        sample_format="int16",
-        format="flac",
+        stream=audio_description(16_000, 1, "int16", "flac"),
         deployment_id=ctx.deployment_id,
         config_hash="x",
         version="test",

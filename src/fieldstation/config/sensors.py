@@ -6,7 +6,7 @@ A sensor entry in the station file is validated by its plugin's config model, wh
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import ByteSize, Field, field_validator
 
@@ -45,7 +45,13 @@ rate a FLAC frame header can code (in units of 10 Hz, 16 bits)."""
 
 
 class SensorConfig(StrictModel):
-    """Fields every sensor has, whatever its plugin."""
+    """Fields every sensor has, whatever its plugin.
+
+    ``media`` (a class attribute, not a station-file key) is what the plugin's sensor records:
+    ``audio``, ``video`` or ``readings``; it decides which processors may analyse its
+    recordings. A plugin config that does not set it records audio."""
+
+    media: ClassVar[str] = "audio"
 
     name: Name = Field(description="Unique sensor name; used in file names, topics and job names.")
     kind: str = Field(description="Sensor plugin (entry point in group fieldstation.sensors).")

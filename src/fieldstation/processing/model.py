@@ -27,14 +27,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Detection",
+    "MediaMismatchError",
     "Model",
     "ModelError",
     "ModelOutput",
     "ModelUnavailableError",
     "RecordingInput",
     "UndecodableAudioError",
+    "check_media",
     "extra_missing",
     "missing_modules",
+    "model_media",
     "model_unavailable",
     "read_audio",
 ]
@@ -86,20 +89,27 @@ def extra_missing(processor: str, model: str, missing: str) -> str:
 
 @dataclass(frozen=True)
 class RecordingInput:
-    """What a model is given: one audio file and its metadata.
+    """What a model is given: one recorded file and its metadata.
 
-    ``path`` is absolute; ``started_at`` is the aware UTC time of the first frame (None for a
-    file analysed outside a station); ``sample_rate`` (Hz), ``channels`` and ``duration``
+    ``path`` is absolute; ``media`` is ``audio``, ``video`` or ``readings``; ``started_at`` is
+    the aware UTC time of the first frame (None for a file analysed outside a station);
+    ``rate`` (frames per second, Hz: the sample rate of audio), ``channels`` and ``duration``
     (seconds) come from the recording row or the file header.
     """
 
     path: Path
-    sample_rate: int
+    rate: int
     channels: int = 1
     duration: float = 0.0
     started_at: datetime | None = None
     sensor: str | None = None
     recording_id: int | None = None
+    media: str = "audio"
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate under its audio name, Hz."""
+        return self.rate
 
     @classmethod
     def from_row(cls, row: Recording | Row[Any], home: Path) -> RecordingInput:
@@ -107,27 +117,48 @@ class RecordingInput:
         ``path`` is relative to the station ``home``."""
         return cls(
             path=home / row.path,
-            sample_rate=row.sample_rate,
+            rate=row.rate,
             channels=row.channels,
             duration=row.duration,
             started_at=row.started_at,
             sensor=row.sensor,
             recording_id=row.id,
+            media=row.media,
         )
 
     @classmethod
     def from_file(cls, path: str | Path) -> RecordingInput:
-        """Build the input from the file header alone. Raises :class:`UndecodableAudioError`."""
+        """Build the input from the file alone: a fieldstation chunk of any media from the
+        metadata embedded in it, any other audio file from its header. Raises
+        :class:`UndecodableAudioError`."""
         import soundfile as sf
 
+        from fieldstation.recording.media import format_of_path
+        from fieldstation.recording.metadata import MetadataError
+
         path = Path(path).resolve()
+        fmt = format_of_path(path)
+        if fmt is not None and fmt.media != "audio":
+            try:
+                spec, _, frames = fmt.inspect(path)
+            except (MetadataError, OSError) as error:
+                raise UndecodableAudioError(f"cannot decode {path}: {error}") from error
+            return cls(
+                path=path,
+                rate=spec.rate,
+                channels=spec.channels,
+                duration=frames / spec.rate,
+                started_at=spec.started_at,
+                sensor=spec.sensor,
+                media=spec.media,
+            )
         try:
             info = sf.info(str(path))
         except (sf.LibsndfileError, RuntimeError) as error:
             raise UndecodableAudioError(f"cannot decode {path}: {error}") from error
         return cls(
             path=path,
-            sample_rate=int(info.samplerate),
+            rate=int(info.samplerate),
             channels=int(info.channels),
             duration=float(info.frames) / info.samplerate if info.samplerate else 0.0,
         )
@@ -166,7 +197,11 @@ class ModelOutput:
 
 @runtime_checkable
 class Model(Protocol):
-    """A detector. ``sample_rate`` is the rate it analyses at (Hz; None: the file's own)."""
+    """A detector. ``sample_rate`` is the rate it analyses at (Hz; None: the file's own).
+
+    ``media`` is the media it analyses (``audio`` when the class does not say: see
+    :func:`model_media`); the processor and ``fieldstation analyze`` refuse a recording of
+    another media with :class:`MediaMismatchError`."""
 
     name: str
     version: str
@@ -175,6 +210,33 @@ class Model(Protocol):
     def run(self, recording: RecordingInput) -> ModelOutput:
         """Analyse one recording. Raises :class:`UndecodableAudioError` or :class:`ModelError`."""
         ...
+
+
+class MediaMismatchError(ModelError, ConfigurationError):
+    """A model was given a recording of a media it does not analyse (a video to BirdNET): a
+    configuration error (name the processor, the model and the sensor), not retried."""
+
+
+def model_media(model: object) -> str:
+    """The media ``model`` analyses: its ``media`` attribute, ``audio`` when it has none."""
+    return str(getattr(model, "media", "audio"))
+
+
+def check_media(model: object, recording: RecordingInput, processor: str | None = None) -> None:
+    """Raise :class:`MediaMismatchError` when ``recording`` is not of the media ``model``
+    analyses."""
+    want = model_media(model)
+    if recording.media != want:
+        who = (
+            f"processor {processor!r} (model {getattr(model, 'name', '?')!r})"
+            if processor
+            else (f"model {getattr(model, 'name', '?')!r}")
+        )
+        where = f"sensor {recording.sensor!r}" if recording.sensor else str(recording.path)
+        raise MediaMismatchError(
+            f"{who} analyses {want}, but {where} records {recording.media}: give the "
+            f"processor sensors of media {want} only ('sensors' of the processor)"
+        )
 
 
 def read_audio(path: str | Path, *, dtype: str = "float32") -> tuple[np.ndarray, int]:

@@ -33,6 +33,7 @@ from fieldstation.processing.model import (
     Model,
     ModelOutput,
     RecordingInput,
+    check_media,
     UndecodableAudioError,
 )
 from fieldstation.store import processing as repo
@@ -168,7 +169,12 @@ class ProcessorWorker:
         t0 = time.perf_counter()
         facts = RecordingFacts(duration=row.duration, end_reason=row.end_reason, sensor=row.sensor)
         skip_reason = self._filter(facts)
-        output = self.model.run(self._input(row)) if skip_reason is None else ModelOutput()
+        if skip_reason is None:
+            recording = self._input(row)
+            check_media(self.model, recording, self.config.name)
+            output = self.model.run(recording)
+        else:
+            output = ModelOutput()
         kept = self._clean(list(output.detections))
         run = repo.RunInfo(
             processor=self.config.name,

@@ -1,15 +1,15 @@
-"""Writing one chunk into ``spool/``: the audio file and its sidecar, flushed and fsynced.
+"""Writing one chunk into ``spool/``: the media file and its sidecar, flushed and fsynced.
 
-A chunk in progress is two files in ``spool/``: ``<stem>.<ext>`` (the audio, written with
-soundfile) and ``<stem>.json`` (the sidecar: the :class:`ChunkSpec`, then, once the audio is
-closed, its frames, end reason, size and SHA-256). The sidecar is replaced atomically (write,
+A chunk in progress is two files in ``spool/``: ``<stem>.<ext>`` (the media file, written by
+the writer of its media, :mod:`fieldstation.recording.media`) and ``<stem>.json`` (the sidecar:
+the :class:`ChunkSpec`, then, once the file is closed, its frames, end reason, size and
+SHA-256). The sidecar is replaced atomically (write,
 fsync, rename, fsync folder), so after a crash recovery knows what every spool file was meant
 to be (decision record 0022).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fieldstation.home import fsync_dir
-from fieldstation.recording.metadata import ChunkSpec, append_guano
+from fieldstation.recording.media import media_format
+from fieldstation.recording.metadata import ChunkSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,56 +82,45 @@ class FinishedChunk:
 class ChunkWriter:
     """Writes one chunk to ``spool/<stem>.<ext>``; :meth:`finish` closes, fsyncs and describes it.
 
-    Raises ``OSError`` (disk full, permissions) or ``soundfile.LibsndfileError`` (on a full
-    disk libsndfile says only "System error": :func:`~fieldstation.recording.disk.is_disk_full`
-    tells). When the chunk cannot even be created, nothing of it is left in ``spool/``.
+    The file itself is written by the writer of ``spec.media``
+    (:func:`~fieldstation.recording.media.media_format`). Raises ``OSError`` or the media
+    library's error (on a full disk libsndfile says only "System error":
+    :func:`~fieldstation.recording.disk.is_disk_full` tells). When the chunk cannot even be
+    created, nothing of it is left in ``spool/``.
     """
 
     def __init__(
         self, spool: Path, spec: ChunkSpec, *, audio: Path | None = None, sidecar: bool = True
     ) -> None:
-        import soundfile as sf
-
         self.spec = spec
         stem = Path(spec.relpath()).stem
         self.audio = audio or spool / f"{stem}.{spec.format}"
+        """The media file (named ``audio`` for history: any media)."""
         self.sidecar = spool / f"{stem}.json"
-        self.frames = 0
         self._use_sidecar = sidecar
         if sidecar:
             write_json_atomic(self.sidecar, {"spec": spec.embedded(), "audio": self.audio.name})
         try:
-            self._file = sf.SoundFile(
-                str(self.audio),
-                "w",
-                samplerate=spec.sample_rate,
-                channels=spec.channels,
-                subtype=spec.subtype,
-                format=spec.format.upper(),
-            )
+            self._writer = media_format(spec.media).open(self.audio, spec)
         except Exception:
             self.audio.unlink(missing_ok=True)
             if sidecar:
                 self.sidecar.unlink(missing_ok=True)
             raise
-        if spec.format == "flac":
-            # Vorbis comments must be set before the first samples (libsndfile).
-            self._file.title = f"{spec.station} {spec.sensor} {spec.started_at.isoformat()}"
-            self._file.artist = spec.station
-            self._file.date = spec.started_at.isoformat()
-            self._file.software = f"fieldstation {spec.version}"
-            self._file.comment = json.dumps(spec.embedded(), separators=(",", ":"))
+
+    @property
+    def frames(self) -> int:
+        """Frames written so far."""
+        return self._writer.frames
 
     def write(self, data: np.ndarray) -> None:
-        """Append frames (``(frames, channels)``, the sensor's dtype)."""
-        self._file.write(data)
-        self.frames += len(data)
+        """Append frames (``(frames, *shape)``, the stream's dtype)."""
+        self._writer.write(data)
 
     def finish(self, end_reason: str, extra: dict[str, Any] | None = None) -> FinishedChunk:
-        """Close the audio, add WAV metadata, fsync, hash and record it all in the sidecar."""
-        self._file.close()
-        if self.spec.format == "wav":
-            append_guano(self.audio, self.spec, self.frames, end_reason)
+        """Close the file (the media writer completes it), fsync, hash and record it all in
+        the sidecar."""
+        self._writer.close(end_reason)
         with open(self.audio, "rb+") as f:
             os.fsync(f.fileno())
         finished = FinishedChunk(
@@ -149,16 +139,14 @@ class ChunkWriter:
 
     def discard(self) -> None:
         """Close and delete the chunk (``keep_partial = false``, or nothing was written)."""
-        with contextlib.suppress(Exception):
-            self._file.close()
+        self._writer.abort()
         self.audio.unlink(missing_ok=True)
         if self._use_sidecar:
             self.sidecar.unlink(missing_ok=True)
 
     def abandon(self) -> None:
-        """Close the file and leave it in ``spool/`` for start-up recovery."""
-        with contextlib.suppress(Exception):
-            self._file.close()
+        """Release the file and leave it in ``spool/`` for start-up recovery."""
+        self._writer.abort()
 
 
 def sidecar_closed(chunk: FinishedChunk) -> dict[str, Any]:

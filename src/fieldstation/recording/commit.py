@@ -75,8 +75,9 @@ def insert_row(
             chunk_index=spec.chunk_index,
             start_frame=spec.start_frame,
             started_at=spec.started_at,
-            duration=chunk.frames / spec.sample_rate,
-            sample_rate=spec.sample_rate,
+            duration=chunk.frames / spec.rate,
+            media=spec.media,
+            rate=spec.rate,
             channels=spec.channels,
             frames=chunk.frames,
             bytes=chunk.bytes,
@@ -84,7 +85,7 @@ def insert_row(
             format=spec.format,
             end_reason=chunk.end_reason,
             created_at=now,
-            extra=chunk.extra,
+            extra=_row_extra(chunk),
         )
         body: dict[str, Any] = {
             "recording_id": row.id,
@@ -95,7 +96,8 @@ def insert_row(
             "start_frame": spec.start_frame,
             "started_at": spec.started_at.isoformat(),
             "duration": row.duration,
-            "sample_rate": spec.sample_rate,
+            "media": spec.media,
+            "rate": spec.rate,
             "channels": spec.channels,
             "frames": chunk.frames,
             "bytes": chunk.bytes,
@@ -103,6 +105,10 @@ def insert_row(
             "format": spec.format,
             "end_reason": chunk.end_reason,
         }
+        if spec.media == "audio":
+            body["sample_rate"] = spec.rate  # the name consumers of audio messages know
+        else:
+            body["stream"] = row.extra["stream"]
         enqueue(
             session,
             kind="recording",
@@ -114,6 +120,22 @@ def insert_row(
             recording_id=row.id,
         )
     return row
+
+
+def _row_extra(chunk: FinishedChunk) -> dict[str, Any]:
+    """The row's ``extra``: the chunk's own, plus, for media other than audio, what is
+    specific to the media (``stream``: frame shape, codec, fields and units)."""
+    extra = dict(chunk.extra)
+    stream = chunk.spec.stream
+    if stream.media != "audio":
+        extra["stream"] = {
+            "shape": list(stream.shape),
+            "dtype": stream.dtype,
+            "codec": stream.codec,
+            "fields": list(stream.fields),
+            "units": list(stream.units),
+        }
+    return extra
 
 
 def commit_chunk(

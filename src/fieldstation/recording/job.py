@@ -3,7 +3,7 @@
 ``run_recorder(ctx, sensor_name)`` runs until ``ctx.stop`` is set. In each slot it opens the
 sensor and records one *session*: a contiguous stream anchored at the capture time of its first
 frame. Chunk *n* of a session holds exactly frames ``[n*N, (n+1)*N)`` (``N = round(chunk *
-sample_rate)``) and starts at ``anchor + n*N / sample_rate`` (UTC, microseconds), so chunks
+rate)``) and starts at ``anchor + n*N / rate`` (UTC, microseconds), so chunks
 concatenate to the captured stream with no gap or overlap. A slot that ends exactly where the
 next one starts continues the same session.
 
@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from fieldstation import __version__
 from fieldstation.backoff import Backoff
-from fieldstation.config.sensors import AudioSensorConfig, SensorConfig
+from fieldstation.config.sensors import SensorConfig
 from fieldstation.config.station import StationConfig, config_hash
 from fieldstation.job import JobContext
 from fieldstation.recording.chunk import ChunkWriter, FinishedChunk
@@ -76,7 +76,7 @@ DEVICE_EVENT_REPEAT = 3600.0
 
 
 class RecorderError(RuntimeError):
-    """The recorder cannot run (unknown sensor, not an audio sensor, no schedule engine)."""
+    """The recorder cannot run (unknown sensor, no schedule engine)."""
 
 
 class SlotLike(Protocol):
@@ -146,7 +146,7 @@ class Recorder:
     def __init__(
         self,
         ctx: JobContext,
-        config: AudioSensorConfig,
+        config: SensorConfig,
         sensor: Sensor,
         slots: SlotFn,
         disk: DiskGuard,
@@ -160,7 +160,9 @@ class Recorder:
         self.until = until
         self.clock = ctx.clock
         self.source = ctx.name or f"recorder:{config.name}"
-        self.chunk_frames = max(1, round(config.chunk * sensor.sample_rate))
+        self.stream = sensor.describe()
+        self.rate = self.stream.rate
+        self.chunk_frames = max(1, round(config.chunk * self.rate))
         self._config_hash = config_hash(ctx.config)
         self._disk_low_reported = False  # one disk_low event until a chunk is committed again
         self._paused = False
@@ -453,7 +455,7 @@ class Recorder:
     def _frames_until(self, end: datetime) -> int:
         assert self.anchor is not None
         micros = (end - self.anchor) // timedelta(microseconds=1)
-        return max(0, micros * self.sensor.sample_rate // 1_000_000)
+        return max(0, micros * self.rate // 1_000_000)
 
     def _device_error(self, error: DeviceError) -> str:
         """Record a ``device_error`` event for ``error``; returns the outcome ``device_error``.
@@ -483,7 +485,7 @@ class Recorder:
         block follows an input overflow (``block.discontinuity``). The caller then starts a new
         session anchored at ``block.captured_at`` (decision record 0023)."""
         assert self.anchor is not None
-        due = frame_time(self.anchor, self.session_frame, self.sensor.sample_rate)
+        due = frame_time(self.anchor, self.session_frame, self.rate)
         gap = (block.captured_at - due).total_seconds()  # by the device's clock: an estimate
         extra: dict[str, Any] = {}
         if lost:
@@ -520,11 +522,8 @@ class Recorder:
             session_id=self.session_id,
             chunk_index=self.chunk_index,
             start_frame=self.session_frame,
-            started_at=frame_time(self.anchor, self.session_frame, self.sensor.sample_rate),
-            sample_rate=self.sensor.sample_rate,
-            channels=self.sensor.channels,
-            sample_format=self.config.sample_format,
-            format=self.config.format,
+            started_at=frame_time(self.anchor, self.session_frame, self.rate),
+            stream=self.stream,
             deployment_id=self.ctx.deployment_id,
             config_hash=self._config_hash,
             version=__version__,
@@ -582,7 +581,7 @@ def run_recorder(
     built from the config with ``ctx.clock``) and ``disk_usage`` (default
     ``shutil.disk_usage``) are injectable for tests. With ``stop_when_exhausted`` the job
     returns when a replay without loop has played everything (otherwise it idles until stopped).
-    Raises :class:`RecorderError` for an unknown or non-audio sensor;
+    Raises :class:`RecorderError` for an unknown sensor;
     :class:`~fieldstation.sensors.SensorConfigError` when the sensor cannot be built.
     """
     try:
@@ -590,8 +589,6 @@ def run_recorder(
     except KeyError:
         names = ", ".join(s.name for s in ctx.config.sensors) or "none"
         raise RecorderError(f"no sensor named {sensor_name!r} (sensors: {names})") from None
-    if not isinstance(config, AudioSensorConfig):
-        raise RecorderError(f"sensor {sensor_name!r} ({config.kind}) is not an audio sensor")
     ctx.home.ensure()
     built = sensor if sensor is not None else build_sensor(config, ctx.clock)
     guard = DiskGuard(ctx.home.root, int(config.min_free), disk_usage)

@@ -1,6 +1,7 @@
 """What a chunk file says about itself, and where it goes.
 
-Every chunk carries its provenance inside the file: Vorbis comments for FLAC (libsndfile
+Every chunk carries its provenance inside the file (each media in its container's own way:
+:mod:`fieldstation.recording.media`); for audio: Vorbis comments for FLAC (libsndfile
 strings: ``title``, ``artist`` = station, ``date`` = start time, ``comment`` = the JSON of
 :meth:`ChunkSpec.embedded`) and a GUANO ``guan`` RIFF chunk for WAV (https://guano-md.org,
 version 1.0: standard keys plus a ``FieldStation|`` namespace). Start-up recovery reads it back
@@ -17,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fieldstation.sensors.base import StreamDescription, audio_description
+
 __all__ = [
     "GUANO_NAMESPACE",
     "ChunkSpec",
@@ -29,8 +32,6 @@ __all__ = [
 ]
 
 GUANO_NAMESPACE = "FieldStation"
-SUBTYPES = {"int16": "PCM_16", "int24": "PCM_24", "int32": "PCM_32", "float32": "FLOAT"}
-"""libsndfile subtype of each sample format."""
 
 
 class MetadataError(ValueError):
@@ -44,7 +45,8 @@ def utc_stamp(when: datetime) -> str:
 
 @dataclass(frozen=True)
 class ChunkSpec:
-    """Everything known about a chunk when it starts (times aware UTC, rates Hz)."""
+    """Everything known about a chunk when it starts (times aware UTC): where it sits in its
+    session, what the stream is (``stream``, whatever the media) and the station's provenance."""
 
     station: str
     sensor: str
@@ -52,10 +54,7 @@ class ChunkSpec:
     chunk_index: int
     start_frame: int
     started_at: datetime
-    sample_rate: int
-    channels: int
-    sample_format: str
-    format: str
+    stream: StreamDescription
     deployment_id: int
     config_hash: str
     version: str
@@ -64,26 +63,64 @@ class ChunkSpec:
     elevation: float
 
     @property
+    def media(self) -> str:
+        """``audio``, ``video`` or ``readings``."""
+        return self.stream.media
+
+    @property
+    def rate(self) -> int:
+        """Frames per second of the stream, Hz."""
+        return self.stream.rate
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate (Hz) under its audio name."""
+        return self.stream.rate
+
+    @property
+    def channels(self) -> int:
+        """Size of the last axis of a frame (audio channels)."""
+        return self.stream.channels
+
+    @property
+    def format(self) -> str:
+        """Container of the chunk file, also its extension."""
+        return self.stream.format
+
+    @property
     def subtype(self) -> str:
-        """libsndfile subtype (PCM_16, PCM_24, PCM_32, FLOAT)."""
-        return SUBTYPES[self.sample_format]
+        """Audio: the libsndfile subtype (PCM_16, PCM_24, PCM_32, FLOAT)."""
+        return self.stream.codec
 
     def relpath(self) -> str:
         """Path of the committed file relative to the station home (see :func:`data_relpath`)."""
         return data_relpath(self.station, self.sensor, self.started_at, self.format)
 
     def embedded(self) -> dict[str, Any]:
-        """JSON-ready metadata written into the file."""
-        data = asdict(self)
+        """JSON-ready metadata written into the file (the stream's fields at the top level)."""
+        data = {k: v for k, v in asdict(self).items() if k != "stream"}
+        data.update(self.stream.as_dict())
         data["started_at"] = self.started_at.isoformat()
         data["fieldstation"] = data.pop("version")
         return data
 
     @classmethod
     def from_embedded(cls, data: dict[str, Any]) -> ChunkSpec:
-        """Inverse of :meth:`embedded`; raises :class:`MetadataError` on missing keys."""
+        """Inverse of :meth:`embedded`, also for audio files written before streams had a
+        media (keys ``sample_rate``, ``channels``, ``sample_format``, ``format``); raises
+        :class:`MetadataError` on missing or wrong keys."""
         try:
             fields = dict(data)
+            if "media" not in fields:  # an audio chunk of fieldstation before 0.3
+                stream = audio_description(
+                    int(fields["sample_rate"]),
+                    int(fields["channels"]),
+                    str(fields["sample_format"]),
+                    str(fields["format"]),
+                )
+            else:
+                stream = StreamDescription.from_dict(fields)
+            fields["stream"] = stream
             fields["version"] = fields.pop("fieldstation")
             fields["started_at"] = datetime.fromisoformat(fields["started_at"])
             names = cls.__dataclass_fields__

@@ -3,14 +3,15 @@
 For every sidecar in ``spool/`` (see :mod:`fieldstation.recording.chunk`):
 
 - a closed chunk whose audio is intact (SHA-256 matches) is committed with its own end reason;
-- an unfinished (or damaged) chunk is decoded with FFmpeg (PyAV) up to its first undecodable
-  frame, every sample before it kept, rewritten cleanly and committed with end reason
+- an unfinished (or damaged) chunk is salvaged by the writer of its media (audio and video:
+  decoded with FFmpeg through PyAV up to the first undecodable frame; readings: every whole
+  record batch), every frame before the damage kept, rewritten cleanly and committed with end reason
   ``recovered``; nothing decodable: quarantined. When the rewrite cannot be written (a full
   disk) the chunk stays in ``spool/`` for the next try, never quarantined;
 - a chunk already renamed into ``data/`` gets its row if it has none (found under its own
   name, or the ``_N``-suffixed one the commit chose when that name was taken, by its hash).
 
-Then audio in ``spool/`` without a sidecar is quarantined; every file under ``data/`` without a
+Then media files in ``spool/`` without a sidecar is quarantined; every file under ``data/`` without a
 row gets one from the metadata embedded in it (end reason from its sidecar or GUANO, else
 ``recovered``), or is quarantined when unreadable; and every row marked present whose file is
 gone gets ``file_state = 'missing'``. Recovery is idempotent and safe to crash in.
@@ -31,21 +32,20 @@ from sqlalchemy import select
 from fieldstation.home import StationHome, fsync_dir, move_durably
 from fieldstation.job import JobContext
 from fieldstation.recording.chunk import (
-    ChunkWriter,
     FinishedChunk,
     read_sidecar,
     sha256_file,
 )
 from fieldstation.recording.commit import commit_chunk, insert_row
-from fieldstation.recording.metadata import ChunkSpec, MetadataError, read_embedded
+from fieldstation.recording.media import SUFFIXES, format_of_path, media_format
+from fieldstation.recording.metadata import ChunkSpec, MetadataError
 from fieldstation.store.events import EventBacklog, record_event
 from fieldstation.store.models import Recording
 from fieldstation.store.recordings import find_by_path, mark_missing, present_paths
 
-__all__ = ["RecoveryReport", "recover", "recover_spool", "salvage_frames"]
+__all__ = ["RecoveryReport", "recover", "recover_spool"]
 
 log = logging.getLogger(__name__)
-AUDIO_SUFFIXES = (".flac", ".wav")
 _Leftovers = dict[tuple[str, int], dict[str, Any]]
 
 
@@ -106,69 +106,6 @@ class RecoveryReport:
         }
 
 
-def salvage_frames(path: Path, dtype: str) -> Any:
-    """Decode ``path`` with FFmpeg (PyAV) up to the first frame it cannot decode; returns every
-    sample decoded before it as an array ``(frames, channels)`` of ``dtype`` (possibly empty).
-
-    FLAC frames are checked against their CRC (``err_detect=crccheck``), so a damaged frame
-    ends the salvage instead of giving wrong samples; nothing after the damage is kept (it
-    would no longer be contiguous with the chunk's start): decoding stops at the first error,
-    and at the first frame whose timestamp is not where the kept samples end (FFmpeg's parser
-    skips a damaged frame and decodes on). Decoded samples are FFmpeg's own
-    (``s16``, left-justified ``s32`` for 24-bit, ``flt``), equal to what soundfile reads from
-    an intact file. Raises nothing for a damaged file (an unreadable one gives an empty array).
-    """
-    import av
-    import numpy as np
-
-    want = np.dtype(dtype)
-    parts: list[Any] = []
-    channels = 1
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.audio[0]
-            channels = stream.codec_context.channels or 1
-            stream.codec_context.options = {"err_detect": "crccheck"}
-            rate = stream.codec_context.sample_rate
-            base = stream.time_base
-            timed = True  # frames carry their position (pts) until told otherwise
-            position = 0
-            try:
-                for frame in container.decode(stream):
-                    if position == 0 and frame.pts is None:
-                        timed = False  # a format without timestamps: counted frames only
-                    if timed and (
-                        frame.pts is None
-                        or base is None
-                        or round(frame.pts * base * rate) != position
-                    ):
-                        # FFmpeg skipped a damaged frame and went on: the rest would not be
-                        # contiguous with what was kept
-                        log.info("salvage of %s stops at a gap after frame %d", path, position)
-                        break
-                    position += frame.samples
-                    samples = frame.to_ndarray()
-                    if frame.format.is_planar:
-                        samples = samples.T
-                    samples = samples.reshape(-1, channels)
-                    if samples.dtype != want:
-                        log.warning(
-                            "salvage of %s: FFmpeg decodes %s, not %s; kept what came before",
-                            path,
-                            samples.dtype,
-                            want,
-                        )
-                        break
-                    parts.append(samples)
-            except (av.error.FFmpegError, ValueError) as error:
-                log.info("salvage of %s stops at the damage: %s", path, error)
-    except (av.error.FFmpegError, IndexError, OSError, ValueError) as error:
-        log.info("salvage of %s: nothing decodable (%s)", path, error)
-    if not parts:
-        return np.zeros((0, channels), dtype=want)
-    return np.ascontiguousarray(np.concatenate(parts))
-
-
 def _quarantine(home: StationHome, path: Path, report: RecoveryReport) -> None:
     target = home.quarantine_target(path.name)
     move_durably(path, target)
@@ -209,35 +146,30 @@ def _salvage(
 
     The rewrite goes to ``<stem>.salvage.<ext>`` first; when it fails (a full disk) the temp
     file is removed and the error raised: ``audio`` and its sidecar stay for the next try."""
-    from fieldstation.sensors.base import DTYPES
-
-    data = salvage_frames(audio, DTYPES[spec.sample_format])
-    if len(data) == 0:
-        _quarantine(ctx.home, audio, report)
-        sidecar.unlink(missing_ok=True)
-        return
     temp = audio.with_name(f"{audio.stem}.salvage{audio.suffix}")
     try:
-        writer = ChunkWriter(ctx.home.spool, spec, audio=temp, sidecar=False)
-        try:
-            writer.write(data)
-            finished = writer.finish(reason, {"salvaged_frames": int(len(data))})
-        finally:
-            writer.abandon()
+        frames = media_format(spec.media).salvage(audio, spec, temp, reason)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    if frames == 0:
+        temp.unlink(missing_ok=True)
+        _quarantine(ctx.home, audio, report)
+        sidecar.unlink(missing_ok=True)
+        return
+    with open(temp, "rb+") as f:
+        os.fsync(f.fileno())
     os.replace(temp, audio)
     fsync_dir(audio.parent)
     finished = FinishedChunk(
         spec=spec,
         audio=audio,
         sidecar=sidecar,
-        frames=finished.frames,
+        frames=frames,
         end_reason=reason,
-        bytes=finished.bytes,
-        sha256=finished.sha256,
-        extra=finished.extra,
+        bytes=audio.stat().st_size,
+        sha256=sha256_file(audio),
+        extra={"salvaged_frames": frames},
     )
     row = commit_chunk(ctx.db, ctx.config, ctx.home, finished, ctx.clock.now())
     report.salvaged.append(row.path)
@@ -324,7 +256,7 @@ def _recover_spool(
         sidecar.unlink(missing_ok=True)
         report.removed.append(_rel(home, sidecar))
     for audio in sorted(home.spool.iterdir()):
-        if audio.is_file() and audio.suffix.lower() in AUDIO_SUFFIXES and owned(audio.name):
+        if audio.is_file() and audio.suffix.lower() in SUFFIXES and owned(audio.name):
             _quarantine(home, audio, report)
     fsync_dir(home.spool)
     return leftovers
@@ -333,7 +265,7 @@ def _recover_spool(
 def _data_files(home: StationHome) -> Iterator[Path]:
     if home.data.exists():
         for path in sorted(home.data.rglob("*")):
-            if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES:
+            if path.is_file() and path.suffix.lower() in SUFFIXES:
                 yield path
 
 
@@ -343,12 +275,12 @@ def _register(
     leftovers: _Leftovers,
     report: RecoveryReport,
 ) -> None:
-    import soundfile as sf
-
+    fmt = format_of_path(path)
     try:
-        spec, embedded_reason = read_embedded(path)
-        frames = sf.info(str(path)).frames
-    except (MetadataError, sf.LibsndfileError, RuntimeError, ValueError):
+        if fmt is None:
+            raise MetadataError(f"{path} is not a chunk file")
+        spec, embedded_reason, frames = fmt.inspect(path)
+    except (MetadataError, OSError, RuntimeError, ValueError):
         _quarantine(ctx.home, path, report)
         return
     side = leftovers.get((spec.session_id, spec.chunk_index), {})

@@ -115,8 +115,8 @@ def _restore_deployments(root: str) -> int:
     ``data/`` (:func:`~fieldstation.store.deployments.restore_deployment`), so that recovery
     can register every file of a rebuilt database under its own deployment. Returns how many
     were restored; unreadable files are left to recovery (which quarantines them)."""
-    from fieldstation.recording.metadata import MetadataError, read_embedded
-    from fieldstation.recording.recovery import AUDIO_SUFFIXES
+    from fieldstation.recording.media import format_of_path
+    from fieldstation.recording.metadata import MetadataError
     from fieldstation.store.deployments import restore_deployment
 
     home = StationHome(Path(root))
@@ -125,10 +125,11 @@ def _restore_deployments(root: str) -> int:
     try:
         with db.session() as session:  # one commit for them all
             for path in sorted(home.data.rglob("*")):
-                if not (path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES):
+                fmt = format_of_path(path)
+                if fmt is None or not path.is_file():
                     continue
                 try:
-                    spec, _ = read_embedded(path)
+                    spec, _, _ = fmt.inspect(path)
                 except (MetadataError, OSError, RuntimeError, ValueError):
                     continue
                 restored += restore_deployment(

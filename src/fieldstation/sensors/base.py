@@ -1,8 +1,12 @@
-"""The :class:`Sensor` protocol and what sensors hand out: blocks of samples with their times.
+"""The :class:`Sensor` protocol and what sensors hand out: blocks of frames with their times.
 
-A sensor is anything with ``open()``, ``read()``, ``close()`` and ``health()`` (a structural
-``typing.Protocol``, no base class needed). ``read()`` returns the next :class:`Block`: a numpy
-array of shape ``(frames, channels)`` in the configured sample format, the index of its first
+A sensor is anything with ``describe()``, ``open()``, ``read()``, ``close()`` and ``health()`` (a
+structural ``typing.Protocol``, no base class needed). ``describe()`` says what the stream is
+(:class:`StreamDescription`: media ``audio``, ``video`` or ``readings``, rate in Hz, shape of one
+frame, dtype, chunk container and codec), in the spirit of bluesky's ``describe()``; the recorder
+needs nothing else to cut, commit and recover it (decision record 0070). ``read()`` returns the
+next :class:`Block`: a numpy array of shape ``(frames, *shape)`` (audio ``(frames, channels)``,
+video ``(frames, height, width, 3)``, readings ``(frames, quantities)``), the index of its first
 frame in the stream since ``open()`` (the running frame index) and the UTC capture time of that
 first frame. A jump in the running frame index means frames were lost (e.g. a full queue); a
 block marked ``discontinuity`` follows a loss the index cannot show (e.g. PortAudio's
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from fieldstation.config.sensors import FLAC_MAX_SAMPLE_RATE, AudioSensorConfig
 from fieldstation.job import ConfigurationError
@@ -23,7 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DTYPES",
+    "MEDIA",
     "Block",
+    "Media",
+    "StreamDescription",
     "DeviceError",
     "Sensor",
     "SensorConfigError",
@@ -42,6 +49,105 @@ DTYPES: dict[str, str] = {
 }
 """numpy dtype of blocks per sample format. ``int24`` samples travel left-justified in int32
 (soundfile's convention: full scale is the int32 range), and are written as 24-bit PCM."""
+
+
+Media = Literal["audio", "video", "readings"]
+MEDIA: tuple[Media, ...] = ("audio", "video", "readings")
+"""The kinds of stream a sensor can describe; each has one chunk writer
+(:mod:`fieldstation.recording.media`)."""
+
+
+@dataclass(frozen=True)
+class StreamDescription:
+    """What a sensor's stream is: everything the recorder needs to cut, write and recover it.
+
+    ``media``: ``audio``, ``video`` or ``readings``. ``rate``: frames per second, Hz (audio:
+    sample rate; video: frame rate, constant; readings: samples per second, e.g. 200 for an IMU);
+    an integer, so that frame times are exact (``anchor + n / rate``). ``shape``: shape of one
+    frame (audio ``(channels,)``, video ``(height, width, 3)``, readings ``(quantities,)``).
+    ``dtype``: numpy dtype name of :attr:`Block.data`. ``format``: container of chunk files, also
+    their extension (``flac``, ``wav``, ``mkv``, ``arrows``). ``codec``: how frames are coded in
+    the container (audio: the libsndfile subtype ``PCM_16``/``PCM_24``/``PCM_32``/``FLOAT``;
+    video: ``h264``; readings: ``arrow``). ``fields``/``units``: readings only, the name and unit
+    of each quantity (column). ``options``: JSON-ready writer settings of the media (video:
+    ``crf``, ``preset``).
+    """
+
+    media: Media
+    rate: int
+    shape: tuple[int, ...]
+    dtype: str
+    format: str
+    codec: str
+    fields: tuple[str, ...] = ()
+    units: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.media not in MEDIA:
+            raise ValueError(f"media {self.media!r} is not one of {', '.join(MEDIA)}")
+        if int(self.rate) != self.rate or self.rate <= 0:
+            raise ValueError(f"rate must be a positive whole number of Hz, not {self.rate!r}")
+        if self.media == "readings" and len(self.fields) != (self.shape[-1] if self.shape else 0):
+            raise ValueError("readings need one field name per quantity (shape[-1])")
+
+    @property
+    def channels(self) -> int:
+        """Size of the last axis of a frame (audio channels, 3 for RGB video, quantities)."""
+        return int(self.shape[-1]) if self.shape else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (tuples as lists)."""
+        return {
+            "media": self.media,
+            "rate": int(self.rate),
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "format": self.format,
+            "codec": self.codec,
+            "fields": list(self.fields),
+            "units": list(self.units),
+            "options": dict(self.options),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StreamDescription:
+        """Inverse of :meth:`as_dict`; raises ``KeyError``/``TypeError``/``ValueError``."""
+        return cls(
+            media=data["media"],
+            rate=int(data["rate"]),
+            shape=tuple(int(n) for n in data["shape"]),
+            dtype=str(data["dtype"]),
+            format=str(data["format"]),
+            codec=str(data["codec"]),
+            fields=tuple(data.get("fields") or ()),
+            units=tuple(data.get("units") or ()),
+            options=dict(data.get("options") or {}),
+        )
+
+
+SUBTYPES: dict[str, str] = {
+    "int16": "PCM_16",
+    "int24": "PCM_24",
+    "int32": "PCM_32",
+    "float32": "FLOAT",
+}
+"""libsndfile subtype (the audio ``codec``) of each audio sample format."""
+
+
+def audio_description(
+    sample_rate: int, channels: int, sample_format: str, format: str = "flac"
+) -> StreamDescription:
+    """The description of an audio stream: ``sample_format`` one of ``int16``, ``int24``,
+    ``int32``, ``float32`` (blocks in :data:`DTYPES`), chunks in ``format`` (flac or wav)."""
+    return StreamDescription(
+        media="audio",
+        rate=int(sample_rate),
+        shape=(int(channels),),
+        dtype=DTYPES[sample_format],
+        format=format,
+        codec=SUBTYPES[sample_format],
+    )
 
 
 class SensorError(RuntimeError):
@@ -75,7 +181,7 @@ def config_error(message: str) -> SensorConfigurationError:
 class Block:
     """Consecutive frames from a sensor.
 
-    ``data``: array ``(frames, channels)`` in the sensor's dtype; ``start_frame``: index of the
+    ``data``: array ``(frames, *shape)`` in the sensor's dtype (:class:`StreamDescription`); ``start_frame``: index of the
     first frame in the stream since ``open()``; ``captured_at``: aware UTC time of that frame;
     ``discontinuity``: True when an unknown number of frames were lost right before this block
     (the device flagged an input overflow), so its frames do not continue the earlier blocks
@@ -122,15 +228,15 @@ class SensorHealth:
 
 @runtime_checkable
 class Sensor(Protocol):
-    """A source of sample blocks (audio device, replayed files, synthetic signal).
+    """A source of frame blocks (audio device, replayed files, synthetic signal, camera, IMU).
 
-    Attributes ``sample_rate`` (Hz), ``channels`` and ``dtype`` (numpy dtype name) describe the
-    stream; they are valid after construction (replay may read them from its files).
+    ``describe()`` is valid after construction (replay may read it from its files) and does
+    not change while the sensor exists.
     """
 
-    sample_rate: int
-    channels: int
-    dtype: str
+    def describe(self) -> StreamDescription:
+        """What the stream is (media, rate, frame shape, dtype, container, codec)."""
+        ...
 
     def open(self) -> None:
         """Start the stream; the running frame index restarts at 0. Raises :class:`SensorError`."""

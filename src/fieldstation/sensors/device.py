@@ -12,7 +12,14 @@ import numpy as np
 
 from fieldstation.clock import Clock, SystemClock
 from fieldstation.sensors.audio import AudioConfig
-from fieldstation.sensors.base import DTYPES, Block, DeviceError, SensorHealth
+from fieldstation.sensors.base import (
+    DTYPES,
+    Block,
+    DeviceError,
+    SensorHealth,
+    StreamDescription,
+    audio_description,
+)
 
 __all__ = ["AudioSensor", "find_input_device"]
 
@@ -187,6 +194,12 @@ class AudioSensor:
                 stream.close()
             except Exception as error:  # the device may already be gone
                 log.warning("closing audio input %s: %s", self.config.name, error)
+
+    def describe(self) -> StreamDescription:
+        """An audio stream at ``sample_rate`` Hz, ``channels`` wide, chunks in ``config.format``."""
+        return audio_description(
+            self.sample_rate, self.channels, self.config.sample_format, self.config.format
+        )
 
     def health(self) -> SensorHealth:
         """State (``open``, ``closed``, or ``error`` after a timeout or a failed open, with the

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from fieldstation.clock import Clock, SystemClock
-from fieldstation.sensors.base import DTYPES, Block, SensorHealth
+from fieldstation.sensors.base import (
+    DTYPES,
+    Block,
+    SensorHealth,
+    StreamDescription,
+    audio_description,
+)
 from fieldstation.sensors.pacing import Pacer
 from fieldstation.sensors.synthetic import NOISE_PERIOD, SyntheticConfig, chirp_onsets
 
@@ -115,6 +121,12 @@ class SyntheticSensor:
     def close(self) -> None:
         """Stop the stream (idempotent)."""
         self._open = False
+
+    def describe(self) -> StreamDescription:
+        """An audio stream at ``sample_rate`` Hz, ``channels`` wide, chunks in ``config.format``."""
+        return audio_description(
+            self.sample_rate, self.channels, self.config.sample_format, self.config.format
+        )
 
     def health(self) -> SensorHealth:
         """State (``open`` or ``closed``) and frames delivered since :meth:`open`."""

@@ -15,6 +15,8 @@ from fieldstation.sensors.base import (
     Block,
     SensorConfigError,
     SensorHealth,
+    StreamDescription,
+    audio_description,
     check_flac_rate,
     config_error,
 )
@@ -253,6 +255,12 @@ class ReplaySensor:
             self._file.close()
             self._file = None
         self._state = "closed"
+
+    def describe(self) -> StreamDescription:
+        """An audio stream at ``sample_rate`` Hz, ``channels`` wide, chunks in ``config.format``."""
+        return audio_description(
+            self.sample_rate, self.channels, self.config.sample_format, self.config.format
+        )
 
     def health(self) -> SensorHealth:
         """State (``open`` or ``closed``), frames delivered since :meth:`open`, and in

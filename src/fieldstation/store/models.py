@@ -35,6 +35,7 @@ __all__ = [
     "Event",
     "Message",
     "ModelRun",
+    "Reading",
     "Recording",
     "UTCDateTime",
 ]
@@ -101,11 +102,16 @@ class Recording(Base):
     start_frame: Mapped[int] = mapped_column(BigInteger)
     """Index of the chunk's first frame in the session stream."""
     started_at: Mapped[datetime] = mapped_column()
-    """Session anchor + start_frame / sample_rate, UTC, microseconds."""
+    """Session anchor + start_frame / rate, UTC, microseconds."""
     duration: Mapped[float] = mapped_column(Float)
-    """Seconds (frames / sample_rate)."""
-    sample_rate: Mapped[int] = mapped_column(Integer)
+    """Seconds (frames / rate)."""
+    media: Mapped[str] = mapped_column(String(16), default="audio", server_default="audio")
+    """``audio``, ``video`` or ``readings`` (an IMU stream); media-specific details (video
+    size and codec, readings' fields) are in ``extra``."""
+    rate: Mapped[int] = mapped_column(Integer)
+    """Frames per second of the stream, Hz (audio sample rate, video frame rate, IMU rate)."""
     channels: Mapped[int] = mapped_column(Integer)
+    """Size of the last axis of a frame: audio channels, 3 for RGB video, readings' fields."""
     frames: Mapped[int] = mapped_column(BigInteger)
     bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
@@ -256,3 +262,27 @@ class Event(Base):
     """Job or component that reported it."""
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Reading(Base):
+    """One value of a slow sensor (period of a second or more): a row, not a chunk file.
+
+    Fast streams (an IMU at 100-400 Hz) are chunk files (``recordings`` with media
+    ``readings``), not rows."""
+
+    __tablename__ = "readings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"))
+    sensor: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[str] = mapped_column(String(64))
+    """What was measured, e.g. ``temperature``, ``humidity``, ``cpu_temperature``."""
+    unit: Mapped[str] = mapped_column(String(32))
+    """Unit of ``value`` (UCUM-like short form: ``Cel``, ``%``, ``hPa``, ``By``)."""
+    measured_at: Mapped[datetime] = mapped_column()
+    value: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_readings_sensor_quantity_time", "sensor", "quantity", "measured_at"),
+        Index("ix_readings_time", "measured_at"),
+    )
