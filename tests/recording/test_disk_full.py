@@ -34,10 +34,10 @@ from fieldstation.recording.chunk import ChunkWriter
 from fieldstation.recording.disk import is_disk_full
 from fieldstation.recording.job import run_recorder
 from fieldstation.recording.metadata import ChunkSpec
-from fieldstation.sensors.base import audio_description
 from fieldstation.recording.recovery import recover_spool
 from fieldstation.runtime.client import ControlClient
 from fieldstation.sensors import Block, SensorHealth
+from fieldstation.sensors.base import audio_description
 from fieldstation.sensors.generator import SyntheticSensor
 from fieldstation.store.models import Event, Recording
 from fieldstation.testing.disk import fill_disk

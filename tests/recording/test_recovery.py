@@ -19,12 +19,12 @@ from sqlalchemy import select
 
 from fieldstation.clock import SystemClock
 from fieldstation.job import JobContext
+from fieldstation.recording.audio import salvage_frames
 from fieldstation.recording.chunk import ChunkWriter, sha256_file
 from fieldstation.recording.job import run_recorder
 from fieldstation.recording.metadata import ChunkSpec
-from fieldstation.sensors.base import audio_description
-from fieldstation.recording.audio import salvage_frames
 from fieldstation.recording.recovery import RecoveryReport, recover
+from fieldstation.sensors.base import audio_description
 from fieldstation.sensors.generator import SyntheticSensor
 from fieldstation.store.models import Message, Recording
 

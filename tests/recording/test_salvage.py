@@ -16,11 +16,11 @@ import pytest
 import soundfile as sf
 from sqlalchemy import select
 
+from fieldstation.recording.audio import salvage_frames
 from fieldstation.recording.chunk import ChunkWriter, write_json_atomic
 from fieldstation.recording.metadata import ChunkSpec
-from fieldstation.sensors.base import audio_description
-from fieldstation.recording.audio import salvage_frames
 from fieldstation.recording.recovery import recover
+from fieldstation.sensors.base import audio_description
 from fieldstation.store.models import Recording
 
 SYNTH = {"name": "syn", "kind": "synthetic", "sample_rate": "16kHz", "chunk": "2s"}

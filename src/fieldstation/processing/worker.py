@@ -33,8 +33,8 @@ from fieldstation.processing.model import (
     Model,
     ModelOutput,
     RecordingInput,
-    check_media,
     UndecodableAudioError,
+    check_media,
 )
 from fieldstation.store import processing as repo
 from fieldstation.store.events import record_event
