@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class AudioWriter:
-    """Writes one audio chunk with soundfile (see :class:`~fieldstation.recording.media.MediaWriter`).
+    """Writes one audio chunk with soundfile (a :class:`~.media.MediaWriter`).
 
     Raises ``OSError`` or ``soundfile.LibsndfileError`` (on a full disk libsndfile says only
     "System error": :func:`~fieldstation.recording.disk.is_disk_full` tells)."""

@@ -87,9 +87,10 @@ class MediaFormat(Protocol):
     def salvage(self, damaged: Path, spec: ChunkSpec, out: Path, end_reason: str) -> int:
         """Write every frame of ``damaged`` that decodes, from its start up to the first damage
         (nothing after a gap: it would not continue the chunk's start), as a clean chunk of
-        ``spec`` closed with ``end_reason`` at ``out``; returns the number of frames written. 0 means nothing was
-        decodable and ``out`` does not exist. Raises ``OSError`` (or the library's error) when
-        ``out`` cannot be written (a full disk), leaving no ``out`` behind."""
+        ``spec`` closed with ``end_reason`` at ``out``; returns the number of frames written.
+        0 means nothing was decodable and ``out`` does not exist. Raises ``OSError`` (or the
+        library's error) when ``out`` cannot be written (a full disk), leaving no ``out``
+        behind."""
         ...
 
 

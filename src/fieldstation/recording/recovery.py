@@ -11,8 +11,8 @@ For every sidecar in ``spool/`` (see :mod:`fieldstation.recording.chunk`):
 - a chunk already renamed into ``data/`` gets its row if it has none (found under its own
   name, or the ``_N``-suffixed one the commit chose when that name was taken, by its hash).
 
-Then media files in ``spool/`` without a sidecar is quarantined; every file under ``data/`` without a
-row gets one from the metadata embedded in it (end reason from its sidecar or GUANO, else
+Then media files in ``spool/`` without a sidecar are quarantined; every file under ``data/``
+without a row gets one from the metadata embedded in it (end reason from its sidecar or GUANO, else
 ``recovered``), or is quarantined when unreadable; and every row marked present whose file is
 gone gets ``file_state = 'missing'``. Recovery is idempotent and safe to crash in.
 """

@@ -181,11 +181,12 @@ def config_error(message: str) -> SensorConfigurationError:
 class Block:
     """Consecutive frames from a sensor.
 
-    ``data``: array ``(frames, *shape)`` in the sensor's dtype (:class:`StreamDescription`); ``start_frame``: index of the
-    first frame in the stream since ``open()``; ``captured_at``: aware UTC time of that frame;
-    ``discontinuity``: True when an unknown number of frames were lost right before this block
-    (the device flagged an input overflow), so its frames do not continue the earlier blocks
-    even though ``start_frame`` does; ``captured_at`` is then its own (the device's) time.
+    ``data``: array ``(frames, *shape)`` in the sensor's dtype (:class:`StreamDescription`);
+    ``start_frame``: index of the first frame in the stream since ``open()``; ``captured_at``:
+    aware UTC time of that frame; ``discontinuity``: True when an unknown number of frames
+    were lost right before this block (the device flagged an input overflow), so its frames do
+    not continue the earlier blocks even though ``start_frame`` does; ``captured_at`` is then
+    its own (the device's) time.
     """
 
     data: np.ndarray
