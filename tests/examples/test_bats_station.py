@@ -79,7 +79,7 @@ def test_bats_example_detects_bats_at_native_rates(
     assert done.returncode == 0, done.stderr[-3000:]
 
     with sqlite3.connect(home / "station.db") as db:
-        rates = dict(db.execute("SELECT sensor, MIN(sample_rate) FROM recordings GROUP BY sensor"))
+        rates = dict(db.execute("SELECT sensor, MIN(rate) FROM recordings GROUP BY sensor"))
         states = dict(db.execute("SELECT state, COUNT(*) FROM recordings GROUP BY state"))
         processed = dict(
             db.execute(

@@ -103,7 +103,7 @@ class Station:
                 sensor=sensor,
                 path=str(rel),
                 duration=frames / rate,
-                sample_rate=rate,
+                rate=rate,
                 frames=frames,
                 bytes=path.stat().st_size,
                 sha256=hashlib.sha256(path.read_bytes()).hexdigest(),

@@ -60,7 +60,7 @@ def _check_stream(
         assert abs(step - a.frames * 1_000_000 / rate) <= 1  # microsecond rounding
         assert a.end_reason == "complete"
     assert rows[-1].end_reason == "complete"
-    assert all(r.sample_rate == rate for r in rows)
+    assert all(r.rate == rate and r.media == "audio" for r in rows)
     assert sorted(m.recording_id for m in messages) == [r.id for r in rows]
     for r in rows:
         path = home.root / r.path

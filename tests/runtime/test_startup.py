@@ -70,7 +70,7 @@ def test_start_up_ends_the_leases_of_the_last_run(
             start_frame=0,
             started_at=clock.now(),
             duration=1.0,
-            sample_rate=8000,
+            rate=8000,
             channels=1,
             frames=8000,
             bytes=1,

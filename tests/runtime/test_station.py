@@ -223,7 +223,7 @@ def test_replay_without_sample_rate_takes_the_files_rate_in_a_job(tmp_path: Path
     db = open_database(home / "station.db", migrate=False)
     try:
         with db.session() as s:
-            rates = set(s.scalars(select(Recording.sample_rate)).all())
+            rates = set(s.scalars(select(Recording.rate)).all())
             restarts = s.scalar(select(func.count(Event.id)).where(Event.kind == "job_restarted"))
     finally:
         db.dispose()

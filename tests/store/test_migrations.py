@@ -238,5 +238,5 @@ def test_a_read_only_database_reads_but_is_never_migrated(tmp_path: Path) -> Non
     with database.engine.begin() as c:
         c.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     database.dispose()
-    with pytest.raises(DatabaseReadOnlyError, match="needs an upgrade to '0002'"):
+    with pytest.raises(DatabaseReadOnlyError, match=f"needs an upgrade to '{SCHEMA_HEAD}'"):
         open_database(path, read_only=True)

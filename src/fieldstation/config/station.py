@@ -23,6 +23,7 @@ from fieldstation.config.processing import ProcessorConfig
 from fieldstation.config.retention import RetentionConfig
 from fieldstation.config.runtime import LoggingConfig, RuntimeConfig
 from fieldstation.config.schedule import ScheduleConfig
+from fieldstation.config.sessions import SessionConfig
 from fieldstation.config.sensors import SensorConfig
 
 __all__ = [
@@ -101,6 +102,10 @@ class StationConfig(StrictModel):
     schedules: dict[Name, ScheduleConfig] = Field(
         default_factory=dict, description="Named schedules, referred to by sensors."
     )
+    sessions: list[SessionConfig] = Field(
+        default_factory=list,
+        description="Sensors recorded together as one session (one id, one anchor, a manifest).",
+    )
     processors: list[ProcessorConfig] = Field(
         default_factory=list, description="Processors: a model plus filters and cleaners."
     )
@@ -146,6 +151,13 @@ class StationConfig(StrictModel):
             if processor.name == name:
                 return processor
         raise KeyError(f"no processor named {name!r}")
+
+    def session_of(self, sensor: str) -> SessionConfig | None:
+        """The session ``sensor`` belongs to, or None."""
+        for session in self.sessions:
+            if sensor in session.sensors:
+                return session
+        return None
 
     def schedule_for(self, sensor: SensorConfig) -> ScheduleConfig:
         """The schedule of ``sensor`` (continuous when it names none)."""
@@ -373,6 +385,43 @@ def _cross_checks(config: StationConfig) -> list[ConfigIssue]:
     for name in config.retention.sensors:
         if name not in sensor_names:
             issues.append(ConfigIssue(f"retention.sensors.{name}", name, "no such sensor"))
+    issues += _session_checks(config)
+    return issues
+
+
+def _session_checks(config: StationConfig) -> list[ConfigIssue]:
+    """Sessions name existing sensors, each sensor is in one session at most, and a session's
+    sensors share one schedule (so that they start and stop together)."""
+    issues = _duplicates("sessions", [s.name for s in config.sessions])
+    by_name = {s.name: s for s in config.sensors}
+    member_of: dict[str, str] = {}
+    for i, session in enumerate(config.sessions):
+        schedules: dict[str | None, str] = {}
+        for j, name in enumerate(session.sensors):
+            key = f"sessions[{i}].sensors[{j}]"
+            if name not in by_name:
+                issues.append(ConfigIssue(key, name, "no such sensor"))
+                continue
+            if name in member_of:
+                issues.append(
+                    ConfigIssue(key, name, f"already in session {member_of[name]!r}")
+                )
+                continue
+            member_of[name] = session.name
+            schedules.setdefault(by_name[name].schedule, name)
+        if len(schedules) > 1:
+            shown = ", ".join(
+                f"{sensor} has {schedule or 'none (continuous)'}"
+                for schedule, sensor in schedules.items()
+            )
+            issues.append(
+                ConfigIssue(
+                    f"sessions[{i}].sensors",
+                    session.sensors,
+                    f"sensors of one session must share a schedule ({shown}): give them the "
+                    "same 'schedule'",
+                )
+            )
     return issues
 
 

@@ -72,6 +72,7 @@ def insert_row(
             sensor=spec.sensor,
             path=relpath,
             session_id=spec.session_id,
+            capture_id=spec.capture_id,
             chunk_index=spec.chunk_index,
             start_frame=spec.start_frame,
             started_at=spec.started_at,
@@ -92,6 +93,7 @@ def insert_row(
             "sensor": spec.sensor,
             "path": relpath,
             "session_id": spec.session_id,
+            "capture_id": spec.capture_id,
             "chunk_index": spec.chunk_index,
             "start_frame": spec.start_frame,
             "started_at": spec.started_at.isoformat(),
@@ -123,9 +125,12 @@ def insert_row(
 
 
 def _row_extra(chunk: FinishedChunk) -> dict[str, Any]:
-    """The row's ``extra``: the chunk's own, plus, for media other than audio, what is
-    specific to the media (``stream``: frame shape, codec, fields and units)."""
+    """The row's ``extra``: the chunk's own, its session's anchor (``capture_anchor``) when it
+    is in a session of several streams, and, for media other than audio, what is specific to
+    the media (``stream``: frame shape, codec, fields and units)."""
     extra = dict(chunk.extra)
+    if chunk.spec.capture_anchor is not None:
+        extra["capture_anchor"] = chunk.spec.capture_anchor.isoformat()
     stream = chunk.spec.stream
     if stream.media != "audio":
         extra["stream"] = {

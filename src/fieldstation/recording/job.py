@@ -36,7 +36,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from fieldstation import __version__
@@ -106,14 +106,30 @@ def continuous(now: datetime) -> ContinuousSlot:
     return ContinuousSlot(now, now + timedelta(days=1))
 
 
+def continuous_days(now: datetime) -> ContinuousSlot:
+    """Continuous recording in slots of whole UTC days (each adjacent to the next): the slots
+    of a session's sensors without a schedule, so that every recorder of the session, whenever
+    it starts, finds the same slot (and session id) as the others."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return ContinuousSlot(day, day + timedelta(days=1))
+
+
+def capture_id_for(station: str, session: str, anchor: datetime) -> str:
+    """Id of the session of several streams ``session`` anchored at ``anchor`` (its slot
+    start): UUID5 of station, session and anchor, so every recorder of it computes the same."""
+    stamp = anchor.astimezone(UTC).isoformat()
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"fieldstation:{station}:session:{session}:{stamp}"))
+
+
 def schedule_slots(config: StationConfig, sensor: SensorConfig) -> SlotFn:
     """The slot function of ``sensor``'s schedule (``fieldstation.schedule.next_slot``).
 
-    A sensor without a schedule records continuously. Raises :class:`RecorderError` when the
+    A sensor without a schedule records continuously (in a session of several streams: in
+    slots of whole UTC days, :func:`continuous_days`). Raises :class:`RecorderError` when the
     sensor names a schedule and no schedule engine is installed.
     """
     if sensor.schedule is None:
-        return continuous
+        return continuous if config.session_of(sensor.name) is None else continuous_days
     schedule = config.schedule_for(sensor)
     try:
         from fieldstation.schedule import next_slot
@@ -181,6 +197,10 @@ class Recorder:
         self.writer: ChunkWriter | None = None
         self._overflows_at_open = 0
         self.session_id = ""
+        session = ctx.config.session_of(config.name)
+        self._capture_session = None if session is None else session.name
+        self._capture_id: str | None = None
+        self._capture_anchor: datetime | None = None
         self.anchor: datetime | None = None
         self.chunk_index = 0
         self.session_frame = 0
@@ -380,6 +400,7 @@ class Recorder:
         # reported once the sensor is open: the station logs "slot open" only while recording
         self.ctx.progress("slot", {"start": slot.start.isoformat(), "end": slot.end.isoformat()})
         self.anchor = None
+        self._capture_for(slot)
         slot_end = slot.end
         limit = 0
         expected = 0
@@ -409,6 +430,7 @@ class Recorder:
                         if following is not None and following.start <= slot_end < following.end:
                             slot_end = following.end
                             limit = self._frames_until(slot_end)
+                            self._capture_for(following)
                             self.ctx.progress(
                                 "slot",
                                 {"start": following.start.isoformat(), "end": slot_end.isoformat()},
@@ -445,6 +467,18 @@ class Recorder:
                 self.writer.abandon()
                 self.writer = None
             self.sensor.close()
+
+    def _capture_for(self, slot: SlotLike) -> None:
+        """Set the session of several streams of ``slot`` (``[[sessions]]``): its id and
+        anchor (the slot start), the same in every recorder of the session, whenever each
+        started. Chunks opened in a following adjacent slot (the stream goes on) belong to
+        that slot's session: the id depends on the slot alone, never on a recorder's past."""
+        if self._capture_session is None:
+            return
+        self._capture_anchor = slot.start
+        self._capture_id = capture_id_for(
+            self.ctx.config.station.id, self._capture_session, slot.start
+        )
 
     def _new_session(self, block: Block) -> None:
         self.session_id = str(uuid.uuid4())
@@ -530,6 +564,8 @@ class Recorder:
             latitude=station.latitude,
             longitude=station.longitude,
             elevation=station.elevation,
+            capture_id=self._capture_id,
+            capture_anchor=self._capture_anchor,
         )
         self.writer = ChunkWriter(self.ctx.home.spool, spec)
         self._overflows_at_open = self.sensor.health().overflows

@@ -61,6 +61,11 @@ class ChunkSpec:
     latitude: float
     longitude: float
     elevation: float
+    capture_id: str | None = None
+    """Id of the session of several streams this chunk belongs to (``[[sessions]]``), shared
+    by every stream of the session in the same slot; None outside a session."""
+    capture_anchor: datetime | None = None
+    """Anchor (UTC) of that session: the slot start, the same for every stream of it."""
 
     @property
     def media(self) -> str:
@@ -101,6 +106,8 @@ class ChunkSpec:
         data = {k: v for k, v in asdict(self).items() if k != "stream"}
         data.update(self.stream.as_dict())
         data["started_at"] = self.started_at.isoformat()
+        if self.capture_anchor is not None:
+            data["capture_anchor"] = self.capture_anchor.isoformat()
         data["fieldstation"] = data.pop("version")
         return data
 
@@ -123,6 +130,8 @@ class ChunkSpec:
             fields["stream"] = stream
             fields["version"] = fields.pop("fieldstation")
             fields["started_at"] = datetime.fromisoformat(fields["started_at"])
+            if fields.get("capture_anchor"):
+                fields["capture_anchor"] = datetime.fromisoformat(fields["capture_anchor"])
             names = cls.__dataclass_fields__
             return cls(**{k: v for k, v in fields.items() if k in names})
         except (KeyError, TypeError, ValueError) as error:

@@ -46,7 +46,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 """Alembic revision of the newest migration in this release (checked by a test)."""
 
 _MIGRATIONS = Path(__file__).parent / "migrations"

@@ -98,6 +98,9 @@ class Recording(Base):
     """Path of the file relative to the station home (``data/<sensor>/<date>/<name>``)."""
     session_id: Mapped[str] = mapped_column(String(36))
     """Recording session (one slot): its chunks concatenate to the captured stream."""
+    capture_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    """Session of several streams (``[[sessions]]``) the chunk belongs to: every stream of the
+    session recorded in the same slot shares it (the manifest's key); None outside one."""
     chunk_index: Mapped[int] = mapped_column(Integer)
     start_frame: Mapped[int] = mapped_column(BigInteger)
     """Index of the chunk's first frame in the session stream."""

@@ -36,7 +36,7 @@ def add_recording(
         "start_frame": 0,
         "started_at": started_at,
         "duration": 10.0,
-        "sample_rate": 48000,
+        "rate": 48000,
         "channels": 1,
         "frames": 480000,
         "bytes": 10,

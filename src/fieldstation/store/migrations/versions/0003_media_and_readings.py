@@ -1,4 +1,4 @@
-"""recordings of any media (media, rate), and readings rows of slow sensors
+"""recordings of any media (media, rate), sessions of several streams, readings rows
 
 Revision ID: 0003
 Revises: 0002
@@ -27,6 +27,9 @@ def upgrade() -> None:
             "recordings",
             sa.Column("media", sa.String(length=16), nullable=False, server_default="audio"),
         )
+    if "capture_id" not in columns:
+        op.add_column("recordings", sa.Column("capture_id", sa.String(length=36), nullable=True))
+        op.create_index("ix_recordings_capture_id", "recordings", ["capture_id"])
     if "readings" not in inspector.get_table_names():
         op.create_table(
             "readings",
@@ -50,6 +53,8 @@ def downgrade() -> None:
     op.drop_index("ix_readings_time", table_name="readings")
     op.drop_index("ix_readings_sensor_quantity_time", table_name="readings")
     op.drop_table("readings")
+    op.drop_index("ix_recordings_capture_id", table_name="recordings")
     with op.batch_alter_table("recordings", schema=None) as batch_op:
+        batch_op.drop_column("capture_id")
         batch_op.drop_column("media")
     op.execute("ALTER TABLE recordings RENAME COLUMN rate TO sample_rate")
