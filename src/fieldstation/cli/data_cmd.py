@@ -1,4 +1,5 @@
-"""``recordings``, ``detections``, ``pin`` and ``unpin``: looking at and keeping the data."""
+"""``recordings``, ``detections``, ``sessions``, ``pin`` and ``unpin``: looking at and keeping
+the data."""
 
 from __future__ import annotations
 
@@ -112,13 +113,25 @@ def recordings(
     finally:
         db.dispose()
     table = Table(title=f"{len(rows)} recording(s)")
-    for column in ("id", "sensor", "started (UTC)", "s", "state", "file", "pin", "det", "path"):
+    for column in (
+        "id",
+        "sensor",
+        "media",
+        "started (UTC)",
+        "s",
+        "state",
+        "file",
+        "pin",
+        "det",
+        "path",
+    ):
         table.add_column(column)
     for rec, n in rows:
         file = rec.file_state if rec.file_state != "deleted" else f"deleted ({rec.delete_reason})"
         table.add_row(
             str(rec.id),
             rec.sensor,
+            rec.media,
             rec.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             f"{rec.duration:.1f}",
             rec.state,
@@ -241,9 +254,69 @@ def unpin(recording_id: RecordingIdArg, config: ConfigOpt = None) -> None:
     _set_pin(config, recording_id, False)
 
 
+def sessions(
+    config: OptionalConfigArg = None,
+    capture: Annotated[
+        str | None,
+        typer.Option("--id", help="Print the manifest (JSON) of this session id."),
+    ] = None,
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write",
+            help="With --id: also write the manifest to data/sessions/<name>/<id>.json.",
+        ),
+    ] = False,
+    since: SinceOpt = None,
+) -> None:
+    """List sessions of several streams ([[sessions]]), or print one's manifest: every chunk of
+    every stream with its offset from the session anchor in seconds and frames."""
+    import json
+
+    from fieldstation.recording.chunk import write_json_atomic
+    from fieldstation.recording.sessions import capture_manifest, list_captures
+
+    after = _since_or_exit(since)
+    station = load_or_exit(config)
+    db = _open(config)
+    try:
+        with db.session() as session:
+            if capture is None:
+                found = list_captures(session, since=after)
+                manifest = None
+            else:
+                manifest = capture_manifest(session, capture)
+    finally:
+        db.dispose()
+    if capture is None:
+        table = Table(title=f"{len(found)} session(s)")
+        for column in ("id", "first chunk (UTC)", "sensors", "chunks", "bytes"):
+            table.add_column(column)
+        for c in found:
+            table.add_row(
+                c["capture_id"],
+                c["first"],
+                ", ".join(c["sensors"]),
+                str(c["chunks"]),
+                str(c["bytes"]),
+            )
+        console.print(table)
+        return
+    if manifest is None:
+        err_console.print(f"[red]no chunk belongs to session id {capture!r}[/]")
+        raise typer.Exit(1)
+    if write:
+        target = home_of(station).data / "sessions" / str(manifest["session"]) / f"{capture}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(target, manifest)
+        err_console.print(f"manifest written to {target}")
+    sys.stdout.write(json.dumps(manifest, indent=2) + "\n")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command()(recordings)
     app.command()(detections)
+    app.command()(sessions)
     app.command()(pin)
     app.command()(unpin)

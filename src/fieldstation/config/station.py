@@ -23,8 +23,8 @@ from fieldstation.config.processing import ProcessorConfig
 from fieldstation.config.retention import RetentionConfig
 from fieldstation.config.runtime import LoggingConfig, RuntimeConfig
 from fieldstation.config.schedule import ScheduleConfig
-from fieldstation.config.sessions import SessionConfig
 from fieldstation.config.sensors import SensorConfig
+from fieldstation.config.sessions import SessionConfig
 
 __all__ = [
     "ConfigError",
@@ -403,9 +403,7 @@ def _session_checks(config: StationConfig) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(key, name, "no such sensor"))
                 continue
             if name in member_of:
-                issues.append(
-                    ConfigIssue(key, name, f"already in session {member_of[name]!r}")
-                )
+                issues.append(ConfigIssue(key, name, f"already in session {member_of[name]!r}"))
                 continue
             member_of[name] = session.name
             schedules.setdefault(by_name[name].schedule, name)

@@ -131,6 +131,7 @@ def _row_extra(chunk: FinishedChunk) -> dict[str, Any]:
     extra = dict(chunk.extra)
     if chunk.spec.capture_anchor is not None:
         extra["capture_anchor"] = chunk.spec.capture_anchor.isoformat()
+        extra["capture_session"] = chunk.spec.capture_session
     stream = chunk.spec.stream
     if stream.media != "audio":
         extra["stream"] = {

@@ -566,6 +566,7 @@ class Recorder:
             elevation=station.elevation,
             capture_id=self._capture_id,
             capture_anchor=self._capture_anchor,
+            capture_session=self._capture_session if self._capture_id else None,
         )
         self.writer = ChunkWriter(self.ctx.home.spool, spec)
         self._overflows_at_open = self.sensor.health().overflows

@@ -66,6 +66,8 @@ class ChunkSpec:
     by every stream of the session in the same slot; None outside a session."""
     capture_anchor: datetime | None = None
     """Anchor (UTC) of that session: the slot start, the same for every stream of it."""
+    capture_session: str | None = None
+    """Name of that session in ``[[sessions]]``."""
 
     @property
     def media(self) -> str:
