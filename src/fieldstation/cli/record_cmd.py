@@ -65,7 +65,7 @@ def record(
     from fieldstation.job import JobContext
     from fieldstation.recording.job import RecorderError, run_recorder, schedule_slots
     from fieldstation.runtime.startup import private_umask, start_station
-    from fieldstation.sensors import SensorError
+    from fieldstation.sensors import SensorError, build_sensor
 
     cfg = load_or_exit(config)
     try:
@@ -116,6 +116,11 @@ def record(
             report = started.recovery
             if report is not None and report.changed:
                 console.print(f"recovery: { {k: len(v) for k, v in report.as_dict().items()} }")
+            try:  # built (its libraries imported) before the period starts, not in it
+                built = build_sensor(cfg.sensor(name), clock)
+            except SensorError as error:
+                err_console.print(f"[red]{error}[/]")
+                raise typer.Exit(EXIT_INVALID) from None
             deadline = clock.now() + timedelta(seconds=seconds)
             base: Any
             if now:
@@ -133,6 +138,7 @@ def record(
                         ctx,
                         name,
                         slots=_clipped(base, deadline),
+                        sensor=built,
                         stop_when_exhausted=True,
                         until=deadline,
                     )

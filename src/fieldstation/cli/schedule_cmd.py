@@ -99,7 +99,7 @@ def _sensor_report(
     for column in ("date", "windows", "slots", "hours"):
         table.add_column(column, justify="right" if column in ("slots", "hours") else "left")
     if rate is not None:
-        table.add_column("PCM / day", justify="right")
+        table.add_column(f"{sensor.storage_label()} / day", justify="right")
         if flac:
             table.add_column("≈ FLAC / day", justify="right")
     table.add_column("notes")
@@ -129,7 +129,7 @@ def _sensor_report(
     else:
         per_day = total / max(days, 1)
         text = (
-            f"storage estimate from {format_bytes(rate)}/s of raw PCM: "
+            f"storage estimate from {format_bytes(rate)}/s of {sensor.storage_label()}: "
             f"{format_bytes(per_day * rate)} per day on average"
         )
         if flac:

@@ -91,8 +91,14 @@ class SensorConfig(StrictModel):
         return value
 
     def bytes_per_second(self) -> float | None:
-        """Uncompressed data rate in bytes per second, or None when the sensor cannot say."""
+        """Data rate in bytes per second while recording (what :meth:`storage_label` names),
+        or None when the sensor cannot say."""
         return None
+
+    def storage_label(self) -> str:
+        """What :meth:`bytes_per_second` measures, for the schedule preview (e.g. ``raw PCM``,
+        ``H.264 (estimate)``)."""
+        return "data"
 
 
 class AudioSensorConfig(SensorConfig):
@@ -125,3 +131,6 @@ class AudioSensorConfig(SensorConfig):
 
     def bytes_per_second(self) -> float | None:
         return float(self.sample_rate * self.channels * BYTES_PER_SAMPLE[self.sample_format])
+
+    def storage_label(self) -> str:
+        return "raw PCM"
