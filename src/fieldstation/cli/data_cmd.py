@@ -130,8 +130,7 @@ def recordings(
         file = rec.file_state if rec.file_state != "deleted" else f"deleted ({rec.delete_reason})"
         table.add_row(
             str(rec.id),
-            rec.sensor,
-            rec.media,
+            rec.sensor if rec.media == "audio" else f"{rec.sensor} ({rec.media})",
             rec.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             f"{rec.duration:.1f}",
             rec.state,
