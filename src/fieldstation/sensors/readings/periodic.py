@@ -92,6 +92,12 @@ class PeriodicSensor:
         """UTC time of measurement ``k`` since :meth:`open`."""
         return self._anchor + timedelta(microseconds=round(k * self.period * 1_000_000))
 
+    def seconds_to_next(self) -> float:
+        """Seconds on the clock until the next measurement is due (0 when due or closed)."""
+        if not self._open:
+            return 0.0
+        return max(0.0, self._mono0 + self._k * self.period - self.clock.monotonic())
+
     def read(self) -> Block | None:
         """Wait for measurement k (``k * period`` s after open), take it: a :class:`Block` of
         one frame ``(1, len(fields))`` float64, ``start_frame`` k; None when the input ended.
