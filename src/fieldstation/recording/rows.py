@@ -14,8 +14,8 @@ committed together or not at all. The message body::
     {"sensor": "air", "measured_at": "2026-06-01T00:01:00+00:00", "period": 60.0,
      "values": {"temperature": 21.4, "humidity": null}, "units": {"temperature": "Cel", ...}}
 
-and its id is the UUID5 of station, sensor and time (stable: a retried batch is the same
-message). When the database refuses the write (a full disk: SQLite's "database or disk is
+and its id is fixed when the measurement is taken (a batch retried after a refusal is the
+same message). When the database refuses the write (a full disk: SQLite's "database or disk is
 full", ``OSError``) the batch is kept in memory (at most :data:`MAX_PENDING` periods, the oldest
 dropped beyond) and written with the next one that gets through; the sensor keeps measuring.
 
@@ -33,7 +33,7 @@ import logging
 import math
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,7 +49,7 @@ from fieldstation.store.events import EventBacklog
 from fieldstation.store.outbox import enqueue
 from fieldstation.store.readings import NewReading, insert_readings
 
-__all__ = ["MAX_PENDING", "ReadingsJob", "message_id_for", "run_readings"]
+__all__ = ["MAX_PENDING", "Measurement", "ReadingsJob", "run_readings"]
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,14 @@ IDLE_POLL = 3600.0
 """Seconds between checks while the input has ended (without ``stop_when_exhausted``)."""
 
 
-def message_id_for(station: str, sensor: str, measured_at: datetime) -> str:
-    """Stable outbox message id of one measurement: UUID5 of station, sensor and time."""
-    key = f"fieldstation:{station}:readings:{sensor}:{measured_at.isoformat()}"
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, key))
-
-
 @dataclass(frozen=True)
 class Measurement:
-    """One frame of a slow sensor: its time and the value of each field (NaN: not measured)."""
+    """One frame of a slow sensor: its time, the value of each field (NaN: not measured) and
+    the id of its outbox message."""
 
     measured_at: datetime
     values: tuple[float, ...]
+    message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 class ReadingsJob:
@@ -218,7 +214,7 @@ class ReadingsJob:
                         destinations=destinations,
                         now=self.clock.now(),
                         station_id=config.station.id,
-                        message_id=message_id_for(config.station.id, self.name, m.measured_at),
+                        message_id=m.message_id,
                     )
         except (OperationalError, OSError) as error:
             first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__

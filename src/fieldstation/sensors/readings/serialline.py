@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,7 @@ def parse_nmea(line: str) -> list[float] | None:
 
 class SerialSensor:
     """One frame per kept record: ``(1, quantities)`` float64 stamped with the clock at the
-    line's arrival. Raises :class:`DeviceError` when the port cannot be opened or read, or no
+    line's arrival (1 µs after the previous record when the clock has not moved). Raises :class:`DeviceError` when the port cannot be opened or read, or no
     record came for ``config.wait_limit()`` seconds."""
 
     def __init__(self, config: SerialConfig, clock: Clock | None = None) -> None:
@@ -77,6 +78,7 @@ class SerialSensor:
         self._port: Any = None
         self._frame = 0
         self._records = 0
+        self._last: datetime | None = None
         self._health = SensorHealth()
 
     def describe(self) -> StreamDescription:
@@ -146,7 +148,11 @@ class SerialSensor:
             self._frame += 1
             self._health.frames = self._frame
             data = np.asarray([values], dtype=np.float64)
-            return Block(data, frame, self.clock.now())
+            now = self.clock.now()
+            if self._last is not None and now <= self._last:
+                now = self._last + timedelta(microseconds=1)  # times strictly increase
+            self._last = now
+            return Block(data, frame, now)
 
     def close(self) -> None:
         """Close the port (idempotent)."""
