@@ -5,7 +5,6 @@ batch per period, one outbox message per sensor per period, in the same transact
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -66,9 +65,7 @@ def counted_inserts() -> Iterator[list[str]]:
 def stored(db: Any, sensor: str) -> tuple[list[Reading], list[dict[str, Any]]]:
     with db.session() as session:
         rows = list(
-            session.scalars(
-                select(Reading).where(Reading.sensor == sensor).order_by(Reading.id)
-            )
+            session.scalars(select(Reading).where(Reading.sensor == sensor).order_by(Reading.id))
         )
         payloads = [
             json.loads(p)
@@ -144,7 +141,11 @@ def test_bme280_on_the_fake_bus_stores_compensated_values(
         assert message["body"]["values"] == {"temperature": t, "pressure": p, "humidity": h}
         want_t, want_p, want_h = daily_weather(at)
         assert abs(t - want_t) <= 0.01 and abs(p - want_p) <= 0.01 and abs(h - want_h) <= 0.01
-    assert messages[0]["body"]["units"] == {"temperature": "Cel", "pressure": "hPa", "humidity": "%"}
+    assert messages[0]["body"]["units"] == {
+        "temperature": "Cel",
+        "pressure": "hPa",
+        "humidity": "%",
+    }
 
 
 def test_replayed_seattle_temperatures_are_the_real_series_in_celsius(
@@ -236,5 +237,3 @@ def test_a_stream_sensor_is_not_run_as_rows(make_station, make_ctx):  # type: ig
     )
     with pytest.raises(ConfigurationError, match="no 'period'"):
         run_readings(ctx, "imu")
-
-

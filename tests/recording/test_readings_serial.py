@@ -143,7 +143,9 @@ def test_a_key_value_instrument_through_a_pty(make_station, make_ctx, db, pty_pa
     lines = ["T=21.4,RH=55.2\n", "garbage\n", "T=21.5\n", "RH=56.0,T=21.6,P=1000\n"]
     run_until(ctx, progress, "hygro", a, lines, 3)
     with db.session() as session:
-        rows = [(r.quantity, r.value) for r in session.scalars(select(Reading).order_by(Reading.id))]
+        rows = [
+            (r.quantity, r.value) for r in session.scalars(select(Reading).order_by(Reading.id))
+        ]
     assert rows == [
         ("temperature", 21.4),
         ("humidity", 55.2),

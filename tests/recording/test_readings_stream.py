@@ -19,7 +19,7 @@ from fieldstation.recording.job import ContinuousSlot, run_recorder
 from fieldstation.recording.readings import FORMAT, read_chunk
 from fieldstation.recording.recovery import recover
 from fieldstation.sensors.readings.mpu6050 import MPU6050Sensor, scale_samples
-from fieldstation.store.models import Recording
+from fieldstation.store.models import Event, Recording
 from fieldstation.testing.i2c import FakeBus, FakeMPU6050
 
 IMU = {"name": "imu", "kind": "i2c", "chip": "mpu6050", "bus": "fake", "rate": 200, "chunk": "60s"}
@@ -106,9 +106,7 @@ class KillingSensor:
         return self.inner.health()
 
 
-def test_sigkill_mid_chunk_is_salvaged_to_its_last_whole_batch(
-    make_station, make_ctx, db, home
-):  # type: ignore[no-untyped-def]
+def test_sigkill_mid_chunk_is_salvaged_to_its_last_whole_batch(make_station, make_ctx, db, home):  # type: ignore[no-untyped-def]
     ctx, progress = make_ctx(make_station(IMU))
     sensor, chip = imu(ctx.clock)
     start = ctx.clock.now()
@@ -195,3 +193,55 @@ def test_a_truncated_chunk_keeps_every_whole_batch_before_the_cut(
     assert FORMAT.salvage(damaged, spec, tmp_path / "none.arrows", "recovered") == 0
     assert not (tmp_path / "none.arrows").exists()
     assert pa.ipc.open_stream(str(out)).schema.field("accel_x").metadata[b"unit"] == b"m/s2"
+
+
+class Stalling:
+    """The IMU whose reader stalls once (1 s of the clock, longer than the 85-sample FIFO
+    holds at 200 Hz) before read number ``at``: samples are lost on the chip."""
+
+    def __init__(self, inner: MPU6050Sensor, at: int) -> None:
+        self.inner, self.at, self.reads = inner, at, 0
+
+    def describe(self) -> Any:
+        return self.inner.describe()
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def read(self) -> Any:
+        self.reads += 1
+        if self.reads == self.at:
+            self.inner.clock.sleep(1.0)
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def health(self) -> Any:
+        return self.inner.health()
+
+
+def test_a_fifo_overflow_ends_the_chunk_and_starts_a_new_session(make_station, make_ctx, db):  # type: ignore[no-untyped-def]
+    imu = {"name": "imu", "kind": "i2c", "chip": "mpu6050", "bus": "fake", "chunk": "10s"}
+    ctx, progress = make_ctx(make_station(imu))
+    chip = FakeMPU6050(ctx.clock)
+    sensor = MPU6050Sensor(FakeBus({0x68: chip}).opener(), rate=200, clock=ctx.clock)
+    start = ctx.clock.now()
+    end = start + timedelta(seconds=30)
+    run_recorder(
+        ctx,
+        "imu",
+        sensor=Stalling(sensor, at=120),  # type: ignore[arg-type]
+        slots=lambda now: ContinuousSlot(start, end) if now < end else None,
+        until=end,
+    )
+    assert chip.lost > 0 and sensor.health().overflows == 1
+    with db.session() as session:
+        rows = list(session.scalars(select(Recording).order_by(Recording.id)))
+        events = list(session.scalars(select(Event.kind)))
+    assert "frames_lost" in events
+    sessions = [r.session_id for r in rows]
+    assert len(set(sessions)) == 2
+    cut = next(r for r in rows if r.end_reason == "device_error")
+    assert cut.frames == 119 * 20 - 2000  # the blocks before the stall, after chunk 0
+    assert cut.extra.get("input_overflow") is True

@@ -162,9 +162,7 @@ class ReadingsJob:
                 return "exhausted"
             self._backoff.reset()
             for i in range(block.frames):
-                at = block.captured_at + timedelta(
-                    microseconds=round(i * self.period * 1_000_000)
-                )
+                at = block.captured_at + timedelta(microseconds=round(i * self.period * 1_000_000))
                 if self._in_slot(at):
                     values = tuple(float(v) for v in block.data[i].reshape(-1))
                     self.pending.append(Measurement(at, values))
@@ -255,9 +253,7 @@ class ReadingsJob:
             data={"sensor": self.name},
         )
         retry = self._backoff.next_delay()
-        self._wait(
-            retry, f"device error: {error}", self.clock.now() + timedelta(seconds=retry)
-        )
+        self._wait(retry, f"device error: {error}", self.clock.now() + timedelta(seconds=retry))
 
 
 def run_readings(

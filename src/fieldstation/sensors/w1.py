@@ -31,9 +31,7 @@ class W1Config(SlowSensorConfig):
 
     media: ClassVar[str] = "readings"
 
-    root: Path = Field(
-        default=Path("/sys/bus/w1/devices"), description="Folder of the w1 devices."
-    )
+    root: Path = Field(default=Path("/sys/bus/w1/devices"), description="Folder of the w1 devices.")
     devices: list[str] | None = Field(
         default=None,
         description="Thermometer ids ('28-0316a2795bff'); omitted means every 28-* found.",

@@ -288,9 +288,11 @@ class FakeBME280(FakeChip):
             "<HhhHhhhhhhhh", c.T1, c.T2, c.T3, c.P1, c.P2, c.P3, c.P4, c.P5, c.P6, c.P7, c.P8, c.P9
         ) + bytes([0, c.H1])
         h4, h5 = c.H4 & 0xFFF, c.H5 & 0xFFF
-        h = struct.pack("<hB", c.H2, c.H3) + bytes(
-            [h4 >> 4, (h4 & 0x0F) | ((h5 & 0x0F) << 4), h5 >> 4]
-        ) + struct.pack("<b", c.H6)
+        h = (
+            struct.pack("<hB", c.H2, c.H3)
+            + bytes([h4 >> 4, (h4 & 0x0F) | ((h5 & 0x0F) << 4), h5 >> 4])
+            + struct.pack("<b", c.H6)
+        )
         self.regs[bme.REG_CALIB_TP : bme.REG_CALIB_TP + 26] = tp
         self.regs[bme.REG_CALIB_H : bme.REG_CALIB_H + 7] = h
         self.regs[bme.REG_DATA : bme.REG_DATA + 8] = bytes([0x80, 0, 0, 0x80, 0, 0, 0x80, 0])
@@ -302,9 +304,7 @@ class FakeBME280(FakeChip):
         c = self.calibration
         adc_t = _invert(lambda a: bme.compensate_temperature(a, c)[0] / 100, temperature, 20)
         t_fine = bme.compensate_temperature(adc_t, c)[1]
-        adc_p = _invert(
-            lambda a: bme.compensate_pressure(a, t_fine, c) / 25600, pressure, 20
-        )
+        adc_p = _invert(lambda a: bme.compensate_pressure(a, t_fine, c) / 25600, pressure, 20)
         adc_h = _invert(lambda a: bme.compensate_humidity(a, t_fine, c) / 1024, humidity, 16)
         return adc_t, adc_p, adc_h
 

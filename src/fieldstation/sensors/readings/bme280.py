@@ -12,6 +12,7 @@ truncates toward zero (:func:`_cdiv`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 from dataclasses import dataclass
@@ -129,8 +130,21 @@ def compensate_humidity(adc_h: int, t_fine: int, c: Calibration) -> int:
     v = t_fine - 76800
     v = (((adc_h << 14) - (c.H4 << 20) - (c.H5 * v)) + 16384) >> 15
     v = v * (
-        (((((((t_fine - 76800) * c.H6) >> 10) * ((((t_fine - 76800) * c.H3) >> 11) + 32768))
-            >> 10) + 2097152) * c.H2 + 8192) >> 14
+        (
+            (
+                (
+                    (
+                        (((t_fine - 76800) * c.H6) >> 10)
+                        * ((((t_fine - 76800) * c.H3) >> 11) + 32768)
+                    )
+                    >> 10
+                )
+                + 2097152
+            )
+            * c.H2
+            + 8192
+        )
+        >> 14
     )
     v = v - (((((v >> 15) * (v >> 15)) >> 7) * c.H1) >> 4)
     v = max(0, min(v, 419430400))
@@ -189,10 +203,8 @@ class BME280Sensor(PeriodicSensor):
 
     def close_device(self) -> None:
         if self.bus is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.bus.close()
-            except OSError:
-                pass
             self.bus = None
 
     def measure(self) -> list[float] | None:

@@ -16,6 +16,7 @@ overflows (``INT_STATUS`` 0x3A bit 4); the FIFO is then reset and the next block
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -171,10 +172,8 @@ class MPU6050Sensor:
 
     def _release(self) -> None:
         if self.bus is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.bus.close()
-            except OSError:
-                pass
             self.bus = None
 
     def _fifo_count(self) -> int:
@@ -215,7 +214,9 @@ class MPU6050Sensor:
         self._frame += count
         self._health.frames = self._frame
         frame0, anchor, _ = self._base
-        block = Block(data, start, frame_time(anchor, start - frame0, self.rate), self._discontinuity)
+        block = Block(
+            data, start, frame_time(anchor, start - frame0, self.rate), self._discontinuity
+        )
         self._discontinuity = False
         return block
 
@@ -230,10 +231,8 @@ class MPU6050Sensor:
     def close(self) -> None:
         """Stop the FIFO and release the bus (idempotent)."""
         if self._open and self.bus is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.bus.write_byte_data(self.address, REG_USER_CTRL, 0)
-            except OSError:
-                pass
         self._release()
         self._open = False
         self._health.state = "closed"

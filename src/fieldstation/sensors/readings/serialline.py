@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,8 +64,9 @@ def parse_nmea(line: str) -> list[float] | None:
 
 class SerialSensor:
     """One frame per kept record: ``(1, quantities)`` float64 stamped with the clock at the
-    line's arrival (1 µs after the previous record when the clock has not moved). Raises :class:`DeviceError` when the port cannot be opened or read, or no
-    record came for ``config.wait_limit()`` seconds."""
+    line's arrival (1 µs after the previous record when the clock has not moved). Raises
+    :class:`DeviceError` when the port cannot be opened or read, or no record came for
+    ``config.wait_limit()`` seconds."""
 
     def __init__(self, config: SerialConfig, clock: Clock | None = None) -> None:
         self.config = config
@@ -157,10 +159,8 @@ class SerialSensor:
     def close(self) -> None:
         """Close the port (idempotent)."""
         if self._port is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._port.close()
-            except (OSError, Exception):
-                pass
             self._port = None
         self._health.state = "closed"
 
