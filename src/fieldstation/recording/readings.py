@@ -122,11 +122,22 @@ def read_chunk(path: Path) -> tuple[ChunkSpec, Any, str | None, bool]:
     (None when the file was not closed); ``complete`` is False when reading stopped at damage
     (a truncated batch). Raises :class:`MetadataError` when the schema and its fieldstation
     metadata cannot be read."""
+    import pyarrow as pa
+
+    try:
+        source = pa.OSFile(str(path), "rb")
+    except OSError as error:
+        raise MetadataError(f"{path} cannot be opened: {error}") from None
+    with source:
+        return _read_stream(path, source)
+
+
+def _read_stream(path: Path, source: Any) -> tuple[ChunkSpec, Any, str | None, bool]:
     import numpy as np
     import pyarrow as pa
 
     try:
-        reader = pa.ipc.open_stream(pa.OSFile(str(path), "rb"))
+        reader = pa.ipc.open_stream(source)
     except (pa.ArrowException, OSError) as error:
         raise MetadataError(f"{path} cannot be read as an Arrow IPC stream: {error}") from None
     meta = (reader.schema.metadata or {}).get(METADATA_KEY)

@@ -165,8 +165,23 @@ class ReadingsJob:
                 at = block.captured_at + timedelta(microseconds=round(i * self.period * 1_000_000))
                 if self._in_slot(at):
                     values = tuple(float(v) for v in block.data[i].reshape(-1))
-                    self.pending.append(Measurement(at, values))
+                    self._keep(Measurement(at, values))
             self._flush()
+
+    def _keep(self, measurement: Measurement) -> None:
+        """Queue a measurement for the next write; beyond :data:`MAX_PENDING` kept ones (the
+        database refusing for that long) the oldest is dropped, counted and logged."""
+        if len(self.pending) == self.pending.maxlen:
+            self.dropped += 1
+            log.warning(
+                "sensor %s: %d measurements kept while the database refuses writes; the "
+                "oldest (%s) is dropped (%d so far)",
+                self.name,
+                len(self.pending),
+                self.pending[0].measured_at.isoformat(),
+                self.dropped,
+            )
+        self.pending.append(measurement)
 
     def _in_slot(self, at: datetime) -> bool:
         if self.slots is None:
