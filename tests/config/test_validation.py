@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from fieldstation.cli.app import app
 from fieldstation.config import template_text
+from fieldstation.config.plugins import plugin_names
 
 Data = dict[str, Any]
 
@@ -172,7 +173,7 @@ CASES: list[tuple[str, Callable[[Data], None], str, str, str | None]] = [
         "unknown sensor kind",
         _set("sensors.0.kind", "thermometer9000"),
         "sensors[0].kind",
-        "unknown sensors plugin (installed: audio, replay, synthetic)",
+        f"unknown sensors plugin (installed: {', '.join(plugin_names('sensors'))})",
         "'thermometer9000'",
     ),
     (

@@ -315,3 +315,28 @@ def test_a_quota_held_by_protected_data_is_not_called_a_full_disk(
     assert event.message.startswith(f"data {2 * MB} bytes over retention.max_bytes")
     assert "free space" not in event.message.split(", and nothing")[0]
     assert event.data["over_quota_bytes"] == 2 * MB and event.data["disk_short_bytes"] == 0
+
+
+def test_readings_older_than_readings_max_age_are_deleted(
+    db: Database, home: StationHome, clock: VirtualClock, rows: Any, make_station: Any
+) -> None:
+    from fieldstation.store.models import Reading
+    from fieldstation.store.readings import NewReading, insert_readings
+
+    config = make_station(retention={"readings_max_age": "30d"})
+    now = clock.now()
+    with db.session() as session:
+        insert_readings(
+            session,
+            deployment_id=rows.deployment_id,
+            sensor="air",
+            readings=[
+                NewReading("temperature", "Cel", now - timedelta(days=days), 20.0 + days)
+                for days in (0, 10, 29.9, 30.1, 90)
+            ],
+        )
+    report = RetentionJob(config, db, home, clock).run_once()
+    with db.session() as session:
+        kept = sorted(session.scalars(select(Reading.value)))
+    assert report.readings_deleted == 2
+    assert kept == [20.0, 30.0, 49.9]

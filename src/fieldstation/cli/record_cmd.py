@@ -64,8 +64,10 @@ def record(
     from fieldstation.home import StationLockedError
     from fieldstation.job import JobContext
     from fieldstation.recording.job import RecorderError, run_recorder, schedule_slots
+    from fieldstation.recording.rows import run_readings
     from fieldstation.runtime.startup import private_umask, start_station
     from fieldstation.sensors import SensorError, build_sensor
+    from fieldstation.sensors.readings.config import is_slow
 
     cfg = load_or_exit(config)
     try:
@@ -91,12 +93,16 @@ def record(
             stop = threading.Event()
             deadline = clock.now() + timedelta(seconds=seconds)  # reset after recovery, below
             chunks: list[dict[str, Any]] = []
+            measured: list[dict[str, Any]] = []
             failure: list[BaseException] = []
 
             def progress(what: str, details: dict[str, Any]) -> None:
                 if what == "chunk":
                     chunks.append(details)
                     console.print(f"  {details['path']}  {details['frames']} frames")
+                elif what == "readings":
+                    measured.append(details)
+                    console.print(f"  {details['measured_at']}  {details['rows']} value(s)")
                 elif what == "slot":
                     console.print(f"recording {name}: {details['start']} → {details['end']}")
                 elif what == "waiting" and clock.now() >= deadline:
@@ -134,6 +140,16 @@ def record(
 
             def job() -> None:
                 try:
+                    if is_slow(cfg.sensor(name)):  # a thermometer: rows, not chunks
+                        run_readings(
+                            ctx,
+                            name,
+                            slots=_clipped(base, deadline),
+                            sensor=built,
+                            stop_when_exhausted=True,
+                            until=deadline,
+                        )
+                        return
                     run_recorder(
                         ctx,
                         name,
@@ -165,6 +181,10 @@ def record(
             err_console.print(f"[red]{problem}[/]")
             raise typer.Exit(EXIT_INVALID)
         raise problem
+    if measured:
+        rows = sum(int(m["rows"]) for m in measured)
+        console.print(f"{len(measured)} measurement(s), {rows} value(s), in {home.database}")
+        return
     total = sum(int(c["frames"]) for c in chunks)
     console.print(f"{len(chunks)} chunk(s), {total} frames, in {home.data}")
 

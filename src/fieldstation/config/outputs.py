@@ -11,8 +11,15 @@ from fieldstation.config.units import Bytes, Seconds
 
 __all__ = ["MESSAGE_KINDS", "MessageKind", "OutboxConfig", "OutputConfig"]
 
-MessageKind = Literal["event", "heartbeat", "summary", "detection", "recording"]
-MESSAGE_KINDS: tuple[str, ...] = ("event", "heartbeat", "summary", "detection", "recording")
+MessageKind = Literal["event", "heartbeat", "summary", "detection", "recording", "readings"]
+MESSAGE_KINDS: tuple[str, ...] = (
+    "event",
+    "heartbeat",
+    "summary",
+    "detection",
+    "recording",
+    "readings",
+)
 
 
 class OutputConfig(StrictModel):

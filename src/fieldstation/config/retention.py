@@ -72,6 +72,12 @@ class RetentionConfig(StrictModel):
         default=True,
         description="Never delete a recording whose notice is not yet delivered to an output.",
     )
+    readings_max_age: Seconds | None = Field(
+        default=365 * 86400.0,
+        gt=0,
+        description="Values of slow sensors (the readings table) older than this are deleted "
+        "(default one year, e.g. '90d').",
+    )
     default: RetentionPolicy = Field(
         default_factory=RetentionPolicy,
         description="Policy of every sensor without its own entry in 'sensors'.",

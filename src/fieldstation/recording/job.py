@@ -51,7 +51,9 @@ from fieldstation.recording.metadata import ChunkSpec
 from fieldstation.recording.recovery import recover_spool
 from fieldstation.sensors import Block, DeviceError, Sensor, build_sensor
 from fieldstation.sensors.pacing import frame_time
+from fieldstation.sensors.readings.config import is_slow
 from fieldstation.store.events import EventBacklog
+from fieldstation.store.readings import latest_position
 
 __all__ = [
     "ContinuousSlot",
@@ -71,6 +73,8 @@ DISK_POLL = 1.0
 DEVICE_BACKOFF = (1.0, 60.0)
 """First and largest base wait (seconds) before reopening a failed sensor: doubles with each
 failure, scaled by equal jitter (:class:`fieldstation.backoff.Backoff`)."""
+POSITION_POLL = 60.0
+"""Seconds between two look-ups of the latest GPS fix for the chunks' embedded position."""
 DEVICE_EVENT_REPEAT = 3600.0
 """Seconds before the same device error is recorded as an event again (it is logged always)."""
 
@@ -195,6 +199,8 @@ class Recorder:
         self._last_device_event: tuple[str, datetime] | None = None
         self._device_reason: str | None = None
         self.writer: ChunkWriter | None = None
+        self._fix: tuple[float, float, float | None, datetime] | None = None
+        self._fix_checked: float | None = None
         self._overflows_at_open = 0
         self.session_id = ""
         session = ctx.config.session_of(config.name)
@@ -547,9 +553,26 @@ class Recorder:
             },
         )
 
+    def _position(self) -> tuple[float, float, float]:
+        """Where the station is: the latest GPS fix (a ``serial`` GPS sensor's readings, looked
+        up at most every :data:`POSITION_POLL` s) when there is one, else the station file's
+        coordinates (decimal degrees, metres)."""
+        station = self.ctx.config.station
+        now = self.clock.monotonic()
+        if self._fix_checked is None or now - self._fix_checked >= POSITION_POLL:
+            with self.ctx.db.session() as session:
+                self._fix = latest_position(session)
+            self._fix_checked = now
+        fix = self._fix
+        if fix is None:
+            return station.latitude, station.longitude, station.elevation
+        latitude, longitude, elevation, _ = fix
+        return latitude, longitude, station.elevation if elevation is None else elevation
+
     def _open_chunk(self) -> None:
         assert self.anchor is not None
         station = self.ctx.config.station
+        latitude, longitude, elevation = self._position()
         spec = ChunkSpec(
             station=station.id,
             sensor=self.config.name,
@@ -561,9 +584,9 @@ class Recorder:
             deployment_id=self.ctx.deployment_id,
             config_hash=self._config_hash,
             version=__version__,
-            latitude=station.latitude,
-            longitude=station.longitude,
-            elevation=station.elevation,
+            latitude=latitude,
+            longitude=longitude,
+            elevation=elevation,
             capture_id=self._capture_id,
             capture_anchor=self._capture_anchor,
             capture_session=self._capture_session if self._capture_id else None,
@@ -626,6 +649,11 @@ def run_recorder(
     except KeyError:
         names = ", ".join(s.name for s in ctx.config.sensors) or "none"
         raise RecorderError(f"no sensor named {sensor_name!r} (sensors: {names})") from None
+    if is_slow(config):
+        raise RecorderError(
+            f"sensor {sensor_name!r} measures once per period: it is run by the readings job "
+            "(fieldstation.recording.rows.run_readings), not the recorder"
+        )
     ctx.home.ensure()
     built = sensor if sensor is not None else build_sensor(config, ctx.clock)
     guard = DiskGuard(ctx.home.root, int(config.min_free), disk_usage)

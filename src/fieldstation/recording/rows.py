@@ -23,7 +23,8 @@ A sensor with a schedule stores only the measurements taken inside its slots. Af
 error the sensor is reopened after a back-off (as the recorder does: ``DEVICE_BACKOFF``).
 
 Progress reports: ``("open", {"sensor"})`` once the sensor is open; ``("readings", {"rows",
-"measured_at", "pending"})`` per stored measurement; ``("waiting", {"next_slot", "reason"})``
+"measured_at", "pending"})`` per stored measurement; ``("measured", {"measured_at"})`` per
+measurement outside the schedule (not stored); ``("waiting", {"next_slot", "reason"})``
 while the sensor is failed or its input has ended.
 """
 
@@ -161,12 +162,16 @@ class ReadingsJob:
                 self._flush()
                 return "exhausted"
             self._backoff.reset()
+            kept = 0
             for i in range(block.frames):
                 at = block.captured_at + timedelta(microseconds=round(i * self.period * 1_000_000))
                 if self._in_slot(at):
                     values = tuple(float(v) for v in block.data[i].reshape(-1))
                     self._keep(Measurement(at, values))
+                    kept += 1
             self._flush()
+            if not kept:  # outside the schedule: measured, not stored; still alive
+                self.ctx.progress("measured", {"measured_at": block.captured_at.isoformat()})
 
     def _keep(self, measurement: Measurement) -> None:
         """Queue a measurement for the next write; beyond :data:`MAX_PENDING` kept ones (the

@@ -41,6 +41,7 @@ from fieldstation.home import StationHome
 from fieldstation.store import Database
 from fieldstation.store.events import record_event
 from fieldstation.store.models import Recording
+from fieldstation.store.readings import delete_older_than
 from fieldstation.store.retention import (
     Protection,
     deletable,
@@ -84,6 +85,8 @@ class RetentionReport:
     unlinked: int = 0
     swept: int = 0
     """Leftover files of rows already marked deleted, removed (crash recovery)."""
+    readings_deleted: int = 0
+    """Values of slow sensors deleted for ``readings_max_age``."""
     data_bytes: int = 0
     """Bytes of present recordings after the run."""
     disk_free: int | None = None
@@ -189,6 +192,11 @@ class RetentionJob:
             self._unlink([Deleted(*m) for m in marked], "min_free", report)
             if not marked:
                 break
+        if cfg.readings_max_age is not None:
+            with self.db.session() as session:
+                report.readings_deleted = delete_older_than(
+                    session, now - timedelta(seconds=cfg.readings_max_age)
+                )
         self._conclude(report)
         report.seconds = round(time.perf_counter() - started, 4)
         report.file_seconds = round(report.file_seconds, 4)

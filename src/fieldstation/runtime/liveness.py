@@ -4,6 +4,9 @@ Rules (issue 7):
 
 - recorder: while inside a slot (last report ``slot`` or ``chunk``) a ``chunk`` report is due
   within ``2 x chunk + runtime.liveness_grace`` seconds of the last one; otherwise it hangs.
+- readings job (a slow sensor): after ``open``, ``readings`` or ``measured`` the next
+  ``readings`` or ``measured`` report is due within ``2 x period + runtime.liveness_grace``
+  seconds (``waiting``, for a failed device or a refusing database, is not judged).
 - processor: after ``claimed`` a ``processed`` or ``failed`` report is due within the
   processor's ``timeout`` seconds; after any other report the next is due within
   ``poll_interval + timeout`` (an idle worker reports every ``poll_interval``).
@@ -64,6 +67,27 @@ class RecorderLiveness:
         silent = now - last_at
         if silent > self.limit:
             return f"no chunk for {silent:.1f} s inside a slot (limit {self.limit:.1f} s)"
+        return None
+
+
+@dataclass(frozen=True)
+class ReadingsLiveness:
+    """A slow sensor measures every ``period`` seconds: a report is due within
+    ``2 * period + grace`` seconds of the last one while it measures."""
+
+    period: float
+    grace: float
+
+    @property
+    def limit(self) -> float:
+        return 2 * self.period + self.grace
+
+    def stalled(self, last_what: str | None, last_at: float | None, now: float) -> str | None:
+        if last_what not in ("open", "readings", "measured") or last_at is None:
+            return None
+        silent = now - last_at
+        if silent > self.limit:
+            return f"no measurement for {silent:.1f} s (limit {self.limit:.1f} s)"
         return None
 
 

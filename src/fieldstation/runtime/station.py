@@ -37,7 +37,12 @@ from fieldstation.runtime.jobs import (
     ThreadJobSpec,
     log_file_of,
 )
-from fieldstation.runtime.liveness import ProcessorLiveness, RecorderLiveness, ThreadLiveness
+from fieldstation.runtime.liveness import (
+    ProcessorLiveness,
+    ReadingsLiveness,
+    RecorderLiveness,
+    ThreadLiveness,
+)
 from fieldstation.runtime.startup import (
     MigrationError,
     migrate_in_child,
@@ -47,6 +52,7 @@ from fieldstation.runtime.startup import (
 )
 from fieldstation.runtime.status import atomic_write_json, disk_status, system_status
 from fieldstation.runtime.supervisor import Supervisor, UnknownJobError, tail_lines
+from fieldstation.sensors.readings.config import is_slow
 from fieldstation.store.db import Database
 from fieldstation.store.processing import expire_leases, worker_id
 
@@ -64,6 +70,7 @@ log = logging.getLogger(__name__)
 
 RECORDER = "fieldstation.recording.job:run_recorder"
 PROCESSOR = "fieldstation.processing.worker:run_processor"
+READINGS = "fieldstation.recording.rows:run_readings"
 
 THREAD_LIVENESS: dict[str, float] = {
     "network": 300.0,
@@ -84,10 +91,18 @@ def process_jobs(
     recorder: str = RECORDER,
     processor: str = PROCESSOR,
 ) -> list[ProcessJobSpec]:
-    """One job per enabled sensor (``recorder:<name>``) and processor (``processor:<name>``)."""
+    """One job per enabled sensor (``recorder:<name>``: the recorder, or for a slow readings
+    sensor the readings job, :data:`READINGS`) and processor (``processor:<name>``)."""
     grace = config.runtime.liveness_grace
     specs = [
         ProcessJobSpec(
+            name=f"recorder:{sensor.name}",
+            target=READINGS,
+            args=(sensor.name,),
+            liveness=ReadingsLiveness(period=float(getattr(sensor, "period", 60.0)), grace=grace),
+        )
+        if is_slow(sensor)
+        else ProcessJobSpec(
             name=f"recorder:{sensor.name}",
             target=recorder,
             args=(sensor.name,),

@@ -84,6 +84,10 @@ class I2CConfig(ReadingsSensorConfig):
                 )
         return self
 
+    def quantity_count(self) -> int | None:
+        """bme280: temperature, humidity, pressure; mpu6050: 3 accelerations, 3 rotations."""
+        return 3 if self.chip == "bme280" else 6
+
     def resolved_address(self) -> int:
         """``address``, or the chip's default."""
         return self.address if self.address is not None else DEFAULT_ADDRESSES[self.chip]

@@ -288,4 +288,5 @@ class Reading(Base):
     __table_args__ = (
         Index("ix_readings_sensor_quantity_time", "sensor", "quantity", "measured_at"),
         Index("ix_readings_time", "measured_at"),
+        Index("ix_readings_quantity_time", "quantity", "measured_at"),
     )

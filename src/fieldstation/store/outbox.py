@@ -67,6 +67,7 @@ PRIORITIES: dict[str, int] = {
     "heartbeat": 1,
     "summary": 2,
     "detection": 3,
+    "readings": 3,
     "recording": 4,
 }
 """Default priority per message kind; lower is more urgent."""

@@ -35,10 +35,35 @@ MIN_PERIOD = 1.0
 """Shortest period of a slow sensor, seconds: faster sensors are streams (chunk files)."""
 
 
+ROW_BYTES = 200
+"""Estimated bytes one stored value of a slow sensor takes in the station database: the
+``readings`` row (text timestamp in SQLite, sensor, quantity and unit names, the value) and its
+three indexes; a round figure for the schedule preview, not a measurement of a given file."""
+
+
 class ReadingsSensorConfig(SensorConfig):
     """Fields every readings sensor has (``media`` = ``readings``)."""
 
     media: ClassVar[str] = "readings"
+
+    def quantity_count(self) -> int | None:
+        """How many quantities (columns) a measurement has, when the config alone says."""
+        return None
+
+    def bytes_per_second(self) -> float | None:
+        """Slow sensors: :data:`ROW_BYTES` per value per period; streams: 4 bytes (float32)
+        per quantity per sample in Arrow files. None when the quantity count is unknown."""
+        count = self.quantity_count()
+        if count is None:
+            return None
+        period = getattr(self, "period", None)
+        if period is not None:
+            return count * ROW_BYTES / float(period)
+        rate = getattr(self, "rate", None)
+        return None if rate is None else float(count * 4 * rate)
+
+    def storage_label(self) -> str:
+        return "database rows (estimate)" if is_slow(self) else "Arrow float32"
 
 
 class SlowSensorConfig(ReadingsSensorConfig):

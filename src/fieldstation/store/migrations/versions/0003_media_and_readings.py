@@ -47,9 +47,11 @@ def upgrade() -> None:
             "ix_readings_sensor_quantity_time", "readings", ["sensor", "quantity", "measured_at"]
         )
         op.create_index("ix_readings_time", "readings", ["measured_at"])
+        op.create_index("ix_readings_quantity_time", "readings", ["quantity", "measured_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_readings_quantity_time", table_name="readings")
     op.drop_index("ix_readings_time", table_name="readings")
     op.drop_index("ix_readings_sensor_quantity_time", table_name="readings")
     op.drop_table("readings")
