@@ -23,11 +23,11 @@ from fieldstation.store.readings import latest_position
 
 
 @pytest.fixture
-def pty_pair(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+def pty_pair(tmp_path: Path, require: Any) -> Iterator[tuple[Path, Path]]:
     """Two linked PTYs (``ttyA``: the instrument's end, ``ttyB``: the station's) from socat,
     ready once socat says it started its transfer loop."""
     if shutil.which("socat") is None:
-        pytest.skip("socat is not installed")
+        require("socat", "socat is not installed (apt-get install socat)")
     a, b = tmp_path / "ttyA", tmp_path / "ttyB"
     process = subprocess.Popen(
         ["socat", "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
