@@ -40,9 +40,11 @@ chunk = "0.5s"
     return path
 
 
-def test_record_for_a_while_writes_sample_exact_chunks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("now", [False, True])
+def test_record_for_a_while_writes_exactly_that_many_frames(tmp_path: Path, now: bool) -> None:
     path = station_file(tmp_path, 'format = "wav"')
-    result = CliRunner().invoke(app, ["record", str(path), "--sensor", "mic", "--for", "1.2s"])
+    args = ["record", str(path), "--sensor", "mic", "--for", "1.2s", *(["--now"] if now else [])]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     db = open_database(tmp_path / "home" / "station.db")
     with db.session() as session:
@@ -51,12 +53,25 @@ def test_record_for_a_while_writes_sample_exact_chunks(tmp_path: Path) -> None:
     assert [r.end_reason for r in rows[:2]] == ["complete", "complete"]
     assert rows[-1].end_reason == "window_end"
     total = sum(r.frames for r in rows)
-    # the period starts when the command starts; the stream when the sensor delivers
-    assert 0.8 * 19200 < total <= 19200
+    # 1.2 s at 16 kHz, counted from the first captured frame, however late the sensor started
+    assert total == 19200
     assert [r.start_frame for r in rows] == [0, 8000, 16000][: len(rows)]
     for r in rows:
         assert sf.info(str(tmp_path / "home" / r.path)).frames == r.frames
     assert f"{len(rows)} chunk(s), {total} frames" in result.output
+
+
+def test_record_says_when_no_slot_was_open(tmp_path: Path) -> None:
+    path = station_file(
+        tmp_path,
+        'schedule = "never_now"\n\n[schedules.never_now]\n'
+        'windows = [{ start = "00:00", end = "24:00" }]\nfirst_date = 2099-01-01\n',
+    )
+    result = CliRunner().invoke(app, ["record", str(path), "--for", "0.5s"])
+    assert result.exit_code == 0, result.output
+    assert "no slot of mic's schedule was open in these 0.5s: nothing recorded" in " ".join(
+        result.output.split()
+    )
 
 
 def test_record_names_unknown_sensors(tmp_path: Path) -> None:

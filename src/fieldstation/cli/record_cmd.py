@@ -6,10 +6,14 @@ deployment, lease expiry, recovery), holding the station lock so no runtime reco
 same home at the same time. By default the sensor's schedule
 applies inside the period; ``--now`` records the whole period regardless of the schedule.
 
-The run ends at the deadline (start + ``--for``) whatever the schedule: slots are cut at the
-deadline, the recorder's waits between slots never run past it (``run_recorder(until=...)``),
-and the command sets the stop event when the deadline passes, so a duty cycle whose next slot
-lies beyond the period (or a recorder backing off a failed device) cannot keep it waiting.
+The recorder stops once ``--for`` of frames are in committed chunks (``run_recorder(
+max_frames=...)``), counted from the first captured frame, so ``--for 5s`` at 48 kHz is exactly
+240000 frames however slowly the sensor started. The run also ends at a deadline whatever the
+schedule (start + ``--for``; with ``--now`` plus a margin for a sensor that never delivers):
+slots are cut at it, the recorder's waits between slots never run past it (``until``), and the
+command sets the stop event when it passes, so a duty cycle whose next slot lies beyond the
+period (or a recorder backing off a failed device) cannot keep it waiting. When no slot was
+open in the period the command says so.
 """
 
 from __future__ import annotations
@@ -26,16 +30,21 @@ from fieldstation.config.units import parse_duration
 
 __all__ = ["record", "register"]
 
+START_MARGIN = 5.0
+"""Seconds (at least; 10 % of the period when longer) a slot open at the end of the period may
+go on so that the frames asked for are all recorded after a slow sensor start; the command
+stops then whatever the sensor does."""
 
-def _clipped(slots: Any, deadline: datetime) -> Any:
-    """The slot function ``slots`` cut off at ``deadline``."""
+
+def _clipped(slots: Any, deadline: datetime, end_by: datetime) -> Any:
+    """The slots of ``slots`` that start before ``deadline``, each ending by ``end_by``."""
     from fieldstation.recording.job import ContinuousSlot
 
     def clipped(now: datetime) -> ContinuousSlot | None:
         slot = slots(now)
         if slot is None or slot.start >= deadline:
             return None
-        return ContinuousSlot(slot.start, min(slot.end, deadline))
+        return ContinuousSlot(slot.start, min(slot.end, end_by))
 
     return clipped
 
@@ -127,10 +136,17 @@ def record(
             except SensorError as error:
                 err_console.print(f"[red]{error}[/]")
                 raise typer.Exit(EXIT_INVALID) from None
-            deadline = clock.now() + timedelta(seconds=seconds)
+            slow = is_slow(cfg.sensor(name))
+            # exactly the frames asked for: counted from the first captured frame, not from a
+            # deadline set before the sensor opened (which a slow start would eat into)
+            max_frames = None if slow else round(seconds * built.describe().rate)
+            deadline = clock.now() + timedelta(seconds=seconds)  # slots start before it
+            # a slot open at the deadline goes on until the frames are in, at most this long
+            # (a sensor that delivers nothing cannot keep the command waiting)
+            guard = deadline + timedelta(seconds=max(START_MARGIN, 0.1 * seconds))
             base: Any
             if now:
-                base = _whole_period(clock.now(), deadline)
+                base = _whole_period(clock.now(), guard)
             else:
                 try:
                     base = schedule_slots(cfg, cfg.sensor(name))
@@ -140,11 +156,11 @@ def record(
 
             def job() -> None:
                 try:
-                    if is_slow(cfg.sensor(name)):  # a thermometer: rows, not chunks
+                    if slow:  # a thermometer: rows, not chunks
                         run_readings(
                             ctx,
                             name,
-                            slots=_clipped(base, deadline),
+                            slots=_clipped(base, deadline, deadline),
                             sensor=built,
                             stop_when_exhausted=True,
                             until=deadline,
@@ -153,10 +169,11 @@ def record(
                     run_recorder(
                         ctx,
                         name,
-                        slots=_clipped(base, deadline),
+                        slots=_clipped(base, deadline, guard),
                         sensor=built,
                         stop_when_exhausted=True,
                         until=deadline,
+                        max_frames=max_frames,
                     )
                 except BaseException as error:  # reported below, in the main thread
                     failure.append(error)
@@ -164,8 +181,9 @@ def record(
             worker = threading.Thread(target=job, name=f"record:{name}")
             worker.start()
             try:
+                end = deadline if slow else guard
                 while worker.is_alive():
-                    left = (deadline - clock.now()).total_seconds()
+                    left = (end - clock.now()).total_seconds()
                     if left <= 0:
                         stop.set()  # the period is over, whatever the recorder is doing
                     worker.join(min(0.2, left) if left > 0 else 0.2)
@@ -186,6 +204,12 @@ def record(
         console.print(f"{len(measured)} measurement(s), {rows} value(s), in {home.database}")
         return
     total = sum(int(c["frames"]) for c in chunks)
+    if not chunks and not now:
+        console.print(
+            f"no slot of {name}'s schedule was open in these {duration}: nothing recorded "
+            "(--now records regardless of the schedule)"
+        )
+        return
     console.print(f"{len(chunks)} chunk(s), {total} frames, in {home.data}")
 
 

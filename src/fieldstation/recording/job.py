@@ -171,8 +171,11 @@ class Recorder:
         slots: SlotFn,
         disk: DiskGuard,
         until: datetime | None = None,
+        max_frames: int | None = None,
     ) -> None:
         self.ctx = ctx
+        self.max_frames = max_frames
+        self.recorded = 0  # frames written into chunks since the recorder started
         self.config = config
         self.sensor = sensor
         self.slots = slots
@@ -267,6 +270,8 @@ class Recorder:
                     raise
                 outcome = self._disk_full(error)
                 self._pause()  # at least one poll before the next try (EDQUOT: free may be high)
+            if outcome == "done":
+                return
             if outcome == "exhausted":
                 if stop_when_exhausted:
                     return
@@ -398,7 +403,7 @@ class Recorder:
     # --- one session: a contiguous stream cut into chunks ---
     def record_session(self, slot: SlotLike) -> str:
         """Record during ``slot``; returns the outcome: ``window_end``, ``stopped``,
-        ``exhausted``, ``device_error`` or ``disk_low``."""
+        ``exhausted``, ``device_error``, ``disk_low`` or ``done`` (``max_frames`` recorded)."""
         try:
             self.sensor.open()
         except DeviceError as error:
@@ -431,6 +436,9 @@ class Recorder:
                 expected = block.start_frame + block.frames
                 data = block.data
                 while True:
+                    if self.max_frames is not None and self.recorded >= self.max_frames:
+                        self._end_chunk("window_end")  # the frames asked for are recorded
+                        return "done"
                     if self.session_frame >= limit:
                         following = self.slots(slot_end)
                         if following is not None and following.start <= slot_end < following.end:
@@ -459,9 +467,12 @@ class Recorder:
                         self.chunk_frames - self.writer.frames,
                         limit - self.session_frame,
                     )
+                    if self.max_frames is not None:
+                        n = min(n, self.max_frames - self.recorded)
                     self.writer.write(data[:n])
                     data = data[n:]
                     self.session_frame += n
+                    self.recorded += n
                     if self.writer.frames == self.chunk_frames:
                         self._end_chunk("complete")
                 if self.writer is not None and self.disk.must_stop():
@@ -631,11 +642,13 @@ def run_recorder(
     disk_usage: DiskUsageFn = shutil.disk_usage,
     stop_when_exhausted: bool = False,
     until: datetime | None = None,
+    max_frames: int | None = None,
 ) -> None:
     """Record sensor ``sensor_name`` of ``ctx.config`` until ``ctx.stop`` is set (or, with
     ``until``, an aware UTC time, until then: no wait between slots runs past it and the job
     returns once it is reached outside a session; give slots that end by ``until`` so that no
-    session outlasts it).
+    session outlasts it; or, with ``max_frames``, once that many frames are in committed
+    chunks: the last chunk ends ``window_end`` exactly there).
 
     ``slots`` (default: the sensor's schedule, :func:`schedule_slots`), ``sensor`` (default:
     built from the config with ``ctx.clock``) and ``disk_usage`` (default
@@ -658,5 +671,5 @@ def run_recorder(
     built = sensor if sensor is not None else build_sensor(config, ctx.clock)
     guard = DiskGuard(ctx.home.root, int(config.min_free), disk_usage)
     chosen = slots or schedule_slots(ctx.config, config)
-    recorder = Recorder(ctx, config, built, chosen, guard, until=until)
+    recorder = Recorder(ctx, config, built, chosen, guard, until=until, max_frames=max_frames)
     recorder.run(stop_when_exhausted=stop_when_exhausted)
