@@ -252,8 +252,10 @@ def logs(
     config: ConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Print the last lines of a job's log (logs/<job>.log)."""
+    """Print the last lines of a job's log: logs/<job>.log together with the station log's
+    lines about the job (its chunks, detections, starts and restarts), in time order."""
     from fieldstation.runtime.jobs import log_file_of
+    from fieldstation.runtime.logs import about_job, job_log_records
     from fieldstation.runtime.supervisor import tail_lines
 
     station_home = _home(home, config)
@@ -264,24 +266,49 @@ def logs(
             f"[red]no log {path}[/]; logs: {', '.join(known) or 'none'}", highlight=False
         )
         raise typer.Exit(EXIT_INVALID)
-    for line in tail_lines(path, lines):
-        print(line)
+    station_log = log_file_of(station_home, "station")
+    if job == "station":
+        records = tail_lines(path, lines)
+    else:
+        merged = job_log_records(  # more lines than records: tracebacks are several lines
+            tail_lines(path, lines + 200), tail_lines(station_log, STATION_LINES_SCANNED), job
+        )
+        records = merged[-lines:]
+    for record in records:
+        print(record)
     if not follow:
         return
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        handle.seek(0, 2)
-        try:
-            while True:
+    followed = [(path, None)] if job == "station" else [(path, None), (station_log, job)]
+    handles = {}
+    try:
+        for file, _ in followed:
+            handle = open(file, encoding="utf-8", errors="replace")  # noqa: SIM115
+            handle.seek(0, 2)
+            handles[file] = handle
+        while True:
+            printed = False
+            for file, about in followed:
+                handle = handles[file]
                 line = handle.readline()
-                if line:
-                    print(line, end="", flush=True)
-                    continue
-                time.sleep(0.5)
-                if path.stat().st_size < handle.tell():  # rotated
+                while line:
+                    if about is None or about_job(line.rstrip("\n"), about):
+                        print(line, end="", flush=True)
+                    printed = True
+                    line = handle.readline()
+                if file.exists() and file.stat().st_size < handle.tell():  # rotated
                     handle.close()
-                    handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
-        except KeyboardInterrupt:
-            return
+                    handles[file] = open(file, encoding="utf-8", errors="replace")  # noqa: SIM115
+            if not printed:
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        return
+    finally:
+        for handle in handles.values():
+            handle.close()
+
+
+STATION_LINES_SCANNED = 5000
+"""Lines at the end of ``station.log`` searched for a job's lines by ``logs JOB``."""
 
 
 def install(

@@ -23,6 +23,7 @@ import contextlib
 import gzip
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -268,3 +269,35 @@ def setup_logging(
         )
         handler.setFormatter(logging.Formatter(_FORMAT))
         root.addHandler(handler)
+
+
+_STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}")
+
+
+def about_job(line: str, job: str) -> bool:
+    """True when a line of ``station.log`` is about ``job``: the supervisor's lines on it
+    (``job recorder:mic started``) and the progress lines it logs for it (``recorder:mic:
+    chunk committed ...``)."""
+    return f" {job}: " in line or f" job {job} " in line or line.endswith(f" job {job}")
+
+
+def _records(lines: list[str]) -> list[str]:
+    """Lines joined into records: a line without a time stamp (a traceback) belongs to the
+    record before it (lines before the first stamp, the end of a cut record, are dropped)."""
+    records: list[str] = []
+    for line in lines:
+        if _STAMP.match(line):
+            records.append(line)
+        elif records:
+            records[-1] += "\n" + line
+        # else: the end of a record cut by the tail: dropped
+    return records
+
+
+def job_log_records(own: list[str], station: list[str], job: str) -> list[str]:
+    """The records of ``job``'s view of the logs: its own file's lines (``own``) and the lines
+    of ``station.log`` about it (:func:`about_job`), merged in time order (both start with a
+    sortable local time stamp)."""
+    mine = _records(own)
+    theirs = [r for r in _records(station) if about_job(r.partition("\n")[0], job)]
+    return sorted(mine + theirs, key=lambda r: r[:23])
