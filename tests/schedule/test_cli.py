@@ -110,3 +110,20 @@ def test_unknown_sensor_and_bad_start_exit_2(default_file):
     assert code == 2 and "no sensor named 'nope'" in out
     code, out = run(str(default_file), "--start", "tomorrow")
     assert code == 2 and "--start" in out
+
+
+def test_a_replay_sensor_without_a_rate_is_estimated_at_its_files_rate(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    audio = tmp_path / "bats.wav"
+    sf.write(audio, np.zeros((1000, 2), dtype=np.int16), 256000, subtype="PCM_16")
+    data = tomllib.loads(template_text())
+    data["sensors"] = [{"name": "bats", "kind": "replay", "files": [str(audio)], "format": "wav"}]
+    path = tmp_path / "replay.toml"
+    path.write_bytes(tomli_w.dumps(data).encode())
+    code, out = run(str(path), "--days", "1", "--start", "2027-06-01")
+    assert code == 0, out
+    # 256 kHz x 2 channels x int16 (the file's), not the 48 kHz mono default
+    assert f"{format_bytes(256000 * 2 * 2)}/s of raw PCM" in out
+    assert format_bytes(256000 * 4 * 86400) in out

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from fieldstation.config.plugins import Plugin
-from fieldstation.config.sensors import AudioSensorConfig
+from fieldstation.config.sensors import BYTES_PER_SAMPLE, AudioSensorConfig
 from fieldstation.config.units import Seconds
 from fieldstation.sensors.base import SensorConfigError
 from fieldstation.sensors.base import check_file_format as _check_file_format
@@ -58,6 +58,31 @@ class ReplayConfig(AudioSensorConfig):
     def _check(self) -> ReplayConfig:
         _check_file_format(self)
         return self
+
+    def bytes_per_second(self) -> float | None:
+        """Raw PCM bytes per second at the rate and channels the files really have when the
+        config omits them (the first readable file's header, as the sensor does); None when
+        no file can be read."""
+        given = self.model_fields_set
+        if "sample_rate" in given and "channels" in given:
+            return super().bytes_per_second()
+        import soundfile as sf
+
+        try:
+            files = expand_files(list(self.files))
+        except SensorConfigError:
+            return None
+        for path in files:
+            if file_problem(path) is not None:
+                continue
+            try:
+                info = sf.info(str(path))
+            except (sf.LibsndfileError, RuntimeError):
+                continue
+            rate = self.sample_rate if "sample_rate" in given else int(info.samplerate)
+            channels = self.channels if "channels" in given else int(info.channels)
+            return float(rate * channels * BYTES_PER_SAMPLE[self.sample_format])
+        return None
 
 
 def file_problem(path: Path) -> str | None:
