@@ -85,3 +85,21 @@ def test_init_refuses_an_invalid_id_before_writing(tmp_path: Path) -> None:
         assert result.exit_code == 2, (bad, result.output)
         assert "station id" in result.output and "letters, digits" in result.output
         assert not (tmp_path / "s" / "station.toml").exists()
+
+
+def test_init_with_an_id_names_the_station_after_it(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["init", str(tmp_path), "--id", "hive-7"])
+    assert result.exit_code == 0, result.output
+    station = load_config(tmp_path / "station.toml").station
+    assert (station.id, station.name) == ("hive-7", "hive-7")
+
+
+def test_validate_warns_when_no_output_is_enabled(tmp_path: Path) -> None:
+    CliRunner().invoke(app, ["init", str(tmp_path)])
+    path = tmp_path / "station.toml"
+    assert "no enabled output" not in CliRunner().invoke(app, ["validate", str(path)]).output
+    text = path.read_text().replace('kind = "file"', 'kind = "file"\nenabled = false', 1)
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "warning: no enabled output" in " ".join(result.output.split())

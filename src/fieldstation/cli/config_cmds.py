@@ -80,6 +80,15 @@ def validate(
         f"[green]valid[/]: station {station.station.id!r}, {len(station.sensors)} sensor(s), "
         f"{len(station.processors)} processor(s), {len(station.outputs)} output(s)"
     )
+    if not any(output.enabled for output in station.outputs):
+        # ENRGDAQ warns of a supervisor without DAQ jobs the same way (warn_for_lack_of_daq_jobs)
+        err_console.print(
+            "[yellow]warning[/]: no enabled output: the station records and keeps its "
+            "messages in the outbox, but sends them nowhere; add an [[outputs]] entry (kind "
+            "file, mqtt or http)",
+            highlight=False,
+            soft_wrap=True,
+        )
     for key, reason in unresolved_secrets(station):
         err_console.print(
             f"[yellow]warning[/]: {escape(key)}: {escape(reason)} (on this machine; the "

@@ -16,7 +16,8 @@ __all__ = ["default_config", "template_text"]
 
 
 def template_text(station_id: str | None = None) -> str:
-    """The commented station file; ``station_id`` replaces the default id when given.
+    """The commented station file; ``station_id`` replaces the default id (and the station's
+    ``name``, which would otherwise still say "Embedded default station") when given.
 
     Raises ``ValueError`` (saying what a station id may hold) when ``station_id`` is not a
     valid name, so the file written always validates.
@@ -26,6 +27,7 @@ def template_text(station_id: str | None = None) -> str:
     text = files("fieldstation.config").joinpath("default.toml").read_text(encoding="utf-8")
     if station_id is not None:
         text = text.replace('id = "default"', f'id = "{station_id}"', 1)
+        text = text.replace('name = "Embedded default station"', f'name = "{station_id}"', 1)
     return text
 
 
