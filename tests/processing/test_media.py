@@ -141,6 +141,21 @@ def test_each_processor_claims_only_recordings_of_its_media(
         assert len(det.extra["box"]) == 4 and det.extra["peak_fraction"] > 0
 
 
+def test_an_undecodable_video_is_quarantined_by_the_motion_processor(
+    make_station, tmp_path: Path
+) -> None:
+    station = make_station(processors=PROCESSORS)
+    garbage = tmp_path / "garbage.mkv"
+    garbage.write_bytes(b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 40)
+    rid = insert(station, garbage, sensor="cam", at=60)
+    result = ProcessorWorker(station.context(), "yard").step()
+    assert (result.outcome, result.recording_id) == ("quarantined", rid)
+    row = row_of(station, rid)
+    assert row.state == "quarantined" and row.path.startswith("quarantine/")
+    assert (station.home.root / row.path).exists()
+    assert not (station.home.root / "thumbnails").exists()
+
+
 def test_claim_next_filters_by_media_in_the_cached_statement(make_station, moving_clip, chirps):
     station = make_station(processors=PROCESSORS)
     video = insert(station, moving_clip, sensor="cam", at=60)

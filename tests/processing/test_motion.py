@@ -193,6 +193,22 @@ def test_undecodable_and_missing_files(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.jpg"))
 
 
+def test_a_file_cut_short_is_analysed_up_to_where_it_ends(clips, tmp_path: Path) -> None:
+    whole = clips("moving").read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole[: int(len(whole) * 0.7)])  # a copy or a write stopped part-way
+    _, output = run(cut)
+    assert 50 < output.extra["frames"] < 150
+    assert "cut short" in output.extra["decode_error"]
+    [det] = output.detections  # the motion up to the cut
+    assert abs(det.start - 2.0) <= TOLERANCE
+    assert det.end <= output.extra["frames"] * FRAME + FRAME
+    assert Path(output.extra["thumbnail"]).exists()
+    cut.write_bytes(whole[:2000])  # the header and not one whole frame
+    with pytest.raises(UndecodableAudioError, match="no video frame decodes"):
+        run(cut)
+
+
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(ValueError, match="max_area .* must be above min_area"):
         MotionConfig(name="m", model="motion", min_area=0.5, max_area=0.4)

@@ -142,8 +142,9 @@ def detect(recording: RecordingInput, config: MotionConfig, thumbnail: Path) -> 
 
     Times are seconds from the file's first frame. Raises ``FileNotFoundError``,
     :class:`UndecodableAudioError` when the file has no decodable video stream, ``OSError``
-    when the thumbnail cannot be written. A file whose end cannot be decoded (cut by a crash)
-    is analysed up to the damage; ``extra["decode_error"]`` says so.
+    when the thumbnail cannot be written. A file whose end cannot be decoded, or that ends
+    more than half a second before ``recording.duration`` (cut by a crash), is analysed up to
+    the damage; ``extra["decode_error"]`` says so.
     """
     import av
     import cv2
@@ -241,6 +242,11 @@ def detect(recording: RecordingInput, config: MotionConfig, thumbnail: Path) -> 
         "frames": index + 1,
         "moving_frames": len(moving),
     }
+    if expected and index + 1 < expected - rate / 2:  # half a second short: cut, not rounding
+        decode_error = decode_error or (
+            f"the file ends after {index + 1} frames, {round(expected)} expected (cut short?)"
+        )
+        log.warning("%s: %s", path, decode_error)
     if decode_error is not None:
         extra["decode_error"] = decode_error
     return ModelOutput(detections=detections, extra=extra)
