@@ -107,6 +107,22 @@ def test_a_still_scene_with_sensor_noise_has_no_motion(clips) -> None:
     assert output.extra["moving_frames"] == 0
 
 
+def test_a_change_of_the_whole_frame_is_light_not_motion(tmp_path: Path) -> None:
+    clip = tmp_path / "fade.mkv"
+    light = "color=c=0xc0c0c0:s=640x360:r=25:d=6,drawgrid=w=40:h=40:c=0x808080"
+    subprocess.run(  # the scene brightens from black in 0.5 s (the sun out of a cloud)
+        ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", f"{light},fade=t=in:st=2:d=0.5"]
+        + ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(clip)],
+        check=True,
+        timeout=120,
+    )
+    _, output = run(clip)
+    assert output.detections == []
+    _, output = run(clip, max_area=1.0)  # counted when a whole-frame change is allowed
+    [det] = output.detections
+    assert det.extra["box"] == [0, 0, 640, 360] and abs(det.start - 2.0) <= 3 * FRAME
+
+
 def test_two_movements_further_apart_than_gap_are_two_events_at_720p(clips) -> None:
     _, output = run(clips("two_events_720p"))
     spans = [(d.start, d.end) for d in output.detections]
