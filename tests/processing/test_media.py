@@ -215,6 +215,20 @@ def test_covering_processors_are_those_of_the_recordings_media(make_station) -> 
     assert covering_processors(config, "gone") == ["energy"]  # not in the file: audio
 
 
+def test_a_model_whose_media_is_not_its_plugins_is_refused(make_station, monkeypatch) -> None:
+    import dataclasses
+
+    from fieldstation.config.plugins import load_plugin
+    from fieldstation.job import ConfigurationError
+    from fieldstation.processing import worker
+
+    station = make_station(processors=PROCESSORS)
+    liar = dataclasses.replace(load_plugin("models", "energy"), media="video")
+    monkeypatch.setattr(worker, "load_plugin", lambda group, name: liar)
+    with pytest.raises(ConfigurationError, match="declares media video .* analyses audio"):
+        worker.build_model(station.config.processor("energy"))
+
+
 def station_data(home: Path, processors: list[dict[str, Any]]) -> dict[str, Any]:
     data = tomllib.loads(template_text())
     data["station"]["home"] = str(home)

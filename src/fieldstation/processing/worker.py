@@ -32,7 +32,7 @@ from fieldstation.config.plugins import load_plugin
 from fieldstation.config.processing import ProcessorConfig
 from fieldstation.config.station import StationConfig
 from fieldstation.home import move_durably
-from fieldstation.job import JobContext
+from fieldstation.job import ConfigurationError, JobContext
 from fieldstation.processing.filters import RecordingFacts, build_cleaner, build_filter
 from fieldstation.processing.model import (
     Model,
@@ -62,12 +62,20 @@ def build_model(config: ProcessorConfig, *, home: Path | None = None) -> Model:
     ``home`` (the station home's root; where a model keeps files of its own, such as the
     motion model's thumbnails) when there is one.
 
-    Raises ``UnknownPluginError``, or ``ModelUnavailableError`` when the model's extra is not
-    installed.
+    Raises ``UnknownPluginError``, ``ModelUnavailableError`` when the model's extra is not
+    installed, and :class:`~fieldstation.job.ConfigurationError` when the model's ``media``
+    is not the one its plugin declares (``Plugin.media``, which validation and
+    :func:`covering_processors` go by).
     """
     plugin = load_plugin("models", config.model)
     context = {} if home is None else {"home": home}
     model: Model = plugin.factory(config, **context)
+    if model_media(model) != plugin.media:
+        raise ConfigurationError(
+            f"processor {config.name!r}: model plugin {config.model!r} declares media "
+            f"{plugin.media} (Plugin.media) but its model analyses {model_media(model)} (the "
+            "model's media attribute): the plugin must make them agree"
+        )
     return model
 
 
