@@ -1,41 +1,89 @@
 """``fieldstation analyze`` (files, no station) and ``fieldstation reprocess`` (a station's data).
 
-analyze: run a model plugin on audio files or folders and print (or write as CSV) what it found;
-no station, no database. reprocess: run a station's processor again on the stored recordings
-it has already processed; each recording's new ModelRun, detections and outbox messages are
-committed together (earlier runs are kept: one ModelRun per run). Recordings the processor has
-not done yet are left to its worker: a run stored without a claim would count as done and
-strand them in ``recorded``.
+analyze: run a model plugin on files or folders of the media it analyses (audio; video for the
+``motion`` model) and print (or write as CSV) what it found; no station, no database. A file of
+another media is refused (exit 2) before anything runs.
+
+reprocess: run a station's processor again on the stored recordings it has already processed;
+each recording's new ModelRun, detections and outbox messages are committed together (earlier
+runs are kept: one ModelRun per run). Recordings the processor has not done yet are left to its
+worker: a run stored without a claim would count as done and strand them in ``recorded``.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fieldstation.cli.common import EXIT_INVALID, console, err_console, home_of, load_or_exit
 
+if TYPE_CHECKING:
+    from fieldstation.processing.model import RecordingInput
+
 __all__ = ["register"]
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
-CSV_FIELDS = ["file", "label", "score", "start", "end", "low_hz", "high_hz"]
+VIDEO_SUFFIXES = {".mkv", ".mp4", ".mov", ".avi", ".webm"}
+SUFFIXES = {"audio": AUDIO_SUFFIXES, "video": VIDEO_SUFFIXES, "readings": {".arrows"}}
+"""File extensions (lower case) of each media: searched in folders, and what tells a named
+file's media (a file with another extension is taken for audio)."""
+CSV_FIELDS = ["file", "label", "score", "start", "end", "low_hz", "high_hz", "extra"]
 
 
-def _audio_files(paths: list[Path]) -> list[Path]:
+def media_of_file(path: Path) -> str:
+    """The media of a file by its extension (see :data:`SUFFIXES`); ``audio`` when unknown."""
+    suffix = path.suffix.lower()
+    return next((media for media, known in SUFFIXES.items() if suffix in known), "audio")
+
+
+def _media_files(paths: list[Path], media: str) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES[media])
         elif path.exists():
             files.append(path)
         else:
             err_console.print(f"[red]no such file or folder: {path}[/]")
             raise typer.Exit(EXIT_INVALID)
     return files
+
+
+def recording_input(path: Path) -> RecordingInput:
+    """The model input of a file: a fieldstation chunk from the metadata embedded in it, an
+    audio file from its header, any other video file from its header read by PyAV (rate =
+    average frame rate, Hz; duration, seconds). Raises ``UndecodableAudioError``."""
+    from fieldstation.processing.model import RecordingInput, UndecodableAudioError
+
+    if media_of_file(path) != "video":
+        return RecordingInput.from_file(path)
+    try:
+        return RecordingInput.from_file(path)
+    except (UndecodableAudioError, ImportError):
+        pass  # not a fieldstation chunk (no metadata), or no video chunk format installed
+    import av
+
+    path = path.resolve()
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise UndecodableAudioError(f"cannot decode {path}: it has no video stream")
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or 0)
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            else:
+                duration = (container.duration or 0) / av.time_base
+    except av.FFmpegError as error:
+        raise UndecodableAudioError(f"cannot decode {path}: {error}") from error
+    return RecordingInput(
+        path=path, rate=max(1, round(rate)), duration=max(0.0, duration), media="video"
+    )
 
 
 def _progress() -> Any:
@@ -52,7 +100,10 @@ def _progress() -> Any:
 
 
 def analyze(
-    paths: Annotated[list[Path], typer.Argument(help="Audio files or folders (searched).")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Files or folders (searched for files of the model's media)."),
+    ],
     model: Annotated[str, typer.Option("--model", "-m", help="Model plugin: energy, birdnet…")],
     csv_file: Annotated[
         Path | None, typer.Option("--csv", help="Write detections to this CSV file.")
@@ -64,18 +115,19 @@ def analyze(
         ),
     ] = None,
 ) -> None:
-    """Run a model on audio files (no station needed) and list what it detects."""
+    """Run a model on audio files (video files for the motion model; no station needed) and
+    list what it detects. A video model writes a thumbnail beside each file."""
     from pydantic import ValidationError
 
     from fieldstation.config.plugins import UnknownPluginError, load_plugin
-    from fieldstation.processing.model import ModelUnavailableError, RecordingInput
+    from fieldstation.processing.model import ModelUnavailableError, model_media
 
     try:
         plugin = load_plugin("models", model)
     except UnknownPluginError as error:
         err_console.print(f"[red]{error}[/]")
         raise typer.Exit(EXIT_INVALID) from None
-    settings: dict[str, Any] = {"name": "analyze", "model": model}
+    settings: dict[str, Any] = {"name": model, "model": model}
     for item in option or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -91,15 +143,27 @@ def analyze(
     except ModelUnavailableError as error:
         err_console.print(f"[red]{error}[/]")
         raise typer.Exit(EXIT_INVALID) from None
-    files = _audio_files(paths)
+    media = model_media(detector)
+    files = _media_files(paths, media)
+    wrong = [path for path in files if media_of_file(path) != media]
+    for path in wrong:
+        err_console.print(
+            f"[red]{path}: model {model!r} analyses {media}, but this file is "
+            f"{media_of_file(path)} ({path.suffix}): give it {media} files "
+            f"({', '.join(sorted(SUFFIXES[media]))}), or use a model for "
+            f"{media_of_file(path)}[/]"
+        )
+    if wrong:
+        raise typer.Exit(EXIT_INVALID)
     rows: list[dict[str, Any]] = []
+    thumbnails: list[str] = []
     failures = 0
     with _progress() as progress:
         task = progress.add_task(f"{model}", total=len(files))
         for path in files:
             progress.update(task, description=path.name)
             try:
-                output = detector.run(RecordingInput.from_file(path))
+                output = detector.run(recording_input(path))
             except Exception as error:  # noqa: BLE001 - report and go on with the next file
                 failures += 1
                 err_console.print(f"[yellow]{path}: {type(error).__name__}: {error}[/]")
@@ -113,9 +177,12 @@ def analyze(
                         "end": round(d.end, 3),
                         "low_hz": d.low_hz,
                         "high_hz": d.high_hz,
+                        "extra": json.dumps(d.extra, sort_keys=True) if d.extra else "",
                     }
                     for d in output.detections
                 ]
+                if "thumbnail" in output.extra:
+                    thumbnails.append(str(output.extra["thumbnail"]))
             progress.advance(task)
     if csv_file is not None:
         with csv_file.open("w", newline="", encoding="utf-8") as handle:
@@ -131,6 +198,8 @@ def analyze(
             table.add_row(*("" if row[f] is None else str(row[f]) for f in CSV_FIELDS))
         console.print(table)
         console.print(f"{len(rows)} detection(s) in {len(files)} file(s)")
+    for thumbnail in thumbnails:
+        console.print(f"thumbnail: {thumbnail}", soft_wrap=True)
     if failures:
         raise typer.Exit(1)
 
@@ -149,7 +218,7 @@ def reprocess(
     runs are kept); recordings it has not processed yet are left to its worker."""
     from fieldstation.clock import SystemClock
     from fieldstation.job import JobContext
-    from fieldstation.processing.model import ModelUnavailableError
+    from fieldstation.processing.model import ModelUnavailableError, model_media
     from fieldstation.processing.worker import ProcessorWorker, build_model
     from fieldstation.store import open_database
     from fieldstation.store import processing as repo
@@ -164,19 +233,22 @@ def reprocess(
     processor = chosen[0]
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
+    home = home_of(config)
     try:
-        detector = build_model(processor)
+        detector = build_model(processor, home=home.root)
     except ModelUnavailableError as error:
         err_console.print(f"[red]{error}[/]")
         raise typer.Exit(EXIT_INVALID) from None
-    home = home_of(config)
+    media = model_media(detector)
     db = open_database(home.database)
     run_key = f"reprocess:{datetime.now(UTC).isoformat()}"
     with db.session() as session:
         rows = repo.reprocessable(
-            session, processor=processor.name, sensors=processor.sensors, since=since
+            session, processor=processor.name, sensors=processor.sensors, since=since, media=media
         )
-        waiting = repo.count_pending(session, processor=processor.name, sensors=processor.sensors)
+        waiting = repo.count_pending(
+            session, processor=processor.name, sensors=processor.sensors, media=media
+        )
         deployment = current_deployment(session)
         session.expunge_all()
     ctx = JobContext(config, home, deployment.id if deployment else 0, SystemClock())

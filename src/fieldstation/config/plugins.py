@@ -43,6 +43,9 @@ class Plugin:
     """``preflight(config)``: what would stop the plugin on *this* machine, found cheaply
     without building it (input files missing or undecodable, an optional extra not installed):
     one message per problem, naming the key and the fix. ``fieldstation validate`` runs it."""
+    media: str = "audio"
+    """Models: the media the model analyses (``audio``, ``video``, ``readings``); a processor
+    only claims recordings of that media, and may only name sensors recording it."""
 
 
 class UnknownPluginError(LookupError):

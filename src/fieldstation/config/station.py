@@ -18,7 +18,7 @@ from pydantic import Discriminator, Field, Tag, ValidationError, create_model, f
 from fieldstation.config.base import Name, StrictModel
 from fieldstation.config.health import BatteryConfig, HeartbeatConfig, NetworkConfig
 from fieldstation.config.outputs import OutboxConfig, OutputConfig
-from fieldstation.config.plugins import PluginGroup, load_plugin, plugin_names
+from fieldstation.config.plugins import PluginGroup, UnknownPluginError, load_plugin, plugin_names
 from fieldstation.config.processing import ProcessorConfig
 from fieldstation.config.retention import RetentionConfig
 from fieldstation.config.runtime import LoggingConfig, RuntimeConfig
@@ -364,6 +364,27 @@ def _duplicates(kind: str, names: Sequence[str]) -> list[ConfigIssue]:
     return issues
 
 
+def _media_issues(key: str, processor: ProcessorConfig, sensor: SensorConfig) -> list[ConfigIssue]:
+    """A processor naming a sensor whose recordings its model cannot analyse: the model
+    plugin's ``media`` against the sensor config class's ``media``."""
+    try:
+        wanted = load_plugin("models", processor.model).media
+    except UnknownPluginError:  # reported by the validation of the processor itself
+        return []
+    recorded = type(sensor).media
+    if wanted == recorded:
+        return []
+    return [
+        ConfigIssue(
+            key,
+            sensor.name,
+            f"processor {processor.name!r} (model {processor.model!r}) analyses {wanted}, but "
+            f"sensor {sensor.name!r} records {recorded}: name only sensors recording {wanted} "
+            f"here, or give sensor {sensor.name!r} a processor whose model analyses {recorded}",
+        )
+    ]
+
+
 def _cross_checks(config: StationConfig) -> list[ConfigIssue]:
     """Checks that span sections: unique names and references between sections."""
     issues = _duplicates("sensors", [s.name for s in config.sensors])
@@ -378,10 +399,15 @@ def _cross_checks(config: StationConfig) -> list[ConfigIssue]:
                     f"sensors[{i}].schedule", sensor.schedule, f"no such schedule ({known})"
                 )
             )
+    sensors_by_name = {s.name: s for s in config.sensors}
     for i, processor in enumerate(config.processors):
         for j, name in enumerate(processor.sensors or []):
             if name not in sensor_names:
                 issues.append(ConfigIssue(f"processors[{i}].sensors[{j}]", name, "no such sensor"))
+            else:
+                issues += _media_issues(
+                    f"processors[{i}].sensors[{j}]", processor, sensors_by_name[name]
+                )
     for name in config.retention.sensors:
         if name not in sensor_names:
             issues.append(ConfigIssue(f"retention.sensors.{name}", name, "no such sensor"))

@@ -7,6 +7,11 @@ the recording's new state in one transaction. A failure is retried up to ``max_a
 (``last_error`` kept); an undecodable file is moved to ``quarantine/`` at once and never
 retried; a recording whose file is gone fails at once, marked ``missing``. Progress:
 ``claimed``, ``processed``, ``failed``, ``quarantined``, ``idle``.
+
+A processor claims only recordings of its model's media (``Recording.media == model.media``,
+in the claim statement), so an audio model never sees a video chunk and the reverse; a
+recording is ``processed`` once every enabled processor of its media covering its sensor is
+done with it (:func:`covering_processors`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from fieldstation.config.plugins import load_plugin
 from fieldstation.config.processing import ProcessorConfig
 from fieldstation.config.station import StationConfig
 from fieldstation.home import move_durably
-from fieldstation.job import JobContext
+from fieldstation.job import ConfigurationError, JobContext
 from fieldstation.processing.filters import RecordingFacts, build_cleaner, build_filter
 from fieldstation.processing.model import (
     Model,
@@ -35,32 +40,68 @@ from fieldstation.processing.model import (
     RecordingInput,
     UndecodableAudioError,
     check_media,
+    model_media,
 )
 from fieldstation.store import processing as repo
 from fieldstation.store.events import record_event
 
-__all__ = ["ProcessorWorker", "StepResult", "build_model", "covering_processors", "run_processor"]
+__all__ = [
+    "ProcessorWorker",
+    "StepResult",
+    "build_model",
+    "covering_processors",
+    "processor_media",
+    "run_processor",
+]
 
 log = logging.getLogger(__name__)
 
 
-def build_model(config: ProcessorConfig) -> Model:
-    """Build the model of a processor through its plugin's factory.
+def build_model(config: ProcessorConfig, *, home: Path | None = None) -> Model:
+    """Build the model of a processor through its plugin's factory, given the context keyword
+    ``home`` (the station home's root; where a model keeps files of its own, such as the
+    motion model's thumbnails) when there is one.
 
-    Raises ``UnknownPluginError``, or ``ModelUnavailableError`` when the model's extra is not
-    installed.
+    Raises ``UnknownPluginError``, ``ModelUnavailableError`` when the model's extra is not
+    installed, and :class:`~fieldstation.job.ConfigurationError` when the model's ``media``
+    is not the one its plugin declares (``Plugin.media``, which validation and
+    :func:`covering_processors` go by).
     """
     plugin = load_plugin("models", config.model)
-    model: Model = plugin.factory(config)
+    context = {} if home is None else {"home": home}
+    model: Model = plugin.factory(config, **context)
+    if model_media(model) != plugin.media:
+        raise ConfigurationError(
+            f"processor {config.name!r}: model plugin {config.model!r} declares media "
+            f"{plugin.media} (Plugin.media) but its model analyses {model_media(model)} (the "
+            "model's media attribute): the plugin must make them agree"
+        )
     return model
 
 
-def covering_processors(config: StationConfig, sensor: str) -> list[str]:
-    """Names of the enabled processors that analyse recordings of ``sensor``."""
+def processor_media(config: ProcessorConfig) -> str:
+    """The media the processor's model analyses (its plugin's ``media``: ``audio``,
+    ``video``, ``readings``). Raises ``UnknownPluginError``."""
+    return load_plugin("models", config.model).media
+
+
+def _sensor_media(config: StationConfig, sensor: str) -> str:
+    try:
+        return config.sensor(sensor).media
+    except KeyError:  # a sensor since removed from the station file: its recordings stay
+        return "audio"
+
+
+def covering_processors(config: StationConfig, sensor: str, media: str | None = None) -> list[str]:
+    """Names of the enabled processors that analyse recordings of ``sensor`` whose media is
+    ``media`` (None: the media of the sensor's config; ``audio`` for a sensor no longer in
+    the station file): a processor of another media does not cover it."""
+    if media is None:
+        media = _sensor_media(config, sensor)
     return [
         p.name
         for p in config.processors
-        if p.enabled and (p.sensors is None or sensor in p.sensors)
+        if p.enabled and (p.sensors is None or sensor in p.sensors) and processor_media(p) == media
     ]
 
 
@@ -104,8 +145,10 @@ class ProcessorWorker:
     def __init__(self, ctx: JobContext, processor: str, model: Model | None = None) -> None:
         self.ctx = ctx
         self.config = ctx.config.processor(processor)
-        self.model = model if model is not None else build_model(self.config)
+        self.model = model if model is not None else build_model(self.config, home=ctx.home.root)
         self.sensors = self.config.sensors
+        self.media = model_media(self.model)
+        """Only recordings of this media are claimed (the model's ``media``)."""
         self._filter = build_filter(self.config.filters)
         self._clean = build_cleaner(self.config.cleaners)
         self._destinations = ctx.config.destinations_for("detection")
@@ -119,7 +162,9 @@ class ProcessorWorker:
     def pending(self) -> int:
         """Recordings this processor still has to analyse."""
         with self.ctx.db.session() as session:
-            return repo.count_pending(session, processor=self.config.name, sensors=self.sensors)
+            return repo.count_pending(
+                session, processor=self.config.name, sensors=self.sensors, media=self.media
+            )
 
     def claim(self) -> Claim | None:
         """Claim the next recording in a transaction of its own: ``(row, token)`` or None.
@@ -139,6 +184,7 @@ class ProcessorWorker:
             now=self.ctx.clock.now(),
             lease=self.config.lease,
             max_attempts=self.config.max_attempts,
+            media=self.media,
         )
         return None if row is None else (row, token)
 
@@ -184,8 +230,19 @@ class ProcessorWorker:
             duration=time.perf_counter() - t0,
             status="skipped" if skip_reason is not None else "ok",
             note=skip_reason,
+            thumbnail=self._relative(output.extra.get("thumbnail")),
         )
         return run, kept
+
+    def _relative(self, path: str | None) -> str | None:
+        """``path`` relative to the station home when it is inside it."""
+        if path is None:
+            return None
+        root = self.ctx.home.root
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            return str(path)
 
     def rerun(self, row: RecordingLike, run_key: str) -> StepResult:
         """Analyse a recording this processor has already done once more (``fieldstation
@@ -235,7 +292,7 @@ class ProcessorWorker:
                     token=token,
                     run=run,
                     detections=kept,
-                    required=covering_processors(self.ctx.config, row.sensor),
+                    required=covering_processors(self.ctx.config, row.sensor, row.media),
                     destinations=self._destinations,
                     station_id=self.ctx.config.station.id,
                     now=self.ctx.clock.now(),
@@ -365,7 +422,7 @@ def run_processor(
     and whatever building the model raises (e.g. ``ModelUnavailableError``).
     """
     config = ctx.config.processor(processor_name)
-    model = (model_factory or build_model)(config)
+    model = model_factory(config) if model_factory else build_model(config, home=ctx.home.root)
     worker = ProcessorWorker(ctx, processor_name, model)
     try:
         while not ctx.stop.is_set():

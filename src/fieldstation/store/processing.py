@@ -103,6 +103,9 @@ class RunInfo:
     note: str | None = None
     run_key: str = ""
     """Distinguishes deliberate re-runs (``reprocess``) in message ids; empty for normal runs."""
+    thumbnail: str | None = None
+    """The run's thumbnail image (video models), relative to the station home: kept in the
+    recording's ``extra["thumbnails"][processor]``."""
 
 
 _DETECTIONS = cast(Table, Detection.__table__)
@@ -130,16 +133,18 @@ def _not_done_by(rec: Any, processor: str) -> ColumnElement[bool]:
 
 
 def _candidates(
-    rec: Any, processor: str, sensors: Collection[str] | None, now: Any
+    rec: Any, processor: str, sensors: Collection[str] | None, now: Any, media: str | None
 ) -> list[ColumnElement[bool]]:
     where = [_claimable(rec, now), rec.file_state == "present", _not_done_by(rec, processor)]
     if sensors is not None:
         where.append(rec.sensor.in_(list(sensors)))
+    if media is not None:
+        where.append(rec.media == media)
     return where
 
 
 @lru_cache(maxsize=64)
-def _claim_statement(processor: str, sensors: tuple[str, ...] | None) -> Any:
+def _claim_statement(processor: str, sensors: tuple[str, ...] | None, media: str | None) -> Any:
     """The claim UPDATE of :func:`claim_next`, built once per processor (bind parameters:
     ``now``, ``token``, ``lease_until``): building it costs more than running it. Core, not
     ORM: the worker needs the row's values, not a tracked object, and the ORM's bookkeeping
@@ -148,7 +153,7 @@ def _claim_statement(processor: str, sensors: tuple[str, ...] | None) -> Any:
     candidate = _RECORDINGS.alias("candidate")  # not correlated with the UPDATE's own table
     oldest = (
         select(candidate.c.id)
-        .where(*_candidates(candidate.c, processor, sensors, now))
+        .where(*_candidates(candidate.c, processor, sensors, now, media))
         .order_by(candidate.c.started_at, candidate.c.id)
         .limit(1)
         .scalar_subquery()
@@ -203,19 +208,21 @@ def claim_next(
     now: datetime,
     lease: float,
     max_attempts: int,
+    media: str | None = None,
 ) -> ClaimedRecording | None:
     """Claim the oldest recording ``processor`` has still to analyse; None when there is none.
 
     Candidates: ``state == 'recorded'``, or ``'processing'`` with a lease expired
-    (``<= now``); file present; from ``sensors`` (None: any); no ModelRun of ``processor`` with
-    a done status. The claim sets ``state='processing'``, ``claimed_by=token``,
+    (``<= now``); file present; from ``sensors`` (None: any); of ``media`` (the media of the
+    processor's model: ``audio``, ``video``, ``readings``; None: any); no ModelRun of
+    ``processor`` with a done status. The claim sets ``state='processing'``, ``claimed_by=token``,
     ``lease_expires_at = now + lease`` (seconds) and increments ``attempts``. A candidate whose
     ``attempts`` had already reached ``max_attempts`` (its worker died on the last attempt) is
     marked ``failed`` instead, in the same transaction, and the next candidate is tried.
     Returns the claimed row's values as they are after the claim (not an ORM object).
     """
     key = None if sensors is None else tuple(sorted(sensors))
-    claim = _claim_statement(processor, key)
+    claim = _claim_statement(processor, key, media)
     params = {"now": now, "token": token, "lease_until": now + timedelta(seconds=lease)}
     while True:
         recording = session.execute(claim, params).one_or_none()
@@ -237,8 +244,15 @@ def claim_next(
         )
 
 
-def count_pending(session: Session, *, processor: str, sensors: Collection[str] | None) -> int:
-    """How many recordings ``processor`` has still to analyse (claimable or claimed)."""
+def count_pending(
+    session: Session,
+    *,
+    processor: str,
+    sensors: Collection[str] | None,
+    media: str | None = None,
+) -> int:
+    """How many recordings ``processor`` has still to analyse (claimable or claimed), of
+    ``media`` (None: any)."""
     where = [
         Recording.state.in_(("recorded", "processing")),
         Recording.file_state == "present",
@@ -246,6 +260,8 @@ def count_pending(session: Session, *, processor: str, sensors: Collection[str] 
     ]
     if sensors is not None:
         where.append(Recording.sensor.in_(list(sensors)))
+    if media is not None:
+        where.append(Recording.media == media)
     return int(session.scalar(select(func.count()).select_from(Recording).where(*where)) or 0)
 
 
@@ -255,10 +271,12 @@ def reprocessable(
     processor: str,
     sensors: Collection[str] | None,
     since: datetime | None = None,
+    media: str | None = None,
 ) -> list[Recording]:
     """Recordings ``processor`` may run on again (``fieldstation reprocess``), oldest first:
-    file present, not quarantined, from ``sensors`` (None: any), started at or after ``since``,
-    and **already done by** ``processor`` (a ModelRun of it with a done status).
+    file present, not quarantined, from ``sensors`` (None: any), of ``media`` (None: any),
+    started at or after ``since``, and **already done by** ``processor`` (a ModelRun of it
+    with a done status).
 
     A recording ``processor`` has not done yet is left to its worker: a run stored without a
     claim does not change the recording's state, yet counts as done, so the worker would never
@@ -272,6 +290,8 @@ def reprocessable(
         query = query.where(Recording.sensor.in_(list(sensors)))
     if since is not None:
         query = query.where(Recording.started_at >= since)
+    if media is not None:
+        query = query.where(Recording.media == media)
     return list(session.scalars(query.order_by(Recording.started_at, Recording.id)))
 
 
@@ -383,6 +403,7 @@ def complete(
     outbox message for ``destinations`` whose body lists them all (``recording_id``, ``sensor``,
     ``recording_started_at``, ``processor``, ``model``, ``model_version``, ``detections``: dicts
     of :data:`DETECTION_FIELDS`, times ISO 8601 UTC, seconds from the recording start).
+    A ``run.thumbnail`` is kept in the recording's ``extra["thumbnails"][run.processor]``.
     Then the recording becomes ``processed`` when every processor named in ``required`` has a
     done ModelRun, else ``recorded`` again for the next processor.
     Raises :class:`LeaseLostError` when ``token`` no longer holds the claim, ``LookupError``
@@ -453,6 +474,8 @@ def complete(
         )
         # the bulk path writes through the cursor on SQLite: no ORM unit of work per message
         enqueue_many(session, [message], now=now, station_id=station_id)
+    if run.thumbnail is not None:
+        _keep_thumbnail(session, recording_id, run.processor, run.thumbnail)
     if token is not None and not finish_now:
         done = others and set(
             session.scalars(
@@ -464,6 +487,16 @@ def complete(
         finished = run.status in DONE_STATUSES and (not others or others <= done)
         session.execute(_FINISH if finished else _HAND_ON, {"rid": recording_id, "now": now})
     return int(run_id)
+
+
+def _keep_thumbnail(session: Session, recording_id: int, processor: str, path: str) -> None:
+    """Set ``extra["thumbnails"][processor] = path`` on the recording (other keys kept)."""
+    extra = session.execute(
+        select(_RECORDINGS.c.extra).where(_RECORDINGS.c.id == recording_id)
+    ).scalar_one()
+    extra = dict(extra or {})
+    extra["thumbnails"] = {**extra.get("thumbnails", {}), processor: path}
+    session.execute(update(_RECORDINGS).where(_RECORDINGS.c.id == recording_id).values(extra=extra))
 
 
 def fail(
