@@ -212,6 +212,12 @@ class StationHome:
         return self.root / "logs"
 
     @property
+    def thumbnails(self) -> Path:
+        """``thumbnails/<sensor>/<date>/<chunk stem>.<processor>.jpg``: images models made
+        of a chunk (the motion model's), deleted with the chunk by retention."""
+        return self.root / "thumbnails"
+
+    @property
     def run(self) -> Path:
         return self.root / "run"
 

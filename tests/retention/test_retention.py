@@ -340,3 +340,29 @@ def test_readings_older_than_readings_max_age_are_deleted(
         kept = sorted(session.scalars(select(Reading.value)))
     assert report.readings_deleted == 2
     assert kept == [20.0, 30.0, 49.9]
+
+
+def test_a_deleted_chunk_takes_its_thumbnails_with_it(
+    db: Database, home: StationHome, clock: VirtualClock, rows: Any, make_station: Any
+) -> None:
+    from pathlib import Path
+
+    config = make_station(retention={"default": {"keep": "days", "days": 1}})
+    old = rows.recording(started_at=clock.now() - timedelta(days=3))
+    kept = rows.recording()
+    with db.session() as session:
+        paths = {r.id: Path(r.path) for r in session.scalars(select(Recording))}
+    thumbs = {}
+    for rid, rel in paths.items():
+        folder = home.thumbnails.joinpath(*rel.parts[1:-1])
+        folder.mkdir(parents=True, exist_ok=True)
+        thumbs[rid] = [folder / f"{rel.stem}.{p}.jpg" for p in ("yard", "gate")]
+        for thumb in thumbs[rid]:
+            thumb.write_bytes(b"jpeg")
+    other = home.thumbnails / "cam" / "x.yard.jpg"  # not of a deleted chunk
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"jpeg")
+    RetentionJob(config, db, home, clock).run_once()
+    assert states(db)[old] == ("deleted", "age")
+    assert not any(t.exists() for t in thumbs[old])
+    assert all(t.exists() for t in thumbs[kept]) and other.exists()

@@ -41,6 +41,7 @@ from pydantic import Field, model_validator
 from fieldstation.config.plugins import Plugin
 from fieldstation.config.processing import ProcessorConfig
 from fieldstation.config.units import Seconds
+from fieldstation.home import StationHome
 
 if TYPE_CHECKING:
     from fieldstation.processing.model import ModelOutput, RecordingInput
@@ -121,7 +122,7 @@ class MotionModel:
             relative = recording.relative_to(self.home / "data")
         except ValueError:
             relative = Path(recording.name)  # not under data/ (quarantine, elsewhere)
-        return self.home / "thumbnails" / relative.parent / name
+        return StationHome(self.home).thumbnails / relative.parent / name
 
     def run(self, recording: RecordingInput) -> ModelOutput:
         """Detect motion in a video file; raises ``UndecodableAudioError`` (the file has no

@@ -21,6 +21,7 @@ after start-up.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -302,7 +303,18 @@ class RetentionJob:
             report.errors.append(f"unlink {relative}: {error}")
             return False
         self._retry.discard(relative)
+        self._remove_thumbnails(relative)
         return True
+
+    def _remove_thumbnails(self, relative: str) -> None:
+        """Delete the thumbnails models made of the chunk at ``relative``
+        (``thumbnails/<sensor>/<date>/<stem>.<processor>.jpg``, :attr:`StationHome.thumbnails`)."""
+        rel = Path(relative)
+        if rel.parts[:1] != ("data",):
+            return
+        folder = Path(self._root, "thumbnails", *rel.parts[1:-1])
+        for thumbnail in folder.glob(f"{glob.escape(rel.stem)}.*.jpg"):
+            thumbnail.unlink(missing_ok=True)
 
     def _retry_unlinks(self, report: RetentionReport) -> None:
         for relative in sorted(self._retry):
