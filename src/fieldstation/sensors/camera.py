@@ -352,7 +352,12 @@ class VideoSensor:
                 else:
                     _put(frames, (index, frame), stop)
                 index += 1
-        except (OSError, ValueError) as error:  # the pipe closed under us by close()
+            if stop.is_set():
+                # close(): drain stdout so that ffmpeg, maybe blocked writing a frame, sees
+                # its SIGTERM and exits (EOF ends this)
+                while stdout.read(1 << 16):
+                    pass
+        except (OSError, ValueError) as error:  # the pipe closed under us
             log.debug("video sensor %s: reader stops: %s", self.config.name, error)
         _put(frames, _END, stop)
 
