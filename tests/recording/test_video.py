@@ -410,7 +410,10 @@ def test_rtsp_camera_records_and_comes_back_after_the_server_is_gone(  # type: i
 ):
     from fieldstation.sensors.camera import VideoSensor
 
-    config = make_station({**SMALL, "source": camera.url, "chunk": "4s", "timeout": "5s"})
+    # a queue of 10 s: this test is about the camera going away, not about a busy machine
+    # dropping frames while the first chunk opens
+    sensor_config = {**SMALL, "source": camera.url, "chunk": "4s", "timeout": "5s"}
+    config = make_station({**sensor_config, "queue_frames": 250})
     ctx, _ = make_ctx(config, SystemClock())
     watch = Watch()
     ctx.progress = watch

@@ -133,7 +133,8 @@ def capture_command(config: VideoConfig, executable: str = "ffmpeg") -> list[str
 class VideoSensor:
     """Frames of ``config.source`` through an ffmpeg child process (see the module docstring).
 
-    The stream: ``fps`` (rate, Hz), frames ``(height, width, 3)`` uint8 RGB (``shape``), one
+    The stream: ``fps`` (rate, Hz; also ``sample_rate``), frames ``(height, width, 3)`` uint8
+    RGB (``shape``), one
     frame per :class:`Block`. ``live`` sources are timed by the camera, others paced on
     ``clock`` (default the system clock). Raises
     :class:`~fieldstation.sensors.base.SensorConfigurationError` when ffmpeg is not installed
