@@ -460,3 +460,81 @@ def test_rtsp_camera_records_and_comes_back_after_the_server_is_gone(  # type: i
         events = list(session.scalars(select(Event).where(Event.kind == "device_error")))
     assert events and "rtsp://" in events[0].message
     assert sensor.health().state == "closed" and sensor._process is None
+
+
+# --- a full disk ---
+
+
+class FillAt:
+    """A sensor wrapper that fills the disk (``filler``) before handing out block ``at``."""
+
+    def __init__(self, inner: Any, at: int, filler: Path) -> None:
+        self.inner, self.at, self.filler = inner, at, filler
+        self.describe = inner.describe
+        self.reads = 0
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def read(self) -> Any:
+        from fieldstation.testing.disk import fill_disk
+
+        if self.reads == self.at:
+            fill_disk(self.filler)
+        self.reads += 1
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def health(self) -> Any:
+        return self.inner.health()
+
+
+class TestFullDisk:
+    @pytest.fixture
+    def home(self, small_disk: Path) -> Any:
+        """The station home (and its database) on a real 20 MB filesystem."""
+        from fieldstation.home import StationHome
+
+        return StationHome(small_disk / "home").ensure()
+
+    def test_a_full_disk_mid_chunk_pauses_and_the_cut_chunk_is_salvaged(  # type: ignore[no-untyped-def]
+        self, make_station, make_ctx, db, home, small_disk
+    ):
+        """The disk fills in the middle of the third chunk: PyAV's write meets ENOSPC (an
+        ``OSError``), the recorder pauses (``disk_low``) instead of failing, and once space is
+        back the cut chunk is remuxed up to its last decodable frame, committed ``disk_low``,
+        and recording goes on."""
+        from fieldstation.sensors.camera import VideoSensor
+
+        config = make_station({**SMALL, "chunk": "2s", "min_free": "0"})
+        ctx, progress = make_ctx(config)
+        filler = small_disk / "filler"
+        sensor = FillAt(VideoSensor(config.sensor("cam"), ctx.clock), 130, filler)  # type: ignore[arg-type]
+        report = progress.__call__
+        freed: list[Any] = []
+
+        def watch(what: str, details: dict[str, Any]) -> None:
+            report(what, details)
+            full = [d for d in progress.of("waiting") if "disk full" in d.get("reason", "")]
+            if not freed and len(full) >= 5:  # 5 s (virtual) of a full disk
+                filler.unlink()
+                freed.append(ctx.clock.now())
+            if freed and len([1 for w, _ in progress.reports[-2:] if w == "chunk"]) == 2:
+                ctx.stop.set()
+
+        ctx.progress = watch  # type: ignore[method-assign]
+        run_recorder(ctx, "cam", sensor=sensor)  # returns at the stop: no exception
+        assert freed, progress.reports[-5:]
+        rows = rows_of(db)
+        reasons = [(r.chunk_index, r.end_reason) for r in rows]
+        assert reasons[:2] == [(0, "complete"), (1, "complete")], reasons
+        cut = [r for r in rows if r.end_reason == "disk_low"]
+        assert len(cut) == 1 and cut[0].chunk_index == 2 and 0 < cut[0].frames < 50, reasons
+        path = home.root / cut[0].path
+        assert ffprobe_frames(path) == cut[0].frames
+        assert decoded(path) == list(range(cut[0].frames))
+        later = [r for r in rows if r.session_id != rows[0].session_id]
+        assert later and all(r.end_reason == "complete" and r.frames == 50 for r in later)
+        assert not any(home.spool.iterdir())
