@@ -294,3 +294,49 @@ def test_a_full_queue_drops_and_counts_live_frames(sensors, camera) -> None:  # 
     assert indices[5] > 5  # then a jump: the recorder starts a new session there
     health = sensor.health()
     assert health.overflows == health.lost_frames >= 3
+
+
+@pytest.fixture
+def mjpeg_camera() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real HTTP MJPEG camera: ffmpeg serving testsrc2 as multipart JPEG (``-listen 1``, one
+    client), in real time; yields its URL and process once it listens."""
+    import psutil
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25"]
+        + ["-c:v", "mjpeg", "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/cam.mjpg"],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        # a probe connection would take the one client slot: look for the listening socket
+        while not any(
+            c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+            for c in psutil.Process(server.pid).net_connections(kind="tcp")
+        ):
+            assert server.poll() is None and time.monotonic() < deadline, "no MJPEG server"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/cam.mjpg", server
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_an_http_mjpeg_camera_is_live_and_its_end_is_a_device_error(  # type: ignore[no-untyped-def]
+    sensors, mjpeg_camera
+):
+    url, server = mjpeg_camera
+    sensor = make(sensors, SystemClock(), source=url, timeout=5)
+    sensor.open()
+    blocks = [sensor.read() for _ in range(25)]
+    assert [b.start_frame for b in blocks] == list(range(25))  # type: ignore[union-attr]
+    assert blocks[-1].data.shape == (1, 120, 160, 3)  # type: ignore[union-attr]
+    server.kill()
+    with pytest.raises(DeviceError, match="stopped after"):
+        while True:
+            sensor.read()
+    sensor.close()
+    health = sensor.health()  # the error stays until the next open (as for audio devices)
+    assert health.state == "error" and "exited" in (health.error or "")
+    assert sensor._process is None and server.wait(10) is not None
