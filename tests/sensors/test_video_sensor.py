@@ -4,6 +4,7 @@ camera, pacing on the injected clock, dropped frames, failures, a clean stop of 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -218,6 +219,18 @@ def test_a_graph_ffmpeg_refuses_is_a_configuration_error(sensors) -> None:  # ty
     with pytest.raises(SensorConfigurationError, match="source: lavfi:nosuchfilter=1"):
         sensor.read()
     assert sensor.health().state == "error"
+
+
+def test_ffmpeg_killed_mid_stream_is_a_device_error_not_a_configuration_error(sensors) -> None:  # type: ignore[no-untyped-def]
+    sensor = make(sensors, VirtualClock())
+    sensor.open()
+    assert sensor.read().start_frame == 0  # type: ignore[union-attr]
+    assert sensor._process is not None
+    os.kill(sensor._process.pid, signal.SIGKILL)
+    with pytest.raises(DeviceError, match="failed after") as raised:
+        while True:
+            sensor.read()
+    assert not isinstance(raised.value, SensorConfigurationError)
 
 
 def test_close_stops_ffmpeg_and_reaps_it(sensors) -> None:  # type: ignore[no-untyped-def]

@@ -19,8 +19,9 @@ error lines for messages.
 
 ffmpeg ending on a live source (camera unplugged, RTSP server down, no frame for ``timeout``
 seconds) raises :class:`~fieldstation.sensors.base.DeviceError` (the recorder reopens later);
-a non-live source ending cleanly ends the stream (``read()`` returns None); one that fails
-(a lavfi graph or a file that does not decode) is a configuration error (not retried).
+a non-live source ending cleanly ends the stream (``read()`` returns None); one that gives no
+frame at all (a lavfi graph or a file that does not decode) is a configuration error (not
+retried); ffmpeg failing after frames (killed) is a ``DeviceError``.
 """
 
 from __future__ import annotations
@@ -210,6 +211,9 @@ class VideoSensor:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 bufsize=0,
+                # its own process group: a Ctrl-C meant for the station does not kill it
+                # before the recorder closes it (close() stops it)
+                process_group=0,
             )
         except OSError as error:
             self._error = str(error)
@@ -244,9 +248,10 @@ class VideoSensor:
         means frames were dropped by the full queue.
 
         Raises :class:`DeviceError` when ffmpeg ends on a live source, or no frame comes for
-        ``timeout`` seconds; a :class:`~fieldstation.sensors.base.SensorConfigurationError`
-        when a non-live source fails (ffmpeg exits with an error: a bad lavfi graph, a file
-        that does not decode); ``RuntimeError`` before :meth:`open`.
+        ``timeout`` seconds, or when ffmpeg fails on a non-live source after giving frames; a
+        :class:`~fieldstation.sensors.base.SensorConfigurationError` when a non-live source
+        gives no frame at all (a bad lavfi graph, a file that does not decode);
+        ``RuntimeError`` before :meth:`open`.
         """
         if not self._open:
             raise RuntimeError("read() before open()")
@@ -405,10 +410,16 @@ class VideoSensor:
                 f"camera {self.config.source} stopped after {self._captured} frame(s) "
                 f"(ffmpeg exit status {code}){detail}"
             )
+        if code != 0 and self._captured > 0:  # it worked until something killed it: retry
+            self._error = f"ffmpeg exited with {code}{detail}"
+            raise DeviceError(
+                f"video source {self.config.source} failed after {self._captured} frame(s) "
+                f"(ffmpeg exit status {code}){detail}"
+            )
         if code != 0 or self._captured == 0:
             self._error = f"ffmpeg exited with {code}{detail}"
             raise config_error(
-                f"source: {self.config.source} cannot be decoded (ffmpeg exit status {code})"
+                f"source: {self.config.source} gives no frame (ffmpeg exit status {code})"
                 f"{detail}; fix 'source'"
             )
         return None
