@@ -92,6 +92,7 @@ def clip(tmp_path: Path, frames: int = 25) -> Path:
         ({"source": "lavfi:"}, "source", "testsrc2"),
         ({"loop": True}, "", "loop applies to a video file source only"),
         ({"format": "mp4"}, "format", "mkv"),
+        ({"width": 3840, "height": 2160, "queue_frames": 100}, "", "use at most 43"),
     ],
 )
 def test_bad_settings_name_the_key_and_the_fix(fields: dict[str, Any], key: str, words: str):

@@ -32,6 +32,7 @@ from fieldstation.config.units import Seconds
 
 __all__ = [
     "BITS_PER_PIXEL_CRF23",
+    "MAX_QUEUE_BYTES",
     "PRESETS",
     "SourceKind",
     "VideoConfig",
@@ -61,6 +62,11 @@ BITS_PER_PIXEL_CRF23 = 0.07
 "Kush gauge" (bit rate = pixels x fps x motion factor x 0.07, motion factor 1 for low motion),
 a rule of thumb for H.264 bit rates (Kush Amerasinghe, Adobe, "H.264 for the rest of us").
 Busy scenes (wind in leaves, rain) take 2 to 4 times more."""
+
+
+MAX_QUEUE_BYTES = 1 << 30
+"""Most memory the frame queue of one video sensor may hold, bytes (1 GiB: 388 frames of
+720p, 43 of 4K)."""
 
 
 def bits_per_pixel(crf: int) -> float:
@@ -181,6 +187,13 @@ class VideoConfig(SensorConfig):
         if self.loop and source_kind(self.source) != "file":
             raise ValueError(
                 f"loop applies to a video file source only, not {self.source!r}; remove 'loop'"
+            )
+        if self.queue_frames * self.frame_bytes > MAX_QUEUE_BYTES:
+            most = max(1, MAX_QUEUE_BYTES // self.frame_bytes)
+            raise ValueError(
+                f"queue_frames = {self.queue_frames} frames of {self.width}x{self.height} would "
+                f"hold {self.queue_frames * self.frame_bytes / 1e9:.1f} GB of memory; use at "
+                f"most {most}"
             )
         return self
 
