@@ -145,6 +145,7 @@ def test_a_missing_file_is_a_configuration_error(tmp_path: Path) -> None:
 def test_capture_commands_per_source(tmp_path: Path) -> None:
     rtsp = capture_command(video(source="rtsp://cam/1", timeout=3))
     assert rtsp[rtsp.index("-rtsp_transport") + 1] == "tcp" and "3000000" in rtsp
+    assert rtsp[rtsp.index("-fpsprobesize") + 1] == "0"
     http = capture_command(video(source="http://cam/video.mjpg"))
     assert "-rw_timeout" in http
     device = capture_command(video(source="/dev/video0", input_options=["-input_format", "mjpeg"]))

@@ -103,7 +103,9 @@ def capture_command(config: VideoConfig, executable: str = "ffmpeg") -> list[str
     """The ffmpeg command line capturing ``config.source`` as raw RGB on stdout.
 
     Network sources use TCP for RTSP and a socket timeout of ``config.timeout`` seconds (RTSP
-    ``-timeout``, ``-stimeout`` before FFmpeg 5; ``-rw_timeout`` for HTTP)."""
+    ``-timeout``, ``-stimeout`` before FFmpeg 5; ``-rw_timeout`` for HTTP), and no frame-rate
+    probing (``-fpsprobesize 0``: FFmpeg would otherwise read 20 frames before the first one
+    comes out, then deliver them at once)."""
     source = config.source
     kind = source_kind(source)
     cmd = [executable, "-nostdin", "-hide_banner", "-loglevel", "error", "-nostats"]
@@ -120,7 +122,9 @@ def capture_command(config: VideoConfig, executable: str = "ffmpeg") -> list[str
             cmd += ["-rtsp_transport", "tcp", "-stimeout" if old else "-timeout", micros]
         else:
             cmd += ["-rw_timeout", micros]
-        cmd += ["-i", source]
+        # no frame-rate probing (20 frames by default: they would arrive as one burst, late;
+        # the output rate is ours anyway)
+        cmd += ["-fpsprobesize", "0", "-i", source]
     else:
         if config.loop:
             cmd += ["-stream_loop", "-1"]

@@ -130,12 +130,12 @@ class VideoConfig(SensorConfig):
     format: Literal["mkv"] = Field(default="mkv", description="Container of chunks: mkv.")
     loop: bool = Field(default=False, description="File sources: start again at the end.")
     queue_frames: int = Field(
-        default=50,
+        default=25,
         ge=1,
         le=1000,
         description="Frames held between capture and recording (each width x height x 3 "
-        "bytes: 2.8 MB at 720p); a live source drops (and counts) frames when it is full. "
-        "RTSP cameras deliver about a second of frames at once when they start.",
+        "bytes: 2.8 MB at 720p); a live source drops (and counts) frames when it is full "
+        "(the recorder then starts a new session).",
     )
     timeout: Seconds = Field(
         default=10.0,
