@@ -310,14 +310,18 @@ def test_ten_minutes_of_720p25_are_ten_exact_one_minute_chunks(  # type: ignore[
 # --- SIGKILL of a recording process ---
 
 
-def _killed_recorder(config: Any, home: Any, deployment_id: int, at_frame: int) -> None:
+def _killed_recorder(config: Any, home: Any, deployment_id: int, at_frame: int, pids: Path) -> None:
     """Run the recorder on a virtual clock and SIGKILL this process once the second chunk
-    holds ``at_frame`` frames (patched in the forked child only)."""
+    holds ``at_frame`` frames (patched in the forked child only); the PIDs of its children
+    (the ffmpeg capture) are written to ``pids`` first."""
+    import psutil
+
     write = ChunkWriter.write
 
     def write_then_die(self: ChunkWriter, data: Any) -> None:
         write(self, data)
         if self.spec.chunk_index == 1 and self.frames == at_frame:
+            pids.write_text(" ".join(str(c.pid) for c in psutil.Process().children()))
             os.kill(os.getpid(), signal.SIGKILL)
 
     ChunkWriter.write = write_then_die  # type: ignore[method-assign]
@@ -326,17 +330,34 @@ def _killed_recorder(config: Any, home: Any, deployment_id: int, at_frame: int) 
     run_recorder(ctx, "cam")
 
 
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs (not gone, not a zombie waiting for a parent to reap it)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_sigkill_mid_chunk_is_recovered_and_recording_goes_on(  # type: ignore[no-untyped-def]
-    make_station, make_ctx, db, home, spool_empty
+    make_station, make_ctx, db, home, spool_empty, tmp_path
 ):
     config = make_station({**SMALL, "chunk": "4s"})  # 100 frames
     ctx, progress = make_ctx(config)
+    pids = tmp_path / "pids"
     child = multiprocessing.get_context("fork").Process(
-        target=_killed_recorder, args=(config, home, ctx.deployment_id, 80)
+        target=_killed_recorder, args=(config, home, ctx.deployment_id, 80, pids)
     )
     child.start()
     child.join(120)
     assert child.exitcode == -signal.SIGKILL, "the recorder did not die mid-chunk"
+    # its ffmpeg, writing into a pipe nobody reads any more, dies of EPIPE: no orphan left
+    [ffmpeg] = [int(pid) for pid in pids.read_text().split()]
+    deadline = time.monotonic() + 30
+    while _running(ffmpeg):
+        assert time.monotonic() < deadline, f"ffmpeg {ffmpeg} outlived its recorder"
+        time.sleep(0.05)
     assert [(r.chunk_index, r.frames) for r in rows_of(db)] == [(0, 100)]
     cut = [p for p in home.spool.iterdir() if p.suffix == ".mkv"]
     assert len(cut) == 1
