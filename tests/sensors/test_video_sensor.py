@@ -355,3 +355,22 @@ def test_an_http_mjpeg_camera_is_live_and_its_end_is_a_device_error(  # type: ig
     health = sensor.health()  # the error stays until the next open (as for audio devices)
     assert health.state == "error" and "exited" in (health.error or "")
     assert sensor._process is None and server.wait(10) is not None
+
+
+def test_a_stalled_camera_is_a_device_error_after_timeout(sensors, camera) -> None:  # type: ignore[no-untyped-def]
+    sensor = make(sensors, SystemClock(), source=camera.url, timeout=2)
+    sensor.open()
+    sensor.read()
+    camera.process.send_signal(signal.SIGSTOP)  # the camera hangs: connection open, no frame
+    try:
+        began = time.monotonic()
+        with pytest.raises(DeviceError) as raised:
+            while True:
+                sensor.read()
+        assert time.monotonic() - began < 15
+        assert "sent no frame for 2 s" in str(raised.value)
+        process = sensor._process
+        sensor.close()  # ffmpeg, maybe blocked on the silent socket, is still ended and reaped
+        assert process is None or process.returncode is not None
+    finally:
+        camera.process.send_signal(signal.SIGCONT)
