@@ -420,7 +420,7 @@ def camera(require: Any) -> Any:
 
     why = rtsp_available()
     if why is not None:
-        pytest.skip(why)
+        require("rtsp", why)
     with RtspCamera(width=320, height=240, fps=25) as cam:
         yield cam
 

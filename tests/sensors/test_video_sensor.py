@@ -266,12 +266,12 @@ def test_a_camera_that_does_not_answer_is_a_device_error(sensors) -> None:  # ty
 
 
 @pytest.fixture
-def camera() -> Any:
+def camera(require: Any) -> Any:
     from fieldstation.testing.rtsp import RtspCamera, rtsp_available
 
     why = rtsp_available()
     if why is not None:
-        pytest.skip(why)
+        require("rtsp", why)
     with RtspCamera(width=160, height=120, fps=25) as cam:
         yield cam
 

@@ -91,8 +91,9 @@ class SensorConfig(StrictModel):
         return value
 
     def bytes_per_second(self) -> float | None:
-        """Data rate in bytes per second while recording (what :meth:`storage_label` names),
-        or None when the sensor cannot say."""
+        """Bytes per second of what the sensor stores while recording (audio: uncompressed
+        PCM; video: an H.264 estimate; readings: rows or Arrow columns; what
+        :meth:`storage_label` names), or None when the sensor cannot say."""
         return None
 
     def storage_label(self) -> str:

@@ -213,6 +213,9 @@ class VideoConfig(SensorConfig):
         720p at 25 fps and crf 23: about 202 kB/s, 17 GB a day."""
         return self.width * self.height * self.fps * bits_per_pixel(self.crf) / 8
 
+    def storage_label(self) -> str:
+        return "H.264 (estimate, still scene)"
+
 
 def ffmpeg_executable() -> str | None:
     """Path of the ``ffmpeg`` binary on ``PATH``, or None."""
