@@ -47,6 +47,7 @@ from fieldstation.job import JobContext
 from fieldstation.recording.chunk import ChunkWriter, FinishedChunk
 from fieldstation.recording.commit import commit_chunk
 from fieldstation.recording.disk import DiskGuard, DiskUsageFn, is_disk_full
+from fieldstation.recording.media import prepare
 from fieldstation.recording.metadata import ChunkSpec
 from fieldstation.recording.recovery import recover_spool
 from fieldstation.sensors import Block, DeviceError, Sensor, build_sensor
@@ -184,6 +185,7 @@ class Recorder:
         self.clock = ctx.clock
         self.source = ctx.name or f"recorder:{config.name}"
         self.stream = sensor.describe()
+        prepare(self.stream.media)  # the writer's libraries, before the live stream starts
         self.rate = self.stream.rate
         self.chunk_frames = max(1, round(config.chunk * self.rate))
         self._config_hash = config_hash(ctx.config)

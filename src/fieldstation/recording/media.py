@@ -26,7 +26,16 @@ if TYPE_CHECKING:
 
     from fieldstation.recording.metadata import ChunkSpec
 
-__all__ = ["FORMATS", "SUFFIXES", "MediaFormat", "MediaWriter", "format_of_path", "media_format"]
+__all__ = [
+    "FORMATS",
+    "LIBRARIES",
+    "SUFFIXES",
+    "MediaFormat",
+    "MediaWriter",
+    "format_of_path",
+    "media_format",
+    "prepare",
+]
 
 FORMATS: dict[str, str] = {
     "audio": "fieldstation.recording.audio:FORMAT",
@@ -92,6 +101,30 @@ class MediaFormat(Protocol):
         library's error) when ``out`` cannot be written (a full disk), leaving no ``out``
         behind."""
         ...
+
+
+LIBRARIES: dict[str, tuple[str, ...]] = {
+    "audio": ("soundfile",),
+    "video": ("av", "av.subtitles.stream"),  # PyAV loads its subtitles on the first open
+    "readings": ("pyarrow", "pyarrow.ipc"),
+}
+"""What each media's writer imports on first use (heavy: pyarrow takes most of a second on a
+small board)."""
+
+
+def prepare(media: str) -> MediaFormat:
+    """Import ``media``'s format and the libraries its writer needs, now: the recorder calls
+    it before it opens its sensor, so the first chunk does not stall a live stream while
+    they load (an IMU's FIFO holds 0.4 s; a camera queue a second), and calls the format's
+    optional ``prepare()`` for what loads on first use (pyarrow's bridges). Returns the format;
+    raises ``ValueError`` for an unknown media."""
+    fmt = media_format(media)
+    for name in LIBRARIES.get(media, ()):
+        importlib.import_module(name)
+    warm_up = getattr(fmt, "prepare", None)  # optional: what a first write would load
+    if warm_up is not None:
+        warm_up()
+    return fmt
 
 
 @cache

@@ -175,6 +175,15 @@ class ReadingsFormat:
 
     media: str = "readings"
 
+    def prepare(self) -> None:
+        """Convert one value to Arrow and back: pyarrow loads its numpy (and, when installed,
+        pandas) bridges on first use, most of a second, which must not happen mid-stream."""
+        import numpy as np
+        import pyarrow as pa
+
+        batch = pa.RecordBatch.from_arrays([pa.array(np.zeros(1, np.float32))], names=["x"])
+        batch.column(0).to_numpy()
+
     def open(self, path: Path, spec: ChunkSpec) -> ReadingsWriter:
         return ReadingsWriter(path, spec)
 

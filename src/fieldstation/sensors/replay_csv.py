@@ -15,7 +15,7 @@ Example, the hourly Seattle temperatures of 2010 in the ``vega_datasets`` wheel
     [[sensors]]
     name = "air"
     kind = "replay_csv"
-    path = "/path/to/vega_datasets/_data/seattle-temps.csv"
+    path = "package:vega_datasets/_data/seattle-temps.csv"
     columns = ["temp"]
     quantities = ["temperature"]
     units = ["Cel"]
@@ -25,6 +25,7 @@ Example, the hourly Seattle temperatures of 2010 in the ``vega_datasets`` wheel
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -33,7 +34,10 @@ from pydantic import Field, model_validator
 from fieldstation.config.plugins import Plugin
 from fieldstation.sensors.readings.config import SlowSensorConfig
 
-__all__ = ["ReplayCsvConfig", "plugin"]
+__all__ = ["PACKAGE_PREFIX", "ReplayCsvConfig", "plugin"]
+
+PACKAGE_PREFIX = "package:"
+"""``path`` prefix naming a file inside an installed Python package."""
 
 
 class ReplayCsvConfig(SlowSensorConfig):
@@ -41,7 +45,11 @@ class ReplayCsvConfig(SlowSensorConfig):
 
     media: ClassVar[str] = "readings"
 
-    path: Path = Field(description="The CSV file (first line: column names).")
+    path: Path = Field(
+        description="The CSV file (first line: column names), or 'package:<module>/<file>' for "
+        "a file inside an installed Python package (e.g. "
+        "'package:vega_datasets/_data/seattle-temps.csv')."
+    )
     columns: list[str] = Field(min_length=1, description="Value columns to replay.")
     quantities: list[str] | None = Field(
         default=None, description="Quantity name of each column; default the column names."
@@ -52,6 +60,22 @@ class ReplayCsvConfig(SlowSensorConfig):
     )
     start_row: int = Field(default=0, ge=0, description="Data rows skipped at the start.")
     loop: bool = Field(default=False, description="Start again at the first row at the end.")
+
+    def resolved_path(self) -> Path:
+        """The CSV file: ``path``, or for ``package:<module>/<file>`` that file inside the
+        installed package ``module`` (found without importing it). Raises ``ValueError``
+        naming the package when it is not installed."""
+        text = str(self.path)
+        if not text.startswith(PACKAGE_PREFIX):
+            return self.path.expanduser()
+        module, _, inner = text[len(PACKAGE_PREFIX) :].partition("/")
+        spec = importlib.util.find_spec(module) if module else None
+        if spec is None or not spec.submodule_search_locations:
+            raise ValueError(
+                f"path: package {module!r} is not installed (pip install {module}), or give "
+                "the CSV file's own path"
+            )
+        return Path(next(iter(spec.submodule_search_locations))) / inner
 
     @model_validator(mode="after")
     def _check(self) -> ReplayCsvConfig:
@@ -74,8 +98,12 @@ def _create(config: ReplayCsvConfig, **context: Any) -> Any:
 
 
 def _preflight(config: ReplayCsvConfig) -> list[str]:
-    if not config.path.is_file():
-        return [f"path: {config.path} is not a file; give the CSV series to replay"]
+    try:
+        path = config.resolved_path()
+    except ValueError as error:
+        return [str(error)]
+    if not path.is_file():
+        return [f"path: {path} is not a file; give the CSV series to replay"]
     return []
 
 

@@ -20,13 +20,17 @@ def load_series(config: ReplayCsvConfig) -> list[list[float]]:
     the file cannot be read, a column is missing, a cell is not a number or no row is left."""
     where = f"sensor {config.name!r}"
     try:
-        with open(config.path, newline="", encoding="utf-8") as f:
+        path = config.resolved_path()
+    except ValueError as error:
+        raise config_error(f"{where}: {error}") from None
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             header = reader.fieldnames or []
             missing = [c for c in config.columns if c not in header]
             if missing:
                 raise config_error(
-                    f"{where}: columns {missing} are not in {config.path} (it has "
+                    f"{where}: columns {missing} are not in {path} (it has "
                     f"{', '.join(header) or 'no header'}); fix 'columns'"
                 )
             rows: list[list[float]] = []
@@ -41,7 +45,7 @@ def load_series(config: ReplayCsvConfig) -> list[list[float]]:
                         value = float(cell)
                     except ValueError:
                         raise config_error(
-                            f"{where}: {config.path} line {number}, column {column!r}: "
+                            f"{where}: {path} line {number}, column {column!r}: "
                             f"{cell!r} is not a number; fix the file or 'columns'"
                         ) from None
                     if config.convert == "degF_to_Cel":
@@ -49,10 +53,10 @@ def load_series(config: ReplayCsvConfig) -> list[list[float]]:
                     values.append(value)
                 rows.append(values)
     except OSError as error:
-        raise config_error(f"{where}: path {config.path} cannot be read ({error})") from None
+        raise config_error(f"{where}: path {path} cannot be read ({error})") from None
     rows = rows[config.start_row :]
     if not rows:
-        raise config_error(f"{where}: no data rows in {config.path} after start_row")
+        raise config_error(f"{where}: no data rows in {path} after start_row")
     return rows
 
 
@@ -69,7 +73,7 @@ class CsvReplaySensor(PeriodicSensor):
         self._row = 0
 
     def options(self) -> dict[str, object]:
-        return {"path": str(self.config.path), "rows": len(self.series)}
+        return {"path": str(self.config.resolved_path()), "rows": len(self.series)}
 
     def open_device(self) -> None:
         self._row = 0
