@@ -127,3 +127,14 @@ def test_a_replay_sensor_without_a_rate_is_estimated_at_its_files_rate(tmp_path:
     # 256 kHz x 2 channels x int16 (the file's), not the 48 kHz mono default
     assert f"{format_bytes(256000 * 2 * 2)}/s of raw PCM" in out
     assert format_bytes(256000 * 4 * 86400) in out
+
+
+def test_video_and_readings_sensors_have_storage_estimates() -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    code, out = run(str(examples / "camera.toml"), "--days", "1", "--start", "2027-06-01")
+    assert code == 0, out
+    text = " ".join(out.split())
+    # 1280 x 720 x 15 fps x 0.07 bit per pixel / 8 (decision 0071's still-scene estimate)
+    assert f"{format_bytes(1280 * 720 * 15 * 0.07 / 8)}/s of H.264 (estimate, still scene)" in text
+    assert f"{format_bytes(200 * 6 * 4)}/s of Arrow float32" in text  # 200 Hz x 6 x float32
+    assert f"{format_bytes(5 * 200 / 60)}/s of database rows (estimate)" in text

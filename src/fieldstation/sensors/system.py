@@ -28,6 +28,11 @@ class SystemConfig(SlowSensorConfig):
         default=None, description="Folder whose disk is measured; default the station home."
     )
 
+    def quantity_count(self) -> int | None:
+        """Load, memory used, disk free and used, and the CPU temperature where there is one
+        (five at most)."""
+        return 5
+
 
 def _create(config: SystemConfig, **context: Any) -> Any:
     """Build a :class:`fieldstation.sensors.readings.system.SystemSensor` (context: ``clock``,
