@@ -97,6 +97,54 @@ def test_summaries_per_label_and_period_survive_restarts(
     assert bodies[2]["labels"] == [] and bodies[2]["detections"] == 0
 
 
+def test_summaries_give_each_slow_sensors_values_per_period(
+    home: StationHome, deployed: Database
+) -> None:
+    from fieldstation.store.readings import NewReading, insert_readings
+
+    db = deployed
+    with db.session() as session:
+        for minute, (temp, hum) in enumerate([(20.0, 50.0), (22.0, 55.0), (24.5, 60.0)]):
+            at = T0 + timedelta(minutes=15 + 20 * minute)
+            insert_readings(
+                session,
+                deployment_id=1,
+                sensor="air",
+                readings=[
+                    NewReading("temperature", "Cel", at, temp),
+                    NewReading("humidity", "%", at, hum),
+                ],
+            )
+        insert_readings(  # the next hour: not in the first summary
+            session,
+            deployment_id=1,
+            sensor="air",
+            readings=[NewReading("temperature", "Cel", T0 + timedelta(minutes=61), 30.0)],
+        )
+    clock = VirtualClock(T0 + timedelta(minutes=80))
+    assert Summarizer(station(home), db, clock).summarize_once() == 1
+    assert summaries(db)[0]["readings"] == [
+        {
+            "sensor": "air",
+            "quantity": "humidity",
+            "unit": "%",
+            "count": 3,
+            "min": 50.0,
+            "max": 60.0,
+            "mean": 55.0,
+        },
+        {
+            "sensor": "air",
+            "quantity": "temperature",
+            "unit": "Cel",
+            "count": 3,
+            "min": 20.0,
+            "max": 24.5,
+            "mean": pytest.approx(22.166667),
+        },
+    ]
+
+
 def test_summary_waits_for_processing_at_most_one_period(
     home: StationHome, deployed: Database
 ) -> None:

@@ -1,4 +1,5 @@
-"""Detection summaries (acoupi's summariser): per label and period, count and max/mean score.
+"""Summaries (acoupi's summariser): per period, detections per label (count, max and mean
+score) and the values of slow sensors per sensor and quantity (count, min, max, mean).
 
 Periods are ``heartbeat.summary_interval`` long and aligned to the Unix epoch in UTC (hourly
 summaries start on the hour). Progress lives in the database, not in memory: the newest
@@ -60,6 +61,7 @@ class Summarizer:
             recordings_in_period,
         )
         from fieldstation.store.outbox import OutboxCap, enqueue
+        from fieldstation.store.readings import readings_stats
 
         interval = self.interval
         destinations = self.config.destinations_for("summary")
@@ -90,6 +92,20 @@ class Summarizer:
                     }
                     for label, count, high, mean in detection_stats(session, start, end)
                 ]
+                readings = [
+                    {
+                        "sensor": sensor,
+                        "quantity": quantity,
+                        "unit": unit,
+                        "count": n,
+                        "min": round(low, 6),
+                        "max": round(high, 6),
+                        "mean": round(mean, 6),
+                    }
+                    for sensor, quantity, unit, n, low, high, mean in readings_stats(
+                        session, start, end
+                    )
+                ]
                 n_recordings, seconds = recordings_in_period(session, start, end)
                 body: dict[str, Any] = {
                     "period_start": start.isoformat(),
@@ -99,6 +115,7 @@ class Summarizer:
                     "recorded_s": round(seconds, 3),
                     "detections": sum(item["count"] for item in labels),
                     "labels": labels,
+                    "readings": readings,
                     "late": late,
                 }
                 enqueue(

@@ -25,6 +25,7 @@ __all__ = [
     "delete_older_than",
     "insert_readings",
     "latest_position",
+    "readings_stats",
     "latest_values",
 ]
 
@@ -119,3 +120,28 @@ def latest_position(session: Session) -> tuple[float, float, float | None, datet
     if "longitude" not in values:
         return None
     return latitude.value, values["longitude"], values.get("elevation"), latitude.measured_at
+
+
+def readings_stats(
+    session: Session, start: datetime, end: datetime
+) -> list[tuple[str, str, str, int, float, float, float]]:
+    """``(sensor, quantity, unit, count, min, max, mean)`` of the values measured in ``[start,
+    end)`` (aware UTC), one tuple per sensor and quantity, sorted; for summaries."""
+    query = (
+        select(
+            Reading.sensor,
+            Reading.quantity,
+            Reading.unit,
+            func.count(),
+            func.min(Reading.value),
+            func.max(Reading.value),
+            func.avg(Reading.value),
+        )
+        .where(Reading.measured_at >= start, Reading.measured_at < end)
+        .group_by(Reading.sensor, Reading.quantity, Reading.unit)
+        .order_by(Reading.sensor, Reading.quantity, Reading.unit)
+    )
+    return [
+        (sensor, quantity, unit, int(n), float(low), float(high), float(mean))
+        for sensor, quantity, unit, n, low, high, mean in session.execute(query)
+    ]
