@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from fieldstation.clock import VirtualClock
 from fieldstation.config import ConfigError
 from fieldstation.recording.job import ContinuousSlot, capture_id_for, run_recorder
 from fieldstation.recording.sessions import capture_manifest, list_captures
+from fieldstation.store.models import Recording
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
 MIC = {"name": "mic", "kind": "synthetic", "sample_rate": 8000, "frequency": 1000, "chunk": "2s"}
@@ -89,3 +91,38 @@ def test_a_sensor_in_two_sessions_or_with_another_schedule_is_a_config_error(  #
     assert "bat has night" in text and "mic has none" in text
     assert "sessions[1].sensors[0]" in text and "already in session 'pair'" in text
     assert "sessions[1].sensors[1]" in text and "no such sensor" in text
+
+
+def test_chunks_carry_the_latest_gps_fix_instead_of_the_station_files_place(  # type: ignore[no-untyped-def]
+    make_station, make_ctx, db, home
+):
+    from fieldstation.recording.metadata import read_embedded
+    from fieldstation.store.readings import NewReading, insert_readings
+
+    config = make_station(MIC)
+    slots = slots_every(START, record=2.0, every=10.0)
+    ctx, _ = make_ctx(config, VirtualClock(START))
+    run_recorder(ctx, "mic", slots=slots, until=START + timedelta(seconds=2))  # before any fix
+    with db.session() as session:
+        insert_readings(
+            session,
+            deployment_id=ctx.deployment_id,
+            sensor="gps",
+            readings=[
+                NewReading("latitude", "deg", START, 78.2232),
+                NewReading("longitude", "deg", START, 15.6267),
+                NewReading("elevation", "m", START, 9.0),
+            ],
+        )
+    ctx, _ = make_ctx(config, VirtualClock(START + timedelta(seconds=10)))
+    run_recorder(ctx, "mic", slots=slots, until=START + timedelta(seconds=12))
+    with db.session() as session:
+        paths = list(session.scalars(select(Recording.path).order_by(Recording.id)))
+    places = [read_embedded(home.root / p)[0] for p in paths]
+    station = config.station
+    assert (places[0].latitude, places[0].longitude) == (station.latitude, station.longitude)
+    assert (places[-1].latitude, places[-1].longitude, places[-1].elevation) == (
+        78.2232,
+        15.6267,
+        9.0,
+    )
