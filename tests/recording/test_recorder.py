@@ -347,6 +347,29 @@ def test_input_overflows_during_a_chunk_are_kept_in_its_row(make_station, make_c
     assert [r.extra for r in rows_of(db)] == [{}, {"input_overflows": 1}, {}]
 
 
+def test_frames_a_camera_duplicated_or_dropped_during_a_chunk_are_kept_in_its_row(  # type: ignore[no-untyped-def]
+    make_station, make_ctx, db
+):
+    config = make_station({**SYNTH, "chunk": "1s", "block": "0.1s"})
+    ctx, progress = make_ctx(config)
+
+    class Converting(Scripted):
+        def health(self) -> SensorHealth:  # FFmpeg's running dup/drop totals, as a camera's
+            return SensorHealth(
+                state="open",
+                details={"dup": 2 * max(0, self.reads - 12), "drop": 5 if self.reads > 25 else 0},
+            )
+
+    sensor = Converting(SyntheticSensor(config.sensor("syn"), ctx.clock), {})  # type: ignore[arg-type]
+    progress.stop_after_chunks = 3
+    run_recorder(ctx, "syn", sensor=sensor)
+    assert [r.extra for r in rows_of(db)] == [
+        {},
+        {"frames_duplicated": 16},
+        {"frames_duplicated": 18, "frames_dropped": 5},
+    ]
+
+
 def test_an_input_overflow_ends_the_chunk_and_re_anchors_the_session(  # type: ignore[no-untyped-def]
     make_station, make_ctx, db, clock
 ):

@@ -80,6 +80,17 @@ DEVICE_EVENT_REPEAT = 3600.0
 """Seconds before the same device error is recorded as an event again (it is logged always)."""
 
 
+COUNTED_DETAILS: dict[str, str] = {"dup": "frames_duplicated", "drop": "frames_dropped"}
+"""Running counters a sensor's ``health().details`` may hold (a camera: frames FFmpeg duplicated
+or dropped to hold the frame rate); how many happened during a chunk is kept in the row's
+``extra`` under the name given here, as omgrab reports dropped frames."""
+
+
+def _counted(health: Any) -> dict[str, int]:
+    details = health.details or {}
+    return {key: int(details[key]) for key in COUNTED_DETAILS if key in details}
+
+
 class RecorderError(RuntimeError):
     """The recorder cannot run (unknown sensor, no schedule engine)."""
 
@@ -207,6 +218,7 @@ class Recorder:
         self._fix: tuple[float, float, float | None, datetime] | None = None
         self._fix_checked: float | None = None
         self._overflows_at_open = 0
+        self._counts_at_open: dict[str, int] = {}
         self.session_id = ""
         session = ctx.config.session_of(config.name)
         self._capture_session = None if session is None else session.name
@@ -605,7 +617,9 @@ class Recorder:
             capture_session=self._capture_session if self._capture_id else None,
         )
         self.writer = ChunkWriter(self.ctx.home.spool, spec)
-        self._overflows_at_open = self.sensor.health().overflows
+        health = self.sensor.health()
+        self._overflows_at_open = health.overflows
+        self._counts_at_open = _counted(health)
 
     def _end_chunk(
         self, reason: str, extra: dict[str, Any] | None = None, stopping: bool = False
@@ -617,9 +631,14 @@ class Recorder:
         if writer.frames == 0 or (stopping and not self.config.keep_partial):
             writer.discard()
             return
-        overflows = self.sensor.health().overflows - self._overflows_at_open
+        health = self.sensor.health()
+        overflows = health.overflows - self._overflows_at_open
         if overflows:  # flagged by the device during this chunk: kept with the row
             extra = {**(extra or {}), "input_overflows": overflows}
+        for key, count in _counted(health).items():  # e.g. frames FFmpeg duplicated, dropped
+            during = count - self._counts_at_open.get(key, 0)
+            if during > 0:
+                extra = {**(extra or {}), COUNTED_DETAILS[key]: during}
         try:
             finished = writer.finish(reason, extra)
         except BaseException:  # e.g. a full disk: the chunk stays in spool/ for recovery
