@@ -113,18 +113,7 @@ def recordings(
     finally:
         db.dispose()
     table = Table(title=f"{len(rows)} recording(s)")
-    for column in (
-        "id",
-        "sensor",
-        "media",
-        "started (UTC)",
-        "s",
-        "state",
-        "file",
-        "pin",
-        "det",
-        "path",
-    ):
+    for column in ("id", "sensor", "started (UTC)", "s", "state", "file", "pin", "det", "path"):
         table.add_column(column)
     for rec, n in rows:
         file = rec.file_state if rec.file_state != "deleted" else f"deleted ({rec.delete_reason})"
