@@ -284,6 +284,7 @@ def test_lavfi_camera_records_frame_exact_chunks(  # type: ignore[no-untyped-def
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_ten_minutes_of_720p25_are_ten_exact_one_minute_chunks(  # type: ignore[no-untyped-def]
     make_station, make_ctx, db, home, spool_empty
 ):
