@@ -58,6 +58,7 @@ from fieldstation.clock import Clock
 from fieldstation.config import StationConfig
 from fieldstation.config.outputs import OutputConfig
 from fieldstation.home import StationHome
+from fieldstation.job import StopEvent
 from fieldstation.outbox.messenger import Messenger, OutgoingMessage, Result, needs_network
 from fieldstation.store import Database
 from fieldstation.store import outbox as store
@@ -178,6 +179,14 @@ class OutputWorker:
         self.turn: tuple[str, float] = (WAITING, clock.monotonic())
         """(``busy`` | ``waiting``, since monotonic seconds): busy from the start of each batch,
         waiting between passes. One attribute, swapped whole (read by the owner's thread)."""
+        self.wake = threading.Event()
+        """Set by :meth:`nudge`: the wait between passes ends at once (new messages)."""
+        self._nudgeable = False  # True while run() waits on ``wake`` (linked to its stop)
+
+    def nudge(self) -> None:
+        """New messages were committed: make the next pass now, not after ``poll_interval``
+        (a pass already running is followed by another at once). Safe from any thread."""
+        self.wake.set()
 
     def busy_for(self, now: float) -> float | None:
         """Seconds the worker has been busy in its current batch at monotonic ``now``; None
@@ -235,6 +244,10 @@ class OutputWorker:
         one pass (``OperationalError``, e.g. locked past the busy timeout) is logged and the
         pass retried after ``poll_interval``; other errors propagate to the owner."""
         self.turn = (BUSY, self.clock.monotonic())
+        linked = getattr(stop, "linked", None)  # a StopEvent: setting it sets ``wake`` too
+        if isinstance(linked, list) and self.wake not in linked:
+            linked.append(self.wake)
+            self._nudgeable = True
         while not stop.is_set():
             try:
                 delivered = self.run_once(stop)
@@ -260,9 +273,15 @@ class OutputWorker:
         self._final_pass()
 
     def _wait(self, stop: threading.Event, seconds: float) -> None:
+        """Wait ``seconds`` between passes; a :meth:`nudge` (or the stop) ends it at once when
+        ``stop`` is a :class:`~fieldstation.job.StopEvent` (whose ``set`` sets ``wake``)."""
         self.turn = (WAITING, self.clock.monotonic())
         try:
-            self.clock.wait(stop, seconds)
+            if self._nudgeable:
+                self.clock.wait(self.wake, seconds)
+                self.wake.clear()
+            else:
+                self.clock.wait(stop, seconds)
         finally:
             self.turn = (BUSY, self.clock.monotonic())
 
@@ -541,7 +560,7 @@ class DeliveryLoop:
         """
         try:
             self._acquire()
-            halt = threading.Event()
+            halt = StopEvent()  # stops the workers and ends their waits (wake is linked)
             failures: list[BaseException] = []
             threads = [
                 threading.Thread(
@@ -585,6 +604,13 @@ class DeliveryLoop:
                 raise failures[0]
         finally:
             self.close()
+
+    def nudge(self) -> None:
+        """New messages were committed (a chunk, detections, readings): every output's
+        worker makes its next pass now instead of after ``poll_interval``; the poll remains
+        the fallback for messages nobody announced. Safe from any thread."""
+        for worker in self.workers.values():
+            worker.nudge()
 
     def _check_workers(self) -> bool:
         """Note workers that became stuck or move again (log, event, progress); True while any

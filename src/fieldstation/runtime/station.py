@@ -68,6 +68,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+NEW_MESSAGES = frozenset({"chunk", "processed", "readings"})
+"""Progress reports that mean new outbox messages were committed (a ``recording`` notice,
+detections, a ``readings`` batch): the station wakes its delivery workers on them."""
+
 RECORDER = "fieldstation.recording.job:run_recorder"
 PROCESSOR = "fieldstation.processing.worker:run_processor"
 READINGS = "fieldstation.recording.rows:run_readings"
@@ -151,6 +155,10 @@ class Station:
     deployment_id: int | None = field(init=False, default=None)
     supervisor: Supervisor | None = field(init=False, default=None)
     network: Any = field(init=False, default=None)
+    delivery: Any = field(init=False, default=None)
+    _progress_log: Any = field(init=False, default_factory=lambda: _ProgressLog())
+    """The running :class:`~fieldstation.outbox.delivery.DeliveryLoop` (rebuilt when its
+    thread job restarts), nudged when a job reports new messages."""
     started_at: float = field(init=False, default=0.0)
     ready: threading.Event = field(init=False, default_factory=threading.Event)
     _events: Any = field(init=False, default=None)
@@ -169,6 +177,15 @@ class Station:
         self.db, self.deployment_id = started.db, started.deployment_id
         self._events = started.events  # with a recovery_failed event it may still keep
         return started
+
+    def _on_progress(self, job: str, what: str, details: dict[str, Any]) -> None:
+        """Every process job's report (the supervisor's loop thread): logged when worth a
+        line, and a report of new messages (a committed chunk, a processed recording, stored
+        readings) wakes the delivery workers at once (event-driven delivery; the outbox poll
+        is only the fallback)."""
+        self._progress_log(job, what, details)
+        if what in NEW_MESSAGES and self.delivery is not None:
+            self.delivery.nudge()
 
     def _job_exited(self, name: str, pid: int | None) -> None:
         kind, _, processor = name.partition(":")
@@ -233,6 +250,18 @@ class Station:
         def liveness(name: str) -> ThreadLiveness:
             return ThreadLiveness(self.thread_liveness.get(name, THREAD_LIVENESS[name]))
 
+        def delivery() -> DeliveryLoop:
+            loop = DeliveryLoop(
+                config,
+                db,
+                clock,
+                home,
+                network_up=network.is_up_for,
+                poll_interval=config.runtime.outbox_poll,
+            )
+            self.delivery = loop
+            return loop
+
         def thread(name: str, factory: Callable[[], Any]) -> ThreadJobSpec:
             def run(stop: threading.Event) -> None:
                 worker = factory()
@@ -247,17 +276,7 @@ class Station:
 
         return [
             ThreadJobSpec("network", network.run, liveness=liveness("network")),
-            thread(
-                "outbox",
-                lambda: DeliveryLoop(
-                    config,
-                    db,
-                    clock,
-                    home,
-                    network_up=network.is_up_for,
-                    poll_interval=config.runtime.outbox_poll,
-                ),
-            ),
+            thread("outbox", delivery),
             thread(
                 "heartbeat",
                 lambda: Heartbeat(config, db, clock, home, job_states, network_up=network.is_up),
@@ -297,7 +316,7 @@ class Station:
                 self.clock,
                 specs,
                 events=self.record_event,
-                on_progress=_ProgressLog(),
+                on_progress=self._on_progress,
                 tick=self.tick,
                 on_exit=self._job_exited,
                 exit_when_unrunnable=self.exit_when_unrunnable,
