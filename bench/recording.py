@@ -22,48 +22,19 @@ import argparse
 import json
 import resource
 import tempfile
-import threading
 import time
-import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import context, station
 from sqlalchemy import select
 
-from fieldstation.clock import Clock, SystemClock, VirtualClock
-from fieldstation.config import StationConfig, parse_config, template_text
-from fieldstation.home import StationHome
+from fieldstation.clock import SystemClock, VirtualClock
 from fieldstation.job import JobContext
 from fieldstation.recording.job import ContinuousSlot, run_recorder
-from fieldstation.store import open_database
-from fieldstation.store.deployments import start_deployment
 from fieldstation.store.models import Recording
-
-
-def station(home: Path, sensor: dict[str, Any]) -> StationConfig:
-    data = tomllib.loads(template_text())
-    data["station"]["home"] = str(home)
-    data["sensors"] = [sensor]
-    return parse_config(data)
-
-
-def context(config: StationConfig, clock: Clock, progress: Any) -> JobContext:
-    home = StationHome(config.home_path()).ensure()
-    db = open_database(home.database)
-    with db.session() as session:
-        deployment = start_deployment(
-            session,
-            station_id=config.station.id,
-            config_hash="bench",
-            config={},
-            version="bench",
-            now=clock.now(),
-        )
-    ctx = JobContext(config, home, deployment.id, clock, threading.Event(), progress, "bench")
-    ctx.__dict__["db"] = db
-    return ctx
 
 
 def rows(ctx: JobContext) -> list[Recording]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fieldstation.recording.media import write_salvaged
 from fieldstation.recording.metadata import ChunkSpec, MetadataError, append_guano, read_embedded
 
 if TYPE_CHECKING:
@@ -159,15 +160,7 @@ class AudioFormat:
         data = salvage_frames(damaged, spec.stream.dtype)
         if len(data) == 0:
             return 0
-        writer = AudioWriter(out, spec)
-        try:
-            writer.write(data)
-            writer.close(end_reason)
-        except BaseException:
-            writer.abort()
-            out.unlink(missing_ok=True)
-            raise
-        return writer.frames
+        return write_salvaged(AudioWriter(out, spec), out, data, end_reason)
 
 
 FORMAT = AudioFormat()

@@ -35,6 +35,7 @@ __all__ = [
     "format_of_path",
     "media_format",
     "prepare",
+    "write_salvaged",
 ]
 
 FORMATS: dict[str, str] = {
@@ -101,6 +102,20 @@ class MediaFormat(Protocol):
         library's error) when ``out`` cannot be written (a full disk), leaving no ``out``
         behind."""
         ...
+
+
+def write_salvaged(writer: MediaWriter, out: Path, data: np.ndarray, end_reason: str) -> int:
+    """Write the salvaged frames ``data`` through ``writer`` (just opened at ``out``) and close
+    it with ``end_reason``; returns the frames written. On any failure (a full disk) the
+    writer is aborted, ``out`` removed and the error raised: the damaged original stays."""
+    try:
+        writer.write(data)
+        writer.close(end_reason)
+    except BaseException:
+        writer.abort()
+        out.unlink(missing_ok=True)
+        raise
+    return writer.frames
 
 
 LIBRARIES: dict[str, tuple[str, ...]] = {

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fieldstation.recording.media import write_salvaged
 from fieldstation.recording.metadata import ChunkSpec, MetadataError
 
 if TYPE_CHECKING:
@@ -202,15 +203,7 @@ class ReadingsFormat:
             return 0
         if len(data) == 0:
             return 0
-        writer = ReadingsWriter(out, spec)
-        try:
-            writer.write(data)
-            writer.close(end_reason)
-        except BaseException:
-            writer.abort()
-            out.unlink(missing_ok=True)
-            raise
-        return writer.frames
+        return write_salvaged(ReadingsWriter(out, spec), out, data, end_reason)
 
 
 FORMAT = ReadingsFormat()
