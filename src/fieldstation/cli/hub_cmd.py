@@ -1,0 +1,140 @@
+"""``fieldstation hub ...``: run the fleet hub (ingest) and manage its station tokens.
+
+``hub run [HUB_CONFIG]``: with no config, SQLite in ``~/.fieldstation-hub/`` and HTTP ingest
+on 127.0.0.1:8780; with a config (TOML, :class:`fieldstation.hub.config.HubConfig`): its
+database, MQTT broker and shared-subscription group, and listen address.
+``hub token add STATION [--config HUB_CONFIG]``: print a new HTTP ingest token once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["register"]
+
+EXIT_INVALID = 2
+
+hub_app = typer.Typer(
+    help="The fleet hub: ingest station messages into a fleet database.", no_args_is_help=True
+)
+token_app = typer.Typer(help="Bearer tokens of the HTTP ingest.", no_args_is_help=True)
+hub_app.add_typer(token_app, name="token")
+
+ConfigArg = Annotated[
+    Path | None, typer.Argument(help="Hub config (TOML); default: SQLite + HTTP on loopback.")
+]
+
+
+def _load(path: Path | None) -> Any:
+    from fieldstation.hub.config import HubConfigError, load_hub_config
+
+    try:
+        return load_hub_config(path)
+    except HubConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_INVALID) from error
+
+
+def _open(config: Any) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from fieldstation.hub.db import open_hub_database
+
+    try:
+        return open_hub_database(config.database_url())
+    except (ValueError, SQLAlchemyError) as error:
+        first = str(error).splitlines()[0][:300]
+        typer.echo(f"database: cannot open {config.database_url()!r}: {first}", err=True)
+        raise typer.Exit(1) from error
+
+
+@hub_app.command("run")
+def run(config_path: ConfigArg = None) -> None:
+    """Run the hub until Ctrl-C or SIGTERM: MQTT ingest (when configured) and HTTP ingest."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config = _load(config_path)
+    db = _open(config)
+    stop = threading.Event()
+    workers: list[threading.Thread] = []
+    if config.mqtt is not None:
+        from fieldstation.hub.ingest import MqttIngest
+
+        ingest = MqttIngest(config.mqtt, db)
+        workers.append(threading.Thread(target=ingest.run, args=(stop,), name="mqtt-ingest"))
+
+        def announce() -> None:
+            while not stop.is_set():
+                if ingest.ready.wait(0.5):
+                    typer.echo(f"mqtt ingest subscribed as {ingest.client_id}", err=True)
+                    return
+
+        workers.append(threading.Thread(target=announce, daemon=True, name="announce"))
+    for worker in workers:
+        worker.start()
+    try:
+        if config.http.enabled:
+            import uvicorn
+
+            from fieldstation.hub.http import create_app
+
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    create_app(db, path=config.http.path),
+                    host=config.http.host,
+                    port=config.http.port,
+                    log_level="warning",
+                    lifespan="off",
+                )
+            )
+            typer.echo(
+                f"http ingest on http://{config.http.host}:{config.http.port}{config.http.path}",
+                err=True,
+            )
+            server.run()  # returns on SIGINT/SIGTERM
+        else:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stop.set())
+            stop.wait()
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=10)
+        db.dispose()
+
+
+@token_app.command("add")
+def token_add(
+    station: Annotated[str, typer.Argument(help="The station's id (its station.id).")],
+    config_path: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")
+    ] = None,
+) -> None:
+    """Make a bearer token for STATION and print it (once: only its hash is stored)."""
+    from fieldstation.hub.tokens import add_token
+
+    config = _load(config_path)
+    db = _open(config)
+    try:
+        token = add_token(db, station)
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_INVALID) from error
+    finally:
+        db.dispose()
+    typer.echo(token)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``hub`` command group to ``app``."""
+    app.add_typer(hub_app, name="hub")
