@@ -148,8 +148,9 @@ def _store_one(session: Session, envelope: Envelope, *, via: str, now: datetime)
             received_via=via[:200],
         )
         .on_conflict_do_nothing()
+        .returning(_table(IngestedMessage).c.message_id)
     )
-    if inserted.rowcount == 0:  # type: ignore[attr-defined]
+    if inserted.first() is None:  # the id was already stored: nothing more to write
         return False
     station, mid, body = envelope.station, envelope.id, envelope.body
     _touch_station(session, station, now)

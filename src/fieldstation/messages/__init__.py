@@ -17,7 +17,14 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+)
 
 from fieldstation.messages.bodies import (
     Body,
@@ -115,7 +122,7 @@ class Envelope(BaseModel):
     kind: str = Field(min_length=1, max_length=50)
     station: str = Field(min_length=1, max_length=200)
     created_at: AwareDatetime
-    body: Body
+    body: SerializeAsAny[Body]
 
     def to_json(self) -> bytes:
         """The envelope as compact JSON (UTF-8), field names as on the wire."""

@@ -39,7 +39,7 @@ class RecordingBody(Body):
     sensor: str
     path: str = Field(description="Path relative to the station home.")
     session_id: str
-    capture_id: str
+    capture_id: str | None = None
     chunk_index: int = Field(ge=0)
     start_frame: int = Field(ge=0)
     started_at: AwareDatetime
