@@ -96,6 +96,9 @@ class MqttIngest:
         client.on_disconnect = self._on_disconnect
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = int(self.config.session_expiry)
+        # unacknowledged deliveries the broker may have outstanding: two batches' worth, so a
+        # batch fills while the previous one commits (brokers may cap it lower)
+        properties.ReceiveMaximum = min(65535, max(100, 2 * self.config.batch_size))
         self._connect_properties = properties
         return client
 
