@@ -63,6 +63,7 @@ def run(config_path: ConfigArg = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     config = _load(config_path)
     db = _open(config)
     stop = threading.Event()
@@ -80,34 +81,45 @@ def run(config_path: ConfigArg = None) -> None:
                     return
 
         workers.append(threading.Thread(target=announce, daemon=True, name="announce"))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    server: Any = None
+    if config.http.enabled:
+        import uvicorn
+
+        from fieldstation.hub.http import create_app
+
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(db, path=config.http.path),
+                host=config.http.host,
+                port=config.http.port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        where = f"http://{config.http.host}:{config.http.port}{config.http.path}"
+
+        def listening() -> None:  # said once uvicorn has bound the port
+            while not stop.is_set() and not server.started:
+                stop.wait(0.05)
+            if server.started:
+                typer.echo(f"http ingest on {where}", err=True)
+
+        # uvicorn off the main thread installs no signal handlers: ours stop everything
+        workers.append(threading.Thread(target=server.run, name="http-ingest"))
+        workers.append(threading.Thread(target=listening, daemon=True, name="listening"))
     for worker in workers:
         worker.start()
     try:
-        if config.http.enabled:
-            import uvicorn
-
-            from fieldstation.hub.http import create_app
-
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    create_app(db, path=config.http.path),
-                    host=config.http.host,
-                    port=config.http.port,
-                    log_level="warning",
-                    lifespan="off",
-                )
-            )
-            typer.echo(
-                f"http ingest on http://{config.http.host}:{config.http.port}{config.http.path}",
-                err=True,
-            )
-            server.run()  # returns on SIGINT/SIGTERM
-        else:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, lambda *_: stop.set())
-            stop.wait()
+        while not stop.wait(0.5):
+            if server is not None and not workers[-2].is_alive():
+                typer.echo("http ingest stopped (port in use?): the hub stops", err=True)
+                raise typer.Exit(1)
     finally:
         stop.set()
+        if server is not None:
+            server.should_exit = True
         for worker in workers:
             worker.join(timeout=10)
         db.dispose()

@@ -1,0 +1,168 @@
+"""HTTP ingest: the station's own HTTP output (``HttpMessenger``) posting to a real
+``fieldstation hub run`` subprocess (uvicorn) with per-station bearer tokens."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from fieldstation.hub.db import open_hub_database
+from fieldstation.hub.models import Detection, IngestedMessage, Station
+from fieldstation.messages import build_envelope
+from fieldstation.outbox.http import HttpMessenger, HttpOutputConfig
+from fieldstation.outbox.messenger import OutgoingMessage
+from fieldstation.testing.broker import free_port
+
+CLI = [sys.executable, "-m", "fieldstation.cli"]
+T0 = datetime(2026, 6, 1, 4, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def hub(tmp_path: Path, hub_url: str) -> Iterator[tuple[Path, str, str]]:
+    """A running hub (HTTP only) on a free loopback port: (config, endpoint URL, db URL)."""
+    port = free_port()
+    config = tmp_path / "hub.toml"
+    config.write_text(f'home = "{tmp_path}"\ndatabase = "{hub_url}"\n[http]\nport = {port}\n')
+    process = subprocess.Popen([*CLI, "hub", "run", str(config)], stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    listening = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if "http ingest on" in line:
+                listening.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert listening.wait(60), "".join(lines)
+        # "http ingest on" is printed before uvicorn binds: wait for the port to answer
+        with httpx.Client() as client:
+            for _ in range(600):
+                try:
+                    client.get(f"http://127.0.0.1:{port}/health")
+                    break
+                except httpx.TransportError:
+                    threading.Event().wait(0.05)
+        yield config, f"http://127.0.0.1:{port}/ingest", hub_url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def token_for(config: Path, station: str) -> str:
+    made = subprocess.run(
+        [*CLI, "hub", "token", "add", station, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = made.stdout.strip()
+    assert token.startswith("fsh_") and len(token) > 40
+    return token
+
+
+def batch(station: str, n: int) -> list[OutgoingMessage]:
+    out = []
+    for i in range(n):
+        created = T0 + timedelta(seconds=i)
+        envelope = build_envelope(
+            kind="detection",
+            station=station,
+            message_id=f"{station}-{i}",
+            created_at=created,
+            body={
+                "recording_id": i,
+                "sensor": "mic",
+                "recording_started_at": created.isoformat(),
+                "processor": "energy",
+                "model": "energy",
+                "model_version": None,
+                "detections": [
+                    {
+                        "label": "energy",
+                        "score": 0.7,
+                        "start": 0.0,
+                        "end": 1.0,
+                        "low_hz": None,
+                        "high_hz": None,
+                        "detected_at": created.isoformat(),
+                        "extra": {"snr_db": 14.0},
+                    }
+                ],
+            },
+        )
+        out.append(
+            OutgoingMessage(
+                delivery_id=i,
+                message_id=envelope.id,
+                kind="detection",
+                priority=3,
+                payload=envelope.to_json().decode(),
+                created_at=created,
+            )
+        )
+    return out
+
+
+def messenger(tmp_path: Path, url: str, station: str, token: str) -> HttpMessenger:
+    secret = tmp_path / f"token-{station}"
+    secret.write_text(token + "\n")
+    secret.chmod(0o600)
+    config = HttpOutputConfig.model_validate(
+        {"name": "hub", "kind": "http", "url": url, "token": f"file:{secret}"}
+    )
+    return HttpMessenger(config, station_id=station)
+
+
+@pytest.mark.slow
+def test_http_ingest_needs_the_station_token_and_stores_once(
+    tmp_path: Path, hub: tuple[Path, str, str]
+) -> None:
+    config, url, db_url = hub
+    token = token_for(config, "hedge-07")
+    other = token_for(config, "hedge-08")
+    messages = batch("hedge-07", 5)
+
+    wrong = messenger(tmp_path, url, "hedge-07", other)  # another station's token
+    results = wrong.send(messages)
+    wrong.close()
+    assert {r.outcome for r in results} == {"reject"}
+    assert results[0].error is not None and results[0].error.startswith("HTTP 401")
+    assert "fieldstation hub token add hedge-07" in results[0].error
+    none = httpx.post(url, content=b'{"station":"hedge-07","messages":[]}')
+    assert none.status_code == 401 and none.headers["WWW-Authenticate"].startswith("Bearer")
+
+    right = messenger(tmp_path, url, "hedge-07", token)
+    assert {r.outcome for r in right.send(messages)} == {"sent"}
+    assert {r.outcome for r in right.send(messages)} == {"sent"}  # posted twice: stored once
+    right.close()
+
+    db = open_hub_database(db_url, migrate=False)
+    try:
+        with db.session() as s:
+            ids = s.scalars(select(IngestedMessage.message_id)).all()
+            assert sorted(ids) == sorted(m.message_id for m in messages)
+            assert s.scalar(select(func.count(Detection.id))) == 5
+            assert {v for v in s.scalars(select(IngestedMessage.received_via))} == {"http"}
+            assert s.get(Station, "hedge-07") is not None
+    finally:
+        db.dispose()
+    # a token is good only for its own station's envelopes
+    spoof = httpx.post(
+        url,
+        content=b'{"station":"hedge-08","messages":[]}',
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert spoof.status_code == 401
+    bad = httpx.post(url, content=b"nope", headers={"Authorization": f"Bearer {token}"})
+    assert bad.status_code == 400 and "not JSON" in bad.text
