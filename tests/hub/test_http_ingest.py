@@ -166,3 +166,70 @@ def test_http_ingest_needs_the_station_token_and_stores_once(
     assert spoof.status_code == 401
     bad = httpx.post(url, content=b"nope", headers={"Authorization": f"Bearer {token}"})
     assert bad.status_code == 400 and "not JSON" in bad.text
+
+
+@pytest.mark.slow
+def test_a_real_station_delivers_to_the_hub_over_http(
+    tmp_path: Path, hub: tuple[Path, str, str]
+) -> None:
+    """A real station (recorder, energy detector, heartbeats, the http output with a hub token)
+    runs until the hub holds its detections; every message the station marked sent to the hub
+    is stored there exactly once."""
+    import time
+
+    from fieldstation.config import parse_config
+    from fieldstation.runtime.station import Station
+    from fieldstation.store import open_database
+    from fieldstation.store.models import Delivery, Message
+
+    from .test_messages import station_data
+
+    config_path, url, db_url = hub
+    secret = tmp_path / "hub-token"
+    secret.write_text(token_for(config_path, "default") + "\n")
+    secret.chmod(0o600)
+    home = tmp_path / "station"
+    data = station_data(home)
+    data["outputs"] = [{"name": "hub", "kind": "http", "url": url, "token": f"file:{secret}"}]
+    station = Station(parse_config(data), control=False, tick=0.1)
+    stop = threading.Event()
+    runner = threading.Thread(target=station.run, args=(stop,))
+    fleet = open_hub_database(db_url, migrate=False)
+
+    def fleet_kinds() -> set[str]:
+        with fleet.session() as s:
+            return set(s.scalars(select(IngestedMessage.kind).distinct()))
+
+    runner.start()
+    try:
+        assert station.ready.wait(60)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not {"detection", "heartbeat", "recording"} <= (
+            fleet_kinds()
+        ):
+            time.sleep(0.2)  # polling the fleet database for the rows we expect
+    finally:
+        stop.set()
+        runner.join(60)
+    try:
+        assert {"detection", "heartbeat", "recording", "readings"} <= fleet_kinds()
+        local = open_database(home / "station.db", migrate=False)
+        try:
+            with local.session() as s:
+                sent = set(
+                    s.scalars(
+                        select(Message.message_id)
+                        .join(Delivery)
+                        .where(Delivery.destination == "hub", Delivery.state == "sent")
+                    )
+                )
+                dead = s.scalar(select(func.count(Delivery.id)).where(Delivery.state == "dead"))
+        finally:
+            local.dispose()
+        with fleet.session() as s:
+            stored = s.scalars(select(IngestedMessage.message_id)).all()
+        assert sent and sent <= set(stored)
+        assert len(stored) == len(set(stored))
+        assert dead == 0
+    finally:
+        fleet.dispose()
