@@ -12,6 +12,10 @@ messages of ``--minutes`` simulated minutes are published as fast as two paho pu
   clock, one machine).
 
     python3 bench/hub.py [--database sqlite|postgres] [--stations 1000] [--minutes 10]
+                         [--modes live drain] [--rate MSG_PER_S]
+
+``--rate`` paces the live publishers (latency below saturation); flat out, the latency is mostly
+time spent queued at the broker.
 """
 
 from __future__ import annotations
@@ -114,7 +118,11 @@ def workload(stations: int, minutes: int, per_hour: float, seed: int = 1) -> lis
     return out
 
 
-def publish_all(broker: MosquittoBroker, messages: list[tuple[str, str]], clients: int = 2) -> None:
+def publish_all(
+    broker: MosquittoBroker, messages: list[tuple[str, str]], clients: int = 2, rate: float = 0
+) -> None:
+    """Publish with ``clients`` paho clients, QoS 1; ``rate`` messages/s in all (0: as fast
+    as they can)."""
     import paho.mqtt.client as mqtt
 
     def run(part: list[tuple[str, str]], index: int) -> None:
@@ -125,7 +133,13 @@ def publish_all(broker: MosquittoBroker, messages: list[tuple[str, str]], client
         client.connect(broker.host, broker.port)
         client.loop_start()
         last = None
-        for topic, payload in part:
+        interval = clients / rate if rate > 0 else 0.0
+        began = time.monotonic()
+        for n, (topic, payload) in enumerate(part):
+            if interval:
+                ahead = began + n * interval - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)  # pacing the load generator (wall-clock by design)
             now = datetime.now(UTC).isoformat(timespec="microseconds")
             last = client.publish(topic, payload.replace(STAMP, now), qos=1)
         if last is not None:
@@ -217,7 +231,9 @@ def scenario(
                     stored = wait_stored(db, total, args.timeout)
                 else:
                     started = time.monotonic()
-                    publisher = threading.Thread(target=publish_all, args=(broker, messages))
+                    publisher = threading.Thread(
+                        target=publish_all, args=(broker, messages, 2, args.rate)
+                    )
                     publisher.start()
                     stored = wait_stored(db, total, args.timeout)
                     publisher.join()
@@ -258,6 +274,9 @@ def main() -> None:
     parser.add_argument("--detections-per-hour", type=float, default=60.0)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--rate", type=float, default=0, help="live mode: messages/s in all (0: flat out)"
+    )
     parser.add_argument("--modes", nargs="+", choices=["live", "drain"], default=["live", "drain"])
     args = parser.parse_args()
     messages = workload(args.stations, args.minutes, args.detections_per_hour)
@@ -269,6 +288,7 @@ def main() -> None:
                 "simulated_minutes": args.minutes,
                 "detections_per_hour": args.detections_per_hour,
                 "database": args.database,
+                "rate": args.rate or "max",
                 "results": results,
             },
             indent=2,
