@@ -166,6 +166,19 @@ def test_http_ingest_needs_the_station_token_and_stores_once(
     assert spoof.status_code == 401
     bad = httpx.post(url, content=b"nope", headers={"Authorization": f"Bearer {token}"})
     assert bad.status_code == 400 and "not JSON" in bad.text
+    revoked = subprocess.run(
+        [*CLI, "hub", "token", "revoke", "hedge-08", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "1 token(s) of 'hedge-08' revoked" in revoked.stdout
+    never_used = httpx.post(  # hedge-08's token was never cached: refused at once
+        url,
+        content=b'{"station":"hedge-08","messages":[]}',
+        headers={"Authorization": f"Bearer {other}"},
+    )
+    assert never_used.status_code == 401
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@
 ``hub run [HUB_CONFIG]``: with no config, SQLite in ``~/.fieldstation-hub/`` and HTTP ingest
 on 127.0.0.1:8780; with a config (TOML, :class:`fieldstation.hub.config.HubConfig`): its
 database, MQTT broker and shared-subscription group, and listen address.
-``hub token add STATION [--config HUB_CONFIG]``: print a new HTTP ingest token once.
+``hub token add STATION [--config HUB_CONFIG]``: print a new HTTP ingest token once;
+``hub token revoke STATION``: revoke every token of STATION.
 """
 
 from __future__ import annotations
@@ -69,9 +70,15 @@ def run(config_path: ConfigArg = None) -> None:
     stop = threading.Event()
     workers: list[threading.Thread] = []
     if config.mqtt is not None:
+        from fieldstation.config.secrets import SecretError
         from fieldstation.hub.ingest import MqttIngest
 
-        ingest = MqttIngest(config.mqtt, db)
+        try:
+            ingest = MqttIngest(config.mqtt, db)
+        except SecretError as error:
+            typer.echo(f"mqtt.password: {error}", err=True)
+            db.dispose()
+            raise typer.Exit(EXIT_INVALID) from error
         workers.append(threading.Thread(target=ingest.run, args=(stop,), name="mqtt-ingest"))
 
         def announce() -> None:
@@ -145,6 +152,25 @@ def token_add(
     finally:
         db.dispose()
     typer.echo(token)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    station: Annotated[str, typer.Argument(help="The station's id (its station.id).")],
+    config_path: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")
+    ] = None,
+) -> None:
+    """Revoke every token of STATION (effective within a minute on running hubs)."""
+    from fieldstation.hub.tokens import revoke_tokens
+
+    config = _load(config_path)
+    db = _open(config)
+    try:
+        count = revoke_tokens(db, station)
+    finally:
+        db.dispose()
+    typer.echo(f"{count} token(s) of {station!r} revoked")
 
 
 def register(app: typer.Typer) -> None:

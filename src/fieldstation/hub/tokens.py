@@ -14,7 +14,7 @@ from sqlalchemy import select
 from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.models import StationToken
 
-__all__ = ["TokenChecker", "add_token"]
+__all__ = ["TokenChecker", "add_token", "revoke_tokens"]
 
 CACHE_SECONDS = 60.0
 """How long a verified token is trusted without a new argon2 check (a revoked token stops
@@ -39,6 +39,20 @@ def add_token(db: HubDatabase, station: str) -> str:
             )
         )
     return token
+
+
+def revoke_tokens(db: HubDatabase, station: str) -> int:
+    """Revoke every token of ``station``; returns how many were active. Running hubs stop
+    accepting them within :data:`CACHE_SECONDS`."""
+    from sqlalchemy import update
+
+    with db.session() as session:
+        result = session.execute(
+            update(StationToken)
+            .where(StationToken.station == station, StationToken.revoked.is_(False))
+            .values(revoked=True)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 class TokenChecker:
