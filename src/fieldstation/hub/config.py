@@ -11,6 +11,7 @@ Example::
     prefix = "fieldstation"
     group = "fieldstation-hub"  # shared subscription group: N hub processes split the load
     client_id = "hub-1"         # unique per hub process, stable across its restarts
+    tls = true                  # ca_file = "/etc/ssl/private-ca.pem" for a private CA
 
     [http]
     host = "127.0.0.1"          # loopback unless told otherwise
@@ -23,7 +24,7 @@ import socket
 import tomllib
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from fieldstation.config.base import StrictModel
 from fieldstation.config.secrets import SecretRef
@@ -66,6 +67,12 @@ class MqttIngestConfig(StrictModel):
         "(the broker keeps its session and unacknowledged messages); default "
         "fieldstation-hub-<hostname>.",
     )
+    tls: bool = Field(default=False, description="Connect with TLS (port 8883 usually).")
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) the broker's certificate must chain to; default: the "
+        "system's CA store. Needs tls = true.",
+    )
     username: str | None = None
     password: SecretRef | None = Field(default=None, description="'env:NAME' or 'file:PATH'.")
     keepalive: Seconds = Field(default=30.0, ge=5, description="MQTT keepalive.")
@@ -81,6 +88,12 @@ class MqttIngestConfig(StrictModel):
     batch_wait: Seconds = Field(
         default=0.05, ge=0, le=5, description="Longest wait to fill a batch before committing."
     )
+
+    @model_validator(mode="after")
+    def _ca_file_needs_tls(self) -> MqttIngestConfig:
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("ca_file is set but tls = false: add tls = true (or remove ca_file)")
+        return self
 
     def effective_client_id(self) -> str:
         """``client_id`` or ``fieldstation-hub-<hostname>``."""

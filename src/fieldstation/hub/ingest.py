@@ -89,11 +89,15 @@ class MqttIngest:
         if self.config.username is not None:
             password = self.config.password.reveal() if self.config.password else None
             client.username_pw_set(self.config.username, password)
+        if self.config.tls:
+            ca = self.config.ca_file
+            client.tls_set(ca_certs=str(ca) if ca is not None else None)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = int(self.config.session_expiry)
         # unacknowledged deliveries the broker may have outstanding: two batches' worth, so a
@@ -123,6 +127,16 @@ class MqttIngest:
             ]
         )
         log.info("connected to %s:%s as %s", self.config.host, self.config.port, self.client_id)
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        log.error(
+            "cannot connect to the broker at %s:%s%s: retrying",
+            self.config.host,
+            self.config.port,
+            " over TLS (is its certificate trusted? set mqtt.ca_file for a private CA)"
+            if self.config.tls
+            else "",
+        )
 
     def _on_subscribe(self, _c: Any, _u: Any, _mid: Any, reasons: Any, _p: Any) -> None:
         failed = [code for code in reasons if code.is_failure]
