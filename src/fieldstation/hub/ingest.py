@@ -146,7 +146,13 @@ class MqttIngest:
         self.ready.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
+        if reason == "Session taken over":
+            log.error(
+                "another client connected with client_id %r and took this hub's session: give "
+                "every hub process its own mqtt.client_id",
+                self.client_id,
+            )
+        elif reason.is_failure:
             log.warning("broker connection lost (%s): reconnecting", reason)
 
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
