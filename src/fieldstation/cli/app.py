@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "fieldstation.cli.data_cmd",  # recordings, detections, pin
     "fieldstation.cli.db_cmd",  # db check, db recover
     "fieldstation.cli.runtime_cmd",  # run, status, start/stop/restart, logs, install, uninstall
+    "fieldstation.cli.hub_cmd",
 )
 
 app = typer.Typer(

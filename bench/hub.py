@@ -1,0 +1,300 @@
+"""Hub ingest load: simulated stations publish over a real Mosquitto to 1 and 2 hub processes.
+
+``--stations`` stations (default 1,000) each send a heartbeat every 60 s and detections at
+``--detections-per-hour`` (a detection message holds 1-3 detections), time accelerated: the
+messages of ``--minutes`` simulated minutes are published as fast as two paho publishers can
+(QoS 1). For each process count (``--processes 1 2``) a fresh fleet database and real
+``fieldstation hub run`` processes (one shared subscription group) ingest them. Prints JSON:
+
+- ``messages_per_s``: messages stored / seconds from the first publish to the last row;
+- ``latency_p50_ms`` / ``latency_p99_ms``: publish -> row (the envelope's ``created_at`` is
+  stamped right before its publish; the row's ``received_at`` when its batch is stored; one
+  clock, one machine).
+
+    python3 bench/hub.py [--database sqlite|postgres] [--stations 1000] [--minutes 10]
+                         [--modes live drain] [--rate MSG_PER_S]
+
+``--rate`` paces the live publishers (latency below saturation); flat out, the latency is mostly
+time spent queued at the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, func, select, text
+
+from fieldstation.hub.db import open_hub_database
+from fieldstation.hub.models import IngestedMessage
+from fieldstation.testing.broker import MosquittoBroker
+
+CLI = [sys.executable, "-m", "fieldstation.cli"]
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+STAMP = "2000-01-01T00:00:00.000000+00:00"
+
+
+def heartbeat_body(station: int, seq: int) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "reasons": [],
+        "seq": seq,
+        "interval": 60.0,
+        "network_up": True,
+        "station_uptime_s": 60.0 * seq,
+        "config_hash_in_force": f"{station:08x}",
+        "metrics": {
+            "host": {"cpu_percent": 3.0, "memory_percent": 40.0, "disk_free": 12_000_000_000},
+            "outbox": {"pending": 0, "oldest_age_s": None},
+            "last_recording_age_s": 4.0,
+            "last_detection_age_s": 30.0,
+            "jobs": [{"name": "recorder:mic", "state": "running", "restarts": 0}],
+            "deployment_id": 1,
+            "config_hash": f"{station:08x}",
+            "versions": {"fieldstation": "0.1.0"},
+            "battery": None,
+            "errors": [],
+        },
+    }
+
+
+def detection_body(rng: random.Random, i: int) -> dict[str, Any]:
+    return {
+        "recording_id": i,
+        "sensor": "mic",
+        "recording_started_at": STAMP,
+        "processor": "birdnet",
+        "model": "birdnet",
+        "model_version": "2.4",
+        "detections": [
+            {
+                "label": f"species-{rng.randrange(300)}",
+                "score": round(rng.random(), 3),
+                "start": float(k * 3),
+                "end": float(k * 3 + 3),
+                "low_hz": None,
+                "high_hz": None,
+                "detected_at": STAMP,
+                "extra": {},
+            }
+            for k in range(rng.randint(1, 3))
+        ],
+    }
+
+
+def workload(stations: int, minutes: int, per_hour: float, seed: int = 1) -> list[tuple[str, str]]:
+    """(topic, envelope JSON with STAMP where created_at goes), in simulated time order."""
+    rng = random.Random(seed)
+    out: list[tuple[str, str]] = []
+    n = 0
+    for minute in range(minutes):
+        for s in range(stations):
+            name = f"sim-{s:04d}"
+            bodies = [("heartbeat", heartbeat_body(s, minute + 1))]
+            expected = per_hour / 60.0
+            count = int(expected) + (rng.random() < expected - int(expected))
+            bodies += [("detection", detection_body(rng, n + k)) for k in range(count)]
+            for kind, body in bodies:
+                n += 1
+                envelope = {
+                    "schema": 1,
+                    "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                    "kind": kind,
+                    "station": name,
+                    "created_at": STAMP,
+                    "body": body,
+                }
+                out.append((f"fieldstation/{name}/{kind}", json.dumps(envelope)))
+    return out
+
+
+def publish_all(
+    broker: MosquittoBroker, messages: list[tuple[str, str]], clients: int = 2, rate: float = 0
+) -> None:
+    """Publish with ``clients`` paho clients, QoS 1; ``rate`` messages/s in all (0: as fast
+    as they can)."""
+    import paho.mqtt.client as mqtt
+
+    def run(part: list[tuple[str, str]], index: int) -> None:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{index}", protocol=mqtt.MQTTv5
+        )
+        client.max_inflight_messages_set(1000)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        last = None
+        interval = clients / rate if rate > 0 else 0.0
+        began = time.monotonic()
+        for n, (topic, payload) in enumerate(part):
+            if interval:
+                ahead = began + n * interval - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)  # pacing the load generator (wall-clock by design)
+            now = datetime.now(UTC).isoformat(timespec="microseconds")
+            last = client.publish(topic, payload.replace(STAMP, now), qos=1)
+        if last is not None:
+            last.wait_for_publish(300)
+        client.disconnect()
+        client.loop_stop()
+
+    threads = [threading.Thread(target=run, args=(messages[i::clients], i)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+class Database:
+    """A fresh fleet database: a SQLite file or a PostgreSQL database with a random name."""
+
+    def __init__(self, kind: str, folder: Path) -> None:
+        self.kind = kind
+        if kind == "sqlite":
+            self.url = f"sqlite:///{folder / f'hub-{uuid.uuid4().hex[:6]}.db'}"
+            self.name = None
+        else:
+            self.name = f"fs_hub_bench_{uuid.uuid4().hex[:10]}"
+            with create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT").connect() as c:
+                c.execute(text(f'CREATE DATABASE "{self.name}"'))
+            self.url = PG_ADMIN.rsplit("/", 1)[0] + "/" + self.name
+
+    def drop(self) -> None:
+        if self.name:
+            with create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT").connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
+
+def start_hub(folder: Path, name: str, url: str, broker: MosquittoBroker) -> subprocess.Popen[str]:
+    config = folder / f"{name}.toml"
+    config.write_text(
+        f'database = "{url}"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        f'client_id = "{name}"\ngroup = "bench"\n[http]\nenabled = false\n'
+    )
+    process = subprocess.Popen([*CLI, "hub", "run", str(config)], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "mqtt ingest subscribed" in line:
+            break
+    else:
+        raise RuntimeError(f"hub {name} exited before subscribing")
+    threading.Thread(target=lambda: [None for _ in process.stderr or []], daemon=True).start()
+    return process
+
+
+def count(db: Any) -> int:
+    with db.session() as s:
+        return int(s.scalar(select(func.count()).select_from(IngestedMessage)) or 0)
+
+
+def wait_stored(db: Any, total: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    stored = count(db)
+    while stored < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stored = count(db)
+    return stored
+
+
+def scenario(
+    args: argparse.Namespace, processes: int, messages: list[tuple[str, str]], mode: str
+) -> dict[str, Any]:
+    """``live``: hubs running while the publishers send; ``drain``: the messages are queued in
+    the hubs' broker sessions first (hubs stopped), then the hubs start and empty them, which
+    measures ingest alone (the publishers do not compete for the CPU)."""
+    total = len(messages)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        database = Database(args.database, folder)
+        db = open_hub_database(database.url)
+        hubs: list[subprocess.Popen[str]] = []
+        try:
+            with MosquittoBroker(folder / "broker") as broker:
+                names = [f"hub-{i}" for i in range(processes)]
+                hubs = [start_hub(folder, name, database.url, broker) for name in names]
+                if mode == "drain":
+                    for hub in hubs:  # SIGTERM: a clean disconnect; the sessions stay
+                        hub.terminate()
+                        hub.wait(30)
+                    publish_all(broker, messages)
+                    started = time.monotonic()
+                    hubs = [start_hub(folder, name, database.url, broker) for name in names]
+                    stored = wait_stored(db, total, args.timeout)
+                else:
+                    started = time.monotonic()
+                    publisher = threading.Thread(
+                        target=publish_all, args=(broker, messages, 2, args.rate)
+                    )
+                    publisher.start()
+                    stored = wait_stored(db, total, args.timeout)
+                    publisher.join()
+                elapsed = time.monotonic() - started
+                with db.session() as s:
+                    rows = s.execute(
+                        select(IngestedMessage.created_at, IngestedMessage.received_at)
+                    ).all()
+        finally:
+            for hub in hubs:
+                hub.terminate()
+                hub.wait(30)
+            db.dispose()
+            database.drop()
+    result: dict[str, Any] = {
+        "processes": processes,
+        "mode": mode,
+        "messages": total,
+        "stored": stored,
+        "seconds": round(elapsed, 2),
+        "messages_per_s": round(stored / elapsed, 1),
+    }
+    if mode == "live":
+        latencies = sorted((r.received_at - r.created_at).total_seconds() for r in rows)
+
+        def pct(p: float) -> float:
+            return round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1)
+
+        result.update(latency_p50_ms=pct(0.50), latency_p99_ms=pct(0.99))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="postgres")
+    parser.add_argument("--stations", type=int, default=1000)
+    parser.add_argument("--minutes", type=int, default=10, help="simulated minutes")
+    parser.add_argument("--detections-per-hour", type=float, default=60.0)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--rate", type=float, default=0, help="live mode: messages/s in all (0: flat out)"
+    )
+    parser.add_argument("--modes", nargs="+", choices=["live", "drain"], default=["live", "drain"])
+    args = parser.parse_args()
+    messages = workload(args.stations, args.minutes, args.detections_per_hour)
+    results = [scenario(args, n, messages, mode) for mode in args.modes for n in args.processes]
+    print(
+        json.dumps(
+            {
+                "stations": args.stations,
+                "simulated_minutes": args.minutes,
+                "detections_per_hour": args.detections_per_hour,
+                "database": args.database,
+                "rate": args.rate or "max",
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Fleet database tables (SQLAlchemy 2). Times are aware UTC; durations seconds; sizes bytes.
+
+Idempotence: every accepted message has one row in ``messages`` keyed by its message id; the
+rows a message produces are written in the same transaction, only when that row was new
+(``INSERT ... ON CONFLICT DO NOTHING``), so a redelivered message stores nothing twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Base",
+    "DeadLetter",
+    "Detection",
+    "Event",
+    "Heartbeat",
+    "IngestedMessage",
+    "Reading",
+    "Recording",
+    "Station",
+    "StationToken",
+    "Summary",
+]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: give an aware (UTC) time")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+ID = BigInteger().with_variant(Integer(), "sqlite")
+"""Row ids: BIGINT on PostgreSQL (10 million detections and more), INTEGER (rowid) on SQLite."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Station(Base):
+    """One station, created by its first message or status. ``online``: from the retained
+    ``status`` topic (None: never seen there)."""
+
+    __tablename__ = "stations"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """When the hub last received anything from it."""
+    online: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    health: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    """Status of the newest heartbeat: ok, degraded, failing."""
+    config_hash: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+class IngestedMessage(Base):
+    """Every accepted message, once (the idempotence key)."""
+
+    __tablename__ = "messages"
+
+    message_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    station: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(50))
+    schema_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_via: Mapped[str] = mapped_column(String(200))
+    """``mqtt:<client id>`` or ``http``: which ingest stored it."""
+
+    __table_args__ = (Index("ix_messages_station_kind_created", "station", "kind", "created_at"),)
+
+
+def _message_fk() -> Any:
+    return ForeignKey("messages.message_id", ondelete="CASCADE")
+
+
+class Heartbeat(Base):
+    """Health time series: one row per heartbeat; the whole body in ``body``."""
+
+    __tablename__ = "heartbeats"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(200), _message_fk(), unique=True)
+    station: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(20))
+    seq: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_heartbeats_station_created", "station", "created_at"),)
+
+
+class Recording(Base):
+    """A chunk a station committed (the file stays on the station)."""
+
+    __tablename__ = "recordings"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(200), _message_fk(), unique=True)
+    station: Mapped[str] = mapped_column(String(200))
+    recording_id: Mapped[int] = mapped_column(ID)
+    """The row id on the station."""
+    sensor: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration: Mapped[float] = mapped_column(Float)
+    media: Mapped[str] = mapped_column(String(50))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_recordings_station_started", "station", "started_at"),)
+
+
+class Detection(Base):
+    """One detection (a ``detection`` message holds a list: one row each)."""
+
+    __tablename__ = "detections"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(200), _message_fk())
+    station: Mapped[str] = mapped_column(String(200))
+    recording_id: Mapped[int] = mapped_column(ID)
+    sensor: Mapped[str] = mapped_column(String(200))
+    processor: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    label: Mapped[str] = mapped_column(String(300))
+    score: Mapped[float] = mapped_column(Float)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    low_hz: Mapped[float | None] = mapped_column(Float, nullable=True)
+    high_hz: Mapped[float | None] = mapped_column(Float, nullable=True)
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_detections_station_detected", "station", "detected_at"),
+        Index("ix_detections_label_detected", "label", "detected_at"),
+        Index("ix_detections_detected", "detected_at"),
+        Index("ix_detections_message", "message_id"),
+    )
+
+
+class Event(Base):
+    """A station event (restart, failure, disk low, ...)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(200), _message_fk(), unique=True)
+    station: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    event: Mapped[str] = mapped_column(String(100))
+    severity: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_events_station_created", "station", "created_at"),)
+
+
+class Summary(Base):
+    """A station's detection summary over one period."""
+
+    __tablename__ = "summaries"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(200), _message_fk(), unique=True)
+    station: Mapped[str] = mapped_column(String(200))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_summaries_station_period", "station", "period_start"),)
+
+
+class Reading(Base):
+    """One value of a slow sensor's measurement (a ``readings`` message: one row per value)."""
+
+    __tablename__ = "readings"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(200), _message_fk())
+    station: Mapped[str] = mapped_column(String(200))
+    sensor: Mapped[str] = mapped_column(String(200))
+    quantity: Mapped[str] = mapped_column(String(100))
+    unit: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    measured_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (
+        Index("ix_readings_station_sensor_measured", "station", "sensor", "measured_at"),
+    )
+
+
+class DeadLetter(Base):
+    """A message refused (unknown schema version, unknown kind, malformed), with the reason.
+    ``digest`` (SHA-256 of topic and payload) makes a redelivered refusal one row."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(300))
+    """``mqtt:<topic>`` or ``http:<station>``."""
+    station: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class StationToken(Base):
+    """A bearer token of the HTTP ingest, argon2-hashed (the token itself is never stored)."""
+
+    __tablename__ = "station_tokens"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    station: Mapped[str] = mapped_column(String(200), index=True)
+    token_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)

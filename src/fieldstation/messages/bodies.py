@@ -1,0 +1,153 @@
+"""Body models of every message kind, schema 1, as the station's producers write them today.
+
+Each model is strict (``extra="forbid"``): a field a producer adds must be added here first
+(this package is the contract between station and hub). Times are ISO 8601 strings with an
+offset (UTC) on the wire and aware ``datetime`` here; durations are seconds; rates are Hz;
+sizes are bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Body",
+    "DetectionBody",
+    "DetectionItem",
+    "EventBody",
+    "HeartbeatBody",
+    "HeartbeatMetrics",
+    "ReadingsBody",
+    "RecordingBody",
+    "SummaryBody",
+    "SummaryLabel",
+]
+
+
+class Body(BaseModel):
+    """Base of every body model: strict, frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RecordingBody(Body):
+    """``recording``: one committed chunk (``recording.commit``)."""
+
+    recording_id: int = Field(description="Row id in the station's database.")
+    sensor: str
+    path: str = Field(description="Path relative to the station home.")
+    session_id: str
+    capture_id: str | None = None
+    chunk_index: int = Field(ge=0)
+    start_frame: int = Field(ge=0)
+    started_at: AwareDatetime
+    duration: float = Field(ge=0, description="Seconds.")
+    media: str = Field(description="audio, video, readings, ...")
+    rate: float = Field(gt=0, description="Frames per second (Hz).")
+    channels: int = Field(ge=0)
+    frames: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    format: str
+    end_reason: str
+    sample_rate: float | None = Field(default=None, description="Audio only: = rate (Hz).")
+    stream: dict[str, Any] | None = Field(default=None, description="Non-audio media only.")
+
+
+class DetectionItem(Body):
+    """One detection inside a ``detection`` body."""
+
+    label: str
+    score: float
+    start: float = Field(description="Seconds from the recording start.")
+    end: float = Field(description="Seconds from the recording start.")
+    low_hz: float | None = None
+    high_hz: float | None = None
+    detected_at: AwareDatetime
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class DetectionBody(Body):
+    """``detection``: every detection of one model run on one recording
+    (``store.processing``)."""
+
+    recording_id: int
+    sensor: str
+    recording_started_at: AwareDatetime
+    processor: str
+    model: str
+    model_version: str | None = None
+    detections: list[DetectionItem]
+
+
+class HeartbeatMetrics(Body):
+    """``metrics`` of a heartbeat (``health.metrics.StationMetrics.as_dict``)."""
+
+    host: dict[str, Any]
+    outbox: dict[str, Any] = Field(description="pending (count), oldest_age_s (seconds).")
+    last_recording_age_s: float | None
+    last_detection_age_s: float | None
+    jobs: list[dict[str, Any]]
+    deployment_id: int | None
+    config_hash: str | None
+    versions: dict[str, str]
+    battery: dict[str, Any] | None = None
+    errors: list[str] = Field(default_factory=list)
+
+
+class HeartbeatBody(Body):
+    """``heartbeat``: station health (``health.heartbeat.Heartbeat.build``)."""
+
+    status: str = Field(description="ok, degraded or failing.")
+    reasons: list[str]
+    seq: int = Field(ge=0, description="Counts from 1 at each station start.")
+    interval: float = Field(gt=0, description="Seconds to the next heartbeat.")
+    network_up: bool | None
+    station_uptime_s: float = Field(ge=0)
+    config_hash_in_force: str | None
+    metrics: HeartbeatMetrics
+
+
+class SummaryLabel(Body):
+    """One label's line in a ``summary``."""
+
+    label: str
+    count: int = Field(ge=0)
+    max_score: float
+    mean_score: float
+
+
+class SummaryBody(Body):
+    """``summary``: detections per label over one period (``health.summary``)."""
+
+    period_start: AwareDatetime
+    period_end: AwareDatetime
+    interval: float = Field(gt=0, description="Seconds.")
+    recordings: int = Field(ge=0)
+    recorded_s: float = Field(ge=0)
+    detections: int = Field(ge=0)
+    labels: list[SummaryLabel]
+    late: bool
+
+
+class EventBody(Body):
+    """``event``: restarts, failures, disk low, ... (``store.events.record_event``)."""
+
+    event: str = Field(description="The event kind, e.g. job_restarted.")
+    severity: Literal["info", "warning", "error"]
+    source: str
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    event_id: int
+
+
+class ReadingsBody(Body):
+    """``readings``: one measurement of a slow sensor (``recording.rows``)."""
+
+    sensor: str
+    measured_at: AwareDatetime
+    period: float = Field(gt=0, description="Seconds between measurements.")
+    values: dict[str, float | None] = Field(description="Quantity -> value; null: not measured.")
+    units: dict[str, str] = Field(description="Quantity -> UCUM unit.")
