@@ -23,6 +23,7 @@ __all__ = [
     "RecordingBody",
     "SummaryBody",
     "SummaryLabel",
+    "SummaryReading",
 ]
 
 
@@ -119,8 +120,21 @@ class SummaryLabel(Body):
     mean_score: float
 
 
+class SummaryReading(Body):
+    """One slow sensor quantity's line in a ``summary``: its values over the period."""
+
+    sensor: str
+    quantity: str
+    unit: str
+    count: int = Field(ge=0)
+    min: float
+    max: float
+    mean: float
+
+
 class SummaryBody(Body):
-    """``summary``: detections per label over one period (``health.summary``)."""
+    """``summary``: detections per label and slow sensors' values over one period
+    (``health.summary``)."""
 
     period_start: AwareDatetime
     period_end: AwareDatetime
@@ -129,6 +143,9 @@ class SummaryBody(Body):
     recorded_s: float = Field(ge=0)
     detections: int = Field(ge=0)
     labels: list[SummaryLabel]
+    readings: list[SummaryReading] = Field(
+        default_factory=list, description="Per sensor and quantity; absent before 0.3."
+    )
     late: bool
 
 
