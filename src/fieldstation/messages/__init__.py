@@ -37,6 +37,7 @@ from fieldstation.messages.bodies import (
     RecordingBody,
     SummaryBody,
     SummaryLabel,
+    SummaryReading,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "RecordingBody",
     "SummaryBody",
     "SummaryLabel",
+    "SummaryReading",
     "UnknownKindError",
     "UnknownSchemaError",
     "build_envelope",
