@@ -13,12 +13,13 @@ from fieldstation.hub.db import open_hub_database
 from fieldstation.hub.models import IngestedMessage
 from fieldstation.testing.broker import MosquittoBroker
 
-from .conftest import PG_ADMIN
 from .test_mqtt_ingest import HubProcess, Publisher, envelopes, hub_config, wait_until
 
 
-def set_connections(name: str, allowed: bool) -> None:
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+def set_connections(url: str, allowed: bool) -> None:
+    """Let connections into the database of ``url`` or refuse them (and end its sessions)."""
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             connection.execute(
@@ -40,7 +41,6 @@ def set_connections(name: str, allowed: bool) -> None:
 def test_a_database_outage_acknowledges_nothing_and_loses_nothing(
     tmp_path: Path, broker: MosquittoBroker, postgres_url: str
 ) -> None:
-    name = postgres_url.rsplit("/", 1)[1]
     messages = list(envelopes(300))
     db = open_hub_database(postgres_url)
 
@@ -56,7 +56,7 @@ def test_a_database_outage_acknowledges_nothing_and_loses_nothing(
             publisher.publish(topic, payload)
         wait_until(lambda: len(stored()) == 100, 60, "first 100 stored")
         db.dispose()
-        set_connections(name, False)  # the database goes away (its sessions are cut)
+        set_connections(postgres_url, False)  # the database goes away (its sessions are cut)
         for _, topic, payload in messages[100:]:
             info = publisher.publish(topic, payload)
         info.wait_for_publish(30)
@@ -66,7 +66,7 @@ def test_a_database_outage_acknowledges_nothing_and_loses_nothing(
             "the hub to report the outage",
         )
         hub.kill()  # SIGKILL during the outage: whatever it held was never acknowledged
-        set_connections(name, True)
+        set_connections(postgres_url, True)
         hub = HubProcess(hub_config(tmp_path, "hub-a", postgres_url, broker))
         hub.wait_ready()
         wait_until(lambda: len(stored()) >= 300, 90, "all 300 stored")
@@ -75,7 +75,7 @@ def test_a_database_outage_acknowledges_nothing_and_loses_nothing(
         with db.session() as s:
             assert s.scalar(select(func.count()).select_from(IngestedMessage)) == 300
     finally:
-        set_connections(name, True)
+        set_connections(postgres_url, True)
         publisher.close()
         hub.stop()
         db.dispose()
