@@ -213,3 +213,35 @@ def test_refused_messages_land_in_dead_letters_once(hub_url: str) -> None:
         assert "station 'hedge-07' in the envelope, but mqtt:fieldstation/other/detection" in text
     finally:
         db.dispose()
+
+
+def test_a_message_the_database_refuses_is_a_dead_letter_and_the_rest_are_stored(
+    postgres_url: str,
+) -> None:
+    """A body its schema accepts but a column cannot hold (a 400-character label in a
+    VARCHAR(300)) used to fail its whole batch on every redelivery: ingest stopped for good."""
+    db = open_hub_database(postgres_url)
+    try:
+        long = {**ENVELOPE["body"], "sensor": "m" * 400}  # type: ignore[dict-item]
+        batch = [
+            Incoming(variant(id="ok-1"), "mqtt:fieldstation/hedge-07/detection", "hedge-07"),
+            Incoming(variant(id="bad", body=long), "mqtt:fieldstation/hedge-07/detection"),
+            Incoming(variant(id="ok-2"), "mqtt:fieldstation/hedge-07/detection", "hedge-07"),
+        ]
+        first = store_batch(db, batch, via="test")
+        assert (first.stored, first.dead) == (2, 1)
+        assert first.reasons and "the database refused it" in first.reasons[0]
+        again = store_batch(db, batch, via="test")  # redelivered: nothing new, nothing stuck
+        assert (again.stored, again.duplicates, again.dead) == (0, 2, 1)
+        with db.session() as s:
+            assert s.scalar(select(func.count()).select_from(IngestedMessage)) == 2
+            assert s.scalar(select(func.count()).select_from(DeadLetter)) == 1
+    finally:
+        db.dispose()
+
+
+def test_not_a_number_is_refused_by_the_schema() -> None:
+    body = {**ENVELOPE["body"]}  # type: ignore[dict-item]
+    body["detections"] = [{**body["detections"][0], "score": float("nan")}]
+    with pytest.raises(MalformedMessageError, match="score"):
+        parse_message(variant(body=body))

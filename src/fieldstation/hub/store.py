@@ -85,11 +85,55 @@ def store_batch(
 ) -> BatchResult:
     """Store ``batch`` in ONE transaction (committed when this returns; an exception rolls all
     of it back: acknowledge nothing then). ``via``: ``mqtt:<client id>`` or ``http``.
-    Raises the database's errors (connection lost, ...) unchanged.
+    Raises the database's transient errors (connection lost, ...) unchanged.
 
     Set-based: one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` of the message
-    ids decides which messages are new; their rows go in with one executemany per table."""
+    ids decides which messages are new; their rows go in with one executemany per table.
+
+    A message that passes its schema but breaks a rule of the database (a value its column
+    cannot hold) would fail the whole batch for ever: when the database refuses the batch
+    with an integrity or data error, each message is stored on its own, and the one it
+    refuses becomes a dead letter with the database's reason, so the rest get through."""
+    from sqlalchemy.exc import DataError, IntegrityError
+
     now = now or datetime.now(UTC)
+    try:
+        return _store_batch(db, batch, via=via, now=now)
+    except (IntegrityError, DataError) as error:
+        if len(batch) == 1:
+            reason = "the database refused it: " + (str(error.orig) or str(error)).splitlines()[0]
+            with db.session() as session:
+                session.execute(
+                    _insert(session, _table(DeadLetter)).on_conflict_do_nothing(),
+                    [_dead_row(batch[0], reason[:500], now)],
+                )
+            return BatchResult(dead=1, reasons=[reason])
+    result = BatchResult(reasons=[])
+    for item in batch:
+        part = store_batch(db, [item], via=via, now=now)
+        result.stored += part.stored
+        result.duplicates += part.duplicates
+        result.dead += part.dead
+        assert result.reasons is not None
+        result.reasons.extend(part.reasons or [])
+    return result
+
+
+def _dead_row(item: Incoming, reason: str, now: datetime) -> dict[str, Any]:
+    """The ``dead_letters`` row of ``item`` refused for ``reason``."""
+    return {
+        "digest": hashlib.sha256(item.source.encode() + b"\0" + item.payload).hexdigest(),
+        "received_at": now,
+        "source": item.source[:300],
+        "station": item.expected_station,
+        "reason": reason,
+        "payload": item.payload,
+    }
+
+
+def _store_batch(
+    db: HubDatabase, batch: Sequence[Incoming], *, via: str, now: datetime
+) -> BatchResult:
     result = BatchResult(reasons=[])
     envelopes: dict[str, Envelope] = {}
     dead: list[dict[str, Any]] = []
@@ -102,18 +146,7 @@ def store_batch(
                     f"{item.expected_station!r}'s"
                 )
         except MessageError as error:
-            dead.append(
-                {
-                    "digest": hashlib.sha256(
-                        item.source.encode() + b"\0" + item.payload
-                    ).hexdigest(),
-                    "received_at": now,
-                    "source": item.source[:300],
-                    "station": item.expected_station,
-                    "reason": error.reason,
-                    "payload": item.payload,
-                }
-            )
+            dead.append(_dead_row(item, error.reason, now))
             result.dead += 1
             assert result.reasons is not None
             result.reasons.append(error.reason)

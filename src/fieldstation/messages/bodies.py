@@ -30,7 +30,7 @@ __all__ = [
 class Body(BaseModel):
     """Base of every body model: strict, frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RecordingBody(Body):
