@@ -25,6 +25,7 @@ from fieldstation.messages import (
     KINDS,
     DetectionBody,
     MalformedMessageError,
+    RecordingBody,
     UnknownKindError,
     UnknownSchemaError,
     build_envelope,
@@ -245,3 +246,26 @@ def test_not_a_number_is_refused_by_the_schema() -> None:
     body["detections"] = [{**body["detections"][0], "score": float("nan")}]
     with pytest.raises(MalformedMessageError, match="score"):
         parse_message(variant(body=body))
+
+
+def test_a_recording_notice_of_a_station_before_media_still_parses() -> None:
+    body = {
+        "recording_id": 3,
+        "sensor": "mic",
+        "path": "data/mic/2026-06-01/a.flac",
+        "session_id": "s",
+        "chunk_index": 0,
+        "start_frame": 0,
+        "started_at": "2026-06-01T04:12:00+00:00",
+        "duration": 60.0,
+        "sample_rate": 48000,
+        "channels": 1,
+        "frames": 2880000,
+        "bytes": 1000,
+        "sha256": "0" * 64,
+        "format": "flac",
+        "end_reason": "complete",
+    }
+    envelope = parse_message(variant(kind="recording", id="old", body=body))
+    assert isinstance(envelope.body, RecordingBody)
+    assert (envelope.body.media, envelope.body.rate) == ("audio", 48000)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "Body",
@@ -55,6 +55,16 @@ class RecordingBody(Body):
     end_reason: str
     sample_rate: float | None = Field(default=None, description="Audio only: = rate (Hz).")
     stream: dict[str, Any] | None = Field(default=None, description="Non-audio media only.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _before_media(cls, data: Any) -> Any:
+        """Bodies written before recordings had a media (fieldstation 0.2: audio only, its
+        rate under ``sample_rate``, no ``capture_id``) are still recordings: an upgraded
+        station sends what its outbox held, and a fleet upgrades one station at a time."""
+        if isinstance(data, dict) and "rate" not in data and "sample_rate" in data:
+            data = {**data, "rate": data["sample_rate"], "media": data.get("media", "audio")}
+        return data
 
 
 class DetectionItem(Body):
