@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
+import time
+import tomllib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +18,10 @@ import pytest
 import serial
 from sqlalchemy import select
 
+from fieldstation.clock import SystemClock
+from fieldstation.config import parse_config, template_text
 from fieldstation.recording.rows import run_readings
+from fieldstation.sensors import DeviceError, build_sensor
 from fieldstation.sensors.readings.serialline import parse_keyvalue, parse_nmea
 from fieldstation.store.models import Message, Reading
 from fieldstation.store.readings import latest_position
@@ -153,6 +158,67 @@ def test_a_key_value_instrument_through_a_pty(make_station, make_ctx, db, pty_pa
         ("temperature", 21.6),
         ("humidity", 56.0),
     ]
+
+
+def hygrometer(port: Path, **more: Any) -> Any:
+    data = tomllib.loads(template_text())
+    data["sensors"] = [
+        {
+            "name": "hygro",
+            "kind": "serial",
+            "port": str(port),
+            "protocol": "keyvalue",
+            "keys": ["T", "RH"],
+            "units": ["Cel", "%"],
+            "period": "1s",
+            **more,
+        }
+    ]
+    return build_sensor(parse_config(data).sensors[0], SystemClock())
+
+
+def test_an_instrument_sending_only_lines_it_cannot_parse_is_a_device_error(pty_pair):  # type: ignore[no-untyped-def]
+    """Garbage (a wrong baud rate) or a GPS without a fix is no more a record than silence:
+    it used to keep read() waiting for ever, so no device error was ever recorded."""
+    a, b = pty_pair
+    sensor = hygrometer(b, timeout="2s")
+    sensor.open()
+    stop = threading.Event()
+
+    def babble() -> None:
+        with serial.Serial(str(a), 9600) as out:
+            while not stop.is_set():
+                out.write(b"\x13\xf7garbage\n")
+                out.flush()
+                stop.wait(0.05)
+
+    thread = threading.Thread(target=babble, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(DeviceError, match="no record for 2 s"):
+            sensor.read()
+        assert sensor.health().details["bad_lines"] > 0
+    finally:
+        stop.set()
+        thread.join(10)
+        sensor.close()
+
+
+def test_a_line_cut_by_a_pause_is_read_whole(pty_pair):  # type: ignore[no-untyped-def]
+    a, b = pty_pair
+    sensor = hygrometer(b)
+    sensor.open()
+    try:
+        with serial.Serial(str(a), 9600) as out:
+            out.write(b"T=21.4,RH=5")
+            out.flush()
+            time.sleep(0.8)  # longer than the sensor's read timeout: it sees half a line
+            out.write(b"5.2\n")
+            out.flush()
+            block = sensor.read()
+    finally:
+        sensor.close()
+    assert block is not None and block.data.tolist() == [[21.4, 55.2]]
 
 
 def test_a_missing_port_is_a_device_error_and_the_job_retries(make_station, make_ctx, db, tmp_path):  # type: ignore[no-untyped-def]

@@ -73,14 +73,17 @@ class RecorderLiveness:
 @dataclass(frozen=True)
 class ReadingsLiveness:
     """A slow sensor measures every ``period`` seconds: a report is due within
-    ``2 * period + grace`` seconds of the last one while it measures."""
+    ``max(2 * period, wait) + grace`` seconds of the last one while it measures."""
 
     period: float
     grace: float
+    wait: float = 0.0
+    """Seconds the sensor itself waits for a record before it says the device failed (a
+    serial instrument's ``wait_limit``): the job is not judged hung before that."""
 
     @property
     def limit(self) -> float:
-        return 2 * self.period + self.grace
+        return max(2 * self.period, self.wait) + self.grace
 
     def stalled(self, last_what: str | None, last_at: float | None, now: float) -> str | None:
         if last_what not in ("open", "readings", "measured") or last_at is None:

@@ -103,7 +103,11 @@ def process_jobs(
             name=f"recorder:{sensor.name}",
             target=READINGS,
             args=(sensor.name,),
-            liveness=ReadingsLiveness(period=float(getattr(sensor, "period", 60.0)), grace=grace),
+            liveness=ReadingsLiveness(
+                period=float(getattr(sensor, "period", 60.0)),
+                grace=grace,
+                wait=float(sensor.wait_limit()) if hasattr(sensor, "wait_limit") else 0.0,
+            ),
         )
         if is_slow(sensor)
         else ProcessJobSpec(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -81,6 +82,7 @@ class SerialSensor:
         self._frame = 0
         self._records = 0
         self._last: datetime | None = None
+        self._partial = b""
         self._health = SensorHealth()
 
     def describe(self) -> StreamDescription:
@@ -105,6 +107,7 @@ class SerialSensor:
             raise DeviceError(f"serial port {self.config.port}: {error}") from error
         self._frame = 0
         self._records = 0
+        self._partial = b""
         self._health = SensorHealth(state="open", details={"bad_lines": 0})
 
     def _parse(self, line: str) -> list[float] | None:
@@ -118,9 +121,16 @@ class SerialSensor:
 
         if self._port is None:
             raise RuntimeError("read() before open()")
-        polls = max(1, math.ceil(self.config.wait_limit() / POLL))
-        empty = 0
+        # real seconds (the port's I/O, not the injected clock): lines that never parse (a GPS
+        # without a fix, a wrong baud rate) are no more a record than silence is
+        deadline = time.monotonic() + self.config.wait_limit()
         while True:
+            if time.monotonic() >= deadline:
+                raise DeviceError(
+                    f"serial port {self.config.port}: no record for "
+                    f"{self.config.wait_limit():g} s ({self._health.details['bad_lines']} "
+                    "line(s) not understood so far)"
+                )
             try:
                 raw = self._port.readline()
             except (serial.SerialException, OSError) as error:
@@ -128,15 +138,13 @@ class SerialSensor:
                 self._health.error = str(error)
                 raise DeviceError(f"serial port {self.config.port}: {error}") from error
             if not raw:
-                empty += 1
-                if empty >= polls:
-                    raise DeviceError(
-                        f"serial port {self.config.port}: no record for "
-                        f"{self.config.wait_limit():g} s"
-                    )
                 continue
             if not raw.endswith(b"\n"):
-                empty += 1  # a line cut by the poll timeout: the rest comes with the next
+                # cut by the poll timeout (the instrument paused mid-line): the rest comes
+                # with the next read; never parse half a line ("H=5" of "H=55.2")
+                self._partial += raw
+                continue
+            raw, self._partial = self._partial + raw, b""
             line = raw.decode("ascii", errors="replace").strip()
             values = self._parse(line) if line else None
             if values is None:
