@@ -9,11 +9,13 @@ applies inside the period; ``--now`` records the whole period regardless of the 
 The recorder stops once ``--for`` of frames are in committed chunks (``run_recorder(
 max_frames=...)``), counted from the first captured frame, so ``--for 5s`` at 48 kHz is exactly
 240000 frames however slowly the sensor started. The run also ends at a deadline whatever the
-schedule (start + ``--for``; with ``--now`` plus a margin for a sensor that never delivers):
-slots are cut at it, the recorder's waits between slots never run past it (``until``), and the
-command sets the stop event when it passes, so a duty cycle whose next slot lies beyond the
-period (or a recorder backing off a failed device) cannot keep it waiting. When no slot was
-open in the period the command says so.
+schedule (start + ``--for``): slots starting in the period are cut at it (only a slot open
+since the period's start, as with ``--now`` or continuous recording, may run a short margin
+past it to complete the frames), the recorder's waits between slots never run past it
+(``until``), and the command sets the stop event at the end of the margin, so a duty cycle
+whose next slot lies beyond the period (or a recorder backing off a failed device, or a
+sensor that never delivers) cannot keep it waiting. When no slot was open in the period the
+command says so.
 """
 
 from __future__ import annotations
@@ -36,15 +38,22 @@ go on so that the frames asked for are all recorded after a slow sensor start; t
 stops then whatever the sensor does."""
 
 
-def _clipped(slots: Any, deadline: datetime, end_by: datetime) -> Any:
-    """The slots of ``slots`` that start before ``deadline``, each ending by ``end_by``."""
+def _clipped(slots: Any, deadline: datetime, end_by: datetime, since: datetime) -> Any:
+    """The slots of ``slots`` that start before ``deadline``, cut at ``deadline``; except a
+    slot already open at ``since`` (the period's start: the period lies in it), which may run
+    to ``end_by`` so that the frames asked for are all recorded after a slow sensor start."""
     from fieldstation.recording.job import ContinuousSlot
+
+    first = slots(since)
+    open_at_start = first is not None and first.start <= since < first.end
 
     def clipped(now: datetime) -> ContinuousSlot | None:
         slot = slots(now)
         if slot is None or slot.start >= deadline:
             return None
-        return ContinuousSlot(slot.start, min(slot.end, end_by))
+        # the slot open when the period began (continuous recording gives one from ``now``)
+        same = open_at_start and slot.start < first.end
+        return ContinuousSlot(slot.start, min(slot.end, end_by if same else deadline))
 
     return clipped
 
@@ -140,13 +149,14 @@ def record(
             # exactly the frames asked for: counted from the first captured frame, not from a
             # deadline set before the sensor opened (which a slow start would eat into)
             max_frames = None if slow else round(seconds * built.describe().rate)
-            deadline = clock.now() + timedelta(seconds=seconds)  # slots start before it
+            begin = clock.now()
+            deadline = begin + timedelta(seconds=seconds)  # slots start before it
             # a slot open at the deadline goes on until the frames are in, at most this long
             # (a sensor that delivers nothing cannot keep the command waiting)
             guard = deadline + timedelta(seconds=max(START_MARGIN, 0.1 * seconds))
             base: Any
             if now:
-                base = _whole_period(clock.now(), guard)
+                base = _whole_period(begin, guard)
             else:
                 try:
                     base = schedule_slots(cfg, cfg.sensor(name))
@@ -160,7 +170,7 @@ def record(
                         run_readings(
                             ctx,
                             name,
-                            slots=_clipped(base, deadline, deadline),
+                            slots=_clipped(base, deadline, deadline, begin),
                             sensor=built,
                             stop_when_exhausted=True,
                             until=deadline,
@@ -169,7 +179,7 @@ def record(
                     run_recorder(
                         ctx,
                         name,
-                        slots=_clipped(base, deadline, guard),
+                        slots=_clipped(base, deadline, guard, begin),
                         sensor=built,
                         stop_when_exhausted=True,
                         until=deadline,

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from fieldstation import __version__
 from fieldstation.backoff import Backoff
 from fieldstation.config.sensors import SensorConfig
@@ -585,9 +587,12 @@ class Recorder:
         station = self.ctx.config.station
         now = self.clock.monotonic()
         if self._fix_checked is None or now - self._fix_checked >= POSITION_POLL:
-            with self.ctx.db.session() as session:
-                self._fix = latest_position(session)
             self._fix_checked = now
+            try:  # a read (WAL: never waits for writers); must not fail the chunk
+                with self.ctx.db.session() as session:
+                    self._fix = latest_position(session)
+            except SQLAlchemyError as error:
+                log.warning("sensor %s: latest GPS fix not read (%s)", self.config.name, error)
         fix = self._fix
         if fix is None:
             return station.latitude, station.longitude, station.elevation
