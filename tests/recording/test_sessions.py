@@ -126,3 +126,51 @@ def test_chunks_carry_the_latest_gps_fix_instead_of_the_station_files_place(  # 
         15.6267,
         9.0,
     )
+
+
+def test_the_manifest_lists_a_slow_sensors_values_and_is_written_by_the_cli(  # type: ignore[no-untyped-def]
+    make_station, make_ctx, db, home, tmp_path
+):
+    import json as jsonlib
+    import tomllib
+
+    import tomli_w
+    from typer.testing import CliRunner
+
+    from fieldstation.cli.app import app
+    from fieldstation.config import template_text
+    from fieldstation.store.readings import NewReading, insert_readings
+
+    temp = {"name": "temp", "kind": "system", "period": "1s"}
+    sessions = [{"name": "hive", "sensors": ["mic", "temp"]}]
+    config = make_station(MIC, temp, sessions=sessions)
+    slots = slots_every(START, record=5.0, every=10.0)
+    ctx, _ = make_ctx(config, VirtualClock(START))
+    run_recorder(ctx, "mic", slots=slots, until=START + timedelta(seconds=5))
+    with db.session() as session:
+        insert_readings(
+            session,
+            deployment_id=ctx.deployment_id,
+            sensor="temp",
+            readings=[
+                NewReading("load_1m", "1", START + timedelta(seconds=s), float(s))
+                for s in (1, 3, 7)  # the last after the session's chunks end
+            ],
+        )
+    data = tomllib.loads(template_text())
+    data["station"]["home"] = str(home.root)
+    data["sensors"] = [MIC, temp]
+    data["sessions"] = sessions
+    path = tmp_path / "hive.toml"
+    path.write_text(tomli_w.dumps(data))
+    with db.session() as session:
+        (capture,) = [c["capture_id"] for c in list_captures(session)]
+    result = CliRunner().invoke(app, ["sessions", str(path), "--id", capture, "--write"])
+    assert result.exit_code == 0, result.output
+    written = home.data / "sessions" / "hive" / f"{capture}.json"
+    manifest = jsonlib.loads(written.read_text())
+    assert [c["frames"] for c in manifest["streams"]["mic"]["chunks"]] == [16000, 16000, 8000]
+    assert [(v["offset"], v["value"]) for v in manifest["readings"]["temp"]] == [
+        (1.0, 1.0),
+        (3.0, 3.0),
+    ]

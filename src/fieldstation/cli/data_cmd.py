@@ -7,7 +7,7 @@ import csv
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -273,7 +273,9 @@ def sessions(
                 found = list_captures(session, since=after)
                 manifest = None
             else:
-                manifest = capture_manifest(session, capture)
+                manifest = capture_manifest(
+                    session, capture, _slow_members(station, session, capture)
+                )
     finally:
         db.dispose()
     if capture is None:
@@ -299,6 +301,25 @@ def sessions(
         write_json_atomic(target, manifest)
         err_console.print(f"manifest written to {target}")
     sys.stdout.write(json.dumps(manifest, indent=2) + "\n")
+
+
+def _slow_members(station: Any, session: Any, capture: str) -> list[str]:
+    """The slow readings sensors (rows, not chunks) of the ``[[sessions]]`` entry that the
+    chunks of session id ``capture`` name, for its manifest."""
+    from sqlalchemy import select
+
+    from fieldstation.sensors.readings.config import is_slow
+    from fieldstation.store.models import Recording
+
+    extra = session.scalars(
+        select(Recording.extra).where(Recording.capture_id == capture).limit(1)
+    ).first()
+    name = (extra or {}).get("capture_session")
+    entry = next((s for s in station.sessions if s.name == name), None)
+    if entry is None:
+        return []
+    names = {s.name: s for s in station.sensors}
+    return [n for n in entry.sensors if n in names and is_slow(names[n])]
 
 
 def register(app: typer.Typer) -> None:

@@ -141,7 +141,7 @@ def record(
             if report is not None and report.changed:
                 console.print(f"recovery: { {k: len(v) for k, v in report.as_dict().items()} }")
             try:  # built (its libraries imported) before the period starts, not in it
-                built = build_sensor(cfg.sensor(name), clock)
+                built = build_sensor(cfg.sensor(name), clock, home=home.root)
             except SensorError as error:
                 err_console.print(f"[red]{error}[/]")
                 raise typer.Exit(EXIT_INVALID) from None

@@ -8,6 +8,7 @@ reads the log files directly (so it works on a stopped station too).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -279,25 +280,33 @@ def logs(
     if not follow:
         return
     followed = [(path, None)] if job == "station" else [(path, None), (station_log, job)]
-    handles = {}
+    handles: dict[Path, Any] = {}
     try:
         for file, _ in followed:
-            handle = open(file, encoding="utf-8", errors="replace")  # noqa: SIM115
-            handle.seek(0, 2)
-            handles[file] = handle
+            with contextlib.suppress(FileNotFoundError):  # opened once it appears
+                first = open(file, encoding="utf-8", errors="replace")  # noqa: SIM115
+                first.seek(0, 2)
+                handles[file] = first
         while True:
             printed = False
             for file, about in followed:
-                handle = handles[file]
+                handle = handles.get(file)
+                if handle is None or (file.exists() and file.stat().st_size < handle.tell()):
+                    # not there yet, or rotated: (re)open it and read it from its start
+                    if handle is not None:
+                        handle.close()
+                        handles.pop(file)
+                    try:
+                        handles[file] = open(file, encoding="utf-8", errors="replace")  # noqa: SIM115
+                    except FileNotFoundError:
+                        continue
+                    handle = handles[file]
                 line = handle.readline()
                 while line:
                     if about is None or about_job(line.rstrip("\n"), about):
                         print(line, end="", flush=True)
                     printed = True
                     line = handle.readline()
-                if file.exists() and file.stat().st_size < handle.tell():  # rotated
-                    handle.close()
-                    handles[file] = open(file, encoding="utf-8", errors="replace")  # noqa: SIM115
             if not printed:
                 time.sleep(0.5)
     except KeyboardInterrupt:

@@ -249,6 +249,7 @@ class OutputWorker:
             linked.append(self.wake)
             self._nudgeable = True
         while not stop.is_set():
+            self.wake.clear()  # before the pass: a nudge during it makes another pass at once
             try:
                 delivered = self.run_once(stop)
             except OperationalError as error:
@@ -279,7 +280,6 @@ class OutputWorker:
         try:
             if self._nudgeable:
                 self.clock.wait(self.wake, seconds)
-                self.wake.clear()
             else:
                 self.clock.wait(stop, seconds)
         finally:

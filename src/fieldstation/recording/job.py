@@ -694,7 +694,7 @@ def run_recorder(
             "(fieldstation.recording.rows.run_readings), not the recorder"
         )
     ctx.home.ensure()
-    built = sensor if sensor is not None else build_sensor(config, ctx.clock)
+    built = sensor if sensor is not None else build_sensor(config, ctx.clock, home=ctx.home.root)
     guard = DiskGuard(ctx.home.root, int(config.min_free), disk_usage)
     chosen = slots or schedule_slots(ctx.config, config)
     recorder = Recorder(ctx, config, built, chosen, guard, until=until, max_frames=max_frames)

@@ -43,7 +43,7 @@ from sqlalchemy.exc import OperationalError
 from fieldstation.backoff import Backoff
 from fieldstation.job import ConfigurationError, JobContext
 from fieldstation.recording.job import DEVICE_BACKOFF, RecorderError, SlotFn, schedule_slots
-from fieldstation.sensors import DeviceError, Sensor
+from fieldstation.sensors import DeviceError, Sensor, build_sensor
 from fieldstation.sensors.base import StreamDescription
 from fieldstation.sensors.readings.config import is_slow, period_of
 from fieldstation.store.events import EventBacklog
@@ -113,7 +113,21 @@ class ReadingsJob:
         self.clock.wait(self.ctx.stop, seconds)
 
     def run(self, stop_when_exhausted: bool = False) -> None:
-        """Open, measure, store; reopen after a device error; until stopped (or ``until``)."""
+        """Open, measure, store; reopen after a device error; until stopped (or ``until``).
+        Measurements still kept in memory (the database refused them) get one last try."""
+        try:
+            self._run(stop_when_exhausted)
+        finally:
+            if self.pending:
+                self._flush()
+                if self.pending:
+                    log.warning(
+                        "sensor %s: %d measurement(s) the database refused are lost at stop",
+                        self.name,
+                        len(self.pending),
+                    )
+
+    def _run(self, stop_when_exhausted: bool) -> None:
         stop = self.ctx.stop
         while not stop.is_set() and not self._past_until():
             try:
@@ -296,7 +310,6 @@ def run_readings(
     unknown sensor, :class:`~fieldstation.job.ConfigurationError` when the sensor is not a
     slow readings sensor (it has no ``period``: record it with ``run_recorder``).
     """
-    from fieldstation.config.plugins import load_plugin
 
     try:
         config = ctx.config.sensor(sensor_name)
@@ -309,9 +322,7 @@ def run_readings(
                 f"sensor {sensor_name!r} (kind {config.kind!r}) has no 'period': it is not a "
                 "slow readings sensor; it is recorded as a stream (run_recorder)"
             )
-        sensor = load_plugin("sensors", config.kind).factory(
-            config, clock=ctx.clock, home=ctx.home.root
-        )
+        sensor = build_sensor(config, ctx.clock, home=ctx.home.root)
     assert sensor is not None
     if period_of(sensor.describe()) is None:
         raise ConfigurationError(

@@ -10,13 +10,13 @@ its IMU and a microphone line up to the frame.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fieldstation.store.models import Recording
+from fieldstation.store.models import Reading, Recording
 
 __all__ = ["MANIFEST_VERSION", "capture_manifest", "list_captures"]
 
@@ -28,7 +28,9 @@ def _micros(delta: Any) -> int:
     return int(delta.days * 86_400_000_000 + delta.seconds * 1_000_000 + delta.microseconds)
 
 
-def capture_manifest(session: Session, capture_id: str) -> dict[str, Any] | None:
+def capture_manifest(
+    session: Session, capture_id: str, readings_sensors: tuple[str, ...] | list[str] = ()
+) -> dict[str, Any] | None:
     """The manifest of the session of several streams ``capture_id``, or None when no chunk
     has it.
 
@@ -36,7 +38,10 @@ def capture_manifest(session: Session, capture_id: str) -> dict[str, Any] | None
     {"media", "rate" (Hz), "channels", "frames" (total), "chunks": [{"path", "recording_id",
     "started_at", "offset" (seconds from the anchor, microseconds exact), "offset_frames"
     (``round(offset * rate)``), "start_frame", "frames", "duration", "end_reason",
-    "session_id", "file_state"}]}}}``; chunks by start time.
+    "session_id", "file_state"}]}}, "readings": {sensor: [{"measured_at", "offset",
+    "quantity", "unit", "value"}]}}``; chunks by start time. ``readings_sensors``: the slow
+    sensors of the session (their values are rows, not chunks): the manifest lists their
+    values measured from the anchor to the end of the session's last chunk.
     """
     rows = list(
         session.scalars(
@@ -80,12 +85,35 @@ def capture_manifest(session: Session, capture_id: str) -> dict[str, Any] | None
             }
         )
     name = str((first.extra or {}).get("capture_session") or "")
+    end = max(r.started_at + timedelta(seconds=r.duration) for r in rows)
+    readings: dict[str, list[dict[str, Any]]] = {}
+    if readings_sensors:
+        query = (
+            select(Reading)
+            .where(
+                Reading.sensor.in_(list(readings_sensors)),
+                Reading.measured_at >= anchor,
+                Reading.measured_at < end,
+            )
+            .order_by(Reading.sensor, Reading.measured_at, Reading.quantity)
+        )
+        for value in session.scalars(query):
+            readings.setdefault(value.sensor, []).append(
+                {
+                    "measured_at": value.measured_at.isoformat(),
+                    "offset": _micros(value.measured_at - anchor) / 1_000_000,
+                    "quantity": value.quantity,
+                    "unit": value.unit,
+                    "value": value.value,
+                }
+            )
     return {
         "version": MANIFEST_VERSION,
         "capture_id": capture_id,
         "session": name or None,
         "anchor": anchor.isoformat(),
         "streams": streams,
+        "readings": readings,
     }
 
 

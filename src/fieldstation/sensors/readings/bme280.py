@@ -200,6 +200,9 @@ class BME280Sensor(PeriodicSensor):
         except OSError as error:
             self.close_device()
             raise DeviceError(f"BME280 at {self.address:#04x}: {error}") from error
+        except BaseException:  # not the chip we were told of: give the bus back too
+            self.close_device()
+            raise
 
     def close_device(self) -> None:
         if self.bus is not None:

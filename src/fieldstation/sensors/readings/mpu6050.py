@@ -164,6 +164,9 @@ class MPU6050Sensor:
         except OSError as error:
             self._release()
             raise DeviceError(f"MPU-6050 at {self.address:#04x}: {error}") from error
+        except BaseException:  # not the chip we were told of: give the bus back too
+            self._release()
+            raise
         self._frame = 0
         self._base = (0, self.clock.now(), self.clock.monotonic())
         self._discontinuity = False
