@@ -36,11 +36,10 @@ from fieldstation.recording.job import run_recorder
 from fieldstation.recording.metadata import ChunkSpec
 from fieldstation.recording.recovery import recover_spool
 from fieldstation.runtime.client import ControlClient
-from fieldstation.sensors import Block, SensorHealth
 from fieldstation.sensors.base import audio_description
 from fieldstation.sensors.generator import SyntheticSensor
 from fieldstation.store.models import Event, Recording
-from fieldstation.testing.disk import fill_disk
+from fieldstation.testing.disk import FillDiskAt, fill_disk
 
 CLI = [sys.executable, "-m", "fieldstation.cli"]
 
@@ -230,31 +229,6 @@ def test_libsndfile_system_error_on_a_full_disk_counts_as_full(  # type: ignore[
         assert not is_disk_full(raised.value, free)  # /dev/full, but the home's disk has space
 
 
-class FillAt:
-    """A sensor wrapper that fills the disk (``filler``) before handing out block ``at``."""
-
-    def __init__(self, inner: Any, at: int, filler: Path) -> None:
-        self.inner, self.at, self.filler = inner, at, filler
-        self.sample_rate, self.channels, self.dtype = inner.sample_rate, inner.channels, inner.dtype
-        self.describe = inner.describe
-        self.reads = 0
-
-    def open(self) -> None:
-        self.inner.open()
-
-    def read(self) -> Block | None:
-        if self.reads == self.at:
-            fill_disk(self.filler)
-        self.reads += 1
-        return self.inner.read()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def health(self) -> SensorHealth:
-        return self.inner.health()
-
-
 def test_a_full_disk_mid_chunk_pauses_the_recorder_and_it_resumes(  # type: ignore[no-untyped-def]
     make_station, make_ctx, db, home, small_disk
 ):
@@ -274,7 +248,7 @@ def test_a_full_disk_mid_chunk_pauses_the_recorder_and_it_resumes(  # type: igno
     )
     ctx, progress = make_ctx(config)
     filler = small_disk / "filler"
-    sensor = FillAt(SyntheticSensor(config.sensor("syn"), ctx.clock), 25, filler)
+    sensor = FillDiskAt(SyntheticSensor(config.sensor("syn"), ctx.clock), 25, filler)
     report = progress.__call__
     freed: list[Any] = []
 

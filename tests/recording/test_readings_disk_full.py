@@ -13,29 +13,13 @@ from sqlalchemy import select
 from fieldstation.home import StationHome
 from fieldstation.recording.rows import run_readings
 from fieldstation.store.models import Message, Reading
-from fieldstation.testing.disk import fill_disk
+from fieldstation.testing.disk import FillDiskAt
 
 
 @pytest.fixture
 def home(small_disk: Path) -> StationHome:
     """The station home (and its database) on the small filesystem."""
     return StationHome(small_disk / "home").ensure()
-
-
-class FillAt:
-    """A slow sensor that fills the disk (``filler``) just before its measurement ``at``."""
-
-    def __init__(self, inner: Any, at: int, filler: Path) -> None:
-        self.inner, self.at, self.filler, self.reads = inner, at, filler, 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def read(self) -> Any:
-        self.reads += 1
-        if self.reads == self.at:
-            fill_disk(self.filler)
-        return self.inner.read()
 
 
 def test_readings_refused_by_a_full_database_are_kept_and_written_later(
@@ -49,7 +33,7 @@ def test_readings_refused_by_a_full_database_are_kept_and_written_later(
     from fieldstation.sensors.readings.w1 import W1Sensor
 
     filler = small_disk / "filler"
-    sensor = FillAt(W1Sensor(config.sensor("soil"), ctx.clock), 4, filler)
+    sensor = FillDiskAt(W1Sensor(config.sensor("soil"), ctx.clock), 3, filler)  # before the 4th
     report = progress.__call__
     freed: list[Any] = []
 

@@ -28,6 +28,7 @@ from fieldstation.recording.recovery import recover
 from fieldstation.recording.video import FORMAT
 from fieldstation.sensors.base import StreamDescription
 from fieldstation.store.models import Event, Recording
+from fieldstation.testing.disk import FillDiskAt
 
 SMALL = {
     "name": "cam",
@@ -487,32 +488,6 @@ def test_rtsp_camera_records_and_comes_back_after_the_server_is_gone(  # type: i
 # --- a full disk ---
 
 
-class FillAt:
-    """A sensor wrapper that fills the disk (``filler``) before handing out block ``at``."""
-
-    def __init__(self, inner: Any, at: int, filler: Path) -> None:
-        self.inner, self.at, self.filler = inner, at, filler
-        self.describe = inner.describe
-        self.reads = 0
-
-    def open(self) -> None:
-        self.inner.open()
-
-    def read(self) -> Any:
-        from fieldstation.testing.disk import fill_disk
-
-        if self.reads == self.at:
-            fill_disk(self.filler)
-        self.reads += 1
-        return self.inner.read()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def health(self) -> Any:
-        return self.inner.health()
-
-
 class TestFullDisk:
     @pytest.fixture
     def home(self, small_disk: Path) -> Any:
@@ -533,7 +508,7 @@ class TestFullDisk:
         config = make_station({**SMALL, "chunk": "2s", "min_free": "0"})
         ctx, progress = make_ctx(config)
         filler = small_disk / "filler"
-        sensor = FillAt(VideoSensor(config.sensor("cam"), ctx.clock), 130, filler)  # type: ignore[arg-type]
+        sensor = FillDiskAt(VideoSensor(config.sensor("cam"), ctx.clock), 130, filler)  # type: ignore[arg-type]
         report = progress.__call__
         freed: list[Any] = []
 

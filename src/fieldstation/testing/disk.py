@@ -13,8 +13,9 @@ import errno
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["SmallFilesystemUnavailable", "fill_disk", "small_filesystem"]
+__all__ = ["FillDiskAt", "SmallFilesystemUnavailable", "fill_disk", "small_filesystem"]
 
 
 class SmallFilesystemUnavailable(RuntimeError):
@@ -65,3 +66,24 @@ def fill_disk(path: Path) -> int:
                         raise
                     break
     return added
+
+
+class FillDiskAt:
+    """A sensor wrapper (any media) that fills the disk holding ``filler``
+    (:func:`fill_disk`) just before it hands out block ``at`` (counted from 0); everything
+    else is the wrapped sensor's (``describe``, ``health``, a slow sensor's
+    ``seconds_to_next``, ...)."""
+
+    def __init__(self, inner: Any, at: int, filler: Path) -> None:
+        self.inner, self.at, self.filler = inner, at, filler
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def read(self) -> Any:
+        """The wrapped sensor's next block, the disk filled first when it is block ``at``."""
+        if self.reads == self.at:
+            fill_disk(self.filler)
+        self.reads += 1
+        return self.inner.read()
