@@ -11,10 +11,17 @@ For every sidecar in ``spool/`` (see :mod:`fieldstation.recording.chunk`):
 - a chunk already renamed into ``data/`` gets its row if it has none (found under its own
   name, or the ``_N``-suffixed one the commit chose when that name was taken, by its hash).
 
-Then media files in ``spool/`` without a sidecar are quarantined; every file under ``data/``
-without a row gets one from the metadata embedded in it (end reason from its sidecar or GUANO, else
-``recovered``), or is quarantined when unreadable; and every row marked present whose file is
-gone gets ``file_state = 'missing'``. Recovery is idempotent and safe to crash in.
+Then media files in ``spool/`` without a sidecar are quarantined, and rows whose file is gone
+get ``file_state = 'missing'``. Recovery is idempotent and safe to crash in.
+
+Its cost must not grow with the archive (decision 0120): a commit leaves its sidecar in
+``spool/`` until the row is committed, so a crash can only have left work there. The **quick**
+recovery of every start-up therefore reads ``spool/`` and checks the files of the rows not yet
+confirmed by a processor (``recorded``/``processing``: the ones it will read next), found by
+an index; the **full** recovery (a new or rebuilt database, ``db recover``) also walks every
+file under ``data/`` (one without a row gets one from the metadata embedded in it, end reason
+from its sidecar or GUANO, else ``recovered``, or is quarantined when unreadable) and checks
+the file of every row marked present.
 """
 
 from __future__ import annotations
@@ -41,7 +48,12 @@ from fieldstation.recording.media import SUFFIXES, format_of_path, media_format
 from fieldstation.recording.metadata import ChunkSpec, MetadataError
 from fieldstation.store.events import EventBacklog, record_event
 from fieldstation.store.models import Recording
-from fieldstation.store.recordings import find_by_path, mark_missing, present_paths
+from fieldstation.store.recordings import (
+    find_by_path,
+    mark_missing,
+    present_paths,
+    unconfirmed_paths,
+)
 
 __all__ = ["RecoveryReport", "recover", "recover_spool"]
 
@@ -352,9 +364,12 @@ def _report_event(
         )
 
 
-def recover(ctx: JobContext) -> RecoveryReport:
+def recover(ctx: JobContext, *, full: bool = True) -> RecoveryReport:
     """Bring spool/, data/ and the recording rows back in agreement (module docstring).
 
+    ``full``: also walk every file under ``data/`` and check the file of every row (what a
+    new or rebuilt database needs; its cost grows with the archive); False: the quick
+    recovery of a start-up, whose cost grows only with ``spool/`` and the unprocessed rows.
     Run it before the recorders start (they must not be writing). Records one ``recovery``
     event when anything was found. Raises ``OSError`` when the home cannot be written.
     """
@@ -362,15 +377,16 @@ def recover(ctx: JobContext) -> RecoveryReport:
     report = RecoveryReport()
     leftovers = _recover_spool(ctx, report)
     with ctx.db.session() as session:
-        rows = present_paths(session)
-        known = set(session.scalars(select(Recording.path)))
-    for path in _data_files(home):
-        if _rel(home, path) not in known:
-            _register(ctx, path, leftovers, report)
+        rows = present_paths(session) if full else unconfirmed_paths(session)
+        known = set(session.scalars(select(Recording.path))) if full else set()
+    if full:
+        for path in _data_files(home):
+            if _rel(home, path) not in known:
+                _register(ctx, path, leftovers, report)
     gone = [rid for path, rid in rows.items() if not (home.root / path).exists()]
     if gone:
         with ctx.db.session() as session:
             mark_missing(session, gone, ctx.clock.now())
         report.missing.extend(gone)
-    _report_event(ctx, report, "start-up")
+    _report_event(ctx, report, "start-up" if not full else "full start-up")
     return report

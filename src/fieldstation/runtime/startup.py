@@ -5,7 +5,8 @@ second runtime gets :class:`~fieldstation.home.StationLockedError` naming the ho
 the home private, check the schema (a newer release's or a damaged database is refused in
 one line before any child starts), migrate (all-or-nothing), start or continue the deployment
 (refused when the home belongs to another station id), end the processing leases of the last
-run, then start-up recovery (spool, data/ and rows brought back into agreement).
+run, then start-up recovery (spool, data/ and rows brought back into agreement: quick, from
+``spool/`` and the unprocessed rows, unless the database is new or rebuilt; decision 0120).
 
 Work that needs heavy modules (Alembic, soundfile) can run in a short-lived child process
 (``runner=run_in_child``, what the long-running supervisor does) or in this process
@@ -91,7 +92,7 @@ def migrate_in_child(path: Path, runner: Runner = run_in_child) -> None:
         raise MigrationError(f"migrating {path} failed: {type(error).__name__}: {error}") from error
 
 
-def _recover(data: dict[str, Any], root: str, deployment_id: int) -> Any:
+def _recover(data: dict[str, Any], root: str, deployment_id: int, full: bool = True) -> Any:
     from fieldstation.config import parse_config
     from fieldstation.job import JobContext
     from fieldstation.recording.recovery import recover
@@ -104,7 +105,7 @@ def _recover(data: dict[str, Any], root: str, deployment_id: int) -> Any:
         name="recovery",
     )
     try:
-        return recover(ctx)
+        return recover(ctx, full=full)
     finally:
         if "db" in ctx.__dict__:  # opened by recover()
             ctx.db.dispose()
@@ -238,7 +239,8 @@ def start_station(
             log.info("start-up: released %d processing claim(s) of the last run", released)
         started = StartedStation(config, home, lock, db, deployment_id, released)
         if recover:
-            _run_recovery(started, clock, runner)
+            # full (every file under data/) only for a new or rebuilt database: decision 0120
+            _run_recovery(started, clock, runner, full=new)
         return started
     except BaseException as error:
         translated = _translated(error, home.database)
@@ -264,11 +266,13 @@ def _translated(error: BaseException, database: Path) -> BaseException:
     return error
 
 
-def _run_recovery(started: StartedStation, clock: Clock, runner: Runner) -> None:
+def _run_recovery(
+    started: StartedStation, clock: Clock, runner: Runner, *, full: bool = True
+) -> None:
     config = started.config
     try:
         started.recovery = runner(
-            _recover, config_data(config), str(started.home.root), started.deployment_id
+            _recover, config_data(config), str(started.home.root), started.deployment_id, full
         )
     except Exception as error:
         log.exception("start-up recovery failed")

@@ -13,7 +13,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fieldstation.store.models import Delivery, Detection, Message, Recording
+from fieldstation.store.models import (
+    UNFINISHED_HINT,
+    Delivery,
+    Detection,
+    Message,
+    Recording,
+    unfinished,
+)
 
 __all__ = [
     "OutboxDepth",
@@ -120,9 +127,9 @@ def pending_recordings_before(session: Session, end: datetime) -> int:
     """Recordings that started before ``end`` and are not processed yet (recorded/processing)."""
     return int(
         session.scalar(
-            select(func.count(Recording.id)).where(
-                Recording.started_at < end, Recording.state.in_(("recorded", "processing"))
-            )
+            select(func.count(Recording.id))
+            .where(Recording.started_at < end, unfinished())
+            .with_hint(Recording, UNFINISHED_HINT, "sqlite")
         )
         or 0
     )

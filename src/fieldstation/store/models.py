@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -37,8 +38,31 @@ __all__ = [
     "ModelRun",
     "Reading",
     "Recording",
+    "UNFINISHED",
+    "UNFINISHED_HINT",
     "UTCDateTime",
+    "unfinished",
 ]
+
+
+UNFINISHED = "state IN ('recorded', 'processing')"
+"""Recordings a processor has still to look at: the condition of the partial index
+``ix_recordings_unfinished`` (migration 0004). A query uses that index only when its WHERE
+clause holds this very text (literal values, not bound parameters:
+https://www.sqlite.org/partialindex.html), so queries take it from here (:func:`unfinished`)."""
+
+
+UNFINISHED_HINT = "INDEXED BY ix_recordings_unfinished"
+"""SQLite's hint naming the partial index, for :meth:`Select.with_hint` (dialect ``sqlite``).
+Without statistics (the station never runs ``ANALYZE``) SQLite prefers an index with an
+equality on ``file_state`` or ``sensor``, which walks every present file or every recording of
+the sensor when none waits; the hint makes the claim read only unfinished rows (decision 0120,
+tests/store/test_query_plans.py). PostgreSQL ignores it."""
+
+
+def unfinished(table: str = "recordings") -> Any:
+    """The WHERE term :data:`UNFINISHED` on ``table`` (a name or alias), as literal SQL."""
+    return text(UNFINISHED.replace("state", f"{table}.state", 1))
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -140,6 +164,13 @@ class Recording(Base):
         Index("ix_recordings_sensor_started", "sensor", "started_at"),
         Index("ix_recordings_file_state_started", "file_state", "started_at"),
         Index("ix_recordings_session", "session_id", "chunk_index"),
+        Index("ix_recordings_started", "started_at"),
+        Index(
+            "ix_recordings_unfinished",
+            "started_at",
+            sqlite_where=text(UNFINISHED),
+            postgresql_where=text(UNFINISHED),
+        ),
     )
 
 
@@ -186,6 +217,7 @@ class Detection(Base):
     __table_args__ = (
         Index("ix_detections_label_score", "label", "score"),
         Index("ix_detections_detected_at", "detected_at"),
+        Index("ix_detections_label_time", "label", "detected_at"),
     )
 
 
@@ -248,6 +280,7 @@ class Delivery(Base):
             "id",
         ),
         Index("ix_outbox_deliveries_message", "message_pk", "destination", unique=True),
+        Index("ix_outbox_deliveries_state", "state"),
     )
 
 

@@ -32,7 +32,13 @@ from sqlalchemy import Row, Table, and_, bindparam, exists, func, insert, or_, s
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from fieldstation.store.models import Detection, ModelRun, Recording
+from fieldstation.store.models import (
+    UNFINISHED_HINT,
+    Detection,
+    ModelRun,
+    Recording,
+    unfinished,
+)
 from fieldstation.store.outbox import NewMessage, enqueue_many
 
 __all__ = [
@@ -135,7 +141,12 @@ def _not_done_by(rec: Any, processor: str) -> ColumnElement[bool]:
 def _candidates(
     rec: Any, processor: str, sensors: Collection[str] | None, now: Any, media: str | None
 ) -> list[ColumnElement[bool]]:
-    where = [_claimable(rec, now), rec.file_state == "present", _not_done_by(rec, processor)]
+    where = [
+        unfinished(rec.id.table.name),  # the partial index: no row read when none waits
+        _claimable(rec, now),
+        rec.file_state == "present",
+        _not_done_by(rec, processor),
+    ]
     if sensors is not None:
         where.append(rec.sensor.in_(list(sensors)))
     if media is not None:
@@ -156,6 +167,7 @@ def _claim_statement(processor: str, sensors: tuple[str, ...] | None, media: str
         .where(*_candidates(candidate.c, processor, sensors, now, media))
         .order_by(candidate.c.started_at, candidate.c.id)
         .limit(1)
+        .with_hint(candidate, UNFINISHED_HINT, "sqlite")
         .scalar_subquery()
     )
     return (
@@ -254,7 +266,7 @@ def count_pending(
     """How many recordings ``processor`` has still to analyse (claimable or claimed), of
     ``media`` (None: any)."""
     where = [
-        Recording.state.in_(("recorded", "processing")),
+        unfinished(),
         Recording.file_state == "present",
         _not_done_by(Recording, processor),
     ]
@@ -262,7 +274,8 @@ def count_pending(
         where.append(Recording.sensor.in_(list(sensors)))
     if media is not None:
         where.append(Recording.media == media)
-    return int(session.scalar(select(func.count()).select_from(Recording).where(*where)) or 0)
+    query = select(func.count()).select_from(Recording).where(*where)
+    return int(session.scalar(query.with_hint(Recording, UNFINISHED_HINT, "sqlite")) or 0)
 
 
 def reprocessable(

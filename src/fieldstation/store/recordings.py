@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from fieldstation.store.models import Recording
+from fieldstation.store.models import UNFINISHED_HINT, Recording, unfinished
 
 __all__ = [
     "find_by_path",
@@ -21,6 +21,7 @@ __all__ = [
     "mark_missing",
     "present_paths",
     "session_recordings",
+    "unconfirmed_paths",
 ]
 
 
@@ -48,6 +49,18 @@ def present_paths(session: Session, sensor: str | None = None) -> dict[str, int]
     query = select(Recording.path, Recording.id).where(Recording.file_state == "present")
     if sensor is not None:
         query = query.where(Recording.sensor == sensor)
+    return {path: rid for path, rid in session.execute(query)}
+
+
+def unconfirmed_paths(session: Session) -> dict[str, int]:
+    """``{path: id}`` of rows marked present that no processor has finished with yet (state
+    ``recorded`` or ``processing``): the files start-up recovery checks. The partial index
+    ``ix_recordings_unfinished`` finds them without reading the rest of the archive."""
+    query = (
+        select(Recording.path, Recording.id)
+        .where(unfinished(), Recording.file_state == "present")
+        .with_hint(Recording, UNFINISHED_HINT, "sqlite")
+    )
     return {path: rid for path, rid in session.execute(query)}
 
 

@@ -12,7 +12,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, not_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    exists,
+    false,
+    func,
+    not_,
+    select,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from fieldstation.store.models import Delivery, Detection, Message, Recording
@@ -216,24 +227,31 @@ def list_recordings(
     file_state: str | None = None,
     since: datetime | None = None,
     limit: int | None = 100,
+    before: tuple[datetime, int] | None = None,
 ) -> list[tuple[Recording, int]]:
-    """Recordings (newest first) with their detection counts, filtered by state and start."""
-    counts = (
-        select(Detection.recording_id, func.count(Detection.id).label("n"))
-        .group_by(Detection.recording_id)
-        .subquery()
+    """Recordings (newest first: ``started_at`` then ``id`` descending) with their detection
+    counts, filtered by state and start.
+
+    ``before``: the ``(started_at, id)`` of the last row of the previous page; the page holds
+    the rows after it (keyset pagination: the cost of a page does not grow with how far back
+    it is, nor with the size of the archive; ``ix_recordings_started``). Detections are
+    counted for the rows of the page only (a correlated count on ``ix_detections_recording_id``).
+    """
+    count = (
+        select(func.count(Detection.id))
+        .where(Detection.recording_id == Recording.id)
+        .correlate(Recording)
+        .scalar_subquery()
     )
-    query = (
-        select(Recording, func.coalesce(counts.c.n, 0))
-        .outerjoin(counts, counts.c.recording_id == Recording.id)
-        .order_by(Recording.started_at.desc(), Recording.id.desc())
-    )
+    query = select(Recording, count).order_by(Recording.started_at.desc(), Recording.id.desc())
     if state is not None:
         query = query.where(Recording.state == state)
     if file_state is not None:
         query = query.where(Recording.file_state == file_state)
     if since is not None:
         query = query.where(Recording.started_at >= since)
+    if before is not None:
+        query = query.where(tuple_(Recording.started_at, Recording.id) < tuple_(*before))
     if limit is not None:
         query = query.limit(limit)
     return [(row[0], int(row[1])) for row in session.execute(query)]
