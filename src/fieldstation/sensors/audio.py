@@ -9,7 +9,10 @@ dropped from the queue leave a jump in the running frame index; an ``input_overf
 may lie inside it). The recorder turns either into a session break re-anchored at that block's
 capture time (decision record 0023). A device that disappears or stops delivering samples for
 ``timeout`` seconds raises :class:`~fieldstation.sensors.base.DeviceError` (end reason
-``device_error``). ``sounddevice`` is imported only when the sensor is built.
+``device_error``). ``sounddevice`` is imported only when the sensor is built (at the
+recorder's start, before its first slot, so the first slot does not pay for the import).
+The callback block size is chosen from the sample rate and the chunk length (a callback every
+50-100 ms, :func:`callback_frames`) unless ``blocksize`` is given.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from fieldstation.config.sensors import AudioSensorConfig
 from fieldstation.config.units import Seconds
 from fieldstation.sensors.base import check_file_format as _check_file_format
 
-__all__ = ["AudioConfig", "plugin"]
+__all__ = ["CALLBACK_PERIOD", "AudioConfig", "callback_frames", "plugin"]
 
 
 class AudioConfig(AudioSensorConfig):
@@ -32,8 +35,12 @@ class AudioConfig(AudioSensorConfig):
     device: str | int | None = Field(
         default=None, description="Device name (substring) or index; omitted: the default input."
     )
-    blocksize: int = Field(
-        default=0, ge=0, description="Frames per callback; 0 lets PortAudio choose."
+    blocksize: int | None = Field(
+        default=None,
+        ge=0,
+        description="Frames per PortAudio callback; omitted: chosen from the sample rate and "
+        "chunk length for a callback every 50-100 ms (callback_frames); 0 lets PortAudio "
+        "choose (often tiny buffers: several times the CPU at high rates).",
     )
     queue_blocks: int = Field(
         default=256,
@@ -55,6 +62,26 @@ class AudioConfig(AudioSensorConfig):
     def _check(self) -> AudioConfig:
         _check_file_format(self)
         return self
+
+
+CALLBACK_PERIOD = (0.05, 0.1)
+"""Seconds between PortAudio callbacks the automatic block size aims at (shortest, longest):
+long enough that the per-callback work (a copy, a queue put, a wake of the recorder) costs
+little, short enough that the queue and the slot-start latency stay small (issue 22)."""
+
+
+def callback_frames(rate: int, chunk: float) -> int:
+    """Frames per PortAudio callback for a stream of ``rate`` Hz cut into ``chunk``-second
+    files: the largest block of 50-100 ms (:data:`CALLBACK_PERIOD`) that divides the frames of
+    a chunk, so every chunk holds a whole number of callbacks; 100 ms of frames when none
+    divides it. E.g. 384 kHz, 60 s chunks: 38,400 frames (a callback every 100 ms)."""
+    shortest = max(1, round(rate * CALLBACK_PERIOD[0]))
+    longest = max(shortest, round(rate * CALLBACK_PERIOD[1]))
+    frames = round(rate * chunk)
+    for block in range(longest, shortest - 1, -1):
+        if frames % block == 0:
+            return block
+    return longest
 
 
 def _create(config: AudioConfig, **context: Any) -> Any:

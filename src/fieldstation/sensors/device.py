@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fieldstation.clock import Clock, SystemClock
-from fieldstation.sensors.audio import AudioConfig
+from fieldstation.sensors.audio import AudioConfig, callback_frames
 from fieldstation.sensors.base import (
     DTYPES,
     Block,
@@ -73,6 +73,16 @@ class AudioSensor:
         self._break = False  # the next queued buffer follows a loss of unknown size
         self._error: str | None = None
         self._last_warning = float("-inf")
+        self.blocksize = (
+            config.blocksize
+            if config.blocksize is not None
+            else callback_frames(config.sample_rate, float(config.chunk))
+        )
+        """Frames per PortAudio callback (0: PortAudio chooses)."""
+        try:  # import now, at the recorder's start, not in the first slot (issue 22)
+            import sounddevice  # noqa: F401
+        except (ImportError, OSError):
+            pass  # no PortAudio here: open() says so
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         """PortAudio's input callback (on its own thread): queue a copy of ``indata``.
@@ -103,7 +113,7 @@ class AudioSensor:
                 self._overflows += 1
                 self._input_overflows += 1
                 self._break = True
-                if self.config.blocksize:
+                if self.blocksize:
                     # with a fixed block size the loss may lie inside this very buffer
                     # (PortAudio docs), so its samples cannot be placed in time: drop it
                     self._lost += frames
@@ -136,7 +146,7 @@ class AudioSensor:
                 samplerate=self.sample_rate,
                 channels=self.channels,
                 dtype=self.dtype,
-                blocksize=self.config.blocksize,
+                blocksize=self.blocksize,
                 device=device,
                 latency=self.config.latency,
                 callback=self._callback,

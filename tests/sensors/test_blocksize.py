@@ -1,0 +1,36 @@
+"""The real-device block size: a PortAudio callback every 50-100 ms, chosen from the rate and
+the chunk length (issue 22: ``blocksize = 0`` let PortAudio deliver tiny buffers, and the
+per-callback work cost three times acoupi's CPU at 384 kHz)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fieldstation.sensors.audio import AudioConfig, callback_frames
+from fieldstation.sensors.device import AudioSensor
+
+
+@pytest.mark.parametrize(
+    ("rate", "chunk"),
+    [(384_000, 60.0), (48_000, 10.0), (44_100, 60.0), (256_000, 0.5), (8_000, 1.0), (22_050, 7.3)],
+)
+def test_a_callback_comes_every_50_to_100_ms(rate: int, chunk: float) -> None:
+    block = callback_frames(rate, chunk)
+    assert 0.05 <= block / rate <= 0.1
+    frames = round(rate * chunk)
+    divisors = [b for b in range(round(rate * 0.05), round(rate * 0.1) + 1) if frames % b == 0]
+    if divisors:  # every chunk holds a whole number of callbacks, the longest that do
+        assert block == max(divisors)
+    else:
+        assert block == round(rate * 0.1)
+
+
+def test_384_khz_minute_chunks_get_100_ms_blocks() -> None:
+    assert callback_frames(384_000, 60.0) == 38_400
+
+
+def test_the_sensor_uses_the_chosen_size_unless_one_is_given() -> None:
+    base = {"name": "mic", "kind": "audio", "sample_rate": 384_000, "chunk": "60s"}
+    assert AudioSensor(AudioConfig.model_validate(base)).blocksize == 38_400
+    assert AudioSensor(AudioConfig.model_validate({**base, "blocksize": 0})).blocksize == 0
+    assert AudioSensor(AudioConfig.model_validate({**base, "blocksize": 512})).blocksize == 512
