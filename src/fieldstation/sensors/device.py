@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -79,10 +80,10 @@ class AudioSensor:
             else callback_frames(config.sample_rate, float(config.chunk))
         )
         """Frames per PortAudio callback (0: PortAudio chooses)."""
-        try:  # import now, at the recorder's start, not in the first slot (issue 22)
+        # imported now, at the recorder's start, not in its first slot (issue 22); without
+        # PortAudio here open() says so
+        with contextlib.suppress(ImportError, OSError):
             import sounddevice  # noqa: F401
-        except (ImportError, OSError):
-            pass  # no PortAudio here: open() says so
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         """PortAudio's input callback (on its own thread): queue a copy of ``indata``.
