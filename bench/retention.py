@@ -1,14 +1,16 @@
 """Retention speed: one run over 100,000 recording rows (real files) with every rule active.
 
-Prints one JSON object. Target (issue 8): a retention run over 100,000 recordings finishes in
-under a few seconds. The station holds 100,000 recordings over 60 days (one empty file each;
-``bytes`` in the row says 1 MB), 20 % with detections of 10 labels, 5 % unprocessed, 1 % pinned,
-5 % with an undelivered ``recording`` notice. Rules: keep 30 days, best 5 per label, protect
+Prints one JSON object with its target and whether it is met. Target (issue 8): a retention
+run over 100,000 recordings finishes in under a few seconds (judged: 5 s). The station holds
+100,000 recordings over 60 days, one real file each of ``--file-bytes`` bytes (default 4096:
+small, so that 100,000 of them fit on a test machine; ``bytes`` in the row is the file's real
+size, so ``max_bytes`` and the bytes freed are true), 20 % with detections of 10 labels,
+5 % unprocessed, 1 % pinned, 5 % with an undelivered ``recording`` notice. Rules: keep 30 days, best 5 per label, protect
 unsent, ``max_bytes`` = 20 % of the total. Reported: the first run (mass deletion, with the
 start-up sweep of the data folder), a second run with nothing left to delete, and a third when
 the oldest day of what is left ages out. ``file_seconds`` is the part spent unlinking files.
 
-    python3 bench/retention.py [--recordings 100000]
+    python3 bench/retention.py [--recordings 100000] [--file-bytes 4096]
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ from fieldstation.store.models import Delivery, Detection, Message, ModelRun, Re
 from fieldstation.store.retention import Protection, deletable
 
 Usage = namedtuple("Usage", "total used free")
-MB = 1_000_000
+TARGET_S = 5.0
+"""Issue 8's "under a few seconds" for a run over 100,000 recordings, as a number."""
 
 
-def build(home: StationHome, n: int, now: datetime) -> dict[str, Any]:
+def build(home: StationHome, n: int, now: datetime, size: int) -> dict[str, Any]:
     db = open_database(home.database)
     start = now - timedelta(days=60)
     step = timedelta(days=60) / n
@@ -63,10 +66,10 @@ def build(home: StationHome, n: int, now: datetime) -> dict[str, Any]:
                 start_frame=0,
                 started_at=t,
                 duration=60.0,
-                sample_rate=48000,
+                rate=48000,
                 channels=1,
                 frames=2_880_000,
-                bytes=MB,
+                bytes=size,
                 sha256="0" * 64,
                 format="wav",
                 end_reason="complete",
@@ -141,25 +144,36 @@ def build(home: StationHome, n: int, now: datetime) -> dict[str, Any]:
     root = str(home.root)
     for folder in {os.path.dirname(str(row["path"])) for row in recordings}:
         os.makedirs(os.path.join(root, folder), exist_ok=True)
+    content = os.urandom(size)
     for row in recordings:
-        os.close(os.open(os.path.join(root, str(row["path"])), os.O_CREAT | os.O_WRONLY, 0o644))
+        fd = os.open(os.path.join(root, str(row["path"])), os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            os.write(fd, content)
+        finally:
+            os.close(fd)
     db.dispose()
-    return {"recordings": n, "detections": len(detections), "pending_notices": len(messages)}
+    return {
+        "recordings": n,
+        "file_bytes": size,
+        "detections": len(detections),
+        "pending_notices": len(messages),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recordings", type=int, default=100_000)
+    parser.add_argument("--file-bytes", type=int, default=4096, help="size of each real file")
     args = parser.parse_args()
     now = datetime(2026, 6, 1, tzinfo=UTC)
     with tempfile.TemporaryDirectory() as tmp:
         home = StationHome(Path(tmp) / "home").ensure()
         t0 = time.perf_counter()
-        built = build(home, args.recordings, now)
+        built = build(home, args.recordings, now, args.file_bytes)
         build_s = time.perf_counter() - t0
         data = tomllib.loads(template_text())
         data["station"]["home"] = str(home.root)
-        keep_bytes = int(args.recordings * MB * 0.2)
+        keep_bytes = int(args.recordings * args.file_bytes * 0.2)
         data["retention"] = {
             "min_free": "1GB",
             "max_bytes": keep_bytes,
@@ -187,6 +201,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "benchmark": "retention",
                 "built": built,
                 "build_seconds": round(build_s, 2),
                 "first_run": {
@@ -205,7 +220,8 @@ def main() -> None:
                     "deleted": third.deleted,
                 },
                 "files_left": files_left,
-                "target": "a run over 100,000 recordings in under a few seconds",
+                "target": {"first_run_seconds": TARGET_S},
+                "met": first.seconds <= TARGET_S,
             },
             indent=2,
         )
