@@ -5,10 +5,11 @@ run over 100,000 recordings finishes in under a few seconds (judged: 5 s). The s
 100,000 recordings over 60 days, one real file each of ``--file-bytes`` bytes (default 4096:
 small, so that 100,000 of them fit on a test machine; ``bytes`` in the row is the file's real
 size, so ``max_bytes`` and the bytes freed are true), 20 % with detections of 10 labels,
-5 % unprocessed, 1 % pinned, 5 % with an undelivered ``recording`` notice. Rules: keep 30 days, best 5 per label, protect
-unsent, ``max_bytes`` = 20 % of the total. Reported: the first run (mass deletion, with the
-start-up sweep of the data folder), a second run with nothing left to delete, and a third when
-the oldest day of what is left ages out. ``file_seconds`` is the part spent unlinking files.
+5 % unprocessed, 1 % pinned, 5 % with an undelivered ``recording`` notice. Rules: keep 30 days,
+best 5 per label, protect unsent, ``max_bytes`` = 20 % of the total. Reported: the first run
+(mass deletion, with the start-up sweep of the data folder), a second run with nothing left to
+delete, and a third when the oldest day of what is left ages out. ``file_seconds`` is the part
+spent unlinking files.
 
     python3 bench/retention.py [--recordings 100000] [--file-bytes 4096]
 """
