@@ -238,3 +238,23 @@ def test_migrations_build_the_models_indexes(db: Database) -> None:
     with db.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert [d for d in diff if "index" in str(d[0] if isinstance(d, tuple) else d)] == []
+
+
+def test_the_sweep_asks_only_about_the_files_on_disk(db: Database) -> None:
+    """Retention's start-up sweep: deleted rows among the files found, by the path index."""
+    from sqlalchemy import update
+
+    from fieldstation.store.models import Recording
+    from fieldstation.store.retention import deleted_paths
+
+    with db.session() as session:
+        session.execute(
+            update(Recording).where(Recording.chunk_index < 10).values(file_state="deleted")
+        )
+    on_disk = [f"data/mic/{i}.flac" for i in (3, 12)] + [f"data/mic/x{i}.flac" for i in range(600)]
+    plans = assert_no_full_scan(db, lambda s: list(deleted_paths(s, among=on_disk)))
+    for lines in plans:  # the unique path index, never file_state's (every deleted row)
+        assert "sqlite_autoindex_recordings_1 (path=?)" in "\n".join(lines), lines
+    with db.session() as session:
+        assert list(deleted_paths(session, among=on_disk)) == ["data/mic/3.flac"]
+        assert len(list(deleted_paths(session))) == 10
