@@ -142,7 +142,7 @@ def paced(root: Path, fmt: str, n_slots: int) -> dict[str, Any]:
     }
 
 
-def real_device(root: Path, fmt: str, n_slots: int) -> dict[str, Any]:
+def real_device(root: Path, fmt: str, n_slots: int, blocksize: int | None = None) -> dict[str, Any]:
     """The slot-start error of a real PortAudio input (a PulseAudio virtual microphone)."""
     from fieldstation.testing.pulse import PulseVirtualMic, pulse_available
 
@@ -159,6 +159,8 @@ def real_device(root: Path, fmt: str, n_slots: int) -> dict[str, Any]:
             "format": fmt,
             "min_free": "1MB",
         }
+        if blocksize is not None:
+            sensor["blocksize"] = blocksize
         errors, recs = _slot_errors(root / "real", sensor, fmt, n_slots)
     from fieldstation.sensors.audio import AudioConfig, callback_frames
 
@@ -170,7 +172,9 @@ def real_device(root: Path, fmt: str, n_slots: int) -> dict[str, Any]:
         "monitor), device 'pulse'",
         "target": {"first_sample_error_ms_p99": 5},
         "met": p["p99"] <= 5,
-        "blocksize_frames": callback_frames(config.sample_rate, float(config.chunk)),
+        "blocksize_frames": callback_frames(config.sample_rate, float(config.chunk))
+        if blocksize is None
+        else blocksize,
         "slots": n_slots,
         "sessions": len(recs),
         "slots_missed": n_slots - len(recs),
@@ -218,6 +222,9 @@ def main() -> None:
     parser.add_argument(
         "--real-device", action="store_true", help="also a real PortAudio input (PulseAudio)"
     )
+    parser.add_argument(
+        "--blocksize", type=int, default=None, help="real device: frames per callback, 0: PortAudio"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fieldstation-bench-") as tmp:
         result: dict[str, Any] = {"benchmark": "recording"}
@@ -226,7 +233,7 @@ def main() -> None:
         if not args.skip_paced:
             result["paced_synthetic"] = paced(Path(tmp), args.format, args.slots)
         if args.real_device:
-            result["real_device"] = real_device(Path(tmp), args.format, args.slots)
+            result["real_device"] = real_device(Path(tmp), args.format, args.slots, args.blocksize)
     print(json.dumps(result, indent=2))
 
 
