@@ -97,7 +97,7 @@ def validate(
 
     Besides the file itself, the inputs and extras its enabled sensors and processors need
     on this machine are checked (errors too; skip them with --no-host-checks). Unresolved
-    ``env:``/``file:`` secrets are only warnings: the service may have them where it runs.
+    env: and file: secrets are only warnings: the service may have them where it runs.
     """
     config = config_path(config, legacy, "validate")
     station = load_or_exit(config)

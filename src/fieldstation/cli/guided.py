@@ -165,12 +165,10 @@ def guided_text(
                 tell(f"{question.path}: a value is required")
                 continue
             candidate = set_value(text, question.section, question.key, value)
-            if question.key == "id" and value != "default":
-                # the name follows the id until asked, as `init --id` does
-                candidate = set_value(candidate, "[station]", "name", value)
             problems = issues_at(candidate, question.path)
             if not problems:
-                text = candidate
+                # the id: init --id's file (the name follows the id until asked)
+                text = template_text(value) if question.path == "station.id" else candidate
                 break
             for problem in problems:
                 tell(problem)

@@ -67,8 +67,8 @@ def run(
 ) -> None:
     """Run the station (Ctrl-C or SIGTERM stops it gracefully).
 
-    Exit status once stopped: 0; 78 when a job ended in ``config_error`` (fix the station
-    file); 1 when one ended ``failed`` or ``hung``, or the station could not run. In the
+    Exit status once stopped: 0; 78 when a job ended in config_error (fix the station
+    file); 1 when one ended failed or hung, or the station could not run. In the
     foreground (not under systemd) the station stops by itself when no job can run with the
     station file (decision record 0063).
     """
@@ -402,8 +402,9 @@ def install(
     enable: Annotated[bool, typer.Option(help="Enable and start it with systemctl.")] = True,
 ) -> None:
     """Install a systemd service running this station (Type=notify, watchdog, restarts).
+    It needs a station file: -c FILE or $FIELDSTATION_CONFIG.
 
-    The ``env:`` secrets the station file references are taken from this shell's environment
+    The env: secrets the station file references are taken from this shell's environment
     into an EnvironmentFile (mode 0600, in the home's systemd/ folder) that the unit reads;
     install refuses, naming the variable to export, when one is not set.
     """
