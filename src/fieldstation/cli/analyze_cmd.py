@@ -218,7 +218,17 @@ def analyze(
 
         table = Table(*CSV_FIELDS)
         for row in rows:
-            shown = {**row, "file": Path(row["file"]).name, "score": format_score(row["score"])}
+            shown = {
+                **row,
+                "file": Path(row["file"]).name,
+                "score": format_score(row["score"]),
+                "start": f"{row['start']:.2f}",  # seconds, as `detections` prints them
+                "end": f"{row['end']:.2f}",
+                **{
+                    hz: None if row[hz] is None else f"{row[hz]:.0f}"
+                    for hz in ("low_hz", "high_hz")
+                },
+            }
             table.add_row(*("" if shown[f] is None else str(shown[f]) for f in CSV_FIELDS))
         console.print(table)
         console.print(counted, highlight=False)
