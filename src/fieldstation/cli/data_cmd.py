@@ -152,8 +152,9 @@ def recordings(
         )
         return
     table = Table(title=plural(len(rows), "recording"))
-    for column in ("id", "sensor", "started (UTC)", "s", "state", "file", "pin", "det", "path"):
+    for column in ("id", "sensor", "started (UTC)", "s", "state", "file", "pin", "det"):
         table.add_column(column)
+    table.add_column("path", overflow="fold")  # whole, folded: never cut to "data/mic/de…"
     for rec, n in rows:
         file = rec.file_state if rec.file_state != "deleted" else f"deleted ({rec.delete_reason})"
         table.add_row(
