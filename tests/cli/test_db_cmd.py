@@ -74,9 +74,9 @@ def recorded(tmp_path: Path) -> tuple[Path, Path, list[tuple[str, int]]]:
     """A station that recorded under two deployments (the config changed in between)."""
     home = tmp_path / "home"
     config = station_file(tmp_path, home=home)
-    assert cli("record", str(config), "--for", "1s", "--now").returncode == 0
+    assert cli("record", "-c", str(config), "--for", "1s", "--now").returncode == 0
     config.write_text(config.read_text().replace('"1kHz"', '"1.5kHz"'))
-    done = cli("record", str(config), "--for", "1s", "--now")
+    done = cli("record", "-c", str(config), "--for", "1s", "--now")
     assert done.returncode == 0, done.stderr
     rows = recorded_rows(home)
     assert {d for _, d in rows} == {1, 2}
@@ -101,39 +101,41 @@ def test_a_damaged_database_is_one_line_then_db_recover_rebuilds_it(
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     DAMAGES[damage](database)
 
-    done = cli("run", str(config), "--for", "1s")
+    done = cli("run", "-c", str(config), "--for", "1s")
     line = one_line(done)
     assert done.returncode == 78, done.stderr
     assert str(database) in line and "db recover" in line
 
-    done = cli("recordings", str(config))
+    done = cli("recordings", "-c", str(config))
     assert done.returncode == 78 and "db recover" in one_line(done)
 
-    done = cli("db", "check", str(config))
+    done = cli("db", "check", "-c", str(config))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
 
-    done = cli("db", "recover", str(config))
+    done = cli("db", "recover", "-c", str(config))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{len(rows)} recording(s) registered from data/" in done.stdout
+    assert (
+        f"{len(rows)} recording{'s' if len(rows) != 1 else ''} registered from data/" in done.stdout
+    )
     assert list(home.glob("station.db.damaged-*"))
     assert recorded_rows(home) == rows  # every file back, under its own deployment
 
-    assert cli("db", "check", str(config)).returncode == 0
+    assert cli("db", "check", "-c", str(config)).returncode == 0
     db = open_database(database, migrate=False)
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Deployment)) == 3
     db.dispose()
-    done = cli("run", str(config), "--for", "1s")
+    done = cli("run", "-c", str(config), "--for", "1s")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_db_recover_refuses_a_sound_database_without_force(tmp_path: Path) -> None:
     config = station_file(tmp_path, home=tmp_path / "home")
     open_database(tmp_path / "home" / "station.db").dispose()
-    done = cli("db", "check", str(config))
+    done = cli("db", "check", "-c", str(config))
     assert done.returncode == 0 and "integrity ok" in done.stdout
-    done = cli("db", "recover", str(config))
+    done = cli("db", "recover", "-c", str(config))
     assert done.returncode == 1 and "checks sound" in done.stderr
     assert not list((tmp_path / "home").glob("station.db.damaged-*"))
 
@@ -143,9 +145,12 @@ def test_a_home_of_another_station_is_refused_naming_both_ids(tmp_path: Path) ->
     shared = {"FIELDSTATION_HOME": str(tmp_path / "shared")}
     first = station_file(tmp_path, "north")
     second = station_file(tmp_path, "south")
-    done = cli("record", str(first), "--for", "0.5s", "--now", env=shared)
+    done = cli("record", "-c", str(first), "--for", "0.5s", "--now", env=shared)
     assert done.returncode == 0, done.stderr
-    for args in (["record", str(second), "--for", "0.5s", "--now"], ["run", str(second)]):
+    for args in (
+        ["record", "-c", str(second), "--for", "0.5s", "--now"],
+        ["run", "-c", str(second)],
+    ):
         done = cli(*args, env=shared)
         line = one_line(done)
         assert done.returncode == 78

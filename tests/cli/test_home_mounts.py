@@ -66,7 +66,9 @@ def read_only_home(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     source, view = tmp_path / "card", tmp_path / "mnt"
     source.mkdir()
     view.mkdir()
-    done = cli("record", str(station_file(tmp_path / "rw.toml", source / "home")), "--for", "1s")
+    done = cli(
+        "record", "-c", str(station_file(tmp_path / "rw.toml", source / "home")), "--for", "1s"
+    )
     assert done.returncode == 0, done.stderr
     mount("--bind", str(source), str(view))
     try:
@@ -82,17 +84,17 @@ def test_a_read_only_home_reads_and_refuses_writes_in_one_line(
     config, home = read_only_home
     with pytest.raises(OSError):
         (home / "probe").touch()
-    done = cli("recordings", str(config))
+    done = cli("recordings", "-c", str(config))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "recording(s)" in done.stdout and "data/mic" in done.stdout.replace("\n", "")
-    for args in (["detections", str(config)], ["outbox", str(config), "status"]):
+    assert " recording" in done.stdout and "data/mic" in done.stdout.replace("\n", "")
+    for args in (["detections", "-c", str(config)], ["outbox", "status", "-c", str(config)]):
         done = cli(*args)
         assert done.returncode == 0, (args, done.stdout + done.stderr)
-    done = cli("db", "check", str(config))
+    done = cli("db", "check", "-c", str(config))
     assert done.returncode == 0 and "integrity ok" in done.stdout, done.stdout + done.stderr
     for args in (
-        ["run", str(config), "--for", "1s"],
-        ["record", str(config), "--for", "1s"],
+        ["run", "-c", str(config), "--for", "1s"],
+        ["record", "-c", str(config), "--for", "1s"],
         ["pin", "1", "--config", str(config)],
     ):
         done = cli(*args)
@@ -123,10 +125,10 @@ def test_a_full_disk_at_start_is_one_line_saying_where_and_how_much_is_free(
     count = ["count=" + str(1024 - left_kib // 4)] if left_kib else []
     subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k", *count], capture_output=True)
     config = station_file(tmp_path / "station.toml", small_disk / "home")
-    done = cli("run", str(config), "--for", "1s")
+    done = cli("run", "-c", str(config), "--for", "1s")
     line = last_line(done)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "is full" in line and str(small_disk) in line and "free of 4.0 MiB" in line, line
     filler.unlink()
-    done = cli("run", str(config), "--for", "1s")
+    done = cli("run", "-c", str(config), "--for", "1s")
     assert done.returncode == 0, done.stdout + done.stderr

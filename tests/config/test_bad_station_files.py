@@ -21,7 +21,7 @@ def default_data() -> dict[str, Any]:
 
 def validate(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fieldstation.cli", "validate", str(path)],
+        [sys.executable, "-m", "fieldstation.cli", "validate", "-c", str(path)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -30,7 +30,7 @@ def test_init_then_validate_exits_0(tmp_path: Path) -> None:
     target = tmp_path / "s"
     subprocess.run([sys.executable, "-m", "fieldstation.cli", "init", str(target)], check=True)
     done = subprocess.run(
-        [sys.executable, "-m", "fieldstation.cli", "validate", str(target / "station.toml")],
+        [sys.executable, "-m", "fieldstation.cli", "validate", "-c", str(target / "station.toml")],
         capture_output=True,
         text=True,
     )
@@ -97,9 +97,9 @@ def test_init_with_an_id_names_the_station_after_it(tmp_path: Path) -> None:
 def test_validate_warns_when_no_output_is_enabled(tmp_path: Path) -> None:
     CliRunner().invoke(app, ["init", str(tmp_path)])
     path = tmp_path / "station.toml"
-    assert "no enabled output" not in CliRunner().invoke(app, ["validate", str(path)]).output
+    assert "no enabled output" not in CliRunner().invoke(app, ["validate", "-c", str(path)]).output
     text = path.read_text().replace('kind = "file"', 'kind = "file"\nenabled = false', 1)
     path.write_text(text)
-    result = CliRunner().invoke(app, ["validate", str(path)])
+    result = CliRunner().invoke(app, ["validate", "-c", str(path)])
     assert result.exit_code == 0, result.output
     assert "warning: no enabled output" in " ".join(result.output.split())

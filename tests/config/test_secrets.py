@@ -73,9 +73,9 @@ def test_validate_warns_about_secrets_it_cannot_resolve_here(
     )
     path = tmp_path / "station.toml"
     path.write_text(tomli_w.dumps(data))
-    done = CliRunner().invoke(app, ["validate", str(path)])
+    done = CliRunner().invoke(app, ["validate", "-c", str(path)])
     assert done.exit_code == 0, done.output  # the station may run where they exist
     assert "outputs[0].password: environment variable FS_UNSET_PW is not set" in done.output
     assert f"outputs[1].token: secret file {tmp_path / 'no'} does not exist" in done.output
     monkeypatch.setenv("FS_UNSET_PW", "x")
-    assert "FS_UNSET_PW" not in CliRunner().invoke(app, ["validate", str(path)]).output
+    assert "FS_UNSET_PW" not in CliRunner().invoke(app, ["validate", "-c", str(path)]).output

@@ -31,7 +31,7 @@ def _station(tmp_path: Path, **replay: Any) -> Path:
 
 def _validate(path: Path, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fieldstation.cli", "validate", str(path), *options],
+        [sys.executable, "-m", "fieldstation.cli", "validate", "-c", str(path), *options],
         capture_output=True,
         text=True,
         timeout=120,

@@ -425,7 +425,7 @@ def test_malformed_station_file_exits_2_naming_key_reason_and_value(
     mutate(data)
     path = tmp_path / "station.toml"
     path.write_text(tomli_w.dumps(data))
-    result = CliRunner().invoke(app, ["validate", str(path)])
+    result = CliRunner().invoke(app, ["validate", "-c", str(path)])
     assert result.exit_code == 2, result.output
     lines = [line.strip() for line in result.output.splitlines()]
     (line,) = [line for line in lines if line.startswith(f"{key}: ")] or [result.output]
@@ -446,7 +446,7 @@ def test_plain_text_password_is_not_echoed(tmp_path: Path) -> None:
     data["outputs"] = [{"name": "b", "kind": "mqtt", "host": "h", "password": "hunter2"}]
     path = tmp_path / "station.toml"
     path.write_text(tomli_w.dumps(data))
-    result = CliRunner().invoke(app, ["validate", str(path)])
+    result = CliRunner().invoke(app, ["validate", "-c", str(path)])
     assert result.exit_code == 2
     assert "hunter2" not in result.output
 
@@ -454,13 +454,13 @@ def test_plain_text_password_is_not_echoed(tmp_path: Path) -> None:
 def test_broken_toml_names_line(tmp_path: Path) -> None:
     path = tmp_path / "station.toml"
     path.write_text("[station\nid = 1\n")
-    result = CliRunner().invoke(app, ["validate", str(path)])
+    result = CliRunner().invoke(app, ["validate", "-c", str(path)])
     assert result.exit_code == 2
     assert "line 1" in result.output
 
 
 def test_missing_file_is_exit_2(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["validate", str(tmp_path / "absent.toml")])
+    result = CliRunner().invoke(app, ["validate", "-c", str(tmp_path / "absent.toml")])
     assert result.exit_code == 2
     assert "cannot read file" in result.output
 
@@ -472,7 +472,7 @@ def test_every_error_is_reported_not_only_the_first(tmp_path: Path) -> None:
     data["outbox"]["when_full"] = "explode"
     path = tmp_path / "station.toml"
     path.write_text(tomli_w.dumps(data))
-    result = CliRunner().invoke(app, ["validate", str(path)])
+    result = CliRunner().invoke(app, ["validate", "-c", str(path)])
     assert result.exit_code == 2
     for key in ("station.latitude", "sensors[0].sample_rate", "outbox.when_full"):
         assert key in result.output
@@ -483,7 +483,7 @@ def _validate_output(tmp_path: Path, outputs: Any) -> str:
     data["outputs"] = outputs
     path = tmp_path / "station.toml"
     path.write_text(tomli_w.dumps(data))
-    result = CliRunner().invoke(app, ["validate", str(path)])
+    result = CliRunner().invoke(app, ["validate", "-c", str(path)])
     assert result.exit_code == 2, result.output
     return result.output
 

@@ -70,7 +70,7 @@ def test_bats_example_detects_bats_at_native_rates(
     config = tmp_path / "bats.toml"
     config.write_text(tomli_w.dumps(data))
     done = subprocess.run(
-        [sys.executable, "-m", "fieldstation.cli", "run", str(config), "--for", "30s"],
+        [sys.executable, "-m", "fieldstation.cli", "run", "-c", str(config), "--for", "30s"],
         capture_output=True,
         text=True,
         timeout=240,

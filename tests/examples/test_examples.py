@@ -42,7 +42,7 @@ def test_example_streams_record_on_this_machine(
     """The synthetic camera, the simulated IMU and the synthetic hum record with no hardware,
     exactly the frames asked for, into chunks whose rows say so."""
     done = subprocess.run(
-        [*CLI, "record", str(EXAMPLES / name), "--sensor", sensor, "--for", "2s", "--now"],
+        [*CLI, "record", "-c", str(EXAMPLES / name), "--sensor", sensor, "--for", "2s", "--now"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -58,7 +58,16 @@ def test_example_streams_record_on_this_machine(
 
 def test_the_hive_temperature_is_a_real_series_stored_as_rows(tmp_path: Path) -> None:
     done = subprocess.run(
-        [*CLI, "record", str(EXAMPLES / "hive.toml"), "--sensor", "brood_temp", "--for", "1s"],
+        [
+            *CLI,
+            "record",
+            "-c",
+            str(EXAMPLES / "hive.toml"),
+            "--sensor",
+            "brood_temp",
+            "--for",
+            "1s",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -51,14 +51,14 @@ def test_reprocess_adds_a_second_run(make_station, chirp_signal, tmp_path: Path)
             '# home = "/var/lib/fieldstation/default"', f'home = "{station.home.root}"'
         )
     )
-    result = runner.invoke(app, ["reprocess", str(toml), "--model", "energy"])
+    result = runner.invoke(app, ["reprocess", "-c", str(toml), "--model", "energy"])
     assert result.exit_code == 0, result.output
-    assert "1 recording(s) reprocessed" in result.output
+    assert "1 recording reprocessed" in result.output
     with station.db.session() as s:
         assert s.scalar(select(func.count()).select_from(ModelRun)) == 2
         assert s.scalar(select(func.count()).select_from(Detection)) == 2
         assert len(set(s.scalars(select(Message.message_id)))) == 2
-    result = runner.invoke(app, ["reprocess", str(toml), "--model", "ghost"])
+    result = runner.invoke(app, ["reprocess", "-c", str(toml), "--model", "ghost"])
     assert result.exit_code == 2
 
 
@@ -75,10 +75,10 @@ def test_reprocess_leaves_unprocessed_recordings_to_the_worker(
             '# home = "/var/lib/fieldstation/default"', f'home = "{station.home.root}"'
         )
     )
-    result = runner.invoke(app, ["reprocess", str(toml), "--model", "energy"])
+    result = runner.invoke(app, ["reprocess", "-c", str(toml), "--model", "energy"])
     assert result.exit_code == 0, result.output
-    assert "1 recording(s) reprocessed" in result.output
-    assert "1 recording(s) not yet processed by energy are left to its worker" in result.output
+    assert "1 recording reprocessed" in result.output
+    assert "1 recording not yet processed by energy left to its worker" in result.output
     worker = ProcessorWorker(station.context(), "energy")
     assert worker.pending() == 1
     step = worker.step()

@@ -249,7 +249,7 @@ def test_a_processor_naming_a_sensor_of_another_media_is_a_config_error(tmp_path
     # the same through `fieldstation validate`
     path = tmp_path / "station.toml"
     path.write_text(tomli_w.dumps(data))
-    result = runner.invoke(app, ["validate", str(path), "--no-host-checks"])
+    result = runner.invoke(app, ["validate", "-c", str(path), "--no-host-checks"])
     assert result.exit_code == 2
     assert "analyses video, but sensor 'mic' records audio" in " ".join(result.output.split())
     # naming no sensors (all of them) or sensors of its media is fine
@@ -275,7 +275,7 @@ def test_analyze_runs_the_motion_model_on_an_mkv(tmp_path: Path, moving_clip: Pa
     assert "thumbnail:" in result.output and "clip.motion.jpg" in result.output
     # settings go through --set as for any model
     result = runner.invoke(app, ["analyze", str(clip), "-m", "motion", "--set", "min_duration=5"])
-    assert result.exit_code == 0 and "0 detection(s) in 1 file(s)" in result.output
+    assert result.exit_code == 0 and "0 detections in 1 file analysed" in result.output
 
 
 def test_analyze_refuses_a_file_of_another_media(tmp_path: Path, moving_clip, chirps) -> None:

@@ -79,7 +79,7 @@ def test_validate_refuses_a_missing_extra_unless_told_the_file_is_for_elsewhere(
     station = make_station(processors=[{"name": "p", "model": "birdnet"}])
     path = tmp_path / "station.toml"
     path.write_text(tomli_w.dumps(config_data(station.config)))
-    command = [sys.executable, "-m", "fieldstation.cli", "validate", str(path)]
+    command = [sys.executable, "-m", "fieldstation.cli", "validate", "-c", str(path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "processors[0]" in done.stderr

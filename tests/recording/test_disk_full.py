@@ -114,7 +114,9 @@ def test_disk_full_for_30s_pauses_recording_and_resumes(
     db = home / "station.db"
     console = open(tmp_path / "console.txt", "wb")  # noqa: SIM115 - closed in finally
     env = {**os.environ, "COLUMNS": "200"}
-    run = subprocess.Popen([*CLI, "run", str(config)], env=env, stdout=console, stderr=console)
+    run = subprocess.Popen(
+        [*CLI, "run", "-c", str(config)], env=env, stdout=console, stderr=console
+    )
     filler = small_disk / "filler"
     states: list[dict[str, str]] = []
     try:

@@ -43,7 +43,16 @@ chunk = "0.5s"
 @pytest.mark.parametrize("now", [False, True])
 def test_record_for_a_while_writes_exactly_that_many_frames(tmp_path: Path, now: bool) -> None:
     path = station_file(tmp_path, 'format = "wav"')
-    args = ["record", str(path), "--sensor", "mic", "--for", "1.2s", *(["--now"] if now else [])]
+    args = [
+        "record",
+        "-c",
+        str(path),
+        "--sensor",
+        "mic",
+        "--for",
+        "1.2s",
+        *(["--now"] if now else []),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     db = open_database(tmp_path / "home" / "station.db")
@@ -58,7 +67,7 @@ def test_record_for_a_while_writes_exactly_that_many_frames(tmp_path: Path, now:
     assert [r.start_frame for r in rows] == [0, 8000, 16000][: len(rows)]
     for r in rows:
         assert sf.info(str(tmp_path / "home" / r.path)).frames == r.frames
-    assert f"{len(rows)} chunk(s), {total} frames" in result.output
+    assert f"{len(rows)} chunk{'s' if len(rows) != 1 else ''}, {total} frames" in result.output
 
 
 def test_record_says_when_no_slot_was_open(tmp_path: Path) -> None:
@@ -67,7 +76,7 @@ def test_record_says_when_no_slot_was_open(tmp_path: Path) -> None:
         'schedule = "never_now"\n\n[schedules.never_now]\n'
         'windows = [{ start = "00:00", end = "24:00" }]\nfirst_date = 2099-01-01\n',
     )
-    result = CliRunner().invoke(app, ["record", str(path), "--for", "0.5s"])
+    result = CliRunner().invoke(app, ["record", "-c", str(path), "--for", "0.5s"])
     assert result.exit_code == 0, result.output
     assert "no slot of mic's schedule was open in these 0.5s: nothing recorded" in " ".join(
         result.output.split()
@@ -76,7 +85,7 @@ def test_record_says_when_no_slot_was_open(tmp_path: Path) -> None:
 
 def test_record_names_unknown_sensors(tmp_path: Path) -> None:
     path = station_file(tmp_path)
-    result = CliRunner().invoke(app, ["record", str(path), "--sensor", "nope", "--for", "1s"])
+    result = CliRunner().invoke(app, ["record", "-c", str(path), "--sensor", "nope", "--for", "1s"])
     assert result.exit_code == 2
     assert "nope" in result.output and "mic" in result.output
 
@@ -118,7 +127,16 @@ def test_record_for_ends_at_the_deadline_when_the_next_duty_slot_lies_beyond_it(
         slot = launched + lead
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "fieldstation.cli", "record", str(path), "--for", "8s"],
+                [
+                    sys.executable,
+                    "-m",
+                    "fieldstation.cli",
+                    "record",
+                    "-c",
+                    str(path),
+                    "--for",
+                    "8s",
+                ],
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -154,7 +172,7 @@ def test_a_first_record_into_a_new_home_makes_everything_private(tmp_path: Path)
     path = station_file(tmp_path, 'format = "wav"')
     before = os.umask(0o022)
     try:
-        result = CliRunner().invoke(app, ["record", str(path), "--for", "0.6s", "--now"])
+        result = CliRunner().invoke(app, ["record", "-c", str(path), "--for", "0.6s", "--now"])
     finally:
         os.umask(before)
     assert result.exit_code == 0, result.output

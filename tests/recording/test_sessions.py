@@ -165,7 +165,7 @@ def test_the_manifest_lists_a_slow_sensors_values_and_is_written_by_the_cli(  # 
     path.write_text(tomli_w.dumps(data))
     with db.session() as session:
         (capture,) = [c["capture_id"] for c in list_captures(session)]
-    result = CliRunner().invoke(app, ["sessions", str(path), "--id", capture, "--write"])
+    result = CliRunner().invoke(app, ["sessions", "-c", str(path), "--id", capture, "--write"])
     assert result.exit_code == 0, result.output
     written = home.data / "sessions" / "hive" / f"{capture}.json"
     manifest = jsonlib.loads(written.read_text())

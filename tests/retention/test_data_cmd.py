@@ -35,25 +35,25 @@ def test_recordings_detections_pin(station_file: Path, db: Database, rows: Any, 
     rows.detection(first, "Turdus merula", 0.91)
     rows.detection(first, "Erithacus rubecula", 0.42)
 
-    result = runner.invoke(app, ["recordings", str(station_file)])
+    result = runner.invoke(app, ["recordings", "-c", str(station_file)])
     assert result.exit_code == 0, result.output
-    assert "2 recording(s)" in result.output and "processed" in result.output
-    result = runner.invoke(app, ["recordings", str(station_file), "--state", "recorded"])
-    assert "1 recording(s)" in result.output
-    result = runner.invoke(app, ["recordings", str(station_file), "--state", "bogus"])
+    assert "2 recordings" in result.output and "processed" in result.output
+    result = runner.invoke(app, ["recordings", "-c", str(station_file), "--state", "recorded"])
+    assert "1 recording" in result.output
+    result = runner.invoke(app, ["recordings", "-c", str(station_file), "--state", "bogus"])
     assert result.exit_code == 2 and "one of" in result.output
 
-    result = runner.invoke(app, ["detections", str(station_file), "--csv"])
+    result = runner.invoke(app, ["detections", "-c", str(station_file), "--csv"])
     assert result.exit_code == 0, result.output
     table = list(csv.DictReader(io.StringIO(result.stdout)))
     assert {r["label"] for r in table} == {"Turdus merula", "Erithacus rubecula"}
     assert {r["recording_id"] for r in table} == {str(first)}
     result = runner.invoke(
-        app, ["detections", str(station_file), "--label", "Turdus merula", "--csv"]
+        app, ["detections", "-c", str(station_file), "--label", "Turdus merula", "--csv"]
     )
     assert [r["score"] for r in csv.DictReader(io.StringIO(result.stdout))] == ["0.91"]
-    result = runner.invoke(app, ["detections", str(station_file), "--min-score", "0.5"])
-    assert result.exit_code == 0 and "1 detection(s)" in result.output
+    result = runner.invoke(app, ["detections", "-c", str(station_file), "--min-score", "0.5"])
+    assert result.exit_code == 0 and "1 detection" in result.output
 
     result = runner.invoke(app, ["pin", str(second), "-c", str(station_file)])
     assert result.exit_code == 0 and "pinned" in result.output
@@ -73,7 +73,7 @@ def test_no_database_yet(tmp_path: Path) -> None:
     path = tmp_path / "station.toml"
     home = tmp_path / "nohome"
     path.write_text(template_text().replace("[station]\n", f'[station]\nhome = "{home}"\n', 1))
-    result = runner.invoke(app, ["recordings", str(path)])
+    result = runner.invoke(app, ["recordings", "-c", str(path)])
     assert result.exit_code == 1 and "no station database" in result.output
 
 

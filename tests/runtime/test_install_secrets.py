@@ -39,7 +39,7 @@ def _install(tmp_path: Path, config: Path, **env: str) -> subprocess.CompletedPr
     environ = {k: v for k, v in os.environ.items() if k not in ("FS_MQTT_PW", "FS_TOKEN")}
     environ.update(env, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
     return subprocess.run(
-        [sys.executable, "-m", "fieldstation.cli", "install", str(config), "--user"]
+        [sys.executable, "-m", "fieldstation.cli", "install", "-c", str(config), "--user"]
         + ["--no-enable"],
         capture_output=True,
         text=True,

@@ -195,7 +195,7 @@ format = "flac"
     path = tmp_path / "station.toml"
     for freq in ("1kHz", "2kHz"):
         path.write_text(text.replace("FREQ", freq))
-        cli = [sys.executable, "-m", "fieldstation.cli", "record", str(path), "--for", "0.6s"]
+        cli = [sys.executable, "-m", "fieldstation.cli", "record", "-c", str(path), "--for", "0.6s"]
         assert subprocess.run(cli, capture_output=True, timeout=120).returncode == 0
     for file in home.glob("station.db*"):
         file.unlink()

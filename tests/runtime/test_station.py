@@ -168,7 +168,9 @@ def test_station_outlives_a_console_that_goes_away(tmp_path: Path) -> None:
     home = tmp_path / "home"
     config = write_station(home, fast_station(home))
     run = subprocess.Popen(
-        [*CLI, "run", str(config), "--for", "6s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [*CLI, "run", "-c", str(config), "--for", "6s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         assert run.stdout is not None
@@ -218,7 +220,7 @@ def test_replay_without_sample_rate_takes_the_files_rate_in_a_job(tmp_path: Path
         "min_free": "1MB",
     }
     config = write_station(home, data)
-    done = subprocess.run([*CLI, "run", str(config), "--for", "4s"], capture_output=True)
+    done = subprocess.run([*CLI, "run", "-c", str(config), "--for", "4s"], capture_output=True)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     db = open_database(home / "station.db", migrate=False)
     try:
@@ -237,7 +239,7 @@ def test_sigterm_and_sigkill_of_the_supervisor(tmp_path: Path) -> None:
 
     def start() -> tuple[subprocess.Popen[bytes], list[int]]:
         run = subprocess.Popen(
-            [*CLI, "run", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [*CLI, "run", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         socket = StationHome(home).control_socket
         wait_for(socket.exists)
@@ -293,7 +295,7 @@ def test_sigterm_and_sigkill_of_the_supervisor(tmp_path: Path) -> None:
     wait_for(lambda: gone(pids), timeout=10)
     before = counts(home)
     spooled = [p for p in (home / "spool").rglob("*") if p.is_file()]
-    final = subprocess.run([*CLI, "run", str(config), "--for", "6s"], capture_output=True)
+    final = subprocess.run([*CLI, "run", "-c", str(config), "--for", "6s"], capture_output=True)
     assert final.returncode == 0, final.stdout.decode()[-2000:]
     db = open_database(home / "station.db", migrate=False)
     with db.session() as s:

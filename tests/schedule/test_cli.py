@@ -27,7 +27,7 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, ["schedule", *args], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["schedule", "-c", *args], env={"COLUMNS": "200"})
     return result.exit_code, result.output
 
 

@@ -147,9 +147,9 @@ def test_commands_refuse_a_newer_database_with_one_clear_line(tmp_path: Path) ->
     database.dispose()
     cli = [sys.executable, "-m", "fieldstation.cli"]
     for args in (
-        ["run", str(config), "--for", "1s"],
-        ["recordings", str(config)],
-        ["outbox", str(config), "status"],
+        ["run", "-c", str(config), "--for", "1s"],
+        ["recordings", "-c", str(config)],
+        ["outbox", "status", "-c", str(config)],
     ):
         done = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=60)
         output = done.stdout + done.stderr

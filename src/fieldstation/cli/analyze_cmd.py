@@ -20,7 +20,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fieldstation.cli.common import EXIT_INVALID, console, err_console, home_of, load_or_exit
+from fieldstation.cli.common import (
+    EXIT_INVALID,
+    ConfigOpt,
+    LegacyConfigArg,
+    config_path,
+    console,
+    err_console,
+    format_score,
+    home_of,
+    load_or_exit,
+    plural,
+)
 
 if TYPE_CHECKING:
     from fieldstation.processing.model import RecordingInput
@@ -116,9 +127,8 @@ def analyze(
     ] = None,
 ) -> None:
     """Run a model on audio files (video files for the motion model; no station needed) and
-    list what it detects. A video model writes a thumbnail beside each file."""
-    from pydantic import ValidationError
-
+    list what it detects. A video model writes a thumbnail beside each file. Exits 2 when
+    there is no file to analyse, 1 when a file could not be analysed."""
     from fieldstation.config.plugins import UnknownPluginError, load_plugin
     from fieldstation.processing.model import ModelUnavailableError, model_media
 
@@ -134,12 +144,14 @@ def analyze(
             err_console.print(f"[red]--set {item!r}: use KEY=VALUE[/]")
             raise typer.Exit(EXIT_INVALID)
         settings[key.strip()] = value.strip()
+    problems = settings_issues(settings)
+    if problems:
+        err_console.print(f"[bold red]{plural(len(problems), 'error')} in --set[/]", soft_wrap=True)
+        for problem in problems:
+            err_console.print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INVALID)
     try:
-        config = plugin.config_model.model_validate(settings)
-        detector = plugin.factory(config)
-    except ValidationError as error:
-        err_console.print(f"[red]invalid model settings:[/] {error}")
-        raise typer.Exit(EXIT_INVALID) from None
+        detector = plugin.factory(plugin.config_model.model_validate(settings))
     except ModelUnavailableError as error:
         err_console.print(f"[red]{error}[/]")
         raise typer.Exit(EXIT_INVALID) from None
@@ -154,6 +166,13 @@ def analyze(
             f"{media_of_file(path)}[/]"
         )
     if wrong:
+        raise typer.Exit(EXIT_INVALID)
+    if not files:
+        err_console.print(
+            f"[red]no {media} file to analyse[/] in {', '.join(str(p) for p in paths)} "
+            f"(looked for {', '.join(sorted(SUFFIXES[media]))})",
+            highlight=False,
+        )
         raise typer.Exit(EXIT_INVALID)
     rows: list[dict[str, Any]] = []
     thumbnails: list[str] = []
@@ -172,7 +191,7 @@ def analyze(
                     {
                         "file": str(path),
                         "label": d.label,
-                        "score": round(d.score, 4),
+                        "score": d.score,
                         "start": round(d.start, 3),
                         "end": round(d.end, 3),
                         "low_hz": d.low_hz,
@@ -184,20 +203,35 @@ def analyze(
                 if "thumbnail" in output.extra:
                     thumbnails.append(str(output.extra["thumbnail"]))
             progress.advance(task)
+    analysed = len(files) - failures
+    counted = f"{plural(len(rows), 'detection')} in {plural(analysed, 'file')} analysed"
+    if failures:
+        counted += f" ({plural(failures, 'file')} could not be)"
     if csv_file is not None:
         with csv_file.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
             writer.writeheader()
-            writer.writerows(rows)
-        console.print(f"{len(rows)} detection(s) in {len(files)} file(s) written to {csv_file}")
+            writer.writerows({**row, "score": f"{row['score']:.6g}"} for row in rows)
+        console.print(f"{counted}, written to {csv_file}", highlight=False)
     else:
         from rich.table import Table
 
         table = Table(*CSV_FIELDS)
         for row in rows:
-            table.add_row(*("" if row[f] is None else str(row[f]) for f in CSV_FIELDS))
+            shown = {
+                **row,
+                "file": Path(row["file"]).name,
+                "score": format_score(row["score"]),
+                "start": f"{row['start']:.2f}",  # seconds, as `detections` prints them
+                "end": f"{row['end']:.2f}",
+                **{
+                    hz: None if row[hz] is None else f"{row[hz]:.0f}"
+                    for hz in ("low_hz", "high_hz")
+                },
+            }
+            table.add_row(*("" if shown[f] is None else str(shown[f]) for f in CSV_FIELDS))
         console.print(table)
-        console.print(f"{len(rows)} detection(s) in {len(files)} file(s)")
+        console.print(counted, highlight=False)
     for thumbnail in thumbnails:
         console.print(f"thumbnail: {thumbnail}", soft_wrap=True)
     if failures:
@@ -205,17 +239,23 @@ def analyze(
 
 
 def reprocess(
-    config_path: Annotated[Path, typer.Argument(help="Station file.", metavar="CONFIG")],
     model: Annotated[
         str, typer.Option("--model", "-m", help="Processor name (or model plugin) to run again.")
     ],
+    legacy: LegacyConfigArg = None,
+    config_file: ConfigOpt = None,
     since: Annotated[
-        datetime | None,
-        typer.Option(help="Only recordings started at or after this time (UTC if naive)."),
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only recordings started at or after this time: ISO 8601 (UTC unless it "
+            "names a zone) or an age like '2d', '6h'.",
+        ),
     ] = None,
 ) -> None:
     """Run a station's processor again on the recordings it has already processed (earlier
     runs are kept); recordings it has not processed yet are left to its worker."""
+    from fieldstation.cli.data_cmd import since_or_exit
     from fieldstation.clock import SystemClock
     from fieldstation.job import JobContext
     from fieldstation.processing.model import ModelUnavailableError, model_media
@@ -224,15 +264,14 @@ def reprocess(
     from fieldstation.store import processing as repo
     from fieldstation.store.deployments import current_deployment
 
-    config = load_or_exit(config_path)
+    config = load_or_exit(config_path(config_file, legacy, "reprocess"))
+    after = since_or_exit(since)
     chosen = [p for p in config.processors if model in (p.name, p.model)]
     if not chosen:
         names = ", ".join(p.name for p in config.processors) or "none"
         err_console.print(f"[red]no processor named (or using model) {model!r}: {names}[/]")
         raise typer.Exit(EXIT_INVALID)
     processor = chosen[0]
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
     home = home_of(config)
     try:
         detector = build_model(processor, home=home.root)
@@ -244,7 +283,7 @@ def reprocess(
     run_key = f"reprocess:{datetime.now(UTC).isoformat()}"
     with db.session() as session:
         rows = repo.reprocessable(
-            session, processor=processor.name, sensors=processor.sensors, since=since, media=media
+            session, processor=processor.name, sensors=processor.sensors, since=after, media=media
         )
         waiting = repo.count_pending(
             session, processor=processor.name, sensors=processor.sensors, media=media
@@ -266,13 +305,33 @@ def reprocess(
                 stored += 1
             progress.advance(task)
     db.dispose()
-    console.print(f"{processor.name}: {stored} recording(s) reprocessed, {failed} failed")
+    console.print(f"{processor.name}: {plural(stored, 'recording')} reprocessed, {failed} failed")
     if waiting:
         console.print(
-            f"{waiting} recording(s) not yet processed by {processor.name} are left to its worker"
+            f"{plural(waiting, 'recording')} not yet processed by {processor.name} left to its "
+            "worker"
         )
     if failed:
         raise typer.Exit(1)
+
+
+def settings_issues(settings: dict[str, Any]) -> list[str]:
+    """The problems of model settings given with ``--set``, in ``validate``'s words, keyed
+    by the setting (``threshold_db: Input should be a valid number ... (got 'x')``): the
+    settings are validated as the processor entry of a station file."""
+    from fieldstation.config import ConfigError, parse_config
+
+    entry = "processors[0]."
+    data = {"station": {"id": "analyze", "latitude": 0, "longitude": 0}, "processors": [settings]}
+    try:
+        parse_config(data)
+    except ConfigError as error:
+        return [
+            str(issue)[len(entry) :] if issue.path.startswith(entry) else str(issue)
+            for issue in error.issues
+            if issue.path.startswith("processors[0]")
+        ]
+    return []
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from fieldstation import __version__
+from fieldstation.cli.common import use_plain_help
 
 __all__ = ["app", "main"]
 
@@ -32,6 +33,7 @@ app = typer.Typer(
     help="Run and manage an autonomous field sensor station.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -53,6 +55,8 @@ def _root(
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
+
+use_plain_help(app)  # help in plain words (FILE, TEXT), not typer's <bool> and {config}
 
 
 def main() -> None:

@@ -11,9 +11,13 @@ from rich.markup import escape
 
 from fieldstation.cli.common import (
     EXIT_INVALID,
+    ConfigOpt,
+    LegacyConfigArg,
+    config_path,
     console,
     err_console,
     load_or_exit,
+    plural,
     print_config_error,
 )
 from fieldstation.config import ConfigError, station_model, template_text
@@ -31,6 +35,14 @@ def init(
     ),
     station_id: Annotated[str | None, typer.Option("--id", help="Station id.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing station.toml.")] = False,
+    guided: Annotated[
+        bool,
+        typer.Option(
+            "--guided",
+            help="Ask field by field (station, place, first sensor), with each field's "
+            "description and default; a wrong answer is asked again.",
+        ),
+    ] = False,
 ) -> None:
     """Write a commented station.toml showing every section; it validates as written."""
     try:
@@ -42,13 +54,34 @@ def init(
     if target.exists() and not force:
         err_console.print(f"[red]{target} exists[/]; use --force to overwrite it")
         raise typer.Exit(EXIT_INVALID)
+    if guided:
+        from fieldstation.cli.guided import guided_text
+
+        console.print(
+            "Answer each question; Enter keeps the default shown in brackets. Every other "
+            "setting keeps the commented default of the file.",
+            highlight=False,
+        )
+        try:
+            text = guided_text(
+                lambda prompt, default: typer.prompt(prompt, default=default, show_default=True),
+                lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True),
+                station_id,
+            )
+        except (typer.Abort, EOFError):
+            err_console.print("stopped: nothing written")
+            raise typer.Exit(1) from None
     directory.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
-    console.print(f"wrote {target}; check it with [bold]fieldstation validate {target}[/]")
+    console.print(
+        f"wrote {target}; check it with [bold]fieldstation validate -c {target}[/]",
+        highlight=False,
+    )
 
 
 def validate(
-    config: Annotated[Path, typer.Argument(help="Station file (TOML).")],
+    legacy: LegacyConfigArg = None,
+    config: ConfigOpt = None,
     host_checks: Annotated[
         bool,
         typer.Option(
@@ -60,11 +93,13 @@ def validate(
     ] = True,
 ) -> None:
     """Check a station file: exit 0 when valid, 2 with every error (key, value, reason).
+    With no file: $FIELDSTATION_CONFIG, else the embedded default station.
 
     Besides the file itself, the inputs and extras its enabled sensors and processors need
     on this machine are checked (errors too; skip them with --no-host-checks). Unresolved
-    ``env:``/``file:`` secrets are only warnings: the service may have them where it runs.
+    env: and file: secrets are only warnings: the service may have them where it runs.
     """
+    config = config_path(config, legacy, "validate")
     station = load_or_exit(config)
     issues = host_issues(station) if host_checks else []
     if issues:
@@ -77,15 +112,18 @@ def validate(
         )
         raise typer.Exit(EXIT_INVALID)
     console.print(
-        f"[green]valid[/]: station {station.station.id!r}, {len(station.sensors)} sensor(s), "
-        f"{len(station.processors)} processor(s), {len(station.outputs)} output(s)"
+        f"[green]valid[/]: station {station.station.id!r}, "
+        f"{plural(len(station.sensors), 'sensor')}, "
+        f"{plural(len(station.processors), 'processor')}, "
+        f"{plural(len(station.outputs), 'output')}"
+        + ("" if config is not None else " (the embedded default station)")
     )
     if not any(output.enabled for output in station.outputs):
         # ENRGDAQ warns of a supervisor without DAQ jobs the same way (warn_for_lack_of_daq_jobs)
         err_console.print(
             "[yellow]warning[/]: no enabled output: the station records and keeps its "
-            "messages in the outbox, but sends them nowhere; add an [[outputs]] entry (kind "
-            "file, mqtt or http)",
+            f"messages in the outbox, but sends them nowhere; add an {escape('[[outputs]]')} "
+            "entry (kind file, mqtt or http)",
             highlight=False,
             soft_wrap=True,
         )

@@ -12,17 +12,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from fieldstation.cli.common import EXIT_INVALID, console, err_console, home_of, load_or_exit
+from fieldstation.cli.common import (
+    EXIT_INVALID,
+    ConfigOpt,
+    LegacyConfigArg,
+    config_path,
+    console,
+    err_console,
+    format_score,
+    home_of,
+    load_or_exit,
+    plural,
+)
 
 if TYPE_CHECKING:
     from fieldstation.store import Database
 
-__all__ = ["parse_since", "register"]
+__all__ = ["parse_since", "register", "since_or_exit"]
 
-OptionalConfigArg = Annotated[
-    Path | None,
-    typer.Argument(help="Station file (TOML); default: the embedded default station."),
-]
 SinceOpt = Annotated[
     str | None,
     typer.Option(
@@ -32,6 +39,9 @@ SinceOpt = Annotated[
     ),
 ]
 LimitOpt = Annotated[int, typer.Option("--limit", min=0, help="At most this many rows (0: all).")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")
+]
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -54,7 +64,9 @@ def parse_since(text: str, now: datetime) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def _since_or_exit(text: str | None) -> datetime | None:
+def since_or_exit(text: str | None) -> datetime | None:
+    """``--since TEXT`` as an aware UTC time (see :func:`parse_since`), None when not given;
+    exits 2 with both accepted forms when it is neither."""
     if text is None:
         return None
     try:
@@ -70,7 +82,7 @@ def _open(config_path: Path | None) -> Database:
 
     home = home_of(load_or_exit(config_path))
     if not home.database.exists():
-        run = " ".join(["fieldstation run", *([str(config_path)] if config_path else [])])
+        run = " ".join(["fieldstation run", *(["-c", str(config_path)] if config_path else [])])
         err_console.print(
             f"[red]no station database at {home.database}[/]; run the station first (`{run}`)"
         )
@@ -79,7 +91,8 @@ def _open(config_path: Path | None) -> Database:
 
 
 def recordings(
-    config: OptionalConfigArg = None,
+    legacy: LegacyConfigArg = None,
+    config: ConfigOpt = None,
     state: Annotated[
         str | None,
         typer.Option(
@@ -90,16 +103,18 @@ def recordings(
     ] = None,
     since: SinceOpt = None,
     limit: LimitOpt = 50,
+    as_json: JsonOpt = False,
 ) -> None:
     """List recordings, newest first, with their detection counts and file state."""
     from fieldstation.store.retention import list_recordings
 
+    config = config_path(config, legacy, "recordings")
     states = ("recorded", "processing", "processed", "failed", "quarantined")
     file_states = ("present", "deleted", "missing")
     if state is not None and state not in states + file_states:
         err_console.print(f"[red]--state {state!r}[/]: one of {', '.join(states + file_states)}")
         raise typer.Exit(EXIT_INVALID)
-    after = _since_or_exit(since)
+    after = since_or_exit(since)
     db = _open(config)
     try:
         with db.session() as session:
@@ -112,9 +127,34 @@ def recordings(
             )
     finally:
         db.dispose()
-    table = Table(title=f"{len(rows)} recording(s)")
-    for column in ("id", "sensor", "started (UTC)", "s", "state", "file", "pin", "det", "path"):
+    if as_json:
+        from fieldstation.cli.json_output import RecordingList, RecordingRow, dump
+
+        dump(
+            RecordingList(
+                recordings=[
+                    RecordingRow(
+                        id=rec.id,
+                        sensor=rec.sensor,
+                        media=rec.media,
+                        started_at=rec.started_at,
+                        duration_s=rec.duration,
+                        state=rec.state,
+                        file_state=rec.file_state,
+                        delete_reason=rec.delete_reason,
+                        pinned=bool(rec.pinned),
+                        detections=n,
+                        path=rec.path,
+                    )
+                    for rec, n in rows
+                ]
+            )
+        )
+        return
+    table = Table(title=plural(len(rows), "recording"))
+    for column in ("id", "sensor", "started (UTC)", "s", "state", "file", "pin", "det"):
         table.add_column(column)
+    table.add_column("path", overflow="fold")  # whole, folded: never cut to "data/mic/de…"
     for rec, n in rows:
         file = rec.file_state if rec.file_state != "deleted" else f"deleted ({rec.delete_reason})"
         table.add_row(
@@ -132,7 +172,8 @@ def recordings(
 
 
 def detections(
-    config: OptionalConfigArg = None,
+    legacy: LegacyConfigArg = None,
+    config: ConfigOpt = None,
     label: Annotated[str | None, typer.Option("--label", help="Only this label.")] = None,
     min_score: Annotated[
         float | None, typer.Option("--min-score", min=0, max=1, help="Only scores at least this.")
@@ -142,11 +183,13 @@ def detections(
     as_csv: Annotated[
         bool, typer.Option("--csv", help="CSV on stdout instead of a table.")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """List detections, newest first (``--csv`` for spreadsheets and scripts)."""
+    """List detections, newest first (CSV for spreadsheets, JSON for scripts)."""
     from fieldstation.store.retention import list_detections
 
-    after = _since_or_exit(since)
+    config = config_path(config, legacy, "detections")
+    after = since_or_exit(since)
     db = _open(config)
     try:
         with db.session() as session:
@@ -169,6 +212,31 @@ def detections(
         "path",
         "file_state",
     ]
+    if as_json:
+        from fieldstation.cli.json_output import DetectionList, DetectionRow, dump
+
+        dump(
+            DetectionList(
+                detections=[
+                    DetectionRow(
+                        id=det.id,
+                        detected_at=det.detected_at,
+                        label=det.label,
+                        score=det.score,
+                        start_s=det.start,
+                        end_s=det.end,
+                        low_hz=det.low_hz,
+                        high_hz=det.high_hz,
+                        recording_id=rec.id,
+                        sensor=rec.sensor,
+                        path=rec.path,
+                        file_state=rec.file_state,
+                    )
+                    for det, rec in rows
+                ]
+            )
+        )
+        return
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(header)
@@ -190,7 +258,7 @@ def detections(
                 ]
             )
         return
-    table = Table(title=f"{len(rows)} detection(s)")
+    table = Table(title=plural(len(rows), "detection"))
     for column in ("id", "detected (UTC)", "label", "score", "start-end s", "recording", "file"):
         table.add_column(column)
     for det, rec in rows:
@@ -198,7 +266,7 @@ def detections(
             str(det.id),
             det.detected_at.strftime("%Y-%m-%d %H:%M:%S"),
             det.label,
-            f"{det.score:.3f}",
+            format_score(det.score),
             f"{det.start:.2f}-{det.end:.2f}",
             str(rec.id),
             rec.file_state,
@@ -225,11 +293,7 @@ def _set_pin(config: Path | None, recording_id: int, pinned: bool) -> None:
         err_console.print(f"[yellow]note: its file is {file_state}[/]")
 
 
-RecordingIdArg = Annotated[int, typer.Argument(help="Recording id (see `recordings`).")]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Station file; default: the embedded default station."),
-]
+RecordingIdArg = Annotated[int, typer.Argument(help="Recording id (see 'recordings').")]
 
 
 def pin(recording_id: RecordingIdArg, config: ConfigOpt = None) -> None:
@@ -243,7 +307,8 @@ def unpin(recording_id: RecordingIdArg, config: ConfigOpt = None) -> None:
 
 
 def sessions(
-    config: OptionalConfigArg = None,
+    legacy: LegacyConfigArg = None,
+    config: ConfigOpt = None,
     capture: Annotated[
         str | None,
         typer.Option("--id", help="Print the manifest (JSON) of this session id."),
@@ -264,7 +329,8 @@ def sessions(
     from fieldstation.recording.chunk import write_json_atomic
     from fieldstation.recording.sessions import capture_manifest, list_captures
 
-    after = _since_or_exit(since)
+    config = config_path(config, legacy, "sessions")
+    after = since_or_exit(since)
     station = load_or_exit(config)
     db = _open(config)
     try:
@@ -279,7 +345,9 @@ def sessions(
     finally:
         db.dispose()
     if capture is None:
-        table = Table(title=f"{len(found)} session(s)")
+        from fieldstation.config.units import format_bytes
+
+        table = Table(title=plural(len(found), "session"))
         for column in ("id", "first chunk (UTC)", "sensors", "chunks", "bytes"):
             table.add_column(column)
         for c in found:
@@ -288,7 +356,7 @@ def sessions(
                 c["first"],
                 ", ".join(c["sensors"]),
                 str(c["chunks"]),
-                str(c["bytes"]),
+                format_bytes(c["bytes"]),
             )
         console.print(table)
         return

@@ -18,15 +18,20 @@ from typing import Annotated
 
 import typer
 
-from fieldstation.cli.common import console, err_console, home_of, load_or_exit
+from fieldstation.cli.common import (
+    ConfigOpt,
+    LegacyConfigArg,
+    config_path,
+    console,
+    err_console,
+    home_of,
+    load_or_exit,
+    plural,
+)
 
 __all__ = ["check", "recover", "register"]
 
 db_app = typer.Typer(help="Check and recover the station database.", no_args_is_help=True)
-
-ConfigArg = Annotated[
-    Path | None, typer.Argument(help="Station file (TOML); default: the embedded default.")
-]
 
 
 def _integrity(path: Path) -> tuple[list[str], str | None]:
@@ -50,12 +55,12 @@ def _integrity(path: Path) -> tuple[list[str], str | None]:
 
 
 @db_app.command("check")
-def check(config: ConfigArg = None) -> None:
+def check(legacy: LegacyConfigArg = None, config: ConfigOpt = None) -> None:
     """Check the station database (integrity and schema); exit 1 when it is damaged."""
     from fieldstation.home import HomeError
     from fieldstation.store.db import SCHEMA_HEAD
 
-    home = home_of(load_or_exit(config))
+    home = home_of(load_or_exit(config_path(config, legacy, "db check")))
     path = home.database
     if not path.exists():
         err_console.print(f"no station database at {path}: the station never ran", style="red")
@@ -67,8 +72,8 @@ def check(config: ConfigArg = None) -> None:
         raise typer.Exit(1) from None
     if problems:
         err_console.print(
-            f"{path}: damaged, {len(problems)} integrity problem(s); `fieldstation db recover` "
-            "moves it aside and rebuilds it from data/",
+            f"{path}: damaged, {plural(len(problems), 'integrity problem')}; 'fieldstation db "
+            "recover' moves it aside and rebuilds it from data/",
             style="red",
             markup=False,
             soft_wrap=True,
@@ -100,7 +105,8 @@ def _move_aside(path: Path, now: datetime) -> list[Path]:
 
 @db_app.command("recover")
 def recover(
-    config: ConfigArg = None,
+    legacy: LegacyConfigArg = None,
+    config: ConfigOpt = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -115,7 +121,7 @@ def recover(
     from fieldstation.home import HomeError, StationLockedError
     from fieldstation.runtime.startup import start_station
 
-    cfg = load_or_exit(config)
+    cfg = load_or_exit(config_path(config, legacy, "db recover"))
     home = home_of(cfg)
     path = home.database
     try:
@@ -131,7 +137,7 @@ def recover(
                 problems = ["cannot be read"]
             if not problems:
                 err_console.print(
-                    f"{path} checks sound: nothing to recover (`--force` rebuilds it anyway; "
+                    f"{path} checks sound: nothing to recover (--force rebuilds it anyway; "
                     "detections, outbox and events would then stay in the old file only)",
                     style="yellow",
                     markup=False,
@@ -152,8 +158,8 @@ def recover(
         raise typer.Exit(1)
     console.print(
         f"{path} rebuilt: deployment {started.deployment_id}, "
-        f"{len(report.registered) if report else 0} recording(s) registered from data/, "
-        f"{len(report.quarantined) if report else 0} quarantined",
+        f"{plural(len(report.registered) if report else 0, 'recording')} registered from "
+        f"data/, {len(report.quarantined) if report else 0} quarantined",
         highlight=False,
     )
 

@@ -1,8 +1,11 @@
-"""``fieldstation outbox CONFIG status|list|retry|purge-dead``: look into the durable outbox."""
+"""``fieldstation outbox status|list|retry|purge-dead [-c FILE]``: look into the durable outbox.
+
+``-c/--config`` may be given to the group (``outbox -c FILE status``) or to the subcommand
+(``outbox status -c FILE``); the old ``outbox FILE status`` still works, with a deprecation line.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,7 +15,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from fieldstation.cli.common import EXIT_INVALID, console, err_console, home_of, load_or_exit
+from fieldstation.cli.common import (
+    EXIT_INVALID,
+    ConfigOpt,
+    LegacyConfigGroup,
+    console,
+    err_console,
+    home_of,
+    load_or_exit,
+    plural,
+)
 from fieldstation.config import StationConfig
 
 if TYPE_CHECKING:
@@ -23,6 +35,7 @@ __all__ = ["register"]
 outbox_app = typer.Typer(
     help="The durable outbox: depth per destination, dead letters, retries.",
     no_args_is_help=True,
+    cls=LegacyConfigGroup,
 )
 
 STATES = ("pending", "sent", "dead", "dropped")
@@ -31,12 +44,14 @@ DEAD_REASONS_SHOWN = 5
 
 
 @outbox_app.callback()
-def _outbox(
-    ctx: typer.Context,
-    config: Annotated[Path, typer.Argument(help="Station file (TOML).")],
-) -> None:
-    """The durable outbox of the station CONFIG."""
-    ctx.obj = load_or_exit(config)
+def _outbox(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """The durable outbox: depth per destination, dead letters, retries."""
+    ctx.obj = config
+
+
+def _config(ctx: typer.Context, config: Path | None) -> StationConfig:
+    """The station of the subcommand's ``-c``, else the group's, else the default."""
+    return load_or_exit(config if config is not None else ctx.obj)
 
 
 @contextmanager
@@ -74,14 +89,16 @@ def _age(when: datetime | None, now: datetime) -> str:
 @outbox_app.command("status")
 def status_command(
     ctx: typer.Context,
+    config_file: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Depth per destination and state, bytes against the cap, oldest pending age, and the
     most frequent dead-letter reasons with their counts, and outputs whose delivery is stuck."""
+    from fieldstation.config.units import format_bytes
     from fieldstation.outbox.delivery import stuck_outputs
     from fieldstation.store import outbox as store
 
-    config: StationConfig = ctx.obj
+    config = _config(ctx, config_file)
     now = datetime.now(UTC)
     with _session(config) as session:
         report = store.status(session)
@@ -92,27 +109,29 @@ def status_command(
         set(report.counts) - {o.name for o in config.outputs}
     )
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "pending_bytes": report.pending_bytes,
-                    "max_bytes": int(cap.max_bytes),
-                    "when_full": cap.when_full,
-                    "destinations": {
-                        name: {
-                            **report.counts.get(name, dict.fromkeys(STATES, 0)),
-                            "oldest_pending": _iso(report.oldest_pending.get(name)),
-                            "next_attempt": _iso(report.next_attempt.get(name)),
-                        }
-                        for name in names
-                    },
-                    "stuck": {name: _iso(since) for name, since in sorted(stuck.items())},
-                    "dead_reasons": [
-                        {"destination": r.destination, "reason": r.reason, "count": r.count}
-                        for r in reasons
-                    ],
+        from fieldstation.cli.json_output import DeadReason, OutboxDestination, OutboxStatus, dump
+
+        configured_names = {o.name for o in config.outputs}
+        dump(
+            OutboxStatus(
+                station=config.station.id,
+                pending_bytes=report.pending_bytes,
+                max_bytes=int(cap.max_bytes),
+                when_full=cap.when_full,
+                destinations={
+                    name: OutboxDestination(
+                        **{s: report.counts.get(name, {}).get(s, 0) for s in STATES},
+                        oldest_pending=report.oldest_pending.get(name),
+                        next_attempt=report.next_attempt.get(name),
+                        configured=name in configured_names,
+                    )
+                    for name in names
                 },
-                indent=2,
+                stuck=dict(sorted(stuck.items())),
+                dead_reasons=[
+                    DeadReason(destination=r.destination, reason=r.reason, count=r.count)
+                    for r in reasons
+                ],
             )
         )
         return
@@ -136,8 +155,9 @@ def status_command(
     console.print(table)
     share = 100 * report.pending_bytes / int(cap.max_bytes) if cap.max_bytes else 0
     console.print(
-        f"pending: {report.pending_bytes:,} bytes of {int(cap.max_bytes):,} ({share:.1f}%), "
-        f"when full: {cap.when_full}"
+        f"pending: {format_bytes(report.pending_bytes)} of {format_bytes(int(cap.max_bytes))} "
+        f"({share:.1f}%), when full: {cap.when_full}",
+        highlight=False,
     )
     for name, since in sorted(stuck.items()):
         console.print(
@@ -145,23 +165,20 @@ def status_command(
             "(event output_stuck; the station restarts once the outbox job is hung)"
         )
     if reasons:
-        dead = Table(title=f"dead letters: top {len(reasons)} reason(s)")
+        dead = Table(title=f"dead letters: top {plural(len(reasons), 'reason')}")
         dead.add_column("destination")
         dead.add_column("count", justify="right")
         dead.add_column("reason", overflow="fold")
         for item in reasons:
             dead.add_row(item.destination, str(item.count), item.reason)
         console.print(dead)
-        console.print("see them with `list --state dead`; re-queue with `retry`")
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when else None
+        console.print("see them with 'outbox list --state dead'; re-queue with 'outbox retry'")
 
 
 @outbox_app.command("list")
 def list_command(
     ctx: typer.Context,
+    config_file: ConfigOpt = None,
     state: Annotated[
         str | None, typer.Option(help="pending | sent | dead | dropped (default: all).")
     ] = None,
@@ -174,7 +191,7 @@ def list_command(
     if state is not None and state not in STATES:
         err_console.print(f"[red]unknown state {state!r}[/]; use one of {', '.join(STATES)}")
         raise typer.Exit(EXIT_INVALID)
-    config: StationConfig = ctx.obj
+    config = _config(ctx, config_file)
     now = datetime.now(UTC)
     table = Table(title="outbox messages (newest first)")
     for column in ("message id", "kind", "prio", "destination", "state", "tries", "age"):
@@ -204,6 +221,7 @@ def list_command(
 @outbox_app.command("retry")
 def retry_command(
     ctx: typer.Context,
+    config_file: ConfigOpt = None,
     destination: Annotated[str | None, typer.Option(help="Only this output.")] = None,
     message_id: Annotated[
         list[str] | None, typer.Option("--id", help="Only this message id (repeatable).")
@@ -212,7 +230,7 @@ def retry_command(
     """Move dead letters back to pending; the running station delivers them again."""
     from fieldstation.store import outbox as store
 
-    config: StationConfig = ctx.obj
+    config = _config(ctx, config_file)
     with _session(config) as session:
         count = store.retry_dead(
             session,
@@ -220,24 +238,25 @@ def retry_command(
             destination=destination,
             message_ids=message_id,
         )
-    console.print(f"{count} dead letter(s) moved back to pending")
+    console.print(f"{plural(count, 'dead letter')} moved back to pending")
 
 
 @outbox_app.command("purge-dead")
 def purge_dead_command(
     ctx: typer.Context,
+    config_file: ConfigOpt = None,
     destination: Annotated[str | None, typer.Option(help="Only this output.")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete dead letters for good (list them first with `list --state dead`)."""
+    """Delete dead letters for good (list them first with 'outbox list --state dead')."""
     from fieldstation.store import outbox as store
 
-    config: StationConfig = ctx.obj
+    config = _config(ctx, config_file)
     if not yes and not typer.confirm("Delete the dead letters for good?"):
         raise typer.Exit(1)
     with _session(config) as session:
         count = store.purge_dead(session, destination=destination)
-    console.print(f"{count} dead letter(s) deleted")
+    console.print(f"{plural(count, 'dead letter')} deleted")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""``fieldstation record CONFIG --sensor NAME --for 30s``: record one sensor now, then stop.
+"""``fieldstation record -c FILE --sensor NAME --for 30s``: record one sensor now, then stop.
 
 Runs the same recorder job the station runs, after the station's own start-up path
 (:func:`~fieldstation.runtime.startup.start_station`: lock, schema check, migration,
@@ -22,12 +22,21 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from fieldstation.cli.common import EXIT_INVALID, console, err_console, home_of, load_or_exit
+from fieldstation.cli.common import (
+    EXIT_INVALID,
+    ConfigOpt,
+    LegacyConfigArg,
+    config_path,
+    console,
+    err_console,
+    home_of,
+    load_or_exit,
+    plural,
+)
 from fieldstation.config.units import parse_duration
 
 __all__ = ["record", "register"]
@@ -66,7 +75,8 @@ def _whole_period(start: datetime, end: datetime) -> Any:
 
 
 def record(
-    config: Annotated[Path, typer.Argument(help="Station file (TOML).")],
+    legacy: LegacyConfigArg = None,
+    config: ConfigOpt = None,
     sensor: Annotated[
         str | None, typer.Option("--sensor", "-s", help="Sensor name (default: the first).")
     ] = None,
@@ -87,7 +97,7 @@ def record(
     from fieldstation.sensors import SensorError, build_sensor
     from fieldstation.sensors.readings.config import is_slow
 
-    cfg = load_or_exit(config)
+    cfg = load_or_exit(config_path(config, legacy, "record"))
     try:
         seconds = parse_duration(duration)
     except ValueError as error:
@@ -120,7 +130,9 @@ def record(
                     console.print(f"  {details['path']}  {details['frames']} frames")
                 elif what == "readings":
                     measured.append(details)
-                    console.print(f"  {details['measured_at']}  {details['rows']} value(s)")
+                    console.print(
+                        f"  {details['measured_at']}  {plural(int(details['rows']), 'value')}"
+                    )
                 elif what == "slot":
                     console.print(f"recording {name}: {details['start']} → {details['end']}")
                 elif what == "waiting" and clock.now() >= deadline:
@@ -211,7 +223,9 @@ def record(
         raise problem
     if measured:
         rows = sum(int(m["rows"]) for m in measured)
-        console.print(f"{len(measured)} measurement(s), {rows} value(s), in {home.database}")
+        console.print(
+            f"{plural(len(measured), 'measurement')}, {plural(rows, 'value')}, in {home.database}"
+        )
         return
     total = sum(int(c["frames"]) for c in chunks)
     if not chunks and not now:
@@ -220,7 +234,7 @@ def record(
             "(--now records regardless of the schedule)"
         )
         return
-    console.print(f"{len(chunks)} chunk(s), {total} frames, in {home.data}")
+    console.print(f"{plural(len(chunks), 'chunk')}, {plural(total, 'frame')}, in {home.data}")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,6 @@ reads the log files directly (so it works on a stopped station too).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import threading
@@ -19,7 +18,16 @@ from typing import Annotated, Any
 
 import typer
 
-from fieldstation.cli.common import EXIT_INVALID, console, err_console, home_of, load_or_exit
+from fieldstation.cli.common import (
+    EXIT_INVALID,
+    ConfigOpt,
+    LegacyConfigArg,
+    config_path,
+    console,
+    err_console,
+    home_of,
+    load_or_exit,
+)
 from fieldstation.home import StationHome
 from fieldstation.progress import FAILING_STATES, JobState
 
@@ -28,15 +36,13 @@ __all__ = ["register"]
 EXIT_FAILED = 1
 """Exit status when the station cannot run or does not answer."""
 
-ConfigArg = Annotated[
-    Path | None, typer.Argument(help="Station file (TOML); default: the embedded default.")
-]
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", help="Station home (default: the home of --config or the default)."),
-]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="Station file whose home to use.")
+    typer.Option(
+        "--home",
+        metavar="DIR",
+        help="Station home (default: the home of the station file, or of the default).",
+    ),
 ]
 
 
@@ -53,15 +59,16 @@ def _client(home: StationHome) -> Any:
 
 
 def run(
-    config: ConfigArg = None,
+    legacy: LegacyConfigArg = None,
+    config: ConfigOpt = None,
     duration: Annotated[
         str | None, typer.Option("--for", help="Stop after this long (e.g. 20s, 5m).")
     ] = None,
 ) -> None:
     """Run the station (Ctrl-C or SIGTERM stops it gracefully).
 
-    Exit status once stopped: 0; 78 when a job ended in ``config_error`` (fix the station
-    file); 1 when one ended ``failed`` or ``hung``, or the station could not run. In the
+    Exit status once stopped: 0; 78 when a job ended in config_error (fix the station
+    file); 1 when one ended failed or hung, or the station could not run. In the
     foreground (not under systemd) the station stops by itself when no job can run with the
     station file (decision record 0063).
     """
@@ -70,7 +77,7 @@ def run(
     from fieldstation.runtime.logs import setup_logging
     from fieldstation.runtime.station import Station
 
-    cfg = load_or_exit(config)
+    cfg = load_or_exit(config_path(config, legacy, "run"))
     seconds = None
     if duration is not None:
         try:
@@ -185,7 +192,9 @@ def _render(status: dict[str, Any]) -> None:
 def status(
     config: ConfigOpt = None,
     home: HomeOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")
+    ] = False,
 ) -> None:
     """Show the jobs of the running station (exit 1 when it is not running)."""
     from fieldstation.runtime.client import StationNotRunningError
@@ -198,7 +207,9 @@ def status(
     except StationNotRunningError as error:
         last = read_status(station_home.status_file)
         if as_json:
-            print(json.dumps({"running": False, "error": str(error), "last": last}, indent=2))
+            from fieldstation.cli.json_output import StationStatus, dump
+
+            dump(StationStatus(running=False, error=str(error), last=last))
         else:
             err_console.print(f"[yellow]{error}[/]", highlight=False)
             if last is not None:
@@ -206,7 +217,9 @@ def status(
                 _render(last)
         raise typer.Exit(EXIT_FAILED) from None
     if as_json:
-        print(json.dumps({"running": True, **body}, indent=2, default=str))
+        from fieldstation.cli.json_output import StationStatus, dump
+
+        dump(StationStatus.model_validate({"running": True, **body}))
     else:
         _render(body)
 
@@ -232,9 +245,71 @@ def start(job: JobArg, config: ConfigOpt = None, home: HomeOpt = None) -> None:
     _job_command("start", job, _home(home, config))
 
 
-def stop(job: JobArg, config: ConfigOpt = None, home: HomeOpt = None) -> None:
-    """Stop a job; it stays stopped until started (a sleeping recorder skips its next slot)."""
-    _job_command("stop", job, _home(home, config))
+def stop(
+    job: Annotated[
+        str | None,
+        typer.Argument(help="Job name, e.g. recorder:mic; none: stop the whole station."),
+    ] = None,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", min=1, help="Seconds to wait for the whole station to stop (no JOB)."
+        ),
+    ] = 120.0,
+) -> None:
+    """Stop a job (it stays stopped until started; a sleeping recorder skips its next slot);
+    with no job, stop the whole station gracefully, as Ctrl-C does, and wait until it has.
+    Under systemd, prefer systemctl stop (or the service manager restarts it)."""
+    station_home = _home(home, config)
+    if job is not None:
+        _job_command("stop", job, station_home)
+        return
+    _stop_station(station_home, timeout)
+
+
+def _stop_station(home: StationHome, timeout: float) -> None:
+    """SIGTERM the supervisor of the station in ``home`` (found through its control socket)
+    and wait until its control socket stops answering; exit 1 when it was not running or did
+    not stop within ``timeout`` seconds."""
+    from fieldstation.runtime.client import StationNotRunningError
+
+    try:
+        with _client(home) as client:
+            body = client.status()
+    except StationNotRunningError as error:
+        err_console.print(f"[red]{error}[/]", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    pid = int(body["pid"])
+    name = body.get("station")
+    console.print(f"stopping station {name} (pid {pid})", highlight=False)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            console.print(f"station {name} stopped", highlight=False)
+            return
+        time.sleep(0.1)
+    err_console.print(
+        f"[red]station {name} (pid {pid}) still running after {timeout:g} s[/]", highlight=False
+    )
+    raise typer.Exit(EXIT_FAILED)
+
+
+def _alive(pid: int) -> bool:
+    """True while process ``pid`` exists and is not a zombie (an exited child of ours)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return fields[0] != "Z"
+    return True
 
 
 def restart(job: JobArg, config: ConfigOpt = None, home: HomeOpt = None) -> None:
@@ -321,13 +396,15 @@ STATION_LINES_SCANNED = 5000
 
 
 def install(
-    config: Annotated[Path, typer.Argument(help="Station file (TOML) the service runs.")],
+    legacy: LegacyConfigArg = None,
+    config: ConfigOpt = None,
     user: Annotated[bool, typer.Option("--user", help="Install a user unit.")] = False,
     enable: Annotated[bool, typer.Option(help="Enable and start it with systemctl.")] = True,
 ) -> None:
     """Install a systemd service running this station (Type=notify, watchdog, restarts).
+    It needs a station file: -c FILE or $FIELDSTATION_CONFIG.
 
-    The ``env:`` secrets the station file references are taken from this shell's environment
+    The env: secrets the station file references are taken from this shell's environment
     into an EnvironmentFile (mode 0600, in the home's systemd/ folder) that the unit reads;
     install refuses, naming the variable to export, when one is not set.
     """
@@ -339,6 +416,9 @@ def install(
         write_environment_file,
     )
 
+    path = config_path(config, legacy, "install", required=True)
+    assert path is not None  # required
+    config = path
     cfg = load_or_exit(config)
     values, unset = _env_secret_values(cfg)
     if unset:
@@ -411,13 +491,14 @@ def _env_secret_values(cfg: Any) -> tuple[dict[str, str], list[tuple[str, str]]]
 
 
 def uninstall(
-    config: ConfigArg = None,
+    legacy: LegacyConfigArg = None,
+    config: ConfigOpt = None,
     user: Annotated[bool, typer.Option("--user", help="Remove the user unit.")] = False,
 ) -> None:
     """Stop, disable and remove the station's systemd unit."""
     from fieldstation.runtime.systemd import SystemdError, uninstall_unit
 
-    cfg = load_or_exit(config)
+    cfg = load_or_exit(config_path(config, legacy, "uninstall"))
     try:
         removed = uninstall_unit(
             station_id=cfg.station.id, home_systemd=home_of(cfg).systemd, user=user

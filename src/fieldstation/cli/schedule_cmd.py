@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
 
-from fieldstation.cli.common import EXIT_INVALID, console, err_console, load_or_exit
+from fieldstation.cli.common import (
+    EXIT_INVALID,
+    ConfigOpt,
+    LegacyConfigArg,
+    config_path,
+    console,
+    err_console,
+    load_or_exit,
+    plural,
+)
 from fieldstation.clock import SystemClock
 from fieldstation.config.sensors import SensorConfig
 from fieldstation.config.station import StationConfig
 from fieldstation.config.units import format_bytes, format_seconds
 from fieldstation.schedule import DayPlan, SchedulePlanner
+
+if TYPE_CHECKING:
+    from fieldstation.cli.json_output import ScheduleSensor
 
 __all__ = ["FLAC_RATIO", "register", "schedule"]
 
@@ -141,8 +152,60 @@ def _sensor_report(
         console.print(text, highlight=False)
 
 
+def _sensor_json(
+    config: StationConfig, sensor: SensorConfig, start: datetime, days: int, slot_count: int
+) -> ScheduleSensor:
+    """The plan of ``sensor`` as :class:`~fieldstation.cli.json_output.ScheduleSensor`."""
+    from fieldstation.cli.json_output import ScheduleDay, ScheduleSensor, ScheduleSlot
+
+    tz = config.station.tz
+    planner = SchedulePlanner(config.schedule_for(sensor), config.station)
+    upcoming = []
+    now = start
+    for _ in range(slot_count):
+        slot = planner.next_slot(now)
+        if slot is None:
+            break
+        upcoming.append(
+            ScheduleSlot(
+                start=slot.start.astimezone(tz),
+                end=slot.end.astimezone(tz),
+                duration_s=slot.duration,
+            )
+        )
+        now = slot.end
+    rate = sensor.bytes_per_second()
+    plans = []
+    total = 0.0
+    for plan in planner.plan_days(start.astimezone(tz).date(), days):
+        total += plan.recorded_seconds
+        plans.append(
+            ScheduleDay(
+                date=plan.day.isoformat(),
+                windows=[(a.astimezone(tz), b.astimezone(tz)) for a, b in plan.windows],
+                slots=len(plan.slots),
+                recorded_s=plan.recorded_seconds,
+                bytes=None if rate is None else plan.recorded_seconds * rate,
+                active=plan.active,
+                polar=list(dict.fromkeys(f.edge for f in plan.polar)),
+            )
+        )
+    return ScheduleSensor(
+        name=sensor.name,
+        kind=sensor.kind,
+        enabled=sensor.enabled,
+        schedule=sensor.schedule,
+        bytes_per_second=rate,
+        storage_label=sensor.storage_label(),
+        next_slots=upcoming,
+        days=plans,
+        bytes_per_day=None if rate is None else total / max(days, 1) * rate,
+    )
+
+
 def schedule(
-    config: Annotated[Path, typer.Argument(help="Station file (TOML).")],
+    legacy: LegacyConfigArg = None,
+    config: ConfigOpt = None,
     days: Annotated[int, typer.Option(min=1, max=400, help="Days to plan.")] = 7,
     sensor: Annotated[
         str | None, typer.Option(help="Only this sensor (default: every sensor).")
@@ -152,9 +215,12 @@ def schedule(
         str | None,
         typer.Option(help="Plan from this date or time (station local; default: now)."),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")
+    ] = False,
 ) -> None:
     """Preview each sensor's recording slots, hours per day and storage, with polar fallbacks."""
-    station = load_or_exit(config)
+    station = load_or_exit(config_path(config, legacy, "schedule"))
     chosen = station.sensors
     if sensor is not None:
         chosen = [s for s in station.sensors if s.name == sensor]
@@ -162,13 +228,27 @@ def schedule(
             known = ", ".join(s.name for s in station.sensors) or "none"
             err_console.print(f"[red]no sensor named {sensor!r}[/] (sensors: {known})")
             raise typer.Exit(EXIT_INVALID)
+    begin = _parse_start(start, station.station.tz)
+    if as_json:
+        from fieldstation.cli.json_output import ScheduleList, dump
+
+        dump(
+            ScheduleList(
+                station=station.station.id,
+                timezone=station.station.timezone,
+                start=begin,
+                days=days,
+                sensors=[_sensor_json(station, s, begin, days, slots) for s in chosen],
+            )
+        )
+        return
     if not chosen:
         console.print("this station has no sensors")
         return
-    begin = _parse_start(start, station.station.tz)
     console.print(
         f"station {station.station.id!r} at {station.station.latitude:.4f}, "
-        f"{station.station.longitude:.4f} ({station.station.timezone}); planning {days} day(s) "
+        f"{station.station.longitude:.4f} ({station.station.timezone}); planning "
+        f"{plural(days, 'day')} "
         f"from {begin.astimezone(station.station.tz):%Y-%m-%d %H:%M %Z}",
         highlight=False,
     )

@@ -30,12 +30,20 @@ import time
 from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from fieldstation.config.runtime import LoggingConfig
 
-__all__ = ["RotatingCompressedHandler", "TolerantConsole", "setup_logging"]
+__all__ = [
+    "CONSOLE_FORMAT",
+    "OneLineFormatter",
+    "PlainConsoleHandler",
+    "RotatingCompressedHandler",
+    "TolerantConsole",
+    "setup_logging",
+]
 
 QUIET_LOGGERS = ("alembic", "httpx", "httpcore", "paho")
 """Libraries whose INFO lines (migration steps, every request) are noise in a station log."""
@@ -52,15 +60,29 @@ class UTCFormatter(logging.Formatter):
     default_msec_format = "%s.%03dZ"
 
 
+class OneLineFormatter(UTCFormatter):
+    """:class:`UTCFormatter` with every record on one line: the line breaks of a message or a
+    traceback are written as the two characters ``\\n`` (as journald's export format escapes
+    them), so a reader that takes one line per record (journald, grep, a log shipper) never
+    sees a traceback line as a record of its own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "").replace("\n", "\\n")
+
+
+CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""Format of the plain console: ``2026-12-07T05:01:02.123Z INFO fieldstation...: message``."""
+
+
 class PlainConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The console when stderr is not a terminal (systemd's journal, a pipe, a file): one line
-    per record, never wrapped or padded (:class:`UTCFormatter`). A reader that goes away (a
-    broken pipe) silences it, as :class:`TolerantConsole` does, instead of printing a logging
-    traceback per record."""
+    per record, never wrapped or padded, ISO 8601 UTC times (:class:`OneLineFormatter`). A
+    reader that goes away (a broken pipe) silences it, as :class:`TolerantConsole` does,
+    instead of printing a logging traceback per record."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
-        self.setFormatter(UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.setFormatter(OneLineFormatter(CONSOLE_FORMAT))
 
     def handleError(self, record: logging.LogRecord) -> None:
         if isinstance(sys.exc_info()[1], OSError):  # EPIPE, EIO: nobody reads any more
@@ -74,7 +96,14 @@ class PlainConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 class TolerantConsole(Console):
     """A rich console whose reader may go away: on a broken pipe it falls silent (its file
-    descriptor is pointed at /dev/null) instead of raising ``SystemExit``."""
+    descriptor is pointed at /dev/null) instead of raising ``SystemExit``. When its file is
+    not a terminal (a pipe, the journal) text is never wrapped at the assumed 80 columns
+    (``soft_wrap``), unless the caller says otherwise."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "soft_wrap" not in kwargs and not self.is_terminal:
+            self.soft_wrap = True
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
