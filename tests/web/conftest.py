@@ -167,8 +167,8 @@ def client(web_station: WebStation) -> TestClient:
 
 
 def csrf_of(html: str) -> str:
-    """The CSRF token of the first form in ``html``."""
-    marker = 'name="csrf" value="'
+    """The session's CSRF token as the page shows it (``<meta name="csrf">``)."""
+    marker = '<meta name="csrf" content="'
     start = html.index(marker) + len(marker)
     return html[start : html.index('"', start)]
 
