@@ -3,8 +3,15 @@ the page's app on Starlette's TestClient."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterator
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -172,3 +179,123 @@ def csrf_of(html: str) -> str:
     start = html.index(marker) + len(marker)
     return html[start : html.index('"', start)]
 
+
+
+# --- a real station serving its page --------------------------------------------------------
+
+SAMPLES = Path(
+    os.environ.get("FIELDSTATION_SAMPLES", Path("~/.cache/fieldstation/samples").expanduser())
+)
+CLI = [sys.executable, "-m", "fieldstation.cli"]
+TOKEN = "browser-test-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+    """Poll ``predicate`` every 0.1 s until it returns something true (the event itself)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what or 'condition'} not met within {timeout} s")
+
+
+@dataclass
+class LiveStation:
+    """``fieldstation run`` of a replay station (the real bird recording, the energy
+    detector) serving its page at ``url``."""
+
+    home: Path
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def status(self) -> dict[str, Any]:
+        from fieldstation.runtime.client import ControlClient
+
+        with ControlClient(self.home / "run" / "control.sock", timeout=10) as client:
+            return client.status()
+
+    def job(self, name: str) -> dict[str, Any]:
+        return next(j for j in self.status()["jobs"] if j["name"] == name)
+
+    def processed(self) -> int:
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(self.home / "station.db", timeout=10)) as con:
+            row = con.execute("select count(*) from recordings where state = 'processed'").fetchone()
+        return int(row[0])
+
+
+def bird_recording() -> Path:
+    files = sorted((SAMPLES / "birds").glob("*.wav")) if (SAMPLES / "birds").is_dir() else []
+    if not files:
+        from tests.conftest import require
+
+        require("samples", f"no bird sample in {SAMPLES / 'birds'}: run scripts/fetch-sample-data")
+    return files[0]
+
+
+@pytest.fixture(scope="session")
+def live_station(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStation]:
+    """One real station for the tests that need one (started once, stopped at the end)."""
+    import tomllib
+
+    import tomli_w
+
+    from fieldstation.config import template_text
+
+    bird = bird_recording()
+    root = tmp_path_factory.mktemp("web-station")
+    home = root / "home"
+    port = free_port()
+    data = tomllib.loads(template_text())
+    data["station"].update(id="web-test", name="Web test station", home=str(home))
+    data["sensors"][0] = {
+        "name": "mic",
+        "kind": "replay",
+        "files": [str(bird)],
+        "loop": True,
+        "chunk": "5s",
+        "format": "flac",
+        "schedule": "always",
+        "min_free": "1MB",
+    }
+    data["processors"][0].update(poll_interval="0.5s")
+    data["retention"]["min_free"] = "1MB"
+    data["runtime"].update(status_interval="1s", outbox_poll="0.5s", stop_timeout="5s")
+    data["web"] = {"enabled": True, "host": "127.0.0.1", "port": port, "token": "env:FS_WEB_TOKEN"}
+    config = root / "station.toml"
+    config.write_text(tomli_w.dumps(data))
+    env = {**os.environ, "FS_WEB_TOKEN": TOKEN}
+    log = (root / "run.log").open("wb")
+    process = subprocess.Popen([*CLI, "run", str(config)], env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    station = LiveStation(home, f"http://127.0.0.1:{port}", process)
+    try:
+        def listening() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"station exited: {(root / 'run.log').read_text()[-3000:]}")
+            try:
+                last = station.job("web").get("last_progress") or {}
+            except Exception:
+                return False
+            return last.get("what") == "listening"
+
+        wait_for(listening, 60, "the web job listening")
+        wait_for(lambda: station.processed() >= 2, 90, "two processed recordings")
+        yield station
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
