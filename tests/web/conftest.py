@@ -26,7 +26,7 @@ from fieldstation.clock import VirtualClock
 from fieldstation.config import StationConfig, parse_config
 from fieldstation.home import StationHome
 from fieldstation.runtime.client import ControlError
-from fieldstation.store import Database, open_database
+from fieldstation.store import Database
 from fieldstation.store.deployments import start_deployment
 from fieldstation.store.events import record_event
 from fieldstation.testing.rows import add_detection, add_model_run, add_recording
@@ -81,14 +81,26 @@ def status_of(station: str) -> dict[str, Any]:
         "problems": ["processor:energy is failed"],
         "jobs": [
             {**job, "name": "recorder:mic", "state": "running"},
-            {**job, "name": "processor:energy", "state": "failed", "problem": "crashed 5 times",
-             "in_slot": False, "next_slot": None, "last_progress": {"what": "idle"}},
+            {
+                **job,
+                "name": "processor:energy",
+                "state": "failed",
+                "problem": "crashed 5 times",
+                "in_slot": False,
+                "next_slot": None,
+                "last_progress": {"what": "idle"},
+            },
             {**job, "name": "outbox", "kind": "thread", "state": "running", "pid": None},
         ],
         "recording": {
             "sensors": {
-                "mic": {"state": "running", "in_slot": True, "problem": None, "last": "chunk",
-                        "next_slot": "2026-06-01T12:30:00+00:00"}
+                "mic": {
+                    "state": "running",
+                    "in_slot": True,
+                    "problem": None,
+                    "last": "chunk",
+                    "next_slot": "2026-06-01T12:30:00+00:00",
+                }
             },
             "active": True,
         },
@@ -104,8 +116,9 @@ def write_tone(path: Path, seconds: float = 4.0, freq: float = TONE_HZ) -> None:
     """A 48 kHz mono 16-bit WAV: a ``freq`` Hz tone at -6 dBFS."""
     t = np.arange(int(seconds * RATE)) / RATE
     path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(path, (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), RATE,
-                    subtype="PCM_16")
+    soundfile.write(
+        path, (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), RATE, subtype="PCM_16"
+    )
 
 
 @dataclass
@@ -126,8 +139,7 @@ class WebStation:
             data = copy.deepcopy(config.model_dump(mode="json", exclude_unset=True))
             data.setdefault("web", {}).update(web)
             config = parse_config(data)
-        app = create_app(config, home=self.home, db=self.db, control=self.control,
-                         clock=self.clock)
+        app = create_app(config, home=self.home, db=self.db, control=self.control, clock=self.clock)
         return TestClient(app, base_url="http://127.0.0.1:8080")
 
 
@@ -138,8 +150,14 @@ def web_station(config: StationConfig, db: Database, home: StationHome) -> Itera
     clock = VirtualClock(NOW)
     ids: dict[str, list[int]] = {"recordings": [], "detections": [], "files": []}
     with db.session() as s:
-        dep = start_deployment(s, station_id=config.station.id, config_hash="x" * 64,
-                               config={}, version="test", now=NOW - timedelta(days=2))
+        dep = start_deployment(
+            s,
+            station_id=config.station.id,
+            config_hash="x" * 64,
+            config={},
+            version="test",
+            now=NOW - timedelta(days=2),
+        )
         for n in range(8):
             started = NOW - timedelta(days=1) + timedelta(minutes=10 * n)
             has_file = n >= 5
@@ -147,9 +165,15 @@ def web_station(config: StationConfig, db: Database, home: StationHome) -> Itera
             if has_file:
                 write_tone(home.root / rel)
             rec = add_recording(
-                s, deployment_id=dep.id, started_at=started, path=rel, duration=4.0,
-                frames=4 * RATE, bytes=(home.root / rel).stat().st_size if has_file else 10,
-                sha256=f"{n:064d}", state="processed",
+                s,
+                deployment_id=dep.id,
+                started_at=started,
+                path=rel,
+                duration=4.0,
+                frames=4 * RATE,
+                bytes=(home.root / rel).stat().st_size if has_file else 10,
+                sha256=f"{n:064d}",
+                state="processed",
                 file_state="present" if has_file else "deleted",
                 end_reason="complete" if n != 7 else "stopped",
             )
@@ -158,13 +182,25 @@ def web_station(config: StationConfig, db: Database, home: StationHome) -> Itera
                 ids["files"].append(rec.id)
             run = add_model_run(s, rec.id, started_at=started)
             for k, label in enumerate(("Turdus merula", "Erithacus rubecula")[: 1 + n % 2]):
-                det = add_detection(s, run, label=label, score=0.5 + 0.05 * n,
-                                    detected_at=started + timedelta(seconds=1 + k),
-                                    start=1.0 + k)
+                det = add_detection(
+                    s,
+                    run,
+                    label=label,
+                    score=0.5 + 0.05 * n,
+                    detected_at=started + timedelta(seconds=1 + k),
+                    start=1.0 + k,
+                )
                 ids["detections"].append(det.id)
-        record_event(s, kind="job_failed", source="processor:energy",
-                     message="crashed 5 times", now=NOW - timedelta(minutes=3),
-                     severity="error", destinations=[], station_id=config.station.id)
+        record_event(
+            s,
+            kind="job_failed",
+            source="processor:energy",
+            message="crashed 5 times",
+            now=NOW - timedelta(minutes=3),
+            severity="error",
+            destinations=[],
+            station_id=config.station.id,
+        )
     yield WebStation(config, home, db, RecordingControl(status_of(config.station.id)), clock, ids)
 
 
@@ -178,7 +214,6 @@ def csrf_of(html: str) -> str:
     marker = '<meta name="csrf" content="'
     start = html.index(marker) + len(marker)
     return html[start : html.index('"', start)]
-
 
 
 # --- a real station serving its page --------------------------------------------------------
@@ -229,7 +264,9 @@ class LiveStation:
         import sqlite3
 
         with contextlib.closing(sqlite3.connect(self.home / "station.db", timeout=10)) as con:
-            row = con.execute("select count(*) from recordings where state = 'processed'").fetchone()
+            row = con.execute(
+                "select count(*) from recordings where state = 'processed'"
+            ).fetchone()
         return int(row[0])
 
 
@@ -275,10 +312,12 @@ def live_station(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStati
     config.write_text(tomli_w.dumps(data))
     env = {**os.environ, "FS_WEB_TOKEN": TOKEN}
     log = (root / "run.log").open("wb")
-    process = subprocess.Popen([*CLI, "run", str(config)], env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [*CLI, "run", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     station = LiveStation(home, f"http://127.0.0.1:{port}", process)
     try:
+
         def listening() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"station exited: {(root / 'run.log').read_text()[-3000:]}")

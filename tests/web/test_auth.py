@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.web.conftest import WebStation, csrf_of
 
 from fieldstation.config import ConfigError, parse_config
 from fieldstation.web.auth import hash_password, session_key
-from tests.web.conftest import WebStation, csrf_of
 
 PASSWORD = "dawn-chorus-42"
 
@@ -24,8 +24,11 @@ def password_env(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def login(client, secret: str = PASSWORD, next_: str = "/"):
     form = client.get("/login").text
-    return client.post("/login", data={"csrf": csrf_of(form), "secret": secret, "next": next_},
-                       follow_redirects=False)
+    return client.post(
+        "/login",
+        data={"csrf": csrf_of(form), "secret": secret, "next": next_},
+        follow_redirects=False,
+    )
 
 
 def test_a_non_loopback_address_without_login_is_a_config_error(web_station: WebStation) -> None:
@@ -46,12 +49,17 @@ def test_a_non_loopback_address_without_login_is_a_config_error(web_station: Web
 
 def test_beyond_loopback_every_page_needs_a_login(web_station: WebStation, password_env) -> None:
     client = web_station.client(host="0.0.0.0", password_hash=password_env)
-    page = client.get("/recordings?sensor=mic", headers={"Accept": "text/html"},
-                      follow_redirects=False)
+    page = client.get(
+        "/recordings?sensor=mic", headers={"Accept": "text/html"}, follow_redirects=False
+    )
     assert page.status_code == 303
     assert page.headers["location"] == "/login?next=%2Frecordings%3Fsensor%3Dmic"
     rid = web_station.ids["files"][0]
-    for path in (f"/recordings/{rid}/audio", "/detections.csv", f"/recordings/{rid}/spectrogram.png"):
+    for path in (
+        f"/recordings/{rid}/audio",
+        "/detections.csv",
+        f"/recordings/{rid}/spectrogram.png",
+    ):
         assert client.get(path).status_code == 401, path
     assert client.get("/static/style.css").status_code == 200
     assert login(client, "wrong password").status_code == 401
@@ -114,7 +122,10 @@ def test_login_and_logout_forms_need_the_csrf_token(web_station: WebStation, pas
     assert login(client, next_="//evil.example/").headers["location"] == "/"
     page = client.get("/").text
     assert client.post("/logout", data={}).status_code == 403
-    assert client.post("/logout", data={"csrf": csrf_of(page)}, follow_redirects=False).status_code == 303
+    assert (
+        client.post("/logout", data={"csrf": csrf_of(page)}, follow_redirects=False).status_code
+        == 303
+    )
     assert "/jobs/" not in client.get("/").text
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.web.conftest import LiveStation, wait_for
 
 pytestmark = pytest.mark.slow
@@ -40,9 +39,15 @@ def browser() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--autoplay-policy=no-user-gesture-required", "--window-size=1200,1000",
-                 "--mute-audio"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--autoplay-policy=no-user-gesture-required",
+        "--window-size=1200,1000",
+        "--mute-audio",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     driver.set_page_load_timeout(60)
@@ -102,7 +107,8 @@ def test_every_page_in_chromium(live_station: LiveStation, browser: Any) -> None
     advanced = wait_for(
         lambda: browser.execute_script(
             "const a = document.getElementById('player');"
-            "return a.currentTime > arguments[0] + 0.5 ? a.currentTime : null;", start
+            "return a.currentTime > arguments[0] + 0.5 ? a.currentTime : null;",
+            start,
         ),
         30,
         "the player's currentTime advancing",
@@ -114,8 +120,9 @@ def test_every_page_in_chromium(live_station: LiveStation, browser: Any) -> None
     browser.get(live_station.url + "/detections")
     specs = browser.find_elements(By.CSS_SELECTOR, "img.det-spec")
     if specs:  # the energy detector found something in the bird recording
-        browser.execute_script("document.querySelectorAll('img.det-spec')"
-                               ".forEach(i => i.loading = 'eager')")
+        browser.execute_script(
+            "document.querySelectorAll('img.det-spec').forEach(i => i.loading = 'eager')"
+        )
         assert all(w > 0 for w in decoded(browser, "img.det-spec"))
     shoot(browser, "detections")
 

@@ -7,8 +7,7 @@ import io
 
 import pytest
 from PIL import Image
-
-from tests.web.conftest import TONE_HZ, WebStation, csrf_of
+from tests.web.conftest import TONE_HZ, WebStation
 
 pytestmark = []
 
@@ -17,9 +16,18 @@ def test_status_page_shows_jobs_disk_network_outbox_slots_and_events(client) -> 
     page = client.get("/")
     assert page.status_code == 200
     html = page.text
-    for text in ("recorder:mic", "processor:energy", "crashed 5 times", "unhealthy",
-                 "20.0 GiB free", "down", "17 pending", "2026-06-01T12:30:00+00:00",
-                 "job_failed", 'href="/live"'):
+    for text in (
+        "recorder:mic",
+        "processor:energy",
+        "crashed 5 times",
+        "unhealthy",
+        "20.0 GiB free",
+        "down",
+        "17 pending",
+        "2026-06-01T12:30:00+00:00",
+        "job_failed",
+        'href="/live"',
+    ):
         assert text in html, text
     assert "<form" not in html.split("<main>")[1]  # read-only: no buttons without a login
 
@@ -140,8 +148,11 @@ def test_detections_csv_exports_every_matching_row(web_station: WebStation) -> N
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert len(rows) == len(web_station.ids["detections"])
     assert {int(r["id"]) for r in rows} == set(web_station.ids["detections"])
-    merula = list(csv.DictReader(io.StringIO(
-        client.get("/detections.csv", params={"label": "Turdus merula"}).text)))
+    merula = list(
+        csv.DictReader(
+            io.StringIO(client.get("/detections.csv", params={"label": "Turdus merula"}).text)
+        )
+    )
     assert len(merula) == 8 and {r["label"] for r in merula} == {"Turdus merula"}
     assert {r["sensor"] for r in merula} == {"mic"}
 

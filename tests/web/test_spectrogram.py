@@ -28,8 +28,10 @@ def tone(freq: float, seconds: float = 2.0, rate: int = RATE, amplitude: float =
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-@pytest.mark.parametrize(("freq", "rate"), [(440.0, RATE), (3000.0, RATE), (15_000.0, RATE),
-                                            (2000.0, 16_000), (100_000.0, 384_000)])
+@pytest.mark.parametrize(
+    ("freq", "rate"),
+    [(440.0, RATE), (3000.0, RATE), (15_000.0, RATE), (2000.0, 16_000), (100_000.0, 384_000)],
+)
 def test_a_tone_peaks_in_its_row_in_every_column(freq: float, rate: int) -> None:
     db = spectrogram_db(tone(freq, rate=rate), rate, width=200, height=256)
     assert db.shape == (256, 200)
@@ -123,7 +125,8 @@ soundfile.write(wav, np.zeros(48000, dtype=np.float32), 48000)
 file_png(wav)
 print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in ("matplotlib", "scipy"))))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == ""

@@ -12,7 +12,6 @@ import httpx
 import psutil
 import pytest
 from PIL import Image
-
 from tests.web.conftest import TOKEN, LiveStation, wait_for
 
 pytestmark = pytest.mark.slow
@@ -56,13 +55,19 @@ def test_operators_stop_and_start_a_job_from_the_page(live_station: LiveStation)
         assert 'action="/jobs/processor%3Aenergy/stop"' in done.text
         stopped = http.post("/jobs/processor%3Aenergy/stop", data={"csrf": token})
         assert stopped.status_code == 200
-        wait_for(lambda: live_station.job("processor:energy")["state"] == "stopped", 30,
-                 "the processor stopped")
+        wait_for(
+            lambda: live_station.job("processor:energy")["state"] == "stopped",
+            30,
+            "the processor stopped",
+        )
         assert 'action="/jobs/processor%3Aenergy/start"' in http.get("/").text
         started = http.post("/jobs/processor%3Aenergy/start", data={"csrf": token})
         assert started.status_code == 200
-        wait_for(lambda: live_station.job("processor:energy")["state"] == "running", 30,
-                 "the processor running again")
+        wait_for(
+            lambda: live_station.job("processor:energy")["state"] == "running",
+            30,
+            "the processor running again",
+        )
 
 
 def test_a_killed_web_job_is_restarted(live_station: LiveStation) -> None:

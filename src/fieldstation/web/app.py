@@ -28,7 +28,6 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, quote, urlencode
 
 from starlette.applications import Starlette
-from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -192,7 +191,9 @@ async def job_action(request: Request) -> Response:
     if not auth.is_operator(request.session):
         return PlainTextResponse("log in as an operator first", 401)
     if not web.config.web.operators_control_jobs:
-        return PlainTextResponse("this station's page is read-only (web.operators_control_jobs)", 403)
+        return PlainTextResponse(
+            "this station's page is read-only (web.operators_control_jobs)", 403
+        )
     name, action = request.path_params["name"], request.path_params["action"]
     if action not in ("start", "stop"):
         raise HTTPException(404, f"no action {action!r}")
@@ -539,7 +540,9 @@ def schedule_page(request: Request) -> Response:
 
 
 def login_page(request: Request) -> Response:
-    return _render(request, "login.html", error=None, next=_safe_next(request.query_params.get("next")))
+    return _render(
+        request, "login.html", error=None, next=_safe_next(request.query_params.get("next"))
+    )
 
 
 async def login_submit(request: Request) -> Response:
@@ -579,7 +582,6 @@ def _templates() -> Jinja2Templates:
     env.filters["bytes"] = lambda n: "—" if _absent(n) else format_bytes(float(n))
     env.filters["seconds"] = lambda s: "—" if _absent(s) else format_seconds(float(s))
     env.filters["quote"] = lambda s: quote(str(s), safe="")
-    env.globals["url_with"] = _url_with
     return templates
 
 
@@ -588,17 +590,6 @@ def _absent(value: Any) -> bool:
     from jinja2 import Undefined
 
     return value is None or isinstance(value, Undefined)
-
-
-def _url_with(url: URL, **changes: Any) -> str:
-    """``url`` with query parameters changed (None removes one) and its cursor dropped."""
-    params = {k: v for k, v in url.query_params.items() if k != "before"}
-    for key, value in changes.items():
-        if value is None or value == "":
-            params.pop(key, None)
-        else:
-            params[key] = str(value)
-    return url.path + (f"?{urlencode(params)}" if params else "")
 
 
 def create_app(

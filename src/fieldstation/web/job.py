@@ -57,7 +57,9 @@ def bind(host: str, port: int) -> socket.socket:
             raise ConfigurationError(
                 f"web.host {host!r} is not an address of this machine ({error.strerror})"
             ) from error
-        raise OSError(error.errno, f"web: cannot listen on {host}:{port}: {error.strerror}") from None
+        raise OSError(
+            error.errno, f"web: cannot listen on {host}:{port}: {error.strerror}"
+        ) from None
     sock.set_inheritable(False)
     return sock
 
@@ -165,8 +167,6 @@ def run_web(ctx: JobContext) -> None:
         server.request_exit()
         thread.join(10.0)
         sock.close()
-        if battery is not None:
-            battery.close()
     if failure:
         raise RuntimeError(f"the web server stopped: {failure[0]!r}") from failure[0]
     if not thread.is_alive() and not server.started:

@@ -117,7 +117,8 @@ def recordings_page(
 ) -> tuple[list[RecordingRow], Cursor | None]:
     """Recordings newest first (of ``sensor``; started within ``span``), continuing before
     ``before``; returns the rows and the cursor of the next page (None on the last)."""
-    query: Select[Any] = select(Recording, _detection_count())
+    query: Any = select(Recording, _detection_count())
+    order: tuple[Any, ...]
     if sensor is not None:
         query = query.where(Recording.sensor == sensor)
         order = (Recording.started_at.desc(), Recording.id.desc())
@@ -160,9 +161,9 @@ def recording_detections(session: Session, recording_id: int, limit: int = 200) 
 def _detections_query(
     label: str | None, span: tuple[datetime, datetime] | None, before: Cursor | None
 ) -> Select[Any]:
-    query: Select[Any] = select(
-        Detection, Recording.sensor, Recording.media, Recording.file_state
-    ).join(Recording, Recording.id == Detection.recording_id)
+    query: Any = select(Detection, Recording.sensor, Recording.media, Recording.file_state).join(
+        Recording, Recording.id == Detection.recording_id
+    )
     if label is not None:
         query = query.where(Detection.label == label)
     if span is not None:
