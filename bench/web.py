@@ -157,7 +157,7 @@ def sixty_seconds_of_birds(path: Path) -> None:
 def measure_spectrogram(renders: int) -> dict[str, Any]:
     import soundfile
 
-    from fieldstation.web.spectrogram import file_png, png_bytes, spectrogram_rgb
+    from fieldstation.web.spectrogram import file_png, png_bytes, spectrogram_levels
 
     with tempfile.TemporaryDirectory(prefix="bench-spec-") as tmp:
         path = Path(tmp) / "chunk.flac"
@@ -172,7 +172,7 @@ def measure_spectrogram(renders: int) -> dict[str, Any]:
             samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
             reads.append(time.perf_counter() - start)
             start = time.perf_counter()
-            image = spectrogram_rgb(samples, rate)
+            image = spectrogram_levels(samples, rate)
             images.append(time.perf_counter() - start)
             start = time.perf_counter()
             png_bytes(image)

@@ -378,7 +378,7 @@ def detections_page(request: Request) -> Response:
     )
 
 
-CSV_COLUMNS = (
+CSV_HEADER = (
     "id",
     "detected_at",
     "label",
@@ -390,6 +390,7 @@ CSV_COLUMNS = (
     "recording_id",
     "sensor",
 )
+"""Header of the CSV export (the columns of :data:`~fieldstation.web.queries.CSV_COLUMNS`)."""
 
 
 def detections_csv(request: Request) -> Response:
@@ -402,22 +403,22 @@ def detections_csv(request: Request) -> Response:
     def lines() -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(CSV_HEADER)
         with web.db.session() as session:
             for n, row in enumerate(queries.iter_detections(session, label=label, span=span)):
-                d = row.detection
+                ident, at, name, score, start, end, low, high, recording_id, sensor = row
                 writer.writerow(
                     (
-                        d.id,
-                        d.detected_at.isoformat(),
-                        d.label,
-                        f"{d.score:.4f}",
-                        f"{d.start:.3f}",
-                        f"{d.end:.3f}",
-                        "" if d.low_hz is None else f"{d.low_hz:g}",
-                        "" if d.high_hz is None else f"{d.high_hz:g}",
-                        d.recording_id,
-                        row.sensor,
+                        ident,
+                        at.isoformat(),
+                        name,
+                        f"{score:.4f}",
+                        f"{start:.3f}",
+                        f"{end:.3f}",
+                        "" if low is None else f"{low:g}",
+                        "" if high is None else f"{high:g}",
+                        recording_id,
+                        sensor,
                     )
                 )
                 if n % 500 == 499:

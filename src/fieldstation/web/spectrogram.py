@@ -38,6 +38,7 @@ __all__ = [
     "png_bytes",
     "row_of",
     "spectrogram_db",
+    "spectrogram_levels",
     "spectrogram_rgb",
 ]
 
@@ -116,6 +117,21 @@ def spectrogram_db(
     return np.ascontiguousarray(db[::-1]).astype(np.float32)
 
 
+def spectrogram_levels(
+    samples: npt.NDArray[np.floating],
+    rate: int,
+    width: int = 1000,
+    height: int = 256,
+    dynamic_range: float = 80.0,
+) -> npt.NDArray[np.uint8]:
+    """Colour-map indices ``(height, width)`` uint8: 255 at the loudest pixel, 0 at
+    ``dynamic_range`` dB below it or quieter."""
+    db = spectrogram_db(samples, rate, width, height)
+    top = float(db.max())
+    level = np.clip((db - (top - dynamic_range)) / dynamic_range, 0.0, 1.0)
+    return np.rint(level * 255.0).astype(np.uint8)
+
+
 def spectrogram_rgb(
     samples: npt.NDArray[np.floating],
     rate: int,
@@ -124,19 +140,19 @@ def spectrogram_rgb(
     dynamic_range: float = 80.0,
 ) -> npt.NDArray[np.uint8]:
     """The spectrogram as an RGB image ``(height, width, 3)`` uint8 (see the module doc)."""
-    db = spectrogram_db(samples, rate, width, height)
-    top = float(db.max())
-    level = np.clip((db - (top - dynamic_range)) / dynamic_range, 0.0, 1.0)
-    index = np.rint(level * 255.0).astype(np.uint8)
-    return colour_table()[index]
+    return colour_table()[spectrogram_levels(samples, rate, width, height, dynamic_range)]
 
 
-def png_bytes(image: npt.NDArray[np.uint8]) -> bytes:
-    """``image`` (``(h, w, 3)`` uint8) encoded as PNG by Pillow."""
+def png_bytes(levels: npt.NDArray[np.uint8]) -> bytes:
+    """``levels`` (``(h, w)`` colour-map indices, :func:`spectrogram_levels`) as a PNG with
+    the viridis palette (one byte a pixel: a third of RGB's data to compress), by Pillow."""
     from PIL import Image
 
+    height, width = levels.shape
+    image = Image.frombytes("P", (width, height), np.ascontiguousarray(levels).tobytes())
+    image.putpalette(colour_table().reshape(-1).tolist())
     buffer = io.BytesIO()
-    Image.fromarray(image, mode="RGB").save(buffer, format="PNG", compress_level=6)
+    image.save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
 
 
@@ -161,7 +177,7 @@ def file_png(
             samples = audio.read(max(0, last - first), dtype="float32", always_2d=True)
     except (OSError, RuntimeError) as error:  # soundfile.LibsndfileError is a RuntimeError
         raise SpectrogramError(f"cannot read {path.name}: {error}") from error
-    return png_bytes(spectrogram_rgb(samples, rate, width=width, height=height))
+    return png_bytes(spectrogram_levels(samples, rate, width=width, height=height))
 
 
 class SpectrogramCache:
