@@ -183,3 +183,52 @@ def test_spectrogram_of_the_tone_is_brightest_in_its_row(web_station: WebStation
 @pytest.mark.parametrize("path", ["/", "/recordings", "/detections", "/schedule"])
 def test_every_page_links_the_live_view(client, path: str) -> None:
     assert 'href="/live"' in client.get(path).text
+
+
+def test_a_video_recording_shows_its_motion_thumbnail(web_station: WebStation) -> None:
+    from datetime import timedelta
+
+    from tests.web.conftest import NOW
+
+    from fieldstation.testing.rows import add_recording
+
+    rel = "data/cam/2026-06-01/cam_0.mkv"
+    (web_station.home.root / rel).parent.mkdir(parents=True)
+    (web_station.home.root / rel).write_bytes(b"\x1aE\xdf\xa3 not decoded here")
+    thumb = web_station.home.thumbnails / "cam" / "2026-06-01" / "cam_0.motion.jpg"
+    thumb.parent.mkdir(parents=True)
+    Image.new("RGB", (48, 27), (200, 120, 40)).save(thumb, format="JPEG")
+    with web_station.db.session() as s:
+        rec = add_recording(
+            s,
+            deployment_id=1,
+            started_at=NOW - timedelta(minutes=5),
+            sensor="cam",
+            path=rel,
+            media="video",
+            format="mkv",
+            rate=25,
+            channels=3,
+        )
+        rid = rec.id
+    client = web_station.client()
+    page = client.get(f"/recordings/{rid}")
+    assert f'src="/recordings/{rid}/thumbnail.jpg"' in page.text
+    assert "spectrogram.png" not in page.text
+    jpeg = client.get(f"/recordings/{rid}/thumbnail.jpg")
+    assert jpeg.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(jpeg.content)).size == (48, 27)
+    assert client.get(f"/recordings/{rid}/spectrogram.png").status_code == 404
+
+
+def test_schedule_page_lists_the_slots_of_a_duty_cycle(web_station: WebStation) -> None:
+    from fieldstation.config import parse_config
+
+    data = web_station.config.model_dump(mode="json", exclude_unset=True)
+    data["sensors"][0]["schedule"] = "dawn_chorus"
+    web_station.config = parse_config(data)
+    page = web_station.client().get("/schedule")
+    assert "schedule dawn_chorus" in page.text
+    slots = page.text.count('class="slot"')
+    assert slots >= 2 * 2 * 5  # two windows a day, every 5 min for >= 25 min, two days
+    assert "next slot: 2026-06-01" in page.text or "next slot: 2026-06-02" in page.text
