@@ -25,6 +25,7 @@ from fieldstation.config.runtime import LoggingConfig, RuntimeConfig
 from fieldstation.config.schedule import ScheduleConfig
 from fieldstation.config.sensors import SensorConfig
 from fieldstation.config.sessions import SessionConfig
+from fieldstation.config.web import WebConfig
 
 __all__ = [
     "ConfigError",
@@ -136,6 +137,10 @@ class StationConfig(StrictModel):
     logging: LoggingConfig = Field(
         default_factory=LoggingConfig,
         description="Log level and rotation of the log files in logs/ (size, age, backups).",
+    )
+    web: WebConfig = Field(
+        default_factory=WebConfig,
+        description="The station's own web page: address, login, spectrogram cache.",
     )
 
     def sensor(self, name: str) -> SensorConfig:

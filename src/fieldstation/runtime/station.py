@@ -75,6 +75,7 @@ detections, a ``readings`` batch): the station wakes its delivery workers on the
 RECORDER = "fieldstation.recording.job:run_recorder"
 PROCESSOR = "fieldstation.processing.worker:run_processor"
 READINGS = "fieldstation.recording.rows:run_readings"
+WEB = "fieldstation.web.job:run_web"
 
 THREAD_LIVENESS: dict[str, float] = {
     "network": 300.0,
@@ -130,6 +131,8 @@ def process_jobs(
         for proc in config.processors
         if proc.enabled
     ]
+    if config.web.enabled:  # the web page: a process job judged by its process (decision 0090)
+        specs.append(ProcessJobSpec(name="web", target=WEB))
     return specs
 
 
