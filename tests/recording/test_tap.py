@@ -18,7 +18,13 @@ from sqlalchemy import select
 from fieldstation.clock import SystemClock
 from fieldstation.home import StationHome
 from fieldstation.recording.job import ContinuousSlot, run_recorder
-from fieldstation.recording.levels import FLOOR_DB, levels, spectrogram_column, to_float
+from fieldstation.recording.levels import (
+    FLOOR_DB,
+    SpectrogramScroll,
+    levels,
+    spectrogram_column,
+    to_float,
+)
 from fieldstation.recording.tap import (
     MAX_FRAMES,
     LiveBlock,
@@ -64,6 +70,24 @@ def test_a_spectrogram_column_shows_a_sine_in_its_bin() -> None:
     assert column[k] == pytest.approx(20 * np.log10(0.25), abs=0.05)
     assert column[k + 20] < column[k] - 60  # far from the tone: the window's side lobes only
     assert spectrogram_column(np.zeros(10), n_fft).max() == FLOOR_DB
+    # a block shorter than n_fft is centred, not lost under the window's tail
+    short = spectrogram_column(sine[:200], n_fft)
+    assert int(np.argmax(short)) == k and short[k] > 20 * np.log10(0.25) - 12
+
+
+def test_the_scroll_cuts_columns_at_a_steady_pace_whatever_the_blocks() -> None:
+    rate = 48000
+    rng = np.random.default_rng(7)
+    signal = rng.normal(0, 0.1, rate)
+    whole = SpectrogramScroll(rate, 512, 32.0).feed(signal)
+    scroll = SpectrogramScroll(rate, 512, 32.0)
+    pieces: list[np.ndarray] = []
+    cuts = np.sort(rng.integers(0, rate, 40))
+    for part in np.split(signal, cuts):
+        pieces.extend(scroll.feed(part))
+    assert len(whole) == len(pieces) == rate // 1500
+    for a, b in zip(whole, pieces, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
 
 
 # --- the tap and its readers ---

@@ -22,6 +22,7 @@ import numpy as np
 __all__ = [
     "FLOOR_DB",
     "Levels",
+    "SpectrogramScroll",
     "full_scale",
     "levels",
     "spectrogram_column",
@@ -86,20 +87,62 @@ def levels(samples: np.ndarray) -> Levels:
 
 def spectrogram_column(samples: np.ndarray, n_fft: int = 512) -> np.ndarray:
     """One column of a scrolling spectrogram: the magnitude in dB re full scale of each of the
-    ``n_fft // 2 + 1`` frequency bins (bin *k* at ``k * rate / n_fft`` Hz) of the last
-    ``n_fft`` frames of ``samples`` (frames,) or (frames, channels; their mean), Hann-windowed,
-    zero-padded when shorter.
+    ``n_fft // 2 + 1`` frequency bins (bin *k* at ``k * rate / n_fft`` Hz) of ``samples``
+    (frames,) or (frames, channels; their mean).
 
-    Scaled so that a full-scale sine centred on a bin reads 0 dB in that bin (magnitude
-    ``2 * |X_k| / sum(window)``); bins never read below :data:`FLOOR_DB`. Returns float32."""
+    Welch's method: the power of ``ceil(frames / n_fft)`` Hann-windowed segments of ``n_fft``
+    frames spread evenly over all of ``samples`` (so every frame counts) is averaged; fewer
+    than ``n_fft`` frames are centred in one zero-padded segment. Scaled so that a full-scale
+    sine centred on a bin reads 0 dB in that bin (magnitude ``2 * |X_k| / sum(window)``);
+    bins never read below :data:`FLOOR_DB`. Returns float32. Raises ``ValueError`` for
+    ``n_fft < 2``."""
     if n_fft < 2:
         raise ValueError(f"n_fft must be at least 2, not {n_fft}")
     x = np.asarray(samples, dtype=np.float64)
     if x.ndim > 1:
         x = x.reshape(len(x), -1).mean(axis=1) if len(x) else np.zeros(0)
-    x = x[-n_fft:]
     window = np.hanning(n_fft + 1)[:n_fft]  # periodic Hann
-    frame = np.zeros(n_fft)
-    frame[n_fft - len(x) :] = x
-    magnitude = np.abs(np.fft.rfft(frame * window)) * (2.0 / window.sum())
+    if len(x) < n_fft:
+        segments = np.zeros((1, n_fft))
+        offset = (n_fft - len(x)) // 2
+        segments[0, offset : offset + len(x)] = x
+    else:
+        count = -(-len(x) // n_fft)
+        starts = np.linspace(0, len(x) - n_fft, count).round().astype(int)
+        segments = np.stack([x[s : s + n_fft] for s in starts])
+    spectra = np.abs(np.fft.rfft(segments * window, axis=1)) * (2.0 / window.sum())
+    magnitude = np.sqrt(np.mean(np.square(spectra), axis=0))
     return _db(magnitude).astype(np.float32)
+
+
+class SpectrogramScroll:
+    """Cuts a stream of blocks into spectrogram columns at a steady pace: one column per
+    ``hop = max(n_fft, round(rate / columns_per_second))`` frames (:func:`spectrogram_column`
+    of those frames), whatever the block sizes; frames short of a hop wait for the next block.
+
+    ``feed(samples)`` (frames,) or (frames, channels) returns the columns completed, oldest
+    first (a list of float32 arrays of ``n_fft // 2 + 1`` dB); ``reset()`` forgets what waits
+    (a gap in the stream)."""
+
+    def __init__(self, rate: int, n_fft: int = 512, columns_per_second: float = 32.0) -> None:
+        self.n_fft = n_fft
+        self.hop = max(n_fft, round(rate / columns_per_second))
+        self._waiting = np.zeros(0)
+
+    def reset(self) -> None:
+        """Drop the frames short of a hop."""
+        self._waiting = np.zeros(0)
+
+    def feed(self, samples: np.ndarray) -> list[np.ndarray]:
+        """The columns completed by ``samples`` (module and class docstrings)."""
+        x = np.asarray(samples, dtype=np.float64)
+        if x.ndim > 1:
+            x = x.reshape(len(x), -1).mean(axis=1) if len(x) else np.zeros(0)
+        joined = np.concatenate([self._waiting, x])
+        whole = len(joined) // self.hop
+        columns = [
+            spectrogram_column(joined[k * self.hop : (k + 1) * self.hop], self.n_fft)
+            for k in range(whole)
+        ]
+        self._waiting = joined[whole * self.hop :]
+        return columns

@@ -1,0 +1,1 @@
+"""The station web app (issue 18)."""
