@@ -285,7 +285,9 @@ def paced_run(
     for thread in threads:
         thread.start()
     recorder = threading.Thread(
-        target=run_recorder, args=(ctx, name), kwargs={"slots": slots, "until": starts[-1] + timedelta(seconds=1)}
+        target=run_recorder,
+        args=(ctx, name),
+        kwargs={"slots": slots, "until": starts[-1] + timedelta(seconds=1)},
     )
     recorder.start()
     try:
@@ -345,3 +347,52 @@ def test_five_live_subscribers_cost_the_recorder_no_sample_and_no_start_time(
     # stays what it is without viewers: within the 20 ms block both ways, on a busy machine
     assert max(watched) <= max(max(alone), 0.0) + 20.0, (alone, watched)
     assert float(np.median(watched)) <= float(np.median(alone)) + 5.0, (alone, watched)
+
+
+# --- the terminal level meter ---
+def test_fieldstation_live_shows_the_level_of_a_running_tap(tmp_path: Path) -> None:
+    import tomllib
+
+    import tomli_w
+    from typer.testing import CliRunner
+
+    from fieldstation.cli.app import app
+    from fieldstation.config import template_text
+
+    home = StationHome(tmp_path / "home").ensure()
+    data = tomllib.loads(template_text())
+    data["station"]["home"] = str(home.root)
+    data["sensors"] = [
+        {"name": "mic", "kind": "synthetic", "sample_rate": 48000, "chunk": "1s"},
+        {"name": "quiet", "kind": "synthetic", "sample_rate": 48000, "chunk": "1s"},
+    ]
+    station = tmp_path / "station.toml"
+    station.write_text(tomli_w.dumps(data))
+    tap = LiveTap.open(home, "mic", audio_description(48000, 1, "int16"))
+    assert tap is not None
+    t = np.arange(960) / 48000
+    tone = np.rint(16384 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)[:, None]  # -6.02 dBFS
+    stop = threading.Event()
+
+    def publish() -> None:
+        k = 0
+        while not stop.wait(0.02):
+            tap.publish(Block(tone, k * 960, T0))
+            k += 1
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    try:
+        result = CliRunner().invoke(app, ["live", "-c", str(station), "--seconds", "2"])
+    finally:
+        stop.set()
+        thread.join(5)
+        tap.close()
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    mic = next(line for line in reversed(lines) if line.startswith("mic"))
+    quiet = next(line for line in reversed(lines) if line.startswith("quiet"))
+    assert "-6.0" in mic and "-9.0" in mic, result.output  # peak, RMS
+    assert "no signal" in quiet
+    bad = CliRunner().invoke(app, ["live", "nope", "-c", str(station), "--seconds", "1"])
+    assert bad.exit_code != 0 and "no audio sensor named 'nope'" in bad.output

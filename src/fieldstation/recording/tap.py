@@ -169,7 +169,7 @@ class LiveTap:
         socket = self._socket
         if socket is None:
             return False
-        while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             message = socket.recv(zmq.NOBLOCK)
             if message[:1] == b"\x01":
                 self._listening = True
@@ -189,7 +189,7 @@ class LiveTap:
                 self.skipped += 1
                 return
             assert self._socket is not None
-            self._socket.send_multipart(message, flags=zmq.NOBLOCK, copy=False)
+            self._socket.send_multipart(message, flags=zmq.NOBLOCK)
             self.published += 1
         except zmq.Again:  # a full queue (XPUB drops on its own; kept for safety)
             self.skipped += 1
@@ -197,7 +197,7 @@ class LiveTap:
             log.warning("live tap %s failed and is turned off: %s", self.address, error)
             self.close()
 
-    def _message(self, block: Block) -> list[bytes | memoryview] | None:
+    def _message(self, block: Block) -> list[bytes] | None:
         header: dict[str, Any] = {
             "v": WIRE_VERSION,
             "media": self.stream.media,
@@ -225,7 +225,7 @@ class LiveTap:
             shape=list(samples.shape),
             dtype="<f4",
         )
-        return [json.dumps(header).encode(), memoryview(samples).cast("B")]
+        return [json.dumps(header).encode(), samples.tobytes()]
 
     def close(self) -> None:
         """Unbind and close the socket (idempotent); later publishes do nothing."""

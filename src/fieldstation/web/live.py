@@ -173,8 +173,8 @@ async def _events(
                 if block.jpeg is not None:
                     frames.put(sensor.name, block.jpeg)
                     url = str(request.url_for("live_frame", sensor=sensor.name).path)
-                    event = {"media": "video", "t": block.captured_at.isoformat(), "frame": url}
-                    yield f"data: {json.dumps(event)}\n\n"
+                    frame = {"media": "video", "t": block.captured_at.isoformat(), "frame": url}
+                    yield f"data: {json.dumps(frame)}\n\n"
                     continue
                 audio.add(block)
                 if now - last_sent >= EVENT_INTERVAL and (event := audio.event()) is not None:
