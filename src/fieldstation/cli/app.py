@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "fieldstation.cli.runtime_cmd",  # run, status, start/stop/restart, logs, install, uninstall
     "fieldstation.cli.hub_cmd",
     "fieldstation.web.cli",  # web-password
+    "fieldstation.cli.live_cmd",  # live (terminal level meter of the live taps)
 )
 
 app = typer.Typer(

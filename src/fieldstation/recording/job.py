@@ -52,6 +52,7 @@ from fieldstation.recording.disk import DiskGuard, DiskUsageFn, is_disk_full
 from fieldstation.recording.media import prepare
 from fieldstation.recording.metadata import ChunkSpec
 from fieldstation.recording.recovery import recover_spool
+from fieldstation.recording.tap import LiveTap
 from fieldstation.sensors import Block, DeviceError, Sensor, build_sensor
 from fieldstation.sensors.pacing import frame_time
 from fieldstation.sensors.readings.config import is_slow
@@ -229,6 +230,7 @@ class Recorder:
         self.anchor: datetime | None = None
         self.chunk_index = 0
         self.session_frame = 0
+        self.tap = LiveTap.open(ctx.home, config.name, self.stream)  # live view (decision 0093)
 
     # --- the outer loop: slots, waiting, disk guard, device back-off ---
     def run(self, stop_when_exhausted: bool = False) -> None:
@@ -444,6 +446,8 @@ class Recorder:
                 if block is None:
                     self._end_chunk("complete", {"source_ended": True})
                     return "exhausted"
+                if self.tap is not None:
+                    self.tap.publish(block)  # never blocks nor raises
                 if self.anchor is None or block.start_frame != expected or block.discontinuity:
                     if self.anchor is not None:
                         self._frames_lost(block, block.start_frame - expected)
@@ -698,4 +702,8 @@ def run_recorder(
     guard = DiskGuard(ctx.home.root, int(config.min_free), disk_usage)
     chosen = slots or schedule_slots(ctx.config, config)
     recorder = Recorder(ctx, config, built, chosen, guard, until=until, max_frames=max_frames)
-    recorder.run(stop_when_exhausted=stop_when_exhausted)
+    try:
+        recorder.run(stop_when_exhausted=stop_when_exhausted)
+    finally:
+        if recorder.tap is not None:
+            recorder.tap.close()
