@@ -112,24 +112,31 @@ def system_synced() -> bool | None:
     return answer if answer is not None else adjtimex_synced()
 
 
-def newest_timestamp(db: Database) -> datetime | None:
-    """The newest time the station wrote: the latest recording's end and creation, event
-    and reading (aware UTC), or None in an empty database."""
+def newest_timestamp(db: Database, sensor: str | None = None) -> datetime | None:
+    """The newest time the station wrote: the latest recording's end and creation (of
+    ``sensor`` only, when given: other recorders of a running station write concurrently and
+    their rows may be a moment ahead), event and reading (aware UTC); None in an empty
+    database."""
     from sqlalchemy import func, select
 
     from fieldstation.store.models import Event, Reading, Recording
 
     found: list[datetime] = []
     with db.session() as session:
-        latest = session.execute(
-            select(Recording.started_at, Recording.duration)
-            .order_by(Recording.started_at.desc())
-            .limit(1)
-        ).first()
-        if latest is not None:
-            found.append(latest[0] + timedelta(seconds=float(latest[1])))
-        for column in (Recording.created_at, Event.created_at, Reading.measured_at):
-            value = session.execute(select(func.max(column))).scalar()
+        latest = select(Recording.started_at, Recording.duration)
+        newest = select(func.max(Recording.created_at))
+        if sensor is not None:
+            latest = latest.where(Recording.sensor == sensor)
+            newest = newest.where(Recording.sensor == sensor)
+        row = session.execute(latest.order_by(Recording.started_at.desc()).limit(1)).first()
+        if row is not None:
+            found.append(row[0] + timedelta(seconds=float(row[1])))
+        for query in (
+            newest,
+            select(func.max(Event.created_at)),
+            select(func.max(Reading.measured_at)),
+        ):
+            value = session.execute(query).scalar()
             if value is not None:
                 found.append(value)
     aware = [t if t.tzinfo is not None else t.replace(tzinfo=UTC) for t in found]

@@ -76,7 +76,8 @@ class RecorderGate:
     def of(cls, ctx: JobContext, sensor: str, events: EventBacklog) -> RecorderGate:
         """The gate of ``ctx``'s recorder of ``sensor`` by the station file: suspensions when
         a ``[[suspenders]]`` entry names it, the clock guard when ``clock.check`` (its floor:
-        the newest time in the station database)."""
+        the newest time in the station database: events, readings, this sensor's
+        recordings)."""
         from fnmatch import fnmatchcase
 
         from fieldstation.power.clock import newest_timestamp
@@ -86,7 +87,7 @@ class RecorderGate:
         held = any(fnmatchcase(job, p) for s in config.suspenders for p in s.jobs)
         guard = None
         if config.clock.check:
-            guard = ClockGuard(config.clock, ctx.clock, floor=newest_timestamp(ctx.db))
+            guard = ClockGuard(config.clock, ctx.clock, floor=newest_timestamp(ctx.db, sensor))
         return cls(
             job,
             ctx.clock,
@@ -141,7 +142,8 @@ class RecorderGate:
         is set."""
         if self.guard is None:
             return self.clock.wait(stop, seconds)
-        self._look_at_clock()
+        if self._look_at_clock() is not None:
+            return False
         left = seconds
         while left > 0:
             piece = min(left, self.poll)
