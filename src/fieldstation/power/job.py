@@ -62,9 +62,13 @@ class JobControl(Protocol):
 
 
 def job_names(config: StationConfig) -> list[str]:
-    """Every job a suspender may hold: ``recorder:<sensor>`` of the enabled sensors,
-    ``processor:<name>`` of the enabled processors, ``output:<name>`` of the outputs."""
-    names = [f"recorder:{s.name}" for s in config.sensors if s.enabled]
+    """Every job a suspender may hold: ``recorder:<sensor>`` of the enabled streaming
+    sensors, ``processor:<name>`` of the enabled processors, ``output:<name>`` of the outputs.
+    Slow readings sensors are never held: one of them may be the very value a suspender
+    watches (a paused battery reading would never resume)."""
+    from fieldstation.sensors.readings.config import is_slow
+
+    names = [f"recorder:{s.name}" for s in config.sensors if s.enabled and not is_slow(s)]
     names += [f"processor:{p.name}" for p in config.processors if p.enabled]
     names += [f"output:{o.name}" for o in config.outputs]
     return names
