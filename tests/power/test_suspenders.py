@@ -303,3 +303,58 @@ def test_temperature_pauses_recording_above_limit_and_resumes(  # type: ignore[n
     check_pause(db, progress, ("suspended by too-hot", "cpu_temperature"))
     found = events(db, "suspended", "resumed")
     assert found[0].data["value"] > 75 and found[1].data["value"] <= 65
+
+
+def test_a_reading_source_outputs_and_stale_values(station, home, db, clock) -> None:  # type: ignore[no-untyped-def]
+    """A ``reading`` suspender on a readings sensor's latest value holds an output; a value
+    older than ``stale_after`` is unknown and changes nothing; slow readings sensors are
+    never held (the battery's own readings must go on)."""
+    from fieldstation.store.deployments import start_deployment
+    from fieldstation.store.readings import NewReading, insert_readings
+
+    ups = {
+        "name": "ups-low",
+        "source": "reading",
+        "sensor": "ups",
+        "quantity": "voltage",
+        "below": 11.9,
+        "resume": 12.4,
+        "jobs": ["output:*", "recorder:*"],
+        "min_suspended": "0s",
+        "min_running": "0s",
+        "stale_after": "5m",
+    }
+    slow = {"name": "ups", "kind": "system", "period": "1m"}
+    config = station(suspenders=[ups])
+    config = config.model_copy(
+        update={"sensors": [*config.sensors, *station(sensors=[slow]).sensors]}
+    )
+    with db.session() as session:
+        deployment = start_deployment(
+            session, station_id="s", config_hash="h", config={}, version="t", now=clock.now()
+        )
+        deployment_id = deployment.id
+
+    def volts(value: float) -> None:
+        with db.session() as session:
+            insert_readings(
+                session,
+                deployment_id=deployment_id,
+                sensor="ups",
+                readings=[NewReading("voltage", "V", clock.now(), value)],
+            )
+
+    power = Suspenders(config, clock, home, db=db, sampler=Sampler(config, clock, db=db))
+    assert power.jobs_of(config.suspenders[0]) == ["recorder:syn", "output:local"]
+    assert power.step() == [] and power.allows("local")  # no reading yet: unknown
+    volts(11.5)
+    assert [t.state for t in power.step()] == ["suspended"]
+    assert not power.allows("local") and set(power.status()["held"]) == {
+        "recorder:syn",
+        "output:local",
+    }
+    volts(12.6)
+    clock.advance(301)  # the good value is too old now: unknown, still suspended
+    assert power.step() == [] and not power.allows("local")
+    volts(12.6)
+    assert [t.state for t in power.step()] == ["running"] and power.allows("local")
