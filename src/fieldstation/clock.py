@@ -102,6 +102,12 @@ class VirtualClock:
             self._now += timedelta(seconds=seconds)
             self._mono += seconds
 
+    def step(self, seconds: float) -> None:
+        """Step the wall clock by ``seconds`` (either sign) without moving ``monotonic``: what
+        an NTP step (or an operator's ``date -s``) does to a real clock."""
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             self.advance(seconds)

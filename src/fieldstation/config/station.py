@@ -19,6 +19,7 @@ from fieldstation.config.base import Name, StrictModel
 from fieldstation.config.health import BatteryConfig, HeartbeatConfig, NetworkConfig
 from fieldstation.config.outputs import OutboxConfig, OutputConfig
 from fieldstation.config.plugins import PluginGroup, UnknownPluginError, load_plugin, plugin_names
+from fieldstation.config.power import ClockConfig, SuspenderConfig
 from fieldstation.config.processing import ProcessorConfig
 from fieldstation.config.retention import RetentionConfig
 from fieldstation.config.runtime import LoggingConfig, RuntimeConfig
@@ -129,6 +130,15 @@ class StationConfig(StrictModel):
     )
     battery: BatteryConfig = Field(
         default_factory=BatteryConfig, description="Optional INA219 battery monitor over I2C."
+    )
+    suspenders: list[SuspenderConfig] = Field(
+        default_factory=list,
+        description="Pause recorders, processors or outputs while power or temperature is "
+        "beyond a threshold (hysteresis, minimum times).",
+    )
+    clock: ClockConfig = Field(
+        default_factory=ClockConfig,
+        description="Clock sanity: wait for a trustworthy clock; cut sessions at clock steps.",
     )
     runtime: RuntimeConfig = Field(
         default_factory=RuntimeConfig,

@@ -102,7 +102,8 @@ class Heartbeat:
     :class:`~fieldstation.progress.JobState` value) and, by convention, ``restarts``,
     ``reason`` and ``problem`` (see :func:`derive_status`); it is reported as given.
     Optional: ``host`` (a :class:`HostMetrics`, default psutil), ``battery()`` (a dict or None, e.g.
-    :meth:`Ina219Battery.read_dict`), ``network_up()`` (e.g. :meth:`NetworkMonitor.is_up`).
+    :meth:`Ina219Battery.read_dict`), ``network_up()`` (e.g. :meth:`NetworkMonitor.is_up`),
+    ``power()`` (the suspenders' state, :meth:`~fieldstation.power.job.Suspenders.status`).
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class Heartbeat:
         host: HostMetrics | None = None,
         battery: Callable[[], dict[str, Any] | None] | None = None,
         network_up: Callable[[], bool] | None = None,
+        power: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -125,6 +127,8 @@ class Heartbeat:
         self.host = host if host is not None else PsutilHostMetrics()
         self.battery = battery
         self.network_up = network_up
+        self.power = power
+        """``power()``: the suspenders' state (``Suspenders.status``), sent as ``power``."""
         self.config_hash = config_hash(config)
         self.sequence = 0
         self.refused = 0
@@ -157,7 +161,7 @@ class Heartbeat:
                 metrics.errors.append(f"network: {error}")
         status, reasons = derive_status(metrics, self.config, network_up=network)
         self.sequence += 1
-        return {
+        body: dict[str, Any] = {
             "status": status,
             "reasons": reasons,
             "seq": self.sequence,
@@ -167,6 +171,12 @@ class Heartbeat:
             "config_hash_in_force": self.config_hash,
             "metrics": metrics.as_dict(),
         }
+        if self.power is not None:
+            try:
+                body["power"] = self.power()
+            except Exception as error:  # reported, never fatal to the beat
+                body["power"] = {"error": str(error)}
+        return body
 
     def beat_once(self) -> dict[str, Any]:
         """Build one heartbeat and enqueue it for the outputs taking ``heartbeat``; returns it."""

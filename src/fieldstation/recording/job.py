@@ -11,9 +11,11 @@ End reasons: ``complete`` (full chunk, or the last chunk when a replay ends), ``
 (cut by the slot end), ``stopped``/``shutdown`` (``ctx.stop_reason``; with ``keep_partial =
 false`` the partial chunk is discarded), ``device_error`` (the sensor failed, or lost frames:
 a jump in the frame index or a block marked ``discontinuity`` after an input overflow),
-``disk_low`` (free space fell below half of ``min_free`` mid-chunk). No chunk starts while free
-space is below ``min_free``: an event ``disk_low`` is recorded and the recorder checks again
-every ``DISK_POLL`` seconds.
+``disk_low`` (free space fell below half of ``min_free`` mid-chunk), ``suspended`` (a
+``[[suspenders]]`` entry paused the recorder: low battery, heat) and ``clock_step`` (the wall
+clock stepped; no session starts while the clock is untrusted:
+:mod:`fieldstation.power.gate`). No chunk starts while free space is below ``min_free``: an
+event ``disk_low`` is recorded and the recorder checks again every ``DISK_POLL`` seconds.
 
 A full disk (ENOSPC, EDQUOT, SQLite's "database or disk is full") anywhere (writing a chunk,
 closing it, committing it, recovering the spool) is the same pause, never a crash (decision
@@ -46,6 +48,7 @@ from fieldstation.backoff import Backoff
 from fieldstation.config.sensors import SensorConfig
 from fieldstation.config.station import StationConfig, config_hash
 from fieldstation.job import JobContext
+from fieldstation.power.gate import RecorderGate
 from fieldstation.recording.chunk import ChunkWriter, FinishedChunk
 from fieldstation.recording.commit import commit_chunk
 from fieldstation.recording.disk import DiskGuard, DiskUsageFn, is_disk_full
@@ -187,6 +190,7 @@ class Recorder:
         disk: DiskGuard,
         until: datetime | None = None,
         max_frames: int | None = None,
+        gate: RecorderGate | None = None,
     ) -> None:
         self.ctx = ctx
         self.max_frames = max_frames
@@ -213,6 +217,7 @@ class Recorder:
             station_id=ctx.config.station.id,
             destinations=ctx.config.destinations_for("event"),
         )
+        self.gate = gate or RecorderGate.of(ctx, config.name, self.events)
         self._done_until: datetime | None = None
         self._device_backoff = Backoff(*DEVICE_BACKOFF)
         self._last_device_event: tuple[str, datetime] | None = None
@@ -267,6 +272,10 @@ class Recorder:
             now = self.clock.now()
             if self.until is not None and now >= self.until:
                 return
+            held = self.gate.hold()  # suspended, or the clock is not trusted
+            if held is not None:
+                self._idle(now + timedelta(seconds=self.gate.poll), self.gate.poll, held)
+                continue
             slot = self.slots(now)
             if slot is None or slot.end <= now:
                 self._idle(None, IDLE_POLL)
@@ -375,7 +384,7 @@ class Recorder:
         self.ctx.progress("waiting", details)
         if self.until is not None:
             seconds = min(seconds, max(0.0, (self.until - self.clock.now()).total_seconds()))
-        self.clock.wait(self.ctx.stop, seconds)
+        self.gate.wait(self.ctx.stop, seconds)
 
     def _past_until(self) -> bool:
         return self.until is not None and self.clock.now() >= self.until
@@ -438,6 +447,10 @@ class Recorder:
                 if self.ctx.stop.is_set():
                     self._end_chunk(self.ctx.stop_reason, stopping=True)
                     return "stopped"
+                cut = self.gate.cut()  # "suspended" or "clock_step"
+                if cut is not None:
+                    self._end_chunk(cut)
+                    return cut
                 try:
                     block = self.sensor.read()
                 except DeviceError as error:
@@ -648,6 +661,8 @@ class Recorder:
             during = count - self._counts_at_open.get(key, 0)
             if during > 0:
                 extra = {**(extra or {}), COUNTED_DETAILS[key]: during}
+        if self.gate.unsynced:
+            extra = {**(extra or {}), **self.gate.extra()}
         try:
             finished = writer.finish(reason, extra)
         except BaseException:  # e.g. a full disk: the chunk stays in spool/ for recovery
@@ -656,7 +671,7 @@ class Recorder:
         self._commit(finished)
 
     def _commit(self, finished: FinishedChunk) -> None:
-        row = commit_chunk(self.ctx.db, self.ctx.config, self.ctx.home, finished, self.clock.now())
+        row = commit_chunk(self.ctx.db, self.ctx.config, self.ctx.home, finished, self.gate.stamp())
         self._disk_low_reported = False  # recording works: the next shortage is a new event
         self.ctx.progress(
             "chunk", {"recording_id": row.id, "path": row.path, "frames": finished.frames}
@@ -673,6 +688,7 @@ def run_recorder(
     stop_when_exhausted: bool = False,
     until: datetime | None = None,
     max_frames: int | None = None,
+    gate: RecorderGate | None = None,
 ) -> None:
     """Record sensor ``sensor_name`` of ``ctx.config`` until ``ctx.stop`` is set (or, with
     ``until``, an aware UTC time, until then: no wait between slots runs past it and the job
@@ -682,8 +698,10 @@ def run_recorder(
 
     ``slots`` (default: the sensor's schedule, :func:`schedule_slots`), ``sensor`` (default:
     built from the config with ``ctx.clock``) and ``disk_usage`` (default
-    ``shutil.disk_usage``) are injectable for tests. With ``stop_when_exhausted`` the job
-    returns when a replay without loop has played everything (otherwise it idles until stopped).
+    ``shutil.disk_usage``) are injectable for tests, as is ``gate`` (default: by the station
+    file's ``[[suspenders]]`` and ``[clock]``, :meth:`RecorderGate.of`). With
+    ``stop_when_exhausted`` the job returns when a replay without loop has played everything
+    (otherwise it idles until stopped).
     Raises :class:`RecorderError` for an unknown sensor;
     :class:`~fieldstation.sensors.SensorConfigError` when the sensor cannot be built.
     """
@@ -701,7 +719,9 @@ def run_recorder(
     built = sensor if sensor is not None else build_sensor(config, ctx.clock, home=ctx.home.root)
     guard = DiskGuard(ctx.home.root, int(config.min_free), disk_usage)
     chosen = slots or schedule_slots(ctx.config, config)
-    recorder = Recorder(ctx, config, built, chosen, guard, until=until, max_frames=max_frames)
+    recorder = Recorder(
+        ctx, config, built, chosen, guard, until=until, max_frames=max_frames, gate=gate
+    )
     try:
         recorder.run(stop_when_exhausted=stop_when_exhausted)
     finally:

@@ -83,6 +83,7 @@ THREAD_LIVENESS: dict[str, float] = {
     "heartbeat": 300.0,
     "summary": 900.0,
     "retention": 3600.0,
+    "power": 300.0,
 }
 """Seconds each thread job may stay busy without a turn of its loop before it counts as hung
 (:class:`~fieldstation.runtime.liveness.ThreadLiveness`). Generous: a hung thread starves the
@@ -162,6 +163,8 @@ class Station:
     deployment_id: int | None = field(init=False, default=None)
     supervisor: Supervisor | None = field(init=False, default=None)
     network: Any = field(init=False, default=None)
+    power: Any = field(init=False, default=None)
+    """The :class:`~fieldstation.power.job.Suspenders` when ``[[suspenders]]`` are set."""
     delivery: Any = field(init=False, default=None)
     _progress_log: Any = field(init=False, default_factory=lambda: _ProgressLog())
     """The running :class:`~fieldstation.outbox.delivery.DeliveryLoop` (rebuilt when its
@@ -253,6 +256,7 @@ class Station:
             ]
 
         network = self.network = NetworkMonitor(config, clock, db=db)
+        power = self.power = self._suspenders()
 
         def liveness(name: str) -> ThreadLiveness:
             return ThreadLiveness(self.thread_liveness.get(name, THREAD_LIVENESS[name]))
@@ -263,7 +267,9 @@ class Station:
                 db,
                 clock,
                 home,
-                network_up=network.is_up_for,
+                network_up=network.is_up_for
+                if power is None
+                else lambda output: power.allows(output.name) and network.is_up_for(output),
                 poll_interval=config.runtime.outbox_poll,
             )
             self.delivery = loop
@@ -286,11 +292,35 @@ class Station:
             thread("outbox", delivery),
             thread(
                 "heartbeat",
-                lambda: Heartbeat(config, db, clock, home, job_states, network_up=network.is_up),
+                lambda: Heartbeat(
+                    config,
+                    db,
+                    clock,
+                    home,
+                    job_states,
+                    network_up=network.is_up,
+                    power=None if power is None else power.status,
+                ),
             ),
             thread("summary", lambda: Summarizer(config, db, clock)),
             thread("retention", lambda: RetentionJob(config, db, home, clock)),
-        ]
+        ] + ([ThreadJobSpec("power", power.run, liveness=liveness("power"))] if power else [])
+
+    def _suspenders(self) -> Any:
+        """The ``power`` job's :class:`~fieldstation.power.job.Suspenders`, or None without
+        ``[[suspenders]]``; it stops and starts held processors through the supervisor."""
+        if not self.config.suspenders:
+            return None
+        from fieldstation.power.job import Suspenders
+
+        return Suspenders(
+            self.config,
+            self.clock,
+            self.home,
+            db=self.db,
+            events=self.record_event,
+            control=lambda: self.supervisor,
+        )
 
     # --- running ---------------------------------------------------------------------------
 
@@ -448,6 +478,7 @@ class Station:
             "jobs": jobs,
             "recording": _recording_status(jobs),
             "network": {"up": self.network.is_up() if self.network is not None else None},
+            "power": self.power.status() if self.power is not None else None,
         }
         try:
             status["storage"] = disk_status(self.home.root)
