@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from pydantic import Discriminator, Field, Tag, ValidationError, create_model, field_validator
 
 from fieldstation.config.base import Name, StrictModel
+from fieldstation.config.field import FieldConfig
 from fieldstation.config.health import BatteryConfig, HeartbeatConfig, NetworkConfig
 from fieldstation.config.outputs import OutboxConfig, OutputConfig
 from fieldstation.config.plugins import PluginGroup, UnknownPluginError, load_plugin, plugin_names
@@ -128,6 +129,10 @@ class StationConfig(StrictModel):
     )
     battery: BatteryConfig = Field(
         default_factory=BatteryConfig, description="Optional INA219 battery monitor over I2C."
+    )
+    field: FieldConfig = Field(
+        default_factory=FieldConfig,
+        description="Field hardware: GPIO button and LED, network levels, Wi-Fi provisioning.",
     )
     runtime: RuntimeConfig = Field(
         default_factory=RuntimeConfig,
