@@ -119,7 +119,10 @@ class Portal:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-        sock.bind((self.address, self.port))
+        # port 0 picks a free port once; a restart (the hotspot back after a failed join)
+        # keeps it, so an open page still works
+        port = self.bound[1] if self.port == 0 and self.bound is not None else self.port
+        sock.bind((self.address, port))
         sock.listen(16)
         self.bound = sock.getsockname()[:2]
         config = uvicorn.Config(

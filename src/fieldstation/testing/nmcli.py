@@ -47,7 +47,9 @@ class FakeNmcli:
 
     def state(self) -> dict[str, Any]:
         """The current state (scenario as changed by the calls so far)."""
-        return dict(json.loads(self.state_file.read_text()))
+        with open(self.state_file) as file:
+            fcntl.flock(file, fcntl.LOCK_SH)  # not half-written by a running call
+            return dict(json.load(file))
 
     def calls(self) -> list[list[str]]:
         """Every call's arguments (without ``nmcli``), oldest first."""
@@ -73,7 +75,13 @@ def install(bin_dir: Path, scenario: dict[str, Any] | None = None) -> FakeNmcli:
     """Write ``bin_dir/nmcli`` (run with this interpreter) and its state file; returns it."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     state_file = bin_dir / "nmcli-state.json"
-    state: dict[str, Any] = {"interface": "wlan0", "networks": [], "passwords": {}, "active": None}
+    state: dict[str, Any] = {
+        "interface": "wlan0",
+        "networks": [],
+        "passwords": {},
+        "active": None,
+        "hotspot": None,
+    }
     state.update(scenario or {})
     state["calls"] = []
     state_file.write_text(json.dumps(state, indent=1))
