@@ -4,6 +4,7 @@ line, and the ``[field]`` config's checks."""
 from __future__ import annotations
 
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,3 +89,33 @@ def test_field_config_checks() -> None:
         ButtonConfig(short="explode")  # type: ignore[arg-type]
     led = LedConfig(patterns={"error": {"on": 0.2, "off": 0.2}})  # type: ignore[dict-item]
     assert led.patterns["error"].on == 0.2 and led.patterns["idle"].off == 2.9
+
+
+def test_a_button_without_gpio_is_a_config_error_not_a_restart_loop(tmp_path: Path) -> None:
+    """Off a Raspberry Pi (no pin factory gpiozero can load) the ``field`` job reports
+    ``config_error`` with what to do, and the rest of the station runs."""
+    from gpiozero import Device
+
+    if Device.pin_factory is not None:
+        pytest.skip("a gpiozero pin factory is loaded here")
+    data = tomllib.loads(template_text())
+    data["station"]["home"] = str(tmp_path / "home")
+    data["field"] = {"button": {"enabled": True}}
+    station = Station(parse_config(data), jobs=[], tick=0.1)
+    stop = threading.Event()
+    runner = threading.Thread(target=station.run, args=(stop,))
+    runner.start()
+    try:
+        assert station.ready.wait(60)
+        supervisor = station.supervisor
+        assert supervisor is not None
+        deadline = time.monotonic() + 60
+        while supervisor.job("field")["state"] != "config_error":
+            assert time.monotonic() < deadline, supervisor.job("field")
+            time.sleep(0.05)
+        job = supervisor.job("field")
+        assert "BadPinFactory" in job["problem"] and "python3-lgpio" in job["problem"]
+        assert supervisor.job("heartbeat")["state"] == "running"
+    finally:
+        stop.set()
+        runner.join(60)

@@ -144,9 +144,7 @@ def test_each_press_reaches_the_running_station(tmp_path: Path, factory: MockFac
         assert network["ssid"] == "Farm" and network["signal"] == 70
 
         press(0.05)  # short: a marker event
-        wait_for(
-            lambda: [e for e in events(home) if e.kind == "marker"], what="the marker event"
-        )
+        wait_for(lambda: [e for e in events(home) if e.kind == "marker"], what="the marker event")
         marker = [e for e in events(home) if e.kind == "marker"][0]
         assert marker.source == "button" and marker.data["press"] == "short"
 

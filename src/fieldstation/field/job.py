@@ -20,6 +20,7 @@ from fieldstation.config.station import StationConfig
 from fieldstation.field.actions import PressActions
 from fieldstation.field.button import ButtonWatcher
 from fieldstation.field.led import StatusLed, led_state
+from fieldstation.job import ConfigurationError
 from fieldstation.runtime.client import ControlClient
 
 __all__ = ["FieldJob"]
@@ -103,6 +104,22 @@ class FieldJob:
             self.led.close()
 
 
+def _build(make: Callable[[], FieldJob]) -> FieldJob:
+    """``make()``, with gpiozero's "no pin factory", "no such pin" and "pin in use" turned
+    into a :class:`ConfigurationError` (retrying does not help; the job shows
+    ``config_error`` with what to do)."""
+    from gpiozero.exc import BadPinFactory, GPIOPinInUse, PinInvalidPin, PinUnsupported
+
+    try:
+        return make()
+    except (BadPinFactory, PinInvalidPin, PinUnsupported, GPIOPinInUse) as error:
+        raise ConfigurationError(
+            f"[field.button]/[field.led]: {type(error).__name__}: {error} (on a Raspberry Pi "
+            "install python3-lgpio and add the user to the gpio group; elsewhere set their "
+            "enabled = false)"
+        ) from error
+
+
 def field_jobs(station: Any, liveness: Callable[[str], Any]) -> list[Any]:
     """The thread jobs of ``station`` (a :class:`~fieldstation.runtime.station.Station`) for
     its enabled ``[field]`` sections; sets ``station.netlevel`` and ``station.wifi`` (read by
@@ -115,7 +132,7 @@ def field_jobs(station: Any, liveness: Callable[[str], Any]) -> list[Any]:
     if field.button.enabled or field.led.enabled:
 
         def run_field(stop: threading.Event) -> None:
-            job = FieldJob(config, clock, station.home.control_socket)
+            job = _build(lambda: FieldJob(config, clock, station.home.control_socket))
             try:
                 job.run(stop)
             finally:
@@ -153,6 +170,14 @@ def field_jobs(station: Any, liveness: Callable[[str], Any]) -> list[Any]:
         )
 
         def run_wifi(stop: threading.Event) -> None:
+            try:
+                import starlette  # noqa: F401
+                import uvicorn  # noqa: F401
+            except ImportError as error:
+                raise ConfigurationError(
+                    f"[field.wifi] needs the 'field' extra ({error}): "
+                    "pip install 'fieldstation[field]', or set [field.wifi] enabled = false"
+                ) from error
             station.wifi.run(stop, interval=min(10.0, field.network.interval))
 
         specs.append(ThreadJobSpec("wifi", run_wifi, liveness=liveness("wifi")))
