@@ -185,6 +185,12 @@ class WifiConfig(StrictModel):
         gt=0,
         description="Start the hotspot after the station has been offline this long.",
     )
+    check_interval: Seconds = Field(
+        default=30.0,
+        gt=0,
+        description="Time between looks at the Wi-Fi state (one 'nmcli' run each); a request "
+        "or a choice on the page is acted on at once.",
+    )
     hotspot_ssid: str = Field(
         default="fieldstation-setup",
         min_length=1,

@@ -22,8 +22,10 @@ __all__ = ["ButtonWatcher"]
 
 log = logging.getLogger(__name__)
 
-IDLE_WAIT = 1.0
-"""Longest wait (s) of :meth:`ButtonWatcher.run` between two looks at its stop event."""
+IDLE_WAIT = 2.0
+"""Longest wait (s) of :meth:`ButtonWatcher.run` between two looks at its stop event (an
+edge wakes it at once; this bounds how long a stop of the job waits, well within
+``runtime.stop_timeout``)."""
 
 
 class ButtonWatcher:

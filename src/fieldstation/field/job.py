@@ -18,7 +18,7 @@ from typing import Any
 from fieldstation.clock import Clock
 from fieldstation.config.station import StationConfig
 from fieldstation.field.actions import PressActions
-from fieldstation.field.button import ButtonWatcher
+from fieldstation.field.button import IDLE_WAIT, ButtonWatcher
 from fieldstation.field.led import StatusLed, led_state
 from fieldstation.job import ConfigurationError
 from fieldstation.runtime.client import ControlClient
@@ -92,7 +92,7 @@ class FieldJob:
                 next_led = self.clock.monotonic() + poll
             if self.button is not None:
                 self.button.pump()
-                self.button.wait(stop, longest=poll if self.led is not None else 1.0)
+                self.button.wait(stop, longest=poll if self.led is not None else IDLE_WAIT)
             elif self.clock.wait(stop, poll):
                 break
 
@@ -178,7 +178,7 @@ def field_jobs(station: Any, liveness: Callable[[str], Any]) -> list[Any]:
                     f"[field.wifi] needs the 'field' extra ({error}): "
                     "pip install 'fieldstation[field]', or set [field.wifi] enabled = false"
                 ) from error
-            station.wifi.run(stop, interval=min(10.0, field.network.interval))
+            station.wifi.run(stop, interval=field.wifi.check_interval)
 
         specs.append(ThreadJobSpec("wifi", run_wifi, liveness=liveness("wifi")))
     return specs

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 WifiMode = Literal["client", "hotspot"]
 
+STOP_LOOK = 2.0
+"""Longest time (s) :meth:`Provisioner.run` waits without looking at its stop event."""
+
 
 class NmcliError(RuntimeError):
     """``nmcli`` failed; the message is its own (e.g. "Secrets were required")."""
@@ -282,9 +285,13 @@ class Provisioner:
             while not stop.is_set():
                 self._wake.clear()
                 self.step()
-                if stop.is_set():
-                    break
-                self._wake.wait(interval)
+                due = self.clock.monotonic() + interval
+                # woken at once by a request or a choice; looks at ``stop`` every STOP_LOOK s
+                while not stop.is_set() and not self._wake.is_set():
+                    left = due - self.clock.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(min(left, STOP_LOOK))
         finally:
             if self.mode == "hotspot":
                 self._leave_hotspot()
