@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from pydantic import Discriminator, Field, Tag, ValidationError, create_model, field_validator
 
 from fieldstation.config.base import Name, StrictModel
+from fieldstation.config.field import FieldConfig
 from fieldstation.config.health import BatteryConfig, HeartbeatConfig, NetworkConfig
 from fieldstation.config.outputs import OutboxConfig, OutputConfig
 from fieldstation.config.plugins import PluginGroup, UnknownPluginError, load_plugin, plugin_names
@@ -139,6 +140,10 @@ class StationConfig(StrictModel):
     clock: ClockConfig = Field(
         default_factory=ClockConfig,
         description="Clock sanity: wait for a trustworthy clock; cut sessions at clock steps.",
+    )
+    field: FieldConfig = Field(
+        default_factory=FieldConfig,
+        description="Field hardware: GPIO button and LED, network levels, Wi-Fi provisioning.",
     )
     runtime: RuntimeConfig = Field(
         default_factory=RuntimeConfig,

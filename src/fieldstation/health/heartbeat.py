@@ -118,6 +118,7 @@ class Heartbeat:
         battery: Callable[[], dict[str, Any] | None] | None = None,
         network_up: Callable[[], bool] | None = None,
         power: Callable[[], dict[str, Any] | None] | None = None,
+        network_info: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -129,6 +130,9 @@ class Heartbeat:
         self.network_up = network_up
         self.power = power
         """``power()``: the suspenders' state (``Suspenders.status``), sent as ``power``."""
+        self.network_info = network_info
+        """The network level and Wi-Fi link (``NetLevelMonitor.as_dict``), reported as
+        ``metrics.host["network"]``."""
         self.config_hash = config_hash(config)
         self.sequence = 0
         self.refused = 0
@@ -153,6 +157,13 @@ class Heartbeat:
             battery=self.battery,
         )
         metrics.config_hash = metrics.config_hash or self.config_hash
+        if self.network_info is not None:
+            try:
+                info = self.network_info()
+                if info is not None:
+                    metrics.host["network"] = info
+            except Exception as error:  # reported, not fatal
+                metrics.errors.append(f"network level: {error}")
         network = None
         if self.network_up is not None:
             try:

@@ -83,3 +83,20 @@ class ControlClient:
         """The last ``lines`` lines of ``job``'s log."""
         body = self._request("GET", "/logs", params={"job": job, "lines": lines})
         return list(body.get("lines", []))
+
+    def mark_event(
+        self, message: str, kind: str = "marker", data: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Store an event (``POST /events``); returns it (``id``, ``kind``, ``created_at``)."""
+        body = {"message": message, "kind": kind, "data": data or {}}
+        return self._request("POST", "/events", json=body)
+
+    def shutdown(self, reason: str = "api", poweroff: bool = False) -> dict[str, Any]:
+        """Stop the whole station (``POST /shutdown``); with ``poweroff`` it runs
+        ``field.button.poweroff_command`` once stopped. Returns before the station stops."""
+        return self._request("POST", "/shutdown", json={"reason": reason, "poweroff": poweroff})
+
+    def wifi_setup(self) -> dict[str, Any]:
+        """Start Wi-Fi provisioning (``POST /wifi/setup``); :class:`ControlError` 409 when it is
+        not enabled."""
+        return self._request("POST", "/wifi/setup", json={})

@@ -7,6 +7,11 @@ Routes (all answers are JSON objects; errors are ``{"error": text}`` with a 4xx/
   (404 for an unknown job). Job names are URL-quoted (``recorder%3Amic``).
 - ``GET /logs?job=<name>&lines=<n>``: the last ``n`` lines of the job's log (``station`` for
   the supervisor's own log).
+- ``POST /events`` ``{"message": text, "kind": "marker", "data": {...}}``: store an event (a
+  mark set with the field button); answers the event.
+- ``POST /shutdown`` ``{"reason": text, "poweroff": bool}``: stop the whole station (and run
+  ``field.button.poweroff_command`` once it has stopped, when ``poweroff``).
+- ``POST /wifi/setup``: start Wi-Fi provisioning (409 when it is not enabled).
 
 Only the owner of the socket may connect (file mode 0600), which is the access control: the
 API has no other authentication.
@@ -43,6 +48,12 @@ class ControlApi(Protocol):
     def restart_job(self, name: str) -> dict[str, Any]: ...
 
     def logs(self, job: str, lines: int) -> list[str]: ...
+
+    def mark_event(self, message: str, kind: str, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    def shutdown(self, reason: str, poweroff: bool) -> dict[str, Any]: ...
+
+    def wifi_setup(self) -> dict[str, Any]: ...
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -96,16 +107,40 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        raw = self.rfile.read(length) if length else b""
         segments = urlsplit(self.path).path.strip("/").split("/")
         api = self.server.api
         actions = {"start": api.start_job, "stop": api.stop_job, "restart": api.restart_job}
         if len(segments) == 3 and segments[0] == "jobs" and segments[2] in actions:
             action, name = actions[segments[2]], unquote(segments[1])
             self._guard(lambda: (200, action(name)))
+        elif segments in (["events"], ["shutdown"], ["wifi", "setup"]):
+            try:
+                body = json.loads(raw or b"{}")
+                if not isinstance(body, dict):
+                    raise ValueError("not an object")
+            except ValueError as error:
+                self._send(400, {"error": f"the body must be a JSON object: {error}"})
+                return
+            self._guard(lambda: self._field_action(api, segments[0], body))
         else:
             self._send(404, {"error": f"no route POST {self.path}"})
+
+    @staticmethod
+    def _field_action(api: ControlApi, route: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """``/events``, ``/shutdown``, ``/wifi/setup`` (the field button's actions)."""
+        if route == "events":
+            message = body.get("message")
+            if not isinstance(message, str) or not message:
+                return 400, {"error": "an event needs a 'message' (text)"}
+            data = body.get("data") or {}
+            if not isinstance(data, dict):
+                return 400, {"error": "'data' must be an object"}
+            return 200, api.mark_event(message, str(body.get("kind") or "marker"), data)
+        if route == "shutdown":
+            return 200, api.shutdown(str(body.get("reason") or "api"), bool(body.get("poweroff")))
+        answer = api.wifi_setup()
+        return (200, answer) if "error" not in answer else (409, answer)
 
 
 POLL_INTERVAL = 2.0

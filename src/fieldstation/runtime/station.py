@@ -84,6 +84,9 @@ THREAD_LIVENESS: dict[str, float] = {
     "summary": 900.0,
     "retention": 3600.0,
     "power": 300.0,
+    "field": 300.0,
+    "netlevel": 300.0,
+    "wifi": 600.0,
 }
 """Seconds each thread job may stay busy without a turn of its loop before it counts as hung
 (:class:`~fieldstation.runtime.liveness.ThreadLiveness`). Generous: a hung thread starves the
@@ -172,6 +175,12 @@ class Station:
     started_at: float = field(init=False, default=0.0)
     ready: threading.Event = field(init=False, default_factory=threading.Event)
     _events: Any = field(init=False, default=None)
+    netlevel: Any = field(init=False, default=None)
+    """The :class:`~fieldstation.health.netlevel.NetLevelMonitor` (``[field.network]``)."""
+    wifi: Any = field(init=False, default=None)
+    """The :class:`~fieldstation.field.wifi.Provisioner` (``[field.wifi]``)."""
+    _stop: threading.Event | None = field(init=False, default=None)
+    _poweroff: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.home = StationHome(self.config.home_path())
@@ -287,6 +296,8 @@ class Station:
 
             return ThreadJobSpec(name, run, liveness=liveness(name))
 
+        from fieldstation.field.job import field_jobs
+
         return [
             ThreadJobSpec("network", network.run, liveness=liveness("network")),
             thread("outbox", delivery),
@@ -300,10 +311,12 @@ class Station:
                     job_states,
                     network_up=network.is_up,
                     power=None if power is None else power.status,
+                    network_info=lambda: self.netlevel.as_dict() if self.netlevel else None,
                 ),
             ),
             thread("summary", lambda: Summarizer(config, db, clock)),
             thread("retention", lambda: RetentionJob(config, db, home, clock)),
+            *field_jobs(self, liveness),
         ] + ([ThreadJobSpec("power", power.run, liveness=liveness("power"))] if power else [])
 
     def _suspenders(self) -> Any:
@@ -336,6 +349,7 @@ class Station:
     def _run(self, stop: threading.Event, duration: float | None) -> None:
         start_fork_server()  # before any thread, lock or database (decision 0060)
         self.started_at = self.clock.monotonic()
+        self._stop = stop
         started = self._start()
         control = None
         helpers: list[threading.Thread] = []
@@ -389,6 +403,8 @@ class Station:
                 self.supervisor.close()
             self._flush_events()
             started.close()
+            if self._poweroff:
+                _power_off(self.config.field.button.poweroff_command)
 
     def _flush_events(self) -> None:
         """Write the events kept while the database refused writes, before it closes; those
@@ -477,9 +493,14 @@ class Station:
             "deployment": {"id": self.deployment_id, "config_hash": self.config_hash},
             "jobs": jobs,
             "recording": _recording_status(jobs),
-            "network": {"up": self.network.is_up() if self.network is not None else None},
+            "network": {
+                "up": self.network.is_up() if self.network is not None else None,
+                **(self.netlevel.as_dict() or {} if self.netlevel is not None else {}),
+            },
             "power": self.power.status() if self.power is not None else None,
         }
+        if self.wifi is not None:
+            status["wifi"] = self.wifi.snapshot()
         try:
             status["storage"] = disk_status(self.home.root)
         except OSError as error:
@@ -523,6 +544,47 @@ class Station:
         if job != "station":
             self._require().job(job)  # raises UnknownJobError
         return tail_lines(log_file_of(self.home, job), max(1, min(lines, 10_000)))
+
+    def mark_event(self, message: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Store an event marked from outside (the field button): ``POST /events``."""
+        now = self.clock.now()
+        self.record_event(kind, str(data.get("source", "api")), message, "info", data)
+        return {"kind": kind, "message": message, "created_at": now.isoformat()}
+
+    def shutdown(self, reason: str, poweroff: bool) -> dict[str, Any]:
+        """Stop the whole station (``POST /shutdown``); with ``poweroff``, run
+        ``field.button.poweroff_command`` once every job has stopped."""
+        if self._stop is None:
+            raise UnknownJobError("the station is not running")
+        command = self.config.field.button.poweroff_command
+        self._poweroff = poweroff and bool(command)
+        self.record_event(
+            "shutdown_requested",
+            reason,
+            f"station shutdown requested ({reason})" + (", then power off" if poweroff else ""),
+            "warning",
+            {"reason": reason, "poweroff": self._poweroff},
+        )
+        self._stop.set()
+        return {"stopping": True, "poweroff": self._poweroff}
+
+    def wifi_setup(self) -> dict[str, Any]:
+        """Start Wi-Fi provisioning (``POST /wifi/setup``); an ``error`` when not enabled."""
+        if self.wifi is None:
+            return {"error": "Wi-Fi provisioning is not enabled ([field.wifi] enabled = true)"}
+        answer: dict[str, Any] = self.wifi.request()
+        return answer
+
+
+def _power_off(command: list[str]) -> None:
+    """Run the power-off command after the station stopped (a 'shutdown' press)."""
+    import subprocess
+
+    log.warning("powering off: %s", " ".join(command))
+    try:
+        subprocess.run(command, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as error:
+        log.error("power-off command failed: %s", error)
 
 
 def _status_line(supervisor: Supervisor) -> str:
