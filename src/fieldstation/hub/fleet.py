@@ -49,7 +49,8 @@ def jsonable(value: Any) -> Any:
 
 def fleet(db: HubDatabase, now: datetime, rules: AlertRules) -> list[dict[str, Any]]:
     """One dict per station, sorted by id: ``presence`` (online / offline / unknown, from the
-    retained status), ``activity`` (silent / heartbeat_missing / None, by the alert rules),
+    retained status), ``activity`` (heartbeat_missing / silent by the alert rules, else recording when
+    recordings have arrived and it is not offline, else None),
     ``health`` (ok / degraded / failing, the newest heartbeat), ``reasons``, ``disk_percent``,
     ``disk_free`` (bytes), ``battery_percent``, ``outbox_pending``, ``last_detection_at``,
     ``last_recording_at``, ``last_heartbeat_at``, ``config_hash``, ``open_alerts``
@@ -71,8 +72,10 @@ def fleet(db: HubDatabase, now: datetime, rules: AlertRules) -> list[dict[str, A
     result = []
     for r in rows:
         kinds = by_station.get(r.id, set())
-        activity = next((k for k in ("heartbeat_missing", "silent") if k in kinds), None)
         presence = "unknown" if r.online is None else ("online" if r.online else "offline")
+        activity = next((k for k in ("heartbeat_missing", "silent") if k in kinds), None)
+        if activity is None and presence != "offline" and r.last_recording_at is not None:
+            activity = "recording"
         result.append(
             {
                 "id": r.id,

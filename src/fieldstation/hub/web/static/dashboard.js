@@ -55,7 +55,7 @@ var fieldstation = (function () {
         a.textContent = s.id;
         name.appendChild(a);
         cell(tr, s.presence, "presence " + s.presence);
-        cell(tr, s.activity || "recording", "activity " + (s.activity || ""));
+        cell(tr, s.activity || "\u2013", "activity " + (s.activity || ""));
         cell(tr, (s.health || "\u2013") + (s.failed_jobs.length ? " (" + s.failed_jobs.join(", ") + " failed)" : ""),
              "health " + (s.health || ""), s.reasons.join("; "));
         cell(tr, s.disk_percent === null ? "\u2013" : s.disk_percent.toFixed(0) + " % \u00b7 " + bytes(s.disk_free) + " free");
