@@ -57,6 +57,7 @@ __all__ = [
     "acknowledge",
     "apply_conditions",
     "evaluate",
+    "station_state",
     "station_states",
 ]
 
@@ -209,25 +210,27 @@ def evaluate(stations: Iterable[StationState], now: datetime, rules: AlertRules)
     return found
 
 
+def station_state(row: Any) -> StationState:
+    """The :class:`StationState` of a ``stations`` row (ORM object or Core row)."""
+    return StationState(
+        id=row.id,
+        first_seen_at=row.first_seen_at,
+        online=row.online,
+        status_changed_at=row.status_changed_at,
+        last_heartbeat_at=row.last_heartbeat_at,
+        heartbeat_interval=row.heartbeat_interval,
+        last_recording_at=row.last_recording_at,
+        disk_percent=row.disk_percent,
+        disk_free=row.disk_free,
+        jobs=tuple(row.jobs or ()),
+    )
+
+
 def station_states(db: HubDatabase) -> list[StationState]:
     """Every station's :class:`StationState`, read in one query."""
     with db.session() as session:
-        rows = session.scalars(select(Station)).all()
-    return [
-        StationState(
-            id=r.id,
-            first_seen_at=r.first_seen_at,
-            online=r.online,
-            status_changed_at=r.status_changed_at,
-            last_heartbeat_at=r.last_heartbeat_at,
-            heartbeat_interval=r.heartbeat_interval,
-            last_recording_at=r.last_recording_at,
-            disk_percent=r.disk_percent,
-            disk_free=r.disk_free,
-            jobs=tuple(r.jobs or ()),
-        )
-        for r in rows
-    ]
+        rows = session.execute(select(*Station.__table__.c)).all()
+    return [station_state(r) for r in rows]
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Date, and_, cast, desc, func, or_, select
 
-from fieldstation.hub.alerts import AlertRules, evaluate, station_states
+from fieldstation.hub.alerts import AlertRules, evaluate, station_state
 from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.models import Alert, Detection, Event, Heartbeat, Recording, Station
 
@@ -49,19 +49,14 @@ def jsonable(value: Any) -> Any:
 
 def fleet(db: HubDatabase, now: datetime, rules: AlertRules) -> list[dict[str, Any]]:
     """One dict per station, sorted by id: ``presence`` (online / offline / unknown, from the
-    retained status), ``activity`` (heartbeat_missing / silent by the alert rules, else recording when
-    recordings have arrived and it is not offline, else None),
+    retained status), ``activity`` (heartbeat_missing / silent by the alert rules, else
+    recording when recordings have arrived and it is not offline, else None),
     ``health`` (ok / degraded / failing, the newest heartbeat), ``reasons``, ``disk_percent``,
     ``disk_free`` (bytes), ``battery_percent``, ``outbox_pending``, ``last_detection_at``,
     ``last_recording_at``, ``last_heartbeat_at``, ``config_hash``, ``open_alerts``
     (count), ``failed_jobs`` (names)."""
-    states = {s.id: s for s in station_states(db)}
-    conditions = evaluate(states.values(), now, rules)
-    by_station: dict[str, set[str]] = {}
-    for c in conditions:
-        by_station.setdefault(c.station, set()).add(c.kind)
     with db.session() as session:
-        rows = session.scalars(select(Station).order_by(Station.id)).all()
+        rows = session.execute(select(*Station.__table__.c).order_by(Station.id)).all()
         open_counts = dict(
             session.execute(
                 select(Alert.station, func.count())
@@ -69,11 +64,16 @@ def fleet(db: HubDatabase, now: datetime, rules: AlertRules) -> list[dict[str, A
                 .group_by(Alert.station)
             ).all()
         )
+    by_station: dict[str, set[str]] = {}
+    for c in evaluate((station_state(r) for r in rows), now, rules):
+        by_station.setdefault(c.station, set()).add(c.kind)
     result = []
     for r in rows:
         kinds = by_station.get(r.id, set())
         presence = "unknown" if r.online is None else ("online" if r.online else "offline")
-        activity = next((k for k in ("heartbeat_missing", "silent") if k in kinds), None)
+        activity: str | None = next(
+            (k for k in ("heartbeat_missing", "silent") if k in kinds), None
+        )
         if activity is None and presence != "offline" and r.last_recording_at is not None:
             activity = "recording"
         result.append(

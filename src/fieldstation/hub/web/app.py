@@ -14,8 +14,8 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ __all__ = ["Dashboard", "dashboard_routes", "session_secret"]
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "fieldstation_hub"
+COUNT_DAYS = 30
+"""Days the explorer's per-day counts cover when no 'since' is given."""
 SESSION_MAX_AGE = 12 * 3600
 """Seconds a log-in lasts."""
 
@@ -220,7 +222,12 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
         rows, following = await run_in_threadpool(
             queries.detection_page, db, filters, before=before
         )
-        counts = await run_in_threadpool(queries.detection_counts_per_day, db, filters)
+        # counts: the last COUNT_DAYS days unless a 'since' is given (one index range, not a
+        # scan of every detection ever)
+        window = filters
+        if filters.since is None:
+            window = replace(filters, since=dashboard.clock.now() - timedelta(days=COUNT_DAYS))
+        counts = await run_in_threadpool(queries.detection_counts_per_day, db, window)
         peak = max((c for _, c in counts), default=0)
         return page(
             request,
@@ -228,6 +235,7 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
             rows=rows,
             following=following,
             counts=counts,
+            count_days=COUNT_DAYS if filters.since is None else None,
             peak=peak,
             filters=filters,
             query=dict(request.query_params),
