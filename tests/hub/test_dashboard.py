@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -237,3 +238,16 @@ def test_detections_explorer_keyset_pages_counts_and_csv(db: HubDatabase) -> Non
     assert counts == [("2026-06-01", 80), ("2026-06-02", 96), ("2026-06-03", 74)]
     page = client.get("/detections?since=2026-06-03T00:00&label=robin")
     assert "2026-06-03" in page.text and "2026-06-02 " not in page.text
+
+
+def test_the_session_secret_is_made_once_private_and_shared(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fieldstation.hub.web import session_secret
+
+    home = tmp_path / "hub-home"
+    with ThreadPoolExecutor(8) as pool:
+        secrets = set(pool.map(lambda _: session_secret(home), range(16)))
+    assert len(secrets) == 1 and len(secrets.pop()) >= 40
+    assert (home / "session-secret").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in home.iterdir()] == ["session-secret"]

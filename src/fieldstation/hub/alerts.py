@@ -333,6 +333,9 @@ class Notifier:
     read, ValueError for a URL Apprise does not know."""
 
     def __init__(self, urls: Sequence[str]) -> None:
+        self.enabled = bool(urls)
+        if not urls:
+            return
         import apprise
 
         self._apprise = apprise.Apprise()
@@ -341,7 +344,6 @@ class Notifier:
             if not self._apprise.add(resolved):
                 shown = url if url.startswith(("env:", "file:")) else url.split("://", 1)[0]
                 raise ValueError(f"alerts.notify: Apprise does not understand {shown!r}")
-        self.enabled = bool(urls)
 
     def notify(self, changes: AlertChanges) -> int:
         """Send one notification per change; returns how many were delivered."""

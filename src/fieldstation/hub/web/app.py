@@ -11,6 +11,7 @@ the users page. Unauthenticated page requests go to ``/login``; API requests get
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import secrets
@@ -41,11 +42,19 @@ def session_secret(home: Path) -> str:
     first call (256 bits). Every hub process of a fleet behind one address needs the same
     file. Raises OSError when the file cannot be read or written."""
     path = home.expanduser() / "session-secret"
-    if not path.exists():
+    if not path.exists():  # written whole, then linked: processes starting together agree
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32))
+        temporary = path.with_name(f".session-secret.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32))
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):  # another process was first
+                os.link(temporary, path)
+        finally:
+            temporary.unlink()
     return path.read_text().strip()
 
 
