@@ -95,6 +95,12 @@ def test_log_in_see_a_killed_station_go_offline_and_acknowledge_its_alert(
                 in b.find_element(By.CSS_SELECTOR, 'tr[data-station="hedge-07"] td.health').text
             )
         )
+        # and its first detections (the energy detector on the synthetic chirps)
+        wait.until(
+            lambda b: (
+                "never" not in b.find_element(By.CSS_SELECTOR, 'tr[data-station="hedge-07"]').text
+            )
+        )
         browser.execute_script("window.__noReload = 'still here';")
         shot(browser, "02-fleet-online")
         station.kill()  # SIGKILL: the broker publishes its will, "offline"
@@ -116,7 +122,7 @@ def test_log_in_see_a_killed_station_go_offline_and_acknowledge_its_alert(
         assert browser.find_element(By.ID, "presence").text == "offline"
         shot(browser, "06-station")
         browser.get(base + "/detections")
-        wait.until(lambda b: b.find_elements(By.ID, "detections"))
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#detections a"))
         shot(browser, "07-detections")
     finally:
         if station is not None and station.process.poll() is None:
