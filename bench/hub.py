@@ -16,6 +16,15 @@ messages of ``--minutes`` simulated minutes are published as fast as two paho pu
 
 ``--rate`` paces the live publishers (latency below saturation); flat out, the latency is mostly
 time spent queued at the broker.
+
+``--fleet-page``: the dashboard instead of ingest. A PostgreSQL fleet database is filled by
+COPY with ``--stations`` stations and ``--fleet-detections`` detections (default 10 million),
+a real ``hub run`` serves it, and a logged-in client times ``--requests`` requests of each
+page (fleet HTML and JSON, detections explorer unfiltered / by station / by label, a station
+page): p50 / p95 / max in ms, and the hub process's CPU per request (user + system, ms: the
+figure that does not depend on what else runs on the machine).
+
+    python3 bench/hub.py --fleet-page [--stations 1000] [--fleet-detections 10000000]
 """
 
 from __future__ import annotations
@@ -266,6 +275,202 @@ def scenario(
     return result
 
 
+def copy_rows(connection: Any, table: str, columns: str, lines: Any, block: int = 20000) -> None:
+    """COPY ``lines`` (tab-separated text rows, no newline) into ``table`` in blocks."""
+    with connection.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as cp:
+        buffer: list[str] = []
+        for line in lines:
+            buffer.append(line)
+            if len(buffer) >= block:
+                cp.write("\n".join(buffer) + "\n")
+                buffer.clear()
+        if buffer:
+            cp.write("\n".join(buffer) + "\n")
+
+
+DETECTION_INDEXES = (
+    ("ix_detections_station_detected", "station, detected_at"),
+    ("ix_detections_label_detected", "label, detected_at"),
+    ("ix_detections_detected_id", "detected_at, id"),
+    ("ix_detections_message", "message_id"),
+)
+
+
+def build_fleet(url: str, stations: int, detections: int, per_message: int = 4) -> dict[str, float]:
+    """Fill a migrated PostgreSQL fleet database by COPY: ``stations`` stations with their
+    newest heartbeat figures, ``detections`` detections (``per_message`` per message) over the
+    last 365 days, 300 labels, 2 % of stations with an open alert. The detections' indexes
+    are dropped for the load and built after it (as a bulk import would). Returns seconds."""
+    import psycopg
+
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    t_now = now.timestamp()
+    stamp = now.isoformat()
+    timings: dict[str, float] = {}
+    plain = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as connection:
+        started = time.monotonic()
+        jobs = json.dumps([{"name": "recorder:mic", "state": "running", "restarts": 0}])
+        copy_rows(
+            connection,
+            "stations",
+            "id, first_seen_at, last_seen_at, online, status_changed_at, last_heartbeat_at, "
+            "health, config_hash, heartbeat_interval, reasons, disk_free, disk_percent, "
+            "battery_percent, outbox_pending, jobs, last_recording_at, last_detection_at",
+            (
+                f"sim-{i:04d}\t{stamp}\t{stamp}\t{'t' if i % 50 else 'f'}\t{stamp}\t{stamp}\t"
+                f"{'ok' if i % 20 else 'degraded'}\t{i:016x}\t60\t[]\t{12_000_000_000 + i}\t"
+                f"{40 + i % 50}\t{50 + i % 50}\t{i % 7}\t{jobs}\t{stamp}\t{stamp}"
+                for i in range(stations)
+            ),
+        )
+        with connection.cursor() as cursor:
+            for name, _ in DETECTION_INDEXES:
+                cursor.execute(f"DROP INDEX {name}")
+            cursor.execute(
+                "ALTER TABLE detections DROP CONSTRAINT IF EXISTS detections_message_id_fkey"
+            )
+        messages = detections // per_message
+        copy_rows(
+            connection,
+            "messages",
+            "message_id, station, kind, schema_version, created_at, received_at, received_via",
+            (
+                f"m{i:09d}\tsim-{i % stations:04d}\tdetection\t1\t{stamp}\t{stamp}\tbench"
+                for i in range(messages)
+            ),
+        )
+        timings["messages_copy_s"] = round(time.monotonic() - started, 1)
+
+        def rows() -> Any:
+            for i in range(messages):
+                station = f"sim-{i % stations:04d}"
+                base = t_now - rng.random() * 365 * 86400
+                for k in range(per_message):
+                    at = datetime.fromtimestamp(base + k, UTC).isoformat()
+                    yield (
+                        f"m{i:09d}\t{station}\t{i}\tmic\tbirdnet\tbirdnet\t2.4\t"
+                        f"species-{rng.randrange(300)}\t{rng.random():.3f}\t{k * 3}\t"
+                        f"{k * 3 + 3}\t\\N\t\\N\t{at}\t{{}}"
+                    )
+
+        started = time.monotonic()
+        copy_rows(
+            connection,
+            "detections",
+            "message_id, station, recording_id, sensor, processor, model, model_version, label, "
+            'score, start, "end", low_hz, high_hz, detected_at, extra',
+            rows(),
+        )
+        timings["detections_copy_s"] = round(time.monotonic() - started, 1)
+        started = time.monotonic()
+        with connection.cursor() as cursor:
+            for name, columns in DETECTION_INDEXES:
+                cursor.execute(f"CREATE INDEX {name} ON detections ({columns})")
+            cursor.execute(
+                "ALTER TABLE detections ADD CONSTRAINT detections_message_id_fkey FOREIGN KEY "
+                "(message_id) REFERENCES messages (message_id) ON DELETE CASCADE"
+            )
+            for i in range(0, stations, 50):
+                cursor.execute(
+                    "INSERT INTO alerts (station, kind, subject, detail, opened_at) "
+                    "VALUES (%s, 'offline', '', 'offline for 2 h', now())",
+                    (f"sim-{i:04d}",),
+                )
+            cursor.execute("VACUUM ANALYZE")  # what autovacuum does after a bulk load
+        timings["indexes_s"] = round(time.monotonic() - started, 1)
+    return timings
+
+
+def fleet_page(args: argparse.Namespace) -> dict[str, Any]:
+    """Fleet page p50/p95 (and the other pages') against a real ``hub run`` process on
+    PostgreSQL holding ``--stations`` stations and ``--fleet-detections`` detections."""
+    import httpx
+    import psutil
+
+    from fieldstation.hub.users import add_user
+    from fieldstation.testing.broker import free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        database = Database("postgres", folder)
+        process = None
+        try:
+            db = open_hub_database(database.url)
+            add_user(db, "bench", "bench-password", "viewer")
+            db.dispose()
+            timings = build_fleet(database.url, args.stations, args.fleet_detections)
+            port = free_port()
+            config = folder / "hub.toml"
+            config.write_text(
+                f'home = "{folder / "home"}"\ndatabase = "{database.url}"\n[http]\nport = {port}\n'
+            )
+            process = subprocess.Popen(
+                [*CLI, "hub", "run", str(config)], stderr=subprocess.PIPE, text=True
+            )
+            assert process.stderr is not None
+            for line in process.stderr:
+                if "dashboard on" in line:
+                    break
+            else:
+                raise RuntimeError("hub exited before listening")
+            threading.Thread(
+                target=lambda: [None for _ in process.stderr or []], daemon=True
+            ).start()
+            base = f"http://127.0.0.1:{port}"
+            pages: dict[str, Any] = {}
+            with httpx.Client(base_url=base, timeout=60) as client:
+                form = client.get("/login").text
+                token = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+                logged = client.post(
+                    "/login",
+                    data={"name": "bench", "password": "bench-password", "csrf": token},
+                )
+                assert logged.status_code == 303, logged.text
+                for path in (
+                    "/",
+                    "/api/fleet",
+                    "/detections",
+                    "/detections?station=sim-0042",
+                    "/detections?label=species-7",
+                    "/stations/sim-0042",
+                ):
+                    times = []
+                    cpu_before = 0.0
+                    for i in range(args.requests + 5):
+                        if i == 5:
+                            cpu = psutil.Process(process.pid).cpu_times()
+                            cpu_before = cpu.user + cpu.system
+                        started = time.perf_counter()
+                        answer = client.get(path)
+                        elapsed = time.perf_counter() - started
+                        assert answer.status_code == 200, (path, answer.status_code)
+                        if i >= 5:  # warm-up
+                            times.append(elapsed * 1000)
+                    cpu = psutil.Process(process.pid).cpu_times()
+                    cpu_ms = (cpu.user + cpu.system - cpu_before) * 1000 / args.requests
+                    times.sort()
+                    pages[path] = {
+                        "hub_cpu_ms_per_request": round(cpu_ms, 1),
+                        "p50_ms": round(times[len(times) // 2], 1),
+                        "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 1),
+                        "max_ms": round(times[-1], 1),
+                    }
+        finally:
+            if process is not None:
+                process.terminate()
+                process.wait(30)
+            database.drop()
+    return {
+        "stations": args.stations,
+        "detections": args.fleet_detections,
+        "build": timings,
+        "requests_per_page": args.requests,
+        "pages": pages,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="postgres")
@@ -278,7 +483,18 @@ def main() -> None:
         "--rate", type=float, default=0, help="live mode: messages/s in all (0: flat out)"
     )
     parser.add_argument("--modes", nargs="+", choices=["live", "drain"], default=["live", "drain"])
+    parser.add_argument(
+        "--fleet-page",
+        action="store_true",
+        help="instead of ingest: dashboard response times on a PostgreSQL fleet database "
+        "filled by COPY (--stations, --fleet-detections)",
+    )
+    parser.add_argument("--fleet-detections", type=int, default=10_000_000)
+    parser.add_argument("--requests", type=int, default=100, help="per page (--fleet-page)")
     args = parser.parse_args()
+    if args.fleet_page:
+        print(json.dumps(fleet_page(args), indent=2))
+        return
     messages = workload(args.stations, args.minutes, args.detections_per_hour)
     results = [scenario(args, n, messages, mode) for mode in args.modes for n in args.processes]
     print(

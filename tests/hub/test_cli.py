@@ -71,3 +71,35 @@ def test_hub_run_without_a_config_uses_sqlite_in_home(tmp_path: Path) -> None:
     finally:
         process.terminate()
         assert process.wait(30) == 0, "".join(lines)
+
+
+def test_hub_user_add_refuses_a_short_password_and_a_taken_name(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text(f'home = "{tmp_path / "home"}"\n')
+
+    def add(name: str, password: str, role: str = "viewer") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *CLI,
+                "hub",
+                "user",
+                "add",
+                name,
+                "--role",
+                role,
+                "--password-stdin",
+                "-c",
+                str(config),
+            ],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+        )
+
+    short = add("ana", "short")
+    assert short.returncode == 2 and "at least 8 characters" in short.stderr
+    assert add("ana", "long enough password").returncode == 0
+    taken = add("ana", "another long password", "admin")
+    assert taken.returncode == 2 and "exists already" in taken.stderr
+    role = add("bo", "long enough password", "root")
+    assert role.returncode == 2 and "viewer, operator, admin" in role.stderr

@@ -29,6 +29,7 @@ from pydantic import Field, ValidationError, model_validator
 from fieldstation.config.base import StrictModel
 from fieldstation.config.secrets import SecretRef
 from fieldstation.config.units import Seconds
+from fieldstation.hub.alerts import AlertsConfig
 
 __all__ = [
     "DEFAULT_HOME",
@@ -107,6 +108,9 @@ class HttpIngestConfig(StrictModel):
     host: str = Field(default="127.0.0.1", description="Listen address (loopback by default).")
     port: int = Field(default=8780, ge=0, le=65535, description="Listen port (0: any free).")
     path: str = Field(default="/ingest", pattern=r"^/", description="Endpoint path.")
+    dashboard: bool = Field(
+        default=True, description="Serve the web dashboard (log-in required) on this listener."
+    )
 
 
 class HubConfig(StrictModel):
@@ -120,6 +124,9 @@ class HubConfig(StrictModel):
     )
     mqtt: MqttIngestConfig | None = None
     http: HttpIngestConfig = Field(default_factory=HttpIngestConfig)
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig, description="Fleet alerts: rules and Apprise targets."
+    )
 
     def database_url(self) -> str:
         """``database`` or ``sqlite:///<home>/hub.db`` (home expanded)."""

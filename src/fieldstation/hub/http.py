@@ -29,8 +29,9 @@ MAX_BODY = 16 * 1024 * 1024
 """Largest request body accepted, bytes."""
 
 
-def create_app(db: HubDatabase, *, path: str = "/ingest") -> Any:
-    """The Starlette app: ``POST path`` (ingest) and ``GET /health`` (``ok``)."""
+def create_app(db: HubDatabase, *, path: str = "/ingest", dashboard: Any = None) -> Any:
+    """The Starlette app: ``POST path`` (ingest), ``GET /health`` (``ok``) and, given a
+    :class:`fieldstation.hub.web.Dashboard`, the web dashboard (log-in required)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -92,6 +93,14 @@ def create_app(db: HubDatabase, *, path: str = "/ingest") -> Any:
     async def health(_request: Request) -> Any:
         return PlainTextResponse("ok")
 
-    return Starlette(
-        routes=[Route(path, ingest, methods=["POST"]), Route("/health", health, methods=["GET"])]
-    )
+    routes: list[Any] = [
+        Route(path, ingest, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+    middleware: list[Any] = []
+    if dashboard is not None:
+        from fieldstation.hub.web import dashboard_routes
+
+        pages, middleware = dashboard_routes(db, dashboard)
+        routes.extend(pages)
+    return Starlette(routes=routes, middleware=middleware)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,7 +39,14 @@ __all__ = [
     "Station",
     "StationToken",
     "Summary",
+    "User",
+    "Alert",
+    "ROLES",
 ]
+
+ROLES = ("viewer", "operator", "admin")
+"""Dashboard roles, weakest first: a viewer reads, an operator also acknowledges alerts, an
+admin also manages users."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -84,6 +92,24 @@ class Station(Base):
     health: Mapped[str | None] = mapped_column(String(20), nullable=True)
     """Status of the newest heartbeat: ok, degraded, failing."""
     config_hash: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # the newest heartbeat's figures, kept on the row so the fleet page reads one table
+    # (migration 0002); None until a heartbeat carries them
+    heartbeat_interval: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Seconds to the next heartbeat, as the newest heartbeat announced."""
+    reasons: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """Why the newest heartbeat is degraded or failing."""
+    disk_free: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Bytes free on the station's home file system."""
+    disk_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Percent of that file system in use."""
+    battery_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    outbox_pending: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Messages waiting in the station's outbox."""
+    jobs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    """The newest heartbeat's jobs: name, state, restarts, reason, problem."""
+    last_recording_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """Start of the newest recording received (its end is start + duration)."""
+    last_detection_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class IngestedMessage(Base):
@@ -170,7 +196,7 @@ class Detection(Base):
     __table_args__ = (
         Index("ix_detections_station_detected", "station", "detected_at"),
         Index("ix_detections_label_detected", "label", "detected_at"),
-        Index("ix_detections_detected", "detected_at"),
+        Index("ix_detections_detected_id", "detected_at", "id"),  # keyset pages (0002)
         Index("ix_detections_message", "message_id"),
     )
 
@@ -253,3 +279,49 @@ class StationToken(Base):
     token_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class User(Base):
+    """A dashboard user: argon2id password hash, role (one of :data:`ROLES`)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Alert(Base):
+    """A fleet alert: opened when its condition holds, acknowledged by an operator, closed
+    when the condition clears. At most one open alert per (station, kind, subject): a partial
+    unique index, so hub processes evaluating at once open it once."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    station: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(50))
+    """offline, silent, disk_low, job_failed, heartbeat_missing."""
+    subject: Mapped[str] = mapped_column(String(200), default="")
+    """What inside the station (a job's name for job_failed), else empty."""
+    detail: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        Index(
+            "ux_alerts_open",
+            "station",
+            "kind",
+            "subject",
+            unique=True,
+            postgresql_where=text("closed_at IS NULL"),
+            sqlite_where=text("closed_at IS NULL"),
+        ),
+        Index("ix_alerts_opened", "opened_at", "id"),
+    )

@@ -198,6 +198,8 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
     """The rows of new messages, one executemany per table, and the stations' latest state."""
     tables: dict[Any, list[dict[str, Any]]] = {}
     latest: dict[str, dict[str, Any]] = {}
+    newest_detection: dict[str, datetime] = {}
+    newest_recording: dict[str, datetime] = {}
     for envelope in envelopes:
         station, mid, body = envelope.station, envelope.id, envelope.body
         if isinstance(body, HeartbeatBody):
@@ -217,8 +219,11 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
                     "last_heartbeat_at": envelope.created_at,
                     "health": body.status,
                     "config_hash": body.config_hash_in_force,
+                    **_heartbeat_figures(body),
                 }
         elif isinstance(body, DetectionBody):
+            for item in body.detections:
+                _newest(newest_detection, station, item.detected_at)
             tables.setdefault(Detection, []).extend(
                 {
                     "message_id": mid,
@@ -240,6 +245,7 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
                 for item in body.detections
             )
         elif isinstance(body, RecordingBody):
+            _newest(newest_recording, station, body.started_at)
             tables.setdefault(Recording, []).append(
                 {
                     "message_id": mid,
@@ -313,6 +319,7 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
                 last_heartbeat_at=bindparam("at"),
                 health=bindparam("health"),
                 config_hash=bindparam("config_hash"),
+                **{name: bindparam(f"p_{name}") for name in FIGURES},
             ),
             [
                 {
@@ -320,10 +327,67 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
                     "at": values["last_heartbeat_at"],
                     "health": values["health"],
                     "config_hash": values["config_hash"],
+                    **{f"p_{name}": values[name] for name in FIGURES},
                 }
                 for station, values in latest.items()
             ],
         )
+    for column, newest in (
+        ("last_detection_at", newest_detection),
+        ("last_recording_at", newest_recording),
+    ):
+        if newest:
+            table = _table(Station)
+            session.connection().execute(
+                update(table)
+                .where(
+                    table.c.id == bindparam("sid"),
+                    (table.c[column].is_(None)) | (table.c[column] < bindparam("at")),
+                )
+                .values({column: bindparam("at")}),
+                [{"sid": station, "at": at} for station, at in newest.items()],
+            )
+
+
+FIGURES = (
+    "heartbeat_interval",
+    "reasons",
+    "disk_free",
+    "disk_percent",
+    "battery_percent",
+    "outbox_pending",
+    "jobs",
+)
+"""The newest heartbeat's figures kept on the ``stations`` row (see :func:`_heartbeat_figures`)."""
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _heartbeat_figures(body: HeartbeatBody) -> dict[str, Any]:
+    """The fleet page's figures of one heartbeat: interval (s), reasons, disk free (bytes) and
+    used (%), battery (%), outbox pending (messages), jobs (name, state, restarts, ...)."""
+    metrics = body.metrics
+    disk_free = _number(metrics.host.get("disk_free"))
+    pending = _number(metrics.outbox.get("pending"))
+    return {
+        "heartbeat_interval": body.interval,
+        "reasons": list(body.reasons),
+        "disk_free": None if disk_free is None else int(disk_free),
+        "disk_percent": _number(metrics.host.get("disk_percent")),
+        "battery_percent": _number((metrics.battery or {}).get("percent")),
+        "outbox_pending": None if pending is None else int(pending),
+        "jobs": [
+            {k: job.get(k) for k in ("name", "state", "restarts", "reason", "problem")}
+            for job in metrics.jobs
+        ],
+    }
+
+
+def _newest(newest: dict[str, datetime], station: str, at: datetime) -> None:
+    if station not in newest or newest[station] < at:
+        newest[station] = at
 
 
 def _touch_station(session: Session, station: str, now: datetime) -> None:
