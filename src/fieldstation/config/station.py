@@ -15,7 +15,9 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import Discriminator, Field, Tag, ValidationError, create_model, field_validator
 
+from fieldstation.config.alerts import AlertRule
 from fieldstation.config.base import Name, StrictModel
+from fieldstation.config.jobs import JobEntry
 from fieldstation.config.health import BatteryConfig, HeartbeatConfig, NetworkConfig
 from fieldstation.config.outputs import OutboxConfig, OutputConfig
 from fieldstation.config.plugins import PluginGroup, UnknownPluginError, load_plugin, plugin_names
@@ -136,6 +138,14 @@ class StationConfig(StrictModel):
     logging: LoggingConfig = Field(
         default_factory=LoggingConfig,
         description="Log level and rotation of the log files in logs/ (size, age, backups).",
+    )
+    alerts: list[AlertRule] = Field(
+        default_factory=list,
+        description="Alert rules on detections, events and readings, sent as 'alert' messages.",
+    )
+    jobs: list[JobEntry] = Field(
+        default_factory=list,
+        description="Jobs of job plugins (entry point group fieldstation.jobs): exports, ...",
     )
 
     def sensor(self, name: str) -> SensorConfig:

@@ -287,6 +287,18 @@ class Station:
             ),
             thread("summary", lambda: Summarizer(config, db, clock)),
             thread("retention", lambda: RetentionJob(config, db, home, clock)),
+            *self._plugin_jobs(),
+        ]
+
+    def _plugin_jobs(self) -> list[ThreadJobSpec]:
+        """Thread jobs of job plugins (``[[jobs]]``, and the ``alerts`` job when the station
+        has ``[[alerts]]`` but no alerts job of its own): :mod:`.plugins_jobs`."""
+        from fieldstation.runtime.plugins_jobs import plugin_thread_jobs
+
+        assert self.db is not None
+        return [
+            ThreadJobSpec(name, run, liveness=ThreadLiveness(self.thread_liveness.get(name, live)))
+            for name, run, live in plugin_thread_jobs(self.config, self.db, self.clock, self.home)
         ]
 
     # --- running ---------------------------------------------------------------------------
