@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "fieldstation.cli.db_cmd",  # db check, db recover
     "fieldstation.cli.runtime_cmd",  # run, status, start/stop/restart, logs, install, uninstall
     "fieldstation.cli.hub_cmd",
+    "fieldstation.cli.export_cmd",  # export
 )
 
 app = typer.Typer(
