@@ -207,7 +207,9 @@ def test_apprise_output_config_errors(home: StationHome) -> None:
         )
 
 
-def test_unknown_apprise_url_makes_the_output_unavailable(home: StationHome, tmp_path: Path) -> None:
+def test_unknown_apprise_url_makes_the_output_unavailable(
+    home: StationHome, tmp_path: Path
+) -> None:
     from fieldstation.outbox.apprise import AppriseMessenger
 
     config = station_config(home, outputs=[apprise_output("nosuchservice://x")])

@@ -64,7 +64,11 @@ class Data:
             )
             for i, label in enumerate(labels):
                 rows.add_detection(
-                    session, run, label=label, score=0.7, detected_at=self.clock.now(),
+                    session,
+                    run,
+                    label=label,
+                    score=0.7,
+                    detected_at=self.clock.now(),
                     start=start + i,
                 )
 

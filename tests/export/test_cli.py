@@ -29,8 +29,19 @@ def test_export_command_parquet_twice(home: StationHome, data: Data, tmp_path: P
     data.recording("owl", "wren")
     config = station_file(home, tmp_path)
     folder = tmp_path / "out"
-    args = ["export", "-c", str(config), "--what", "detections", "--format", "parquet",
-            "--to", str(folder), "--since", "100000d"]
+    args = [
+        "export",
+        "-c",
+        str(config),
+        "--what",
+        "detections",
+        "--format",
+        "parquet",
+        "--to",
+        str(folder),
+        "--since",
+        "100000d",
+    ]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert f"exported 2 detections to {folder}" in first.output
@@ -44,8 +55,18 @@ def test_export_command_refuses_what_it_cannot_do(
 ) -> None:
     config = station_file(home, tmp_path)
     bad = CliRunner().invoke(
-        app, ["export", "-c", str(config), "--what", "readings", "--format", "raven",
-              "--to", str(tmp_path / "r")]
+        app,
+        [
+            "export",
+            "-c",
+            str(config),
+            "--what",
+            "readings",
+            "--format",
+            "raven",
+            "--to",
+            str(tmp_path / "r"),
+        ],
     )
     assert bad.exit_code == 2 and "detections only" in bad.output
     bad = CliRunner().invoke(

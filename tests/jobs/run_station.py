@@ -28,8 +28,16 @@ try:
         time.sleep(0.05)  # polling the file the job writes: the event waited for
     assert station.supervisor is not None
     job = station.supervisor.job("job:greeter")
-    print(json.dumps({"kinds": list(job_kinds()), "state": job["state"], "kind": job["kind"],
-                      "text": target.read_text() if target.exists() else None}))
+    print(
+        json.dumps(
+            {
+                "kinds": list(job_kinds()),
+                "state": job["state"],
+                "kind": job["kind"],
+                "text": target.read_text() if target.exists() else None,
+            }
+        )
+    )
 finally:
     stop.set()
     runner.join(60)

@@ -37,8 +37,18 @@ def station_data(home: Path, **sections: Any) -> dict[str, Any]:
 def test_a_third_party_job_package_is_installed_and_run_supervised(tmp_path: Path) -> None:
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(PACKAGE)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(PACKAGE),
+        ],
         check=True,
         capture_output=True,
     )
@@ -77,8 +87,15 @@ def test_job_entries_are_validated_by_their_plugin(tmp_path: Path) -> None:
         parse_config(
             station_data(
                 tmp_path,
-                jobs=[{"name": "x", "kind": "export", "what": "detections", "format": "xls",
-                       "to": "/tmp/x"}],
+                jobs=[
+                    {
+                        "name": "x",
+                        "kind": "export",
+                        "what": "detections",
+                        "format": "xls",
+                        "to": "/tmp/x",
+                    }
+                ],
             )
         )
 
@@ -87,8 +104,15 @@ def test_export_job_from_the_station_file(
     tmp_path: Path, home: StationHome, db: Database, clock: VirtualClock
 ) -> None:
     target = tmp_path / "readings.csv"
-    entry = {"name": "nightly", "kind": "export", "what": "readings", "format": "csv",
-             "to": str(target), "every": "1d", "since": "2d"}
+    entry = {
+        "name": "nightly",
+        "kind": "export",
+        "what": "readings",
+        "format": "csv",
+        "to": str(target),
+        "every": "1d",
+        "since": "2d",
+    }
     config = parse_config(station_data(home.root, jobs=[entry]))
     [job] = config.jobs
     assert isinstance(job, ExportJobConfig) and job.every == 86400.0

@@ -154,7 +154,10 @@ class AlertJob:
                 )
                 cursors.event = event.id
             for reading in session.scalars(
-                select(Reading).where(Reading.id > cursors.reading).order_by(Reading.id).limit(BATCH)
+                select(Reading)
+                .where(Reading.id > cursors.reading)
+                .order_by(Reading.id)
+                .limit(BATCH)
             ):
                 firings += engine.evaluate(
                     ReadingFact(

@@ -37,7 +37,9 @@ def load_state(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise StateFileError(f"{path} is not JSON ({error}); move it away to start afresh") from None
+        raise StateFileError(
+            f"{path} is not JSON ({error}); move it away to start afresh"
+        ) from None
     if not isinstance(data, dict):
         raise StateFileError(f"{path} does not hold a JSON object; move it away to start afresh")
     return data

@@ -14,7 +14,6 @@ from fieldstation.cli.common import EXIT_INVALID, err_console, home_of, load_or_
 __all__ = ["export", "register"]
 
 
-
 def export(
     config: Annotated[Path, typer.Option("-c", "--config", help="Station file (TOML).")],
     what: Annotated[

@@ -115,4 +115,3 @@ def validate_job(value: Any) -> JobConfig:
 
 JobEntry = Annotated[SerializeAsAny[JobConfig], BeforeValidator(validate_job)]
 """One ``[[jobs]]`` entry: validated by its plugin's model, dumped with all of its fields."""
-

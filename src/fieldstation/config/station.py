@@ -17,8 +17,8 @@ from pydantic import Discriminator, Field, Tag, ValidationError, create_model, f
 
 from fieldstation.config.alerts import AlertRule
 from fieldstation.config.base import Name, StrictModel
-from fieldstation.config.jobs import JobEntry
 from fieldstation.config.health import BatteryConfig, HeartbeatConfig, NetworkConfig
+from fieldstation.config.jobs import JobEntry
 from fieldstation.config.outputs import OutboxConfig, OutputConfig
 from fieldstation.config.plugins import PluginGroup, UnknownPluginError, load_plugin, plugin_names
 from fieldstation.config.processing import ProcessorConfig

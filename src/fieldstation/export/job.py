@@ -24,9 +24,7 @@ log = logging.getLogger(__name__)
 class ExportJobConfig(JobConfig):
     """Export new detections, recordings or readings on a period."""
 
-    what: Literal["detections", "recordings", "readings"] = Field(
-        description="What to export."
-    )
+    what: Literal["detections", "recordings", "readings"] = Field(description="What to export.")
     format: Literal["csv", "parquet", "raven", "sql"] = Field(
         description="csv (one file), parquet (a folder of parts), raven (a folder, one "
         "selection table per recording; detections only) or sql (a database URL)."
@@ -71,8 +69,13 @@ class ExportJob:
             since=since,
         )
         if result.rows:
-            log.info("export %s: %d %s to %s", self.config.name, result.rows, self.config.what,
-                     self.config.to)
+            log.info(
+                "export %s: %d %s to %s",
+                self.config.name,
+                result.rows,
+                self.config.what,
+                self.config.to,
+            )
         return result.rows
 
     def run(self, stop: threading.Event) -> None:
@@ -82,8 +85,9 @@ class ExportJob:
             try:
                 self.run_once()
             except Exception:
-                log.exception("export %s failed; trying again in %g s", self.config.name,
-                              self.config.every)
+                log.exception(
+                    "export %s failed; trying again in %g s", self.config.name, self.config.every
+                )
             if self.clock.wait(stop, self.config.every):
                 break
 

@@ -22,7 +22,7 @@ def plugin_thread_jobs(
     entries: list[JobConfig] = [job for job in station.jobs if job.enabled]
     if station.alerts and not any(job.kind == "alerts" for job in station.jobs):
         entries.append(load_job_plugin("alerts").config_model(name="alerts", kind="alerts"))
-    specs = []
+    specs: list[tuple[str, Callable[[Any], None], float]] = []
     for entry in entries:
         plugin = load_job_plugin(entry.kind)
 

@@ -32,14 +32,17 @@ class HelloJob:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(f"{self.clock.now().isoformat()} {self.station.station.id} "
-                             f"{self.config.message}\n")
+                handle.write(
+                    f"{self.clock.now().isoformat()} {self.station.station.id} "
+                    f"{self.config.message}\n"
+                )
             if self.clock.wait(stop, self.config.every):
                 break
 
 
-def _create(config: HelloConfig, *, station: Any, db: Any, clock: Any, home: Any,
-            **_: Any) -> HelloJob:
+def _create(
+    config: HelloConfig, *, station: Any, db: Any, clock: Any, home: Any, **_: Any
+) -> HelloJob:
     return HelloJob(config, station, clock, home)
 
 
