@@ -135,10 +135,9 @@ def pages(
         rows = session.execute(query.order_by(id_column).limit(page)).all()
         if not rows:
             return
-        columns: dict[str, list[Any]] = {name: [] for name in names}
-        for row in rows:
-            for name, value in zip(names, row, strict=True):
-                columns[name].append(value)
+        columns: dict[str, list[Any]] = dict(
+            zip(names, (list(column) for column in zip(*rows, strict=True)), strict=True)
+        )
         last = columns["id"][-1]
         yield columns
         if len(rows) < page:
