@@ -177,3 +177,18 @@ def test_state_round_trips_through_json() -> None:
 def test_bad_rules_are_refused(fields: dict[str, Any], words: str) -> None:
     with pytest.raises(ValidationError, match=words):
         rule(**fields)
+
+
+def test_rules_checked_against_the_station(tmp_path: Any) -> None:
+    from fieldstation.config import ConfigError
+    from fieldstation.home import StationHome
+
+    from .conftest import station_config
+
+    home = StationHome(tmp_path)
+    with pytest.raises(ConfigError, match=r"alerts\[1\].name: duplicate rule name 'a'"):
+        station_config(
+            home, alerts=[{"name": "a", "on": "detection"}, {"name": "a", "on": "detection"}]
+        )
+    with pytest.raises(ConfigError, match=r"alerts\[0\].outputs\[0\]: no output named 'pager'"):
+        station_config(home, alerts=[{"name": "a", "on": "detection", "outputs": ["pager"]}])

@@ -176,3 +176,24 @@ class ReadingRule(_RuleBase):
 
 AlertRule = Annotated[DetectionRule | EventRule | ReadingRule, Field(discriminator="on")]
 """One ``[[alerts]]`` entry; ``on`` says which kind."""
+
+
+def alert_issues(rules: list[AlertRule], outputs: list[str], jobs: list[str]) -> list[str]:
+    """Problems across sections: duplicate rule names, a rule naming an output that does not
+    exist (``outputs`` are the station's output names), duplicate ``[[jobs]]`` names."""
+    problems = []
+    seen: set[str] = set()
+    for i, rule in enumerate(rules):
+        if rule.name in seen:
+            problems.append(f"alerts[{i}].name: duplicate rule name {rule.name!r}")
+        seen.add(rule.name)
+        for j, name in enumerate(rule.outputs or []):
+            if name not in outputs:
+                known = ", ".join(outputs) or "none defined"
+                problems.append(f"alerts[{i}].outputs[{j}]: no output named {name!r} ({known})")
+    names: set[str] = set()
+    for i, job in enumerate(jobs):
+        if job in names:
+            problems.append(f"jobs[{i}].name: duplicate job name {job!r}")
+        names.add(job)
+    return problems

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Union
 from zoneinfo import ZoneInfo, available_timezones
 
-from pydantic import Discriminator, Field, Tag, ValidationError, create_model, field_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from fieldstation.config.alerts import AlertRule
 from fieldstation.config.base import Name, StrictModel
@@ -147,6 +155,17 @@ class StationConfig(StrictModel):
         default_factory=list,
         description="Jobs of job plugins (entry point group fieldstation.jobs): exports, ...",
     )
+
+    @model_validator(mode="after")
+    def _alerts_and_jobs(self) -> StationConfig:
+        from fieldstation.config.alerts import alert_issues
+
+        problems = alert_issues(
+            self.alerts, [o.name for o in self.outputs], [j.name for j in self.jobs]
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def sensor(self, name: str) -> SensorConfig:
         """The sensor named ``name``; raises ``KeyError``."""
