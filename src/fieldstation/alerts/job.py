@@ -20,10 +20,12 @@ offline is sent when the network returns.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -214,8 +216,6 @@ class AlertJob:
     def _start_fresh(self) -> tuple[_Cursors, AlertState]:
         """Cursors at the current end of the data; ``last_seen`` of each detection rule
         seeded with the newest detection of each label it matches (any score)."""
-        import fnmatch
-
         from fieldstation.store.models import Detection, Event, Reading
 
         state = AlertState()
@@ -234,8 +234,6 @@ class AlertJob:
             for label, when in newest:
                 if rule.labels is None or any(fnmatch.fnmatchcase(label, p) for p in rule.labels):
                     if when.tzinfo is None:
-                        from datetime import UTC
-
                         when = when.replace(tzinfo=UTC)
                     state.last_seen[f"{rule.name}|{label}"] = when.isoformat()
         return cursors, state

@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -34,13 +34,19 @@ BODY_CHARS = 4000
 """Longest body text sent for a non-alert message (its JSON is cut there)."""
 
 
+AppriseKind = Literal[
+    "alert", "event", "heartbeat", "summary", "detection", "recording", "readings"
+]
+"""Message kinds an apprise output may take (the outputs' kinds plus ``alert``)."""
+
+
 class AppriseOutputConfig(OutputConfig):
     """Send messages as notifications through Apprise URLs."""
 
     needs_network: ClassVar[bool] = True
     """Waits while the network monitor says the network is down."""
 
-    kinds: list[str] | None = Field(  # type: ignore[assignment]
+    kinds: list[AppriseKind] | None = Field(  # type: ignore[assignment]
         default=["alert"],
         description="Message kinds sent to this output (default: alerts only; e.g. "
         "['alert', 'event']); null: all.",
