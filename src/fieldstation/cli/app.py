@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "fieldstation.cli.hub_cmd",
     "fieldstation.web.cli",  # web-password
     "fieldstation.cli.live_cmd",  # live (terminal level meter of the live taps)
+    "fieldstation.cli.export_cmd",  # export
 )
 
 app = typer.Typer(

@@ -13,11 +13,21 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Union
 from zoneinfo import ZoneInfo, available_timezones
 
-from pydantic import Discriminator, Field, Tag, ValidationError, create_model, field_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from fieldstation.config.alerts import AlertRule
 from fieldstation.config.base import Name, StrictModel
 from fieldstation.config.field import FieldConfig
 from fieldstation.config.health import BatteryConfig, HeartbeatConfig, NetworkConfig
+from fieldstation.config.jobs import JobEntry
 from fieldstation.config.outputs import OutboxConfig, OutputConfig
 from fieldstation.config.plugins import PluginGroup, UnknownPluginError, load_plugin, plugin_names
 from fieldstation.config.power import ClockConfig, SuspenderConfig
@@ -157,6 +167,25 @@ class StationConfig(StrictModel):
         default_factory=WebConfig,
         description="The station's own web page: address, login, spectrogram cache.",
     )
+    alerts: list[AlertRule] = Field(
+        default_factory=list,
+        description="Alert rules on detections, events and readings, sent as 'alert' messages.",
+    )
+    jobs: list[JobEntry] = Field(
+        default_factory=list,
+        description="Jobs of job plugins (entry point group fieldstation.jobs): exports, ...",
+    )
+
+    @model_validator(mode="after")
+    def _alerts_and_jobs(self) -> StationConfig:
+        from fieldstation.config.alerts import alert_issues
+
+        problems = alert_issues(
+            self.alerts, [o.name for o in self.outputs], [j.name for j in self.jobs]
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def sensor(self, name: str) -> SensorConfig:
         """The sensor named ``name``; raises ``KeyError``."""

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from fieldstation.messages.bodies import (
+    AlertBody,
     Body,
     DetectionBody,
     DetectionItem,
@@ -42,6 +43,7 @@ from fieldstation.messages.bodies import (
 
 __all__ = [
     "BODY_MODELS",
+    "AlertBody",
     "KINDS",
     "SCHEMA_VERSION",
     "SCHEMA_VERSIONS",
@@ -78,6 +80,7 @@ BODY_MODELS: dict[int, dict[str, type[Body]]] = {
         "summary": SummaryBody,
         "event": EventBody,
         "readings": ReadingsBody,
+        "alert": AlertBody,
     }
 }
 """Schema version -> kind -> body model. A new version adds a new inner dict."""

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "AlertBody",
     "Body",
     "DetectionBody",
     "DetectionItem",
@@ -178,3 +179,18 @@ class ReadingsBody(Body):
     period: float = Field(gt=0, description="Seconds between measurements.")
     values: dict[str, float | None] = Field(description="Quantity -> value; null: not measured.")
     units: dict[str, str] = Field(description="Quantity -> UCUM unit.")
+
+
+class AlertBody(Body):
+    """``alert``: one firing of an alert rule (``alerts.job``), delivered with high priority."""
+
+    rule: str = Field(description="Name of the [[alerts]] rule that fired.")
+    title: str = Field(max_length=250)
+    message: str = Field(description="Readable text of the alert.")
+    severity: Literal["info", "warning", "error"]
+    occurred_at: AwareDatetime = Field(description="When the detection, event or reading was.")
+    ref: str = Field(description="What fired it: 'detection:<id>', 'event:<id>', 'reading:<id>'.")
+    data: dict[str, Any] = Field(default_factory=dict)
+    attachment: str | None = Field(
+        default=None, description="Image beside it (path relative to the station home), or null."
+    )

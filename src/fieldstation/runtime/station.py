@@ -317,6 +317,7 @@ class Station:
             thread("summary", lambda: Summarizer(config, db, clock)),
             thread("retention", lambda: RetentionJob(config, db, home, clock)),
             *field_jobs(self, liveness),
+            *self._plugin_jobs(),
         ] + ([ThreadJobSpec("power", power.run, liveness=liveness("power"))] if power else [])
 
     def _suspenders(self) -> Any:
@@ -334,6 +335,17 @@ class Station:
             events=self.record_event,
             control=lambda: self.supervisor,
         )
+
+    def _plugin_jobs(self) -> list[ThreadJobSpec]:
+        """Thread jobs of job plugins (``[[jobs]]``, and the ``alerts`` job when the station
+        has ``[[alerts]]`` but no alerts job of its own): :mod:`.plugins_jobs`."""
+        from fieldstation.runtime.plugins_jobs import plugin_thread_jobs
+
+        assert self.db is not None
+        return [
+            ThreadJobSpec(name, run, liveness=ThreadLiveness(self.thread_liveness.get(name, live)))
+            for name, run, live in plugin_thread_jobs(self.config, self.db, self.clock, self.home)
+        ]
 
     # --- running ---------------------------------------------------------------------------
 

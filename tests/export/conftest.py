@@ -1,0 +1,141 @@
+"""Fixtures of the export tests: a station database with rows, a PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from fieldstation.clock import VirtualClock
+from fieldstation.store import Database
+from fieldstation.store.deployments import start_deployment
+from fieldstation.store.models import Reading
+from fieldstation.testing import rows
+
+PG_ADMIN = os.environ.get(
+    "FIELDSTATION_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+class Data:
+    """Recordings with detections, and readings, written straight into the database."""
+
+    def __init__(self, db: Database, clock: VirtualClock) -> None:
+        self.db, self.clock = db, clock
+        with db.session() as session:
+            self.deployment_id = start_deployment(
+                session,
+                station_id="default",
+                config_hash="x" * 64,
+                config={},
+                version="test",
+                now=clock.now(),
+            ).id
+
+    def recording(self, *labels: str, path: str | None = None) -> int:
+        """A recording (now) with one 1 s detection per label, 2 s apart, 2-8 kHz."""
+        when = self.clock.now()
+        with self.db.session() as session:
+            extra: dict[str, Any] = {"path": path} if path else {}
+            rec = rows.add_recording(
+                session, deployment_id=self.deployment_id, started_at=when, **extra
+            )
+            run = rows.add_model_run(session, rec.id, started_at=when, processor="birdnet")
+            for i, label in enumerate(labels):
+                det = rows.add_detection(
+                    session,
+                    run,
+                    label=label,
+                    score=0.5 + i / 100,
+                    detected_at=when + timedelta(seconds=2 * i),
+                    start=2.0 * i,
+                )
+                det.low_hz, det.high_hz = 2000.0, 8000.0
+            return rec.id
+
+    def detections_on(self, recording_id: int, *labels: str, start: float = 30.0) -> None:
+        with self.db.session() as session:
+            run = rows.add_model_run(
+                session, recording_id, started_at=self.clock.now(), processor="birdnet"
+            )
+            for i, label in enumerate(labels):
+                rows.add_detection(
+                    session,
+                    run,
+                    label=label,
+                    score=0.7,
+                    detected_at=self.clock.now(),
+                    start=start + i,
+                )
+
+    def readings(self, n: int) -> None:
+        with self.db.session() as session:
+            for i in range(n):
+                session.add(
+                    Reading(
+                        deployment_id=self.deployment_id,
+                        sensor="bme",
+                        quantity="temperature",
+                        unit="Cel",
+                        measured_at=self.clock.now() + timedelta(minutes=i),
+                        value=10.0 + i,
+                    )
+                )
+
+
+@pytest.fixture
+def data(db: Database, clock: VirtualClock) -> Data:
+    return Data(db, clock)
+
+
+def _answers(url: str) -> bool:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin(require: Any) -> Iterator[str]:
+    """A PostgreSQL maintenance URL: :data:`PG_ADMIN` when it answers, else a throw-away
+    server (``fieldstation.testing.postgres``); requires ``postgres`` when neither works."""
+    from fieldstation.testing.postgres import PostgresMissingError, PostgresServer
+
+    if _answers(PG_ADMIN):
+        yield PG_ADMIN
+        return
+    try:
+        server = PostgresServer()
+    except PostgresMissingError as error:
+        require("postgres", f"PostgreSQL not reachable at {PG_ADMIN} and {error}")
+    with server:
+        yield server.url
+
+
+@pytest.fixture
+def postgres_url(postgres_admin: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database (random name), dropped after the test."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(postgres_admin, isolation_level="AUTOCOMMIT")
+    name = f"fs_export_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield postgres_admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
