@@ -4,6 +4,7 @@ restarted when it dies, and its buttons act on the station through the control A
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import time
@@ -32,6 +33,12 @@ def test_the_page_of_a_running_station(live_station: LiveStation) -> None:
         assert audio.status_code == 206 and audio.content == b"fLaC"
         assert http.get("/schedule").status_code == 200
         assert http.get("/detections").status_code == 200
+        # the live view is part of the same page, fed by the recorder's live tap
+        assert "mic" in http.get("/live").text
+        with http.stream("GET", "/live/mic/events") as events:
+            data = next(line for line in events.iter_lines() if line.startswith("data:"))
+        event = json.loads(data.removeprefix("data:"))
+        assert event["media"] == "audio" and len(event["peak"]) >= 1
 
 
 def test_the_idle_page_costs_no_cpu(live_station: LiveStation) -> None:

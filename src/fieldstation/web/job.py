@@ -119,8 +119,11 @@ def QuietServer(app: Any, **options: Any) -> Any:  # noqa: N802 - builds the cla
 
 
 def extra_routes(ctx: JobContext) -> Sequence[Any]:
-    """Routes added to the page by other modules (the live view's); none yet."""
-    return ()
+    """Routes added to the page by other modules: the live view's (:mod:`fieldstation.web.live`:
+    ``/live``, its event stream and a camera's latest frame), behind the same log-in rules."""
+    from fieldstation.web.live import live_routes
+
+    return live_routes(ctx.home, ctx.config)
 
 
 def run_web(ctx: JobContext) -> None:
