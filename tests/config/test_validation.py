@@ -498,13 +498,14 @@ SECRET_OUTPUTS: list[tuple[str, Any, str]] = [
     (
         "kind of the wrong type",
         [{"name": "b", "kind": 7, "host": "h", "password": "hunter2"}],
-        "outputs[0].kind: 'kind' is required and names a messengers plugin (installed: file, "
-        "http, mqtt) (got 7)",
+        "outputs[0].kind: 'kind' is required and names a messengers plugin (installed: "
+        "apprise, file, http, mqtt) (got 7)",
     ),
     (
         "unknown kind",
         [{"name": "b", "kind": "pigeon", "host": "h", "password": "hunter2"}],
-        "outputs[0].kind: unknown messengers plugin (installed: file, http, mqtt) (got 'pigeon')",
+        "outputs[0].kind: unknown messengers plugin (installed: apprise, file, http, mqtt) "
+        "(got 'pigeon')",
     ),
     (
         "a table instead of a list of tables",

@@ -45,6 +45,9 @@ def station_data(home: Path) -> dict[str, Any]:
     data["processors"][0].update(poll_interval="0.2s", high="7kHz")
     data["retention"]["min_free"] = "1MB"
     data["heartbeat"].update(interval="1s", summary_interval="2s")
+    # an alert on every detection, checked twice a second, so the outbox holds alerts too
+    data["alerts"] = [{"name": "every-detection", "on": "detection", "cooldown": 0}]
+    data["jobs"] = [{"name": "alerts", "kind": "alerts", "interval": "0.5s"}]
     data["runtime"].update(
         backoff_initial="0.05s",
         backoff_max="0.3s",

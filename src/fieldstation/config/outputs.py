@@ -11,9 +11,12 @@ from fieldstation.config.units import Bytes, Seconds
 
 __all__ = ["MESSAGE_KINDS", "MessageKind", "OutboxConfig", "OutputConfig"]
 
-MessageKind = Literal["event", "heartbeat", "summary", "detection", "recording", "readings"]
+MessageKind = Literal[
+    "event", "alert", "heartbeat", "summary", "detection", "recording", "readings"
+]
 MESSAGE_KINDS: tuple[str, ...] = (
     "event",
+    "alert",
     "heartbeat",
     "summary",
     "detection",
