@@ -38,6 +38,7 @@ from sqlalchemy import ColumnElement, and_
 from fieldstation.clock import Clock
 from fieldstation.config import StationConfig
 from fieldstation.config.retention import RetentionPolicy
+from fieldstation.config.units import format_bytes
 from fieldstation.home import StationHome
 from fieldstation.store import Database
 from fieldstation.store.events import record_event
@@ -203,9 +204,10 @@ class RetentionJob:
         report.file_seconds = round(report.file_seconds, 4)
         if report.total_deleted:
             log.info(
-                "retention deleted %d recording(s), %d bytes: %s",
+                "retention deleted %d recording%s, %s: %s",
                 report.total_deleted,
-                report.freed_bytes,
+                "" if report.total_deleted == 1 else "s",
+                format_bytes(report.freed_bytes),
                 report.deleted,
             )
         return report

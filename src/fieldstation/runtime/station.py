@@ -675,10 +675,11 @@ class _ProgressLog:
             )
         elif what == "processed":
             log.info(
-                "%s: recording %s processed, %s detection(s)",
+                "%s: recording %s processed, %s detection%s",
                 job,
                 details.get("recording_id"),
                 details.get("detections"),
+                "" if details.get("detections") == 1 else "s",
             )
         elif what == "slot":
             if self._reasons.get(job) is None:

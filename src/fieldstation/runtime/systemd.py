@@ -148,7 +148,7 @@ def render_unit(
     file (:func:`write_environment_file`); None when it references none.
     """
     command = executable or [sys.executable, "-m", "fieldstation.cli"]
-    exec_start = shlex.join([*command, "run", str(config_path.resolve())])
+    exec_start = shlex.join([*command, "run", "-c", str(config_path.resolve())])
     lines = [
         "[Unit]",
         f"Description=fieldstation station {station_id}",
