@@ -159,8 +159,7 @@ def real_device(root: Path, fmt: str, n_slots: int, blocksize: int | None = None
             "format": fmt,
             "min_free": "1MB",
         }
-        if blocksize is not None:
-            sensor["blocksize"] = blocksize
+        sensor["blocksize"] = blocksize if blocksize == "auto" else int(blocksize)
         errors, recs = _slot_errors(root / "real", sensor, fmt, n_slots)
     from fieldstation.sensors.audio import AudioConfig, callback_frames
 
@@ -172,9 +171,10 @@ def real_device(root: Path, fmt: str, n_slots: int, blocksize: int | None = None
         "monitor), device 'pulse'",
         "target": {"first_sample_error_ms_p99": 5},
         "met": p["p99"] <= 5,
+        "blocksize": blocksize,
         "blocksize_frames": callback_frames(config.sample_rate, float(config.chunk))
-        if blocksize is None
-        else blocksize,
+        if blocksize == "auto"
+        else int(blocksize),
         "slots": n_slots,
         "sessions": len(recs),
         "slots_missed": n_slots - len(recs),
@@ -223,7 +223,7 @@ def main() -> None:
         "--real-device", action="store_true", help="also a real PortAudio input (PulseAudio)"
     )
     parser.add_argument(
-        "--blocksize", type=int, default=None, help="real device: frames per callback, 0: PortAudio"
+        "--blocksize", default="auto", help="real device: 'auto', frames, or 0 (PortAudio)"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fieldstation-bench-") as tmp:

@@ -1,6 +1,6 @@
-"""The real-device block size: a PortAudio callback every 50-100 ms, chosen from the rate and
-the chunk length (issue 22: ``blocksize = 0`` let PortAudio deliver tiny buffers, and the
-per-callback work cost three times acoupi's CPU at 384 kHz)."""
+"""The real-device block size ``"auto"``: a PortAudio callback every 50-100 ms, chosen from the
+rate and the chunk length (issue 22: ``blocksize = 0`` let PortAudio deliver tiny buffers, and
+the per-callback work cost three times acoupi's CPU at 384 kHz). Opt-in (decision 0121)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,11 @@ def test_384_khz_minute_chunks_get_100_ms_blocks() -> None:
     assert callback_frames(384_000, 60.0) == 38_400
 
 
-def test_the_sensor_uses_the_chosen_size_unless_one_is_given() -> None:
+def test_auto_uses_the_chosen_size_and_a_number_is_used_as_given() -> None:
     base = {"name": "mic", "kind": "audio", "sample_rate": 384_000, "chunk": "60s"}
-    assert AudioSensor(AudioConfig.model_validate(base)).blocksize == 38_400
-    assert AudioSensor(AudioConfig.model_validate({**base, "blocksize": 0})).blocksize == 0
+    auto = AudioConfig.model_validate({**base, "blocksize": "auto"})
+    assert AudioSensor(auto).blocksize == 38_400
+    assert AudioSensor(AudioConfig.model_validate(base)).blocksize == 0  # PortAudio's choice
     assert AudioSensor(AudioConfig.model_validate({**base, "blocksize": 512})).blocksize == 512
+    with pytest.raises(ValueError, match="blocksize"):
+        AudioConfig.model_validate({**base, "blocksize": -1})

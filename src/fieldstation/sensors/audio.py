@@ -11,13 +11,13 @@ capture time (decision record 0023). A device that disappears or stops deliverin
 ``timeout`` seconds raises :class:`~fieldstation.sensors.base.DeviceError` (end reason
 ``device_error``). ``sounddevice`` is imported only when the sensor is built (at the
 recorder's start, before its first slot, so the first slot does not pay for the import).
-The callback block size is chosen from the sample rate and the chunk length (a callback every
-50-100 ms, :func:`callback_frames`) unless ``blocksize`` is given.
+With ``blocksize = "auto"`` the callback block size is chosen from the sample rate and the
+chunk length (a callback every 50-100 ms, :func:`callback_frames`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -35,12 +35,11 @@ class AudioConfig(AudioSensorConfig):
     device: str | int | None = Field(
         default=None, description="Device name (substring) or index; omitted: the default input."
     )
-    blocksize: int | None = Field(
-        default=None,
-        ge=0,
-        description="Frames per PortAudio callback; omitted: chosen from the sample rate and "
-        "chunk length for a callback every 50-100 ms (callback_frames); 0 lets PortAudio "
-        "choose (often tiny buffers: several times the CPU at high rates).",
+    blocksize: int | Literal["auto"] = Field(
+        default=0,
+        description="Frames per PortAudio callback; 0 lets PortAudio choose (often tiny "
+        "buffers: several times the CPU at high rates); 'auto': chosen from the sample rate "
+        "and chunk length for a callback every 50-100 ms (callback_frames; decision 0121).",
     )
     queue_blocks: int = Field(
         default=256,
@@ -61,6 +60,8 @@ class AudioConfig(AudioSensorConfig):
     @model_validator(mode="after")
     def _check(self) -> AudioConfig:
         _check_file_format(self)
+        if isinstance(self.blocksize, int) and self.blocksize < 0:
+            raise ValueError("blocksize must be 0 (PortAudio chooses), 'auto' or a frame count")
         return self
 
 

@@ -75,9 +75,9 @@ class AudioSensor:
         self._error: str | None = None
         self._last_warning = float("-inf")
         self.blocksize = (
-            config.blocksize
-            if config.blocksize is not None
-            else callback_frames(config.sample_rate, float(config.chunk))
+            callback_frames(config.sample_rate, float(config.chunk))
+            if config.blocksize == "auto"
+            else int(config.blocksize)
         )
         """Frames per PortAudio callback (0: PortAudio chooses)."""
         # imported now, at the recorder's start, not in its first slot (issue 22); without
