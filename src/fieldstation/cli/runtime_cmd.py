@@ -181,12 +181,20 @@ def _render(status: dict[str, Any]) -> None:
         )
     console.print(table)
     free = storage.get("free_bytes")
-    console.print(
+    net = status.get("network") or {}
+    line = (
         f"outbox pending {outbox.get('pending', '?')}, disk free "
         f"{format_bytes(free) if free is not None else '?'}, network "
-        f"{ {True: 'up', False: 'down', None: '?'}[(status.get('network') or {}).get('up')] }",
-        highlight=False,
+        f"{ {True: 'up', False: 'down', None: '?'}[net.get('up')] }"
     )
+    if net.get("level"):
+        wifi = net.get("wifi") or {}
+        signal = f" {wifi.get('signal', '?')} %" if wifi else ""
+        line += f" ({net['level']}" + (f", Wi-Fi {wifi.get('ssid') or '?'}{signal}" if wifi else "")
+        line += ")"
+    if (status.get("wifi") or {}).get("mode") == "hotspot":
+        line += ", Wi-Fi setup hotspot up"
+    console.print(line, highlight=False)
 
 
 def status(

@@ -339,7 +339,7 @@ class RetentionJob:
         if not present:
             return 0
         with self.db.session() as session:
-            leftovers = present.intersection(deleted_paths(session))
+            leftovers = set(deleted_paths(session, among=present))
         return sum(1 for path in sorted(leftovers) if self._remove(path, report))
 
     # -- loop ------------------------------------------------------------------------------

@@ -189,12 +189,13 @@ def render_unit(
         "DeviceAllow=char-alsa rw",
         "DeviceAllow=char-sound rw",
         "DeviceAllow=/dev/i2c-1 rw",
+        "DeviceAllow=char-gpiochip rw",  # the field button and LED (gpiozero)
     ]
     if not user:
         lines += [
             "ProtectHome=read-only",
             f"User={run_as or _current_user()}",
-            "SupplementaryGroups=audio",
+            "SupplementaryGroups=audio gpio",
         ]
     lines += ["", "[Install]", f"WantedBy={'default.target' if user else 'multi-user.target'}", ""]
     return "\n".join(lines)
