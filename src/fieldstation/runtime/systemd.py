@@ -195,7 +195,7 @@ def render_unit(
         lines += [
             "ProtectHome=read-only",
             f"User={run_as or _current_user()}",
-            "SupplementaryGroups=audio",  # not gpio: a host without that group would refuse the unit
+            "SupplementaryGroups=audio",  # not gpio: a host without it refuses the unit
         ]
     lines += ["", "[Install]", f"WantedBy={'default.target' if user else 'multi-user.target'}", ""]
     return "\n".join(lines)
