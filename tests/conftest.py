@@ -24,7 +24,7 @@ SAMPLES = Path(
     os.environ.get("FIELDSTATION_SAMPLES", Path("~/.cache/fieldstation/samples").expanduser())
 )
 
-REQUIREMENTS = ("extras", "pulse", "samples", "mosquitto", "socat", "rtsp", "postgres")
+REQUIREMENTS = ("extras", "pulse", "samples", "mosquitto", "socat", "rtsp", "postgres", "chromium")
 """What a test may need that a machine may lack. ``FIELDSTATION_REQUIRE`` (a comma list of
 these, e.g. ``extras,samples``) turns the skip of a test lacking one of them into a failure, so
 CI cannot pass by silently skipping what it was set up to run."""

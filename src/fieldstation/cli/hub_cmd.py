@@ -60,7 +60,8 @@ def _open(config: Any) -> Any:
 
 @hub_app.command("run")
 def run(config_path: ConfigArg = None) -> None:
-    """Run the hub until Ctrl-C or SIGTERM: MQTT ingest (when configured) and HTTP ingest."""
+    """Run the hub until Ctrl-C or SIGTERM: MQTT ingest (when configured), HTTP ingest and the
+    dashboard on one listener, and the fleet alert loop."""
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
