@@ -358,3 +358,37 @@ def test_a_reading_source_outputs_and_stale_values(station, home, db, clock) -> 
     assert power.step() == [] and not power.allows("local")
     volts(12.6)
     assert [t.state for t in power.step()] == ["running"] and power.allows("local")
+
+
+def test_a_restarted_power_job_writes_the_pauses_in_force_again(station, home, clock) -> None:  # type: ignore[no-untyped-def]
+    """The job clears the state file when it ends (a crash too); when the supervisor starts
+    it again, its first step writes the pauses still in force (no transition needed)."""
+    import threading
+
+    config = station(suspenders=[BATTERY])
+    file = SuspensionFile(state_path(home))
+
+    class TwoSteps(Sampler):
+        """Battery at 11 V; the job is stopped at its second step, after noting what the
+        state file said then (written by the first step)."""
+
+        def __init__(self) -> None:
+            super().__init__(config, clock)
+            self.stop, self.calls, self.seen = threading.Event(), 0, "unset"
+
+        def sample(self, suspenders: Any) -> dict[str, float | None]:
+            self.calls += 1
+            if self.calls == 2:
+                self.seen = file.reason("recorder:syn") or ""
+                self.stop.set()
+            return {"battery-low": 11.0}
+
+    first = TwoSteps()
+    power = Suspenders(config, clock, home, sampler=first)
+    power.run(first.stop)
+    assert "suspended by battery-low" in first.seen
+    assert file.reason("recorder:syn") is None  # released when the job ended
+    again = TwoSteps()
+    power.sampler = again
+    power.run(again.stop)  # restarted: the core is still suspended, no transition
+    assert "suspended by battery-low" in again.seen

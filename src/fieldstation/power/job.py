@@ -349,7 +349,9 @@ class Suspenders:
     def run(self, stop: threading.Event) -> None:
         """Step every :attr:`interval` seconds until ``stop`` is set; an error in one step
         is logged and the loop goes on. Releases every job at the end (a station that stops
-        leaves no stale pause behind)."""
+        leaves no stale pause behind); a restarted job writes the pauses in force again at
+        its first step."""
+        self._stepped = False
         try:
             while not stop.is_set():
                 try:
