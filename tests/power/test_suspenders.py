@@ -192,6 +192,23 @@ def test_suspenders_job_on_the_replayed_day(station, home, db, clock) -> None:  
     assert status["held"] == {} and status["suspenders"][0]["state"] == "running"
 
 
+def test_a_heartbeat_with_suspenders_is_a_valid_message(station, home, db, clock) -> None:  # type: ignore[no-untyped-def]
+    """The heartbeat's ``power`` (a suspender holding a recorder) is in the message schema:
+    a hub does not dead-letter the heartbeats of a station with ``[[suspenders]]``."""
+    from fieldstation.health.heartbeat import Heartbeat
+    from fieldstation.messages import HeartbeatBody
+
+    config = station(suspenders=[BATTERY])
+    battery = ReplayBattery(fast_day(), clock)
+    power = Suspenders(config, clock, home, db=db, sampler=Sampler(config, clock, battery=battery))
+    while not power.status()["held"]:
+        power.step()
+        clock.advance(power.interval)
+    body = Heartbeat(config, db, clock, home, power=power.status).build()
+    assert body["power"]["held"]["recorder:syn"]["reason"]
+    assert HeartbeatBody.model_validate(body).power == body["power"]
+
+
 # --- the recorder: paused with end reason ``suspended``, resumed --------------------------------
 
 

@@ -120,6 +120,11 @@ class HeartbeatBody(Body):
     station_uptime_s: float = Field(ge=0)
     config_hash_in_force: str | None
     metrics: HeartbeatMetrics
+    power: dict[str, Any] | None = Field(
+        default=None,
+        description="Stations with [[suspenders]]: each suspender's state, last value and "
+        "reason, and the jobs held (power.job.Suspenders.status); absent otherwise.",
+    )
 
 
 class SummaryLabel(Body):
