@@ -195,6 +195,8 @@ def _render(status: dict[str, Any]) -> None:
     if (status.get("wifi") or {}).get("mode") == "hotspot":
         line += ", Wi-Fi setup hotspot up"
     console.print(line, highlight=False)
+    for job, held in ((status.get("power") or {}).get("held") or {}).items():
+        console.print(f"[yellow]{job} paused since {held['since']}: {held['reason']}[/]")
 
 
 def status(
