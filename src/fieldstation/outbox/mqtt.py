@@ -287,8 +287,18 @@ class MqttMessenger:
             self._last_error = f"broker refused the connection: {reason}"
             log.warning("mqtt %s:%s: %s", self.config.host, self.config.port, self._last_error)
             return
+        refused = 0
         for config in self.discovery:  # without properties: a retained config must not expire
-            client.publish(config.topic, config.payload, qos=1, retain=True)
+            info = client.publish(config.topic, config.payload, qos=1, retain=True)
+            refused += info.rc not in (0, 4)  # 4: queued while reconnecting
+        if refused:
+            log.warning(
+                "mqtt %s:%s: %d Home Assistant discovery configs not queued (paho's queue is "
+                "full); they are published again on the next connection",
+                self.config.host,
+                self.config.port,
+                refused,
+            )
         client.publish(self._status_topic, "online", qos=1, retain=True)
         self._connected.set()
         self._connack.set()
