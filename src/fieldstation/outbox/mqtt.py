@@ -16,6 +16,7 @@ from fieldstation.config.outputs import OutputConfig
 from fieldstation.config.plugins import Plugin
 from fieldstation.config.secrets import SecretRef
 from fieldstation.config.units import Seconds
+from fieldstation.outbox.homeassistant import DiscoveryMessage, discovery_messages
 from fieldstation.outbox.messenger import (
     OutgoingMessage,
     Result,
@@ -73,12 +74,24 @@ class MqttOutputConfig(OutputConfig):
     max_inflight: int = Field(
         default=1000, ge=1, le=65535, description="QoS 1 messages awaiting PUBACK at once."
     )
+    home_assistant: bool = Field(
+        default=False,
+        description="Publish Home Assistant MQTT discovery configs (retained) on every connection, "
+        "so the station appears as a device with sensors (docs/home-assistant.md).",
+    )
+    discovery_prefix: str = Field(
+        default="homeassistant",
+        pattern=r"^[^#+\s]+$",
+        description="Home Assistant's discovery prefix (its MQTT integration's setting).",
+    )
 
 
 class MqttMessenger:
     """One persistent MQTT connection (paho's network thread, reconnecting with backoff).
 
-    On connect it publishes a retained ``online`` to ``{prefix}/{station}/status``; the
+    On connect it publishes, with ``home_assistant = true``, the retained Home Assistant
+    discovery configs (:mod:`fieldstation.outbox.homeassistant`), then a retained ``online`` to
+    ``{prefix}/{station}/status``; the
     connection's last will is a retained ``offline`` there, so the broker announces a station
     that dies without saying goodbye; :meth:`close` publishes ``offline`` itself. ``send``
     publishes a whole batch at QoS 1 (pipelined, up to ``max_inflight`` unacknowledged), then
@@ -110,7 +123,18 @@ class MqttMessenger:
         self.config = config
         self.station_id = station_id
         self.clock = clock
-        self.queue_limit = (batch_size or config.max_inflight) + PRESENCE_SLACK
+        self.discovery: list[DiscoveryMessage] = []
+        """Home Assistant discovery configs published (retained) on every connection."""
+        if config.home_assistant:
+            self.discovery = discovery_messages(
+                station_id=station_id,
+                prefix=config.prefix,
+                discovery_prefix=config.discovery_prefix,
+                kinds=config.kinds,
+            )
+        self.queue_limit = (
+            (batch_size or config.max_inflight) + PRESENCE_SLACK + len(self.discovery)
+        )
         """Most QoS 1 messages paho holds unacknowledged (in flight or queued) at once."""
         self._v5 = config.protocol == "5"
         self._status_topic = status_topic(config.prefix, station_id)
@@ -263,6 +287,18 @@ class MqttMessenger:
             self._last_error = f"broker refused the connection: {reason}"
             log.warning("mqtt %s:%s: %s", self.config.host, self.config.port, self._last_error)
             return
+        refused = 0
+        for config in self.discovery:  # without properties: a retained config must not expire
+            info = client.publish(config.topic, config.payload, qos=1, retain=True)
+            refused += info.rc not in (0, 4)  # 4: queued while reconnecting
+        if refused:
+            log.warning(
+                "mqtt %s:%s: %d Home Assistant discovery configs not queued (paho's queue is "
+                "full); they are published again on the next connection",
+                self.config.host,
+                self.config.port,
+                refused,
+            )
         client.publish(self._status_topic, "online", qos=1, retain=True)
         self._connected.set()
         self._connack.set()
