@@ -327,7 +327,7 @@ CASES: list[tuple[str, Callable[[Data], None], str, str, str | None]] = [
         "unknown message kind",
         _set("outputs.0.kinds", ["gossip"]),
         "outputs[0].kinds[0]",
-        "Input should be 'event', 'heartbeat'",
+        "Input should be 'event', 'alert', 'heartbeat'",
         "'gossip'",
     ),
     (
