@@ -67,7 +67,11 @@ def test_log_in_see_a_killed_station_go_offline_and_acknowledge_its_alert(
             "run", str(fleet_tools.station_file(tmp_path / "hedge-07", "hedge-07", broker))
         )
         base = f"http://127.0.0.1:{port}"
-        wait = WebDriverWait(browser, 90, poll_frequency=0.2)
+        # a click that submits a form reloads the page: an element found just before may go
+        # stale while it is read; the wait looks again instead of failing
+        wait = WebDriverWait(
+            browser, 90, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+        )
         # log in (a wrong password first)
         browser.get(base + "/")
         assert "/login" in browser.current_url

@@ -4,18 +4,17 @@ selection tables or an SQL database, incremental per target, with a progress bar
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fieldstation.cli.common import EXIT_INVALID, err_console, home_of, load_or_exit
+from fieldstation.cli.common import EXIT_INVALID, ConfigOpt, err_console, home_of, load_or_exit
 
 __all__ = ["export", "register"]
 
 
 def export(
-    config: Annotated[Path, typer.Option("-c", "--config", help="Station file (TOML).")],
+    config: ConfigOpt = None,
     what: Annotated[
         str, typer.Option("--what", help="detections, recordings or readings.")
     ] = "detections",
