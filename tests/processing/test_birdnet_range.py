@@ -220,6 +220,7 @@ def test_range_filter_threshold_and_week(require: Any) -> None:
 
 @pytest.mark.extras
 @pytest.mark.samples
+@pytest.mark.slow  # ~10 s: eight classifier runs on a 10 s file
 def test_location_filter_on_detections(require: Any, bird_files: list[Path]) -> None:
     """The sample's Tennessee Warbler is kept at Ithaca in May, dropped in Berlin, kept in
     Berlin when included, dropped at Ithaca when excluded."""
