@@ -263,5 +263,9 @@ def test_location_filter_on_detections(require: Any, bird_files: list[Path]) -> 
     with pytest.raises(RangeFilterError, match="needs a position"):
         BirdnetModel(no_position)
     assert BirdnetModel(no_position, latitude=52.52, longitude=13.40).position == (52.52, 13.40)
+    from fieldstation.processing.birdnet import plugin
+
+    built = plugin.factory(no_position, home=Path("."), latitude=42.45, longitude=-76.48)
+    assert built.position == (42.45, -76.48)
     with pytest.raises(ValueError, match="include/exclude"):
         BirdnetModel(BirdnetConfig(name="b", model="birdnet", exclude=["Blackbird"]))
