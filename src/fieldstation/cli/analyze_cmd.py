@@ -274,7 +274,10 @@ def reprocess(
     processor = chosen[0]
     home = home_of(config)
     try:
-        detector = build_model(processor, home=home.root)
+        station = config.station
+        detector = build_model(
+            processor, home=home.root, position=(station.latitude, station.longitude)
+        )
     except ModelUnavailableError as error:
         err_console.print(f"[red]{error}[/]")
         raise typer.Exit(EXIT_INVALID) from None

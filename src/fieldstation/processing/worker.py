@@ -57,10 +57,22 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def build_model(config: ProcessorConfig, *, home: Path | None = None) -> Model:
+def _station_model(config: ProcessorConfig, ctx: JobContext) -> Model:
+    """:func:`build_model` with the station's home and position."""
+    station = ctx.config.station
+    return build_model(config, home=ctx.home.root, position=(station.latitude, station.longitude))
+
+
+def build_model(
+    config: ProcessorConfig,
+    *,
+    home: Path | None = None,
+    position: tuple[float, float] | None = None,
+) -> Model:
     """Build the model of a processor through its plugin's factory, given the context keyword
     ``home`` (the station home's root; where a model keeps files of its own, such as the
-    motion model's thumbnails) when there is one.
+    motion model's thumbnails) when there is one, and ``latitude``/``longitude`` (decimal
+    degrees, the station's position; BirdNET's range filter) when given.
 
     Raises ``UnknownPluginError``, ``ModelUnavailableError`` when the model's extra is not
     installed, and :class:`~fieldstation.job.ConfigurationError` when the model's ``media``
@@ -68,7 +80,9 @@ def build_model(config: ProcessorConfig, *, home: Path | None = None) -> Model:
     :func:`covering_processors` go by).
     """
     plugin = load_plugin("models", config.model)
-    context = {} if home is None else {"home": home}
+    context: dict[str, object] = {} if home is None else {"home": home}
+    if position is not None:
+        context["latitude"], context["longitude"] = position
     model: Model = plugin.factory(config, **context)
     if model_media(model) != plugin.media:
         raise ConfigurationError(
@@ -145,7 +159,7 @@ class ProcessorWorker:
     def __init__(self, ctx: JobContext, processor: str, model: Model | None = None) -> None:
         self.ctx = ctx
         self.config = ctx.config.processor(processor)
-        self.model = model if model is not None else build_model(self.config, home=ctx.home.root)
+        self.model = model if model is not None else _station_model(self.config, ctx)
         self.sensors = self.config.sensors
         self.media = model_media(self.model)
         """Only recordings of this media are claimed (the model's ``media``)."""
@@ -422,7 +436,7 @@ def run_processor(
     and whatever building the model raises (e.g. ``ModelUnavailableError``).
     """
     config = ctx.config.processor(processor_name)
-    model = model_factory(config) if model_factory else build_model(config, home=ctx.home.root)
+    model = model_factory(config) if model_factory else _station_model(config, ctx)
     worker = ProcessorWorker(ctx, processor_name, model)
     try:
         while not ctx.stop.is_set():
