@@ -39,6 +39,17 @@ SinceOpt = Annotated[
     ),
 ]
 LimitOpt = Annotated[int, typer.Option("--limit", min=0, help="At most this many rows (0: all).")]
+DETECTIONS_TABLE_LIMIT = 100
+"""Rows ``detections`` shows in its table when no ``--limit`` is given (CSV and JSON: all)."""
+DetectionLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        min=0,
+        help=f"At most this many rows (0: all; default {DETECTIONS_TABLE_LIMIT} in the table, "
+        "all with --csv or --json). When rows are left out, stderr says so.",
+    ),
+]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")
 ]
@@ -106,6 +117,7 @@ def recordings(
     as_json: JsonOpt = False,
 ) -> None:
     """List recordings, newest first, with their detection counts and file state."""
+    from fieldstation.store.processing import latest_detection_counts
     from fieldstation.store.retention import list_recordings
 
     config = config_path(config, legacy, "recordings")
@@ -125,6 +137,9 @@ def recordings(
                 since=after,
                 limit=limit or None,
             )
+            # the latest run of each processor only: a reprocessed recording is not counted twice
+            latest = latest_detection_counts(session, [rec.id for rec, _ in rows])
+            rows = [(rec, latest.get(rec.id, 0)) for rec, _ in rows]
     finally:
         db.dispose()
     if as_json:
@@ -179,25 +194,50 @@ def detections(
         float | None, typer.Option("--min-score", min=0, max=1, help="Only scores at least this.")
     ] = None,
     since: SinceOpt = None,
-    limit: LimitOpt = 100,
+    limit: DetectionLimitOpt = None,
     as_csv: Annotated[
         bool, typer.Option("--csv", help="CSV on stdout instead of a table.")
     ] = False,
     as_json: JsonOpt = False,
+    all_runs: Annotated[
+        bool,
+        typer.Option(
+            "--all-runs",
+            help="Every model run's detections; by default only the latest run of each "
+            "processor on each recording (after 'reprocess').",
+        ),
+    ] = False,
 ) -> None:
-    """List detections, newest first (CSV for spreadsheets, JSON for scripts)."""
-    from fieldstation.store.retention import list_detections
+    """List detections, newest first, of the latest model run of each processor on each
+    recording (CSV for spreadsheets, JSON for scripts)."""
+    from fieldstation.store.processing import list_run_detections
 
     config = config_path(config, legacy, "detections")
     after = since_or_exit(since)
+    if limit is None:
+        limit = 0 if (as_csv or as_json) else DETECTIONS_TABLE_LIMIT
     db = _open(config)
     try:
         with db.session() as session:
-            rows = list_detections(
-                session, label=label, min_score=min_score, since=after, limit=limit or None
+            found = list_run_detections(
+                session,
+                label=label,
+                min_score=min_score,
+                since=after,
+                limit=limit + 1 if limit else None,  # one more: tells whether rows are left out
+                all_runs=all_runs,
             )
     finally:
         db.dispose()
+    cut = bool(limit) and len(found) > limit
+    rows = [(det, rec) for det, rec, _ in found[: limit or None]]
+    runs = [run for _, _, run in found[: limit or None]]
+    if cut:
+        err_console.print(
+            f"[yellow]only the newest {plural(limit, 'detection')} shown: more match "
+            "(--limit 0 for all)[/]",
+            highlight=False,
+        )
     header = [
         "id",
         "detected_at",
@@ -211,6 +251,10 @@ def detections(
         "sensor",
         "path",
         "file_state",
+        "processor",
+        "model",
+        "model_version",
+        "run_id",
     ]
     if as_json:
         from fieldstation.cli.json_output import DetectionList, DetectionRow, dump
@@ -240,7 +284,7 @@ def detections(
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(header)
-        for det, rec in rows:
+        for (det, rec), run in zip(rows, runs, strict=True):
             writer.writerow(
                 [
                     det.id,
@@ -255,6 +299,10 @@ def detections(
                     rec.sensor,
                     rec.path,
                     rec.file_state,
+                    run.processor,
+                    run.model,
+                    run.model_version,
+                    run.run_id or f"run-{run.id}",
                 ]
             )
         return

@@ -90,7 +90,16 @@ class DetectionBody(Body):
     recording_started_at: AwareDatetime
     processor: str
     model: str
-    model_version: str | None = None
+    model_version: str | None = Field(
+        default=None,
+        description="The run's model version: the model's own version and, after '+', a digest "
+        "of its files and settings (changes when either does; decision 0135).",
+    )
+    run_id: str | None = Field(
+        default=None,
+        description="The model run's identity (a UUID): tells a re-analysis apart from the run "
+        "before it (decision 0135). Absent in messages of older stations.",
+    )
     detections: list[DetectionItem]
 
 

@@ -40,7 +40,14 @@ __all__ = [
     "model_media",
     "model_unavailable",
     "read_audio",
+    "run_version",
 ]
+
+RUN_SETTINGS_IGNORED = frozenset(
+    {"name", "enabled", "sensors", "timeout", "max_attempts", "lease", "poll_interval", "required"}
+)
+"""Processor fields that do not change what a model finds (which recordings, how often, how
+long): left out of :func:`run_version`'s digest."""
 
 
 class ModelError(RuntimeError):
@@ -257,3 +264,47 @@ def read_audio(path: str | Path, *, dtype: str = "float32") -> tuple[np.ndarray,
         raise UndecodableAudioError(f"cannot decode {path}: {error}") from error
     mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=dtype)
     return np.ascontiguousarray(mono), int(rate)
+
+
+def _digest_value(value: Any, digest: Any) -> None:
+    """Feed ``value`` (JSON-able settings) to ``digest``; a string naming an existing file adds
+    the file's content too (a model or labels file given by path)."""
+    import json
+
+    digest.update(json.dumps(value, sort_keys=True, default=str).encode())
+    if isinstance(value, dict):
+        for item in value.values():
+            if isinstance(item, dict | list):
+                _digest_value(item, digest)
+            else:
+                _file(item, digest)
+    elif isinstance(value, list):
+        for item in value:
+            _file(item, digest)
+
+
+def _file(value: Any, digest: Any) -> None:
+    if isinstance(value, str | Path) and str(value) and Path(value).is_file():
+        with Path(value).open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+
+
+def run_version(model: object, settings: dict[str, Any] | None = None) -> str:
+    """The version of one model run (decision 0135): ``<model.version>+<12 hex digits>``, the
+    digits a SHA-256 of the processor ``settings`` (a processor config's ``model_dump(mode=
+    "json")``; the fields of :data:`RUN_SETTINGS_IGNORED` left out), of the content of every
+    file a setting names, and of the model's own ``files`` (an optional attribute: paths of
+    the model and labels files it loaded). So the version changes when the model file or a
+    setting that changes what the model finds changes, and only then. At most 64 characters
+    (the ``model_runs.model_version`` column)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    kept = {k: v for k, v in (settings or {}).items() if k not in RUN_SETTINGS_IGNORED}
+    _digest_value(kept, digest)
+    for path in getattr(model, "files", ()) or ():
+        digest.update(str(Path(path).name).encode())
+        _file(path, digest)
+    base = str(getattr(model, "version", "?"))
+    return f"{base[:51]}+{digest.hexdigest()[:12]}"

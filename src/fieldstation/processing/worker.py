@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,7 @@ from fieldstation.processing.model import (
     UndecodableAudioError,
     check_media,
     model_media,
+    run_version,
 )
 from fieldstation.store import processing as repo
 from fieldstation.store.events import record_event
@@ -163,6 +165,9 @@ class ProcessorWorker:
         self.sensors = self.config.sensors
         self.media = model_media(self.model)
         """Only recordings of this media are claimed (the model's ``media``)."""
+        self.run_version = run_version(self.model, self.config.model_dump(mode="json"))
+        """The ``model_version`` of this worker's runs: the model's version and a digest of its
+        files and settings (:func:`~fieldstation.processing.model.run_version`)."""
         self._filter = build_filter(self.config.filters)
         self._clean = build_cleaner(self.config.cleaners)
         self._destinations = ctx.config.destinations_for("detection")
@@ -239,7 +244,8 @@ class ProcessorWorker:
         run = repo.RunInfo(
             processor=self.config.name,
             model=self.config.model,
-            model_version=str(self.model.version),
+            model_version=self.run_version,
+            run_id=str(uuid.uuid4()),
             started_at=started,
             duration=time.perf_counter() - t0,
             status="skipped" if skip_reason is not None else "ok",

@@ -191,6 +191,11 @@ class ModelRun(Base):
     duration: Mapped[float] = mapped_column(Float)
     """Seconds the model took."""
     n_detections: Mapped[int] = mapped_column(Integer, default=0)
+    run_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    """The run's identity in messages and exports: a UUID (``run-<id>`` for runs stored before
+    migration 0005); ``model_version`` tells model file and settings apart (decision 0135)."""
+
+    __table_args__ = (Index("ix_model_runs_run_id", "run_id", unique=True),)
 
 
 class Detection(Base):

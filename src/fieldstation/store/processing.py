@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Row, Table, and_, bindparam, exists, func, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from fieldstation.store.models import (
@@ -57,6 +57,8 @@ __all__ = [
     "expire_leases",
     "fail",
     "file_missing",
+    "latest_detection_counts",
+    "list_run_detections",
     "quarantine",
     "release",
     "reprocessable",
@@ -112,6 +114,9 @@ class RunInfo:
     thumbnail: str | None = None
     """The run's thumbnail image (video models), relative to the station home: kept in the
     recording's ``extra["thumbnails"][processor]``."""
+    run_id: str = ""
+    """The run's identity (a UUID; empty: :func:`complete` makes one), stored in
+    ``model_runs.run_id`` and carried by its detection message (decision 0135)."""
 
 
 _DETECTIONS = cast(Table, Detection.__table__)
@@ -286,18 +291,22 @@ def reprocessable(
     since: datetime | None = None,
     media: str | None = None,
 ) -> list[Recording]:
-    """Recordings ``processor`` may run on again (``fieldstation reprocess``), oldest first:
-    file present, not quarantined, from ``sensors`` (None: any), of ``media`` (None: any),
-    started at or after ``since``, and **already done by** ``processor`` (a ModelRun of it
-    with a done status).
+    """Recordings ``processor`` may run on (``fieldstation reprocess``), oldest first: file
+    present, from ``sensors`` (None: any), of ``media`` (None: any), started at or after
+    ``since``, and either ``processed`` or ``failed`` (whether ``processor`` ran on them before
+    or not: a processor added to a station, or a model never run on them) or ``recorded`` and
+    **already done by** ``processor`` (waiting for another processor).
 
-    A recording ``processor`` has not done yet is left to its worker: a run stored without a
-    claim does not change the recording's state, yet counts as done, so the worker would never
-    claim it and it would stay ``recorded`` for good."""
+    A ``recorded`` recording ``processor`` has not done yet is left to its worker: a run stored
+    without a claim does not change the recording's state, yet counts as done, so the worker
+    would never claim it and it would stay ``recorded`` for good. No worker ever claims a
+    ``processed`` or ``failed`` one, so it is safe to run on it here."""
     query = select(Recording).where(
         Recording.file_state == "present",
-        Recording.state.in_(("processed", "recorded", "failed")),
-        ~_not_done_by(Recording, processor),
+        or_(
+            Recording.state.in_(("processed", "failed")),
+            and_(Recording.state == "recorded", ~_not_done_by(Recording, processor)),
+        ),
     )
     if sensors is not None:
         query = query.where(Recording.sensor.in_(list(sensors)))
@@ -306,6 +315,71 @@ def reprocessable(
     if media is not None:
         query = query.where(Recording.media == media)
     return list(session.scalars(query.order_by(Recording.started_at, Recording.id)))
+
+
+def _latest(run: Any) -> ColumnElement[bool]:
+    """``run`` (a ModelRun entity or alias) is the latest done run of its processor on its
+    recording: no later (higher id) done run of that processor on that recording."""
+    later = aliased(ModelRun)
+    return ~exists().where(
+        later.recording_id == run.recording_id,
+        later.processor == run.processor,
+        later.status.in_(DONE_STATUSES),
+        later.id > run.id,
+    )
+
+
+def list_run_detections(
+    session: Session,
+    *,
+    label: str | None = None,
+    min_score: float | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+    all_runs: bool = False,
+) -> list[tuple[Detection, Recording, ModelRun]]:
+    """Detections (newest first: ``detected_at`` then ``id`` descending) with their recording
+    and model run, filtered by label, minimum score (0..1) and time (``detected_at >= since``),
+    at most ``limit`` (None: all).
+
+    By default only the detections of the **latest** run of each processor on each recording
+    (see ``reprocess``): a recording analysed twice by one processor is not counted twice,
+    while the runs of other processors on it still show. ``all_runs``: every run's."""
+    query = (
+        select(Detection, Recording, ModelRun)
+        .join(Recording, Recording.id == Detection.recording_id)
+        .join(ModelRun, ModelRun.id == Detection.model_run_id)
+        .order_by(Detection.detected_at.desc(), Detection.id.desc())
+    )
+    if not all_runs:
+        query = query.where(_latest(ModelRun))
+    if label is not None:
+        query = query.where(Detection.label == label)
+    if min_score is not None:
+        query = query.where(Detection.score >= min_score)
+    if since is not None:
+        query = query.where(Detection.detected_at >= since)
+    if limit is not None:
+        query = query.limit(limit)
+    return [(row[0], row[1], row[2]) for row in session.execute(query)]
+
+
+def latest_detection_counts(session: Session, recording_ids: Collection[int]) -> dict[int, int]:
+    """Detections per recording of ``recording_ids`` counting the latest done run of each
+    processor only (as :func:`list_run_detections` lists them); recordings without a run are
+    left out (count 0)."""
+    if not recording_ids:
+        return {}
+    query = (
+        select(ModelRun.recording_id, func.sum(ModelRun.n_detections))
+        .where(
+            ModelRun.recording_id.in_(list(recording_ids)),
+            ModelRun.status.in_(DONE_STATUSES),
+            _latest(ModelRun),
+        )
+        .group_by(ModelRun.recording_id)
+    )
+    return {int(rid): int(n or 0) for rid, n in session.execute(query)}
 
 
 _FACT_COLUMNS = (
@@ -435,9 +509,11 @@ def complete(
         recording = session.execute(_FACTS.where(Recording.id == recording_id)).one_or_none()
         if recording is None:
             raise LookupError(f"no recording with id {recording_id}")
+    run_uuid = run.run_id or str(uuid.uuid4())
     run_id = session.execute(
         insert(_MODEL_RUNS).returning(_MODEL_RUNS.c.id),
         {
+            "run_id": run_uuid,
             "recording_id": recording_id,
             "processor": run.processor,
             "model": run.model,
@@ -478,6 +554,7 @@ def complete(
                 for row in rows
             ],
         }
+        body["run_id"] = run_uuid  # the run's identity (decision 0135)
         message = NewMessage(
             kind="detection",
             body=body,
