@@ -20,6 +20,7 @@ NOT_STATION_COMMANDS = {
     ("init",): "writes a new station file",
     ("analyze",): "files, no station",
     ("config", "schema"): "the schema of any station file",
+    ("web-password",): "hashes a password, no station",
 }
 """Commands that take no station file; every other command outside ``hub`` must take
 ``-c/--config FILE``."""

@@ -158,6 +158,8 @@ def test_every_station_command_runs_with_c(station: Home) -> None:
         ("outbox", "retry"): ([], 0, "0 dead letters moved back"),
         ("outbox", "purge-dead"): (["--yes"], 0, "0 dead letters deleted"),
         ("db", "check"): ([], 0, "integrity ok"),
+        ("export",): (["--to", str(station.path.parent / "export.csv")], 0, "exported"),
+        ("live",): (["--seconds", "0.3"], 0, "mic"),
         ("install",): (["--user", "--no-enable"], 0, "fieldstation-cli-test.service"),
         ("uninstall",): (["--user"], 0, "removed"),
         ("db", "recover"): (["--force"], 0, "rebuilt"),  # last: it rebuilds the database

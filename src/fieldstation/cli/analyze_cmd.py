@@ -253,8 +253,9 @@ def reprocess(
         ),
     ] = None,
 ) -> None:
-    """Run a station's processor again on the recordings it has already processed (earlier
-    runs are kept); recordings it has not processed yet are left to its worker."""
+    """Run a station's processor on its processed or failed recordings, whether it ran on
+    them before or not (a processor added later); earlier runs are kept. Recordings not yet
+    processed are left to its worker."""
     from fieldstation.cli.data_cmd import since_or_exit
     from fieldstation.clock import SystemClock
     from fieldstation.job import JobContext

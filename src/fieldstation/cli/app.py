@@ -26,7 +26,7 @@ COMMAND_MODULES = (
     "fieldstation.cli.db_cmd",  # db check, db recover
     "fieldstation.cli.runtime_cmd",  # run, status, start/stop/restart, logs, install, uninstall
     "fieldstation.cli.hub_cmd",
-    "fieldstation.web.cli",  # web-password
+    "fieldstation.cli.web_cmd",  # web-password
     "fieldstation.cli.live_cmd",  # live (terminal level meter of the live taps)
     "fieldstation.cli.export_cmd",  # export
 )

@@ -22,8 +22,8 @@ def web_password(
 ) -> None:
     """Print the argon2 hash of an operators' password for the web page.
 
-    Put it in a 0600 file (or an environment variable) and point ``web.password_hash`` at it:
-    ``password_hash = "file:/etc/fieldstation/web-password"``.
+    Put it in a 0600 file (or an environment variable) and point web.password_hash at it,
+    for example password_hash = "file:/etc/fieldstation/web-password".
     """
     from fieldstation.web.auth import hash_password
 
