@@ -28,6 +28,7 @@ def shot(browser: Any, name: str) -> None:
 def test_log_in_see_a_killed_station_go_offline_and_acknowledge_its_alert(
     tmp_path: Path, broker: MosquittoBroker, browser: Any, fleet_tools: Any
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
