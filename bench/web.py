@@ -5,7 +5,12 @@ Prints one JSON object:
 - ``idle``: ``fieldstation run`` of a station whose schedule is closed now (so the recorder
   waits), with and without ``[web]``, sampled for ``--seconds`` after ``--warmup``: CPU of all
   station processes (percent of ONE core) and of the ``web`` job alone, while no browser is
-  connected. The live view's viewer cost is measured by the live view's own bench.
+  connected.
+- ``live``: the same station with ``[web]`` whose mic records (schedule open), with no viewer
+  and with 1 live viewer (an SSE client on ``/live/mic/events``, in this process, connected
+  through the warm-up and the measurement): CPU of all station processes and of the ``web``
+  job, and the events and spectrogram columns per second the viewer received. The recorder's
+  own share of a viewer is in ``bench/live.py``.
 - ``spectrogram``: the PNG of a 60 s, 48 kHz mono chunk (the real bird recording, resampled
   to 48 kHz and looped to 60 s, FLAC): read + STFT + colour + PNG, median and max of
   ``--renders`` runs, and the split between decoding, the STFT image and PNG encoding.
@@ -19,6 +24,7 @@ Prints one JSON object:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import os
@@ -56,14 +62,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def station_data(home: Path, web: bool) -> dict[str, Any]:
-    """The default station, its recorder waiting for a window that is not open now."""
+def station_data(home: Path, web: bool, recording: bool = False) -> dict[str, Any]:
+    """The default station (one synthetic 48 kHz mic, 10 s FLAC chunks). ``recording``: its
+    schedule is always open; otherwise the recorder waits for a window that is not open now."""
     data = tomllib.loads(template_text())
     data["station"].update(home=str(home), timezone="UTC")
-    hour = (datetime.now(UTC) + timedelta(hours=6)).hour
-    data["schedules"]["always"] = {
-        "windows": [{"start": f"{hour:02d}:00", "end": f"{hour:02d}:30"}]
-    }
+    if not recording:
+        hour = (datetime.now(UTC) + timedelta(hours=6)).hour
+        data["schedules"]["always"] = {
+            "windows": [{"start": f"{hour:02d}:00", "end": f"{hour:02d}:30"}]
+        }
     if web:
         data["web"] = {"enabled": True, "port": free_port()}
     return data
@@ -97,13 +105,64 @@ def web_pid(home: Path) -> int | None:
     return None
 
 
-def measure_idle(web: bool, seconds: float, warmup: float) -> dict[str, Any]:
+class Viewer:
+    """One live viewer: an SSE client of ``/live/<sensor>/events`` in a thread, counting the
+    ``data:`` events (and the spectrogram columns in them) it receives."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.events = 0
+        self.columns = 0
+        self.error: BaseException | None = None
+        self.first = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import httpx
+
+        try:
+            with (
+                httpx.Client(timeout=httpx.Timeout(10, read=30)) as http,
+                http.stream("GET", self.url) as response,
+            ):
+                response.raise_for_status()
+                for line in response.iter_lines():
+                    if self._stop.is_set():
+                        return
+                    if line.startswith("data:"):
+                        self.events += 1
+                        self.columns += len(json.loads(line[5:]).get("columns", []))
+                        self.first.set()
+        except BaseException as error:  # reported by the bench
+            self.error = error
+            self.first.set()
+
+    def __enter__(self) -> Viewer:
+        self._thread.start()
+        if not self.first.wait(60) or self.error is not None:
+            raise RuntimeError(f"the live view sent no event: {self.error}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(35)
+
+
+def measure_idle(
+    web: bool, seconds: float, warmup: float, *, recording: bool = False, viewer: bool = False
+) -> dict[str, Any]:
+    """CPU of a ``fieldstation run`` station over ``seconds`` after ``warmup``; ``recording``:
+    its mic records (schedule open); ``viewer``: one SSE client on ``/live/mic/events`` for
+    the whole measurement (it starts before the warm-up; its own CPU, in this process, is not
+    counted)."""
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         home = Path(tmp) / "home"
         config = Path(tmp) / "station.toml"
-        config.write_text(tomli_w.dumps(station_data(home, web)))
+        data = station_data(home, web, recording)
+        config.write_text(tomli_w.dumps(data))
         run = subprocess.Popen(
-            [*CLI, "run", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [*CLI, "run", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             root = psutil.Process(run.pid)
@@ -112,23 +171,47 @@ def measure_idle(web: bool, seconds: float, warmup: float) -> dict[str, Any]:
                 if time.monotonic() > deadline or run.poll() is not None:
                     raise RuntimeError("the station did not start")
                 time.sleep(0.1)
-            time.sleep(warmup)
-            page = web_pid(home) if web else None
-            procs = station_processes(root)
-            before = cpu_seconds(procs)
-            start = time.monotonic()
-            time.sleep(seconds)
-            wall = time.monotonic() - start
-            after = cpu_seconds(procs)
-            used = sum(after[p] - before[p] for p in after if p in before)
-            result = {
-                "processes": len(procs),
-                "station_cpu_percent": round(100 * used / wall, 3),
-            }
-            if page is not None:
-                result["web_cpu_seconds"] = round(after.get(page, 0) - before.get(page, 0), 4)
-                result["web_cpu_percent"] = round(100 * result["web_cpu_seconds"] / wall, 4)
-            return result
+            with contextlib.ExitStack() as stack:
+                watching = None
+                if viewer:
+                    url = f"http://127.0.0.1:{data['web']['port']}/live/mic/events"
+                    deadline = time.monotonic() + 60
+                    while True:  # the web job listens once the supervisor started it
+                        try:
+                            watching = stack.enter_context(Viewer(url))
+                            break
+                        except RuntimeError:
+                            if time.monotonic() > deadline:
+                                raise
+                            time.sleep(0.5)
+                time.sleep(warmup)
+                page = web_pid(home) if web else None
+                procs = station_processes(root)
+                before = cpu_seconds(procs)
+                events_before = watching.events if watching else 0
+                columns_before = watching.columns if watching else 0
+                start = time.monotonic()
+                time.sleep(seconds)
+                wall = time.monotonic() - start
+                after = cpu_seconds(procs)
+                used = sum(after[p] - before[p] for p in after if p in before)
+                result: dict[str, Any] = {
+                    "processes": len(procs),
+                    "station_cpu_percent": round(100 * used / wall, 3),
+                }
+                if page is not None:
+                    result["web_cpu_seconds"] = round(after.get(page, 0) - before.get(page, 0), 4)
+                    result["web_cpu_percent"] = round(100 * result["web_cpu_seconds"] / wall, 4)
+                if watching is not None:
+                    if watching.error is not None:
+                        raise RuntimeError(f"the viewer failed: {watching.error}")
+                    result["viewer_events_per_s"] = round(
+                        (watching.events - events_before) / wall, 2
+                    )
+                    result["viewer_columns_per_s"] = round(
+                        (watching.columns - columns_before) / wall, 2
+                    )
+                return result
         finally:
             run.terminate()
             run.wait(60)
@@ -384,6 +467,13 @@ def main() -> None:
         result["idle"] = {
             "without_web": measure_idle(False, args.seconds, args.warmup),
             "with_web": measure_idle(True, args.seconds, args.warmup),
+            "seconds": args.seconds,
+        }
+        result["live"] = {
+            "recording_no_viewer": measure_idle(True, args.seconds, args.warmup, recording=True),
+            "recording_1_viewer": measure_idle(
+                True, args.seconds, args.warmup, recording=True, viewer=True
+            ),
             "seconds": args.seconds,
         }
     result["spectrogram"] = measure_spectrogram(args.renders)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from fieldstation.testing.broker import MosquittoBroker, MosquittoMissingError
+from fieldstation.testing.browser import chromium_driver
 
 PG_ADMIN = os.environ.get(
     "FIELDSTATION_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -96,44 +97,13 @@ def broker(tmp_path: Path, require: Any) -> Iterator[MosquittoBroker]:
         yield running
 
 
-CHROMIUM = Path(os.environ.get("FIELDSTATION_CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("FIELDSTATION_CHROMEDRIVER", "/usr/bin/chromedriver"))
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-"""Where the browser tests save their screenshots (gitignored; CI keeps them as artefacts)."""
-
-
 @pytest.fixture
 def browser(require: Any) -> Iterator[Any]:
-    """A headless Chromium driven by Selenium (Debian's ``chromium`` and ``chromium-driver``);
-    requires ``chromium`` (skip, or fail under ``FIELDSTATION_REQUIRE``) when either is
-    missing."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        reason = f"{', '.join(missing)} not installed: apt-get install chromium chromium-driver"
-        try:
-            require("chromium", reason)
-        except ValueError:  # "chromium" not yet among tests/conftest.py's REQUIREMENTS
-            pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1400,900",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.implicitly_wait(0)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    try:
+    """A headless Chromium driven by Selenium (Debian's ``chromium`` and ``chromium-driver``,
+    :func:`fieldstation.testing.browser.chromium_driver`); requires ``chromium`` (skip, or fail
+    under ``FIELDSTATION_REQUIRE``) when either is missing."""
+    with chromium_driver(require, size=(1400, 900)) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 class Process:

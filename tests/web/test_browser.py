@@ -5,8 +5,6 @@ station replaying the real bird recording: every page opens, a recording plays (
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,48 +12,17 @@ from typing import Any
 import pytest
 from tests.web.conftest import LiveStation, wait_for
 
+from fieldstation.testing.browser import chromium_driver, screenshot
+
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def screenshots() -> Path:
-    base = os.environ.get("FIELDSTATION_ARTIFACTS")
-    folder = (Path(base) if base else ROOT / "test-artifacts") / "screenshots"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from tests.conftest import require
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if chromium is None or driver_path is None:
-        require("chromium", "needs Debian's chromium and chromium-driver (apt)")
-    webdriver = require.module("chromium", "selenium.webdriver", "selenium is not installed")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--autoplay-policy=no-user-gesture-required",
-        "--window-size=1200,1000",
-        "--mute-audio",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    driver.set_page_load_timeout(60)
-    driver.set_script_timeout(60)
-    try:
+    with chromium_driver(require, size=(1200, 1000)) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def decoded(driver: Any, selector: str) -> list[int]:
@@ -74,9 +41,7 @@ def decoded(driver: Any, selector: str) -> list[int]:
 
 
 def shoot(driver: Any, name: str) -> Path:
-    path = screenshots() / f"web-{name}.png"
-    driver.save_screenshot(str(path))
-    return path
+    return screenshot(driver, f"web-{name}")
 
 
 def test_every_page_in_chromium(live_station: LiveStation, browser: Any) -> None:

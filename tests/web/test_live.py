@@ -5,7 +5,6 @@ a PulseAudio virtual microphone plays a real bird recording (issue 18)."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import sys
 import threading
@@ -33,10 +32,10 @@ from fieldstation.recording.tap import LiveTap
 from fieldstation.sensors.base import Block, StreamDescription, audio_description
 from fieldstation.store.deployments import start_deployment
 from fieldstation.store.models import Event, Recording
+from fieldstation.testing.browser import chromium_driver, screenshot
 from fieldstation.web import live
 from fieldstation.web.live import live_routes
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 
@@ -366,27 +365,8 @@ def pulse(tmp_path: Path, require: Any) -> Iterator[Any]:
 @pytest.fixture
 def browser(require: Any) -> Iterator[Any]:
     """Headless Debian Chromium driven by Selenium through chromedriver."""
-    from selenium import webdriver
-
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        reason = "chromium and chromium-driver are not installed (apt-get install chromium " + (
-            "chromium-driver)"
-        )
-        try:
-            require("chromium", reason)
-        except ValueError:  # "chromium" not (yet) a known requirement of tests/conftest.py
-            pytest.skip(reason)
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1000,900"):
-        options.add_argument(flag)
-    service = webdriver.ChromeService(executable_path=driver_path)
-    driver = webdriver.Chrome(options=options, service=service)
-    try:
+    with chromium_driver(require, size=(1000, 900)) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.mark.samples
@@ -428,8 +408,7 @@ def test_a_browser_sees_the_level_move_while_a_bird_sings(  # type: ignore[no-un
             before = int(section.get_attribute("data-updates"))
             time.sleep(2.0)  # the spectrogram scrolls some of the song in
             updates = int(section.get_attribute("data-updates")) - before
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            browser.save_screenshot(str(ARTIFACTS / "live-view-bird.png"))
+            screenshot(browser, "live-view-bird")
             canvas_lit = browser.execute_script(
                 "const c = document.getElementById('spec-mic');"
                 "const d = c.getContext('2d').getImageData(c.width - 200, 0, 200, c.height).data;"
