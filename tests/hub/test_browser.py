@@ -13,15 +13,14 @@ from typing import Any
 import pytest
 
 from fieldstation.testing.broker import MosquittoBroker, free_port
+from fieldstation.testing.browser import screenshot
 
 CLI = [sys.executable, "-m", "fieldstation.cli"]
 PASSWORD = "a long enough password"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
 def shot(browser: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    screenshot(browser, name)
 
 
 @pytest.mark.slow
