@@ -122,3 +122,31 @@ def test_reprocess_leaves_recorded_recordings_of_a_new_model_to_its_worker(
     assert result.exit_code == 0, result.output
     assert "energy2: 0 recordings reprocessed" in result.output
     assert "1 recording not yet processed by energy2 left to its worker" in result.output
+
+
+def test_a_recording_analysed_again_is_counted_once_by_the_page_and_the_summaries(
+    make_station: Callable[..., Any], chirp_signal: Callable[..., np.ndarray], tmp_path: Path
+) -> None:
+    from fieldstation.store.health import detection_stats
+    from fieldstation.web.queries import detections_page, recording_detections, recordings_page
+
+    station = make_station()
+    now = datetime.now(UTC)
+    rid = station.add_recording(
+        chirp_signal(4.0, [1.0, 2.5], seed=5), started_at=now - timedelta(hours=1)
+    )
+    assert ProcessorWorker(station.context(), "energy").step().outcome == "processed"
+    toml = _station_file(tmp_path, station.home.root)
+    result = runner.invoke(app, ["reprocess", "-c", str(toml), "--model", "energy"])
+    assert result.exit_code == 0, result.output
+    with station.db.session() as s:
+        runs = s.scalars(select(ModelRun).where(ModelRun.recording_id == rid)).all()
+        assert len(runs) == 2 and runs[0].n_detections == runs[1].n_detections > 0
+        once = runs[1].n_detections
+        rows, _ = recordings_page(s)
+        assert [(r.recording.id, r.detections) for r in rows] == [(rid, once)]
+        assert len(recording_detections(s, rid)) == once
+        page, _ = detections_page(s)
+        assert {row.detection.model_run_id for row in page} == {runs[1].id}
+        stats = detection_stats(s, now - timedelta(days=1), now + timedelta(days=1))
+        assert sum(count for _, count, _, _ in stats) == once

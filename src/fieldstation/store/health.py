@@ -21,6 +21,7 @@ from fieldstation.store.models import (
     Recording,
     unfinished,
 )
+from fieldstation.store.processing import in_latest_run
 
 __all__ = [
     "OutboxDepth",
@@ -95,7 +96,8 @@ def last_summary_end(session: Session) -> datetime | None:
 def detection_stats(
     session: Session, start: datetime, end: datetime
 ) -> list[tuple[str, int, float, float]]:
-    """Per label, detections with ``start <= detected_at < end``: (label, count, max, mean score).
+    """Per label, detections with ``start <= detected_at < end`` of the latest run of each
+    processor on each recording: (label, count, max, mean score).
 
     Sorted by label.
     """
@@ -106,7 +108,7 @@ def detection_stats(
             func.max(Detection.score),
             func.avg(Detection.score),
         )
-        .where(Detection.detected_at >= start, Detection.detected_at < end)
+        .where(Detection.detected_at >= start, Detection.detected_at < end, in_latest_run())
         .group_by(Detection.label)
         .order_by(Detection.label)
     ).all()

@@ -58,6 +58,7 @@ __all__ = [
     "fail",
     "file_missing",
     "latest_detection_counts",
+    "in_latest_run",
     "list_run_detections",
     "quarantine",
     "release",
@@ -327,6 +328,14 @@ def _latest(run: Any) -> ColumnElement[bool]:
         later.status.in_(DONE_STATUSES),
         later.id > run.id,
     )
+
+
+def in_latest_run() -> ColumnElement[bool]:
+    """A ``WHERE`` condition on :class:`Detection`: it belongs to the latest done run of its
+    processor on its recording (what :func:`list_run_detections` lists by default), so a
+    recording analysed again (``reprocess``) is not counted twice."""
+    run = aliased(ModelRun)
+    return exists().where(run.id == Detection.model_run_id, _latest(run))
 
 
 def list_run_detections(

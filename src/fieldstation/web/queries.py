@@ -23,6 +23,7 @@ from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from fieldstation.store.models import Detection, Event, Recording
+from fieldstation.store.processing import in_latest_run
 
 __all__ = [
     "Cursor",
@@ -101,7 +102,7 @@ class DetectionRow:
 def _detection_count() -> Any:
     return (
         select(func.count(Detection.id))
-        .where(Detection.recording_id == Recording.id)
+        .where(Detection.recording_id == Recording.id, in_latest_run())
         .correlate(Recording)
         .scalar_subquery()
     )
@@ -151,7 +152,7 @@ def recording_detections(session: Session, recording_id: int, limit: int = 200) 
     """The detections in one recording, by start time."""
     query = (
         select(Detection)
-        .where(Detection.recording_id == recording_id)
+        .where(Detection.recording_id == recording_id, in_latest_run())
         .order_by(Detection.start, Detection.id)
         .limit(limit)
     )
@@ -161,7 +162,7 @@ def recording_detections(session: Session, recording_id: int, limit: int = 200) 
 def _detection_filters(
     label: str | None, span: tuple[datetime, datetime] | None, before: Cursor | None
 ) -> list[Any]:
-    where: list[Any] = []
+    where: list[Any] = [in_latest_run()]  # a recording analysed again is not listed twice
     if label is not None:
         where.append(Detection.label == label)
     if span is not None:
