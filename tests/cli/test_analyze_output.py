@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from fieldstation.cli import common
 from fieldstation.cli.app import app
 
 from ..processing.conftest import chirp_signal as chirps
@@ -18,8 +20,11 @@ runner = CliRunner()
 
 
 def test_table_shows_file_names_and_three_decimal_scores(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # a 200-column terminal, whatever the environment was when the console was made (rich
+    # fixes its width from $COLUMNS at construction when set then)
+    monkeypatch.setattr(common.console, "_width", 200)
     deep = tmp_path / "a-rather-long-folder-name-that-would-be-cut" / "and-another-level"
     deep.mkdir(parents=True)
     sf.write(deep / "dawn-2026-06-01.wav", chirps(4.0, [1.0, 2.5], seed=1), 48_000)
