@@ -178,6 +178,7 @@ class AlertJob:
         return written
 
     def _enqueue(self, session: Any, firings: list[Firing], now: Any) -> int:
+        from fieldstation.messages import AlertBody, to_wire
         from fieldstation.store.models import Message
         from fieldstation.store.outbox import enqueue
 
@@ -189,16 +190,18 @@ class AlertJob:
             if session.scalar(select(Message.id).where(Message.message_id == message_id)):
                 continue  # written by a pass that crashed before it saved its state
             destinations = list(firing.outputs) if firing.outputs is not None else default
-            body = {
-                "rule": firing.rule,
-                "title": firing.title,
-                "message": firing.body,
-                "severity": firing.severity,
-                "occurred_at": firing.occurred_at.isoformat(),
-                "ref": firing.ref,
-                "data": firing.data,
-                "attachment": firing.attachment,
-            }
+            body = to_wire(
+                AlertBody(
+                    rule=firing.rule,
+                    title=firing.title,
+                    message=firing.body,
+                    severity=firing.severity,
+                    occurred_at=firing.occurred_at,
+                    ref=firing.ref,
+                    data=firing.data,
+                    attachment=firing.attachment,
+                )
+            )
             if enqueue(
                 session,
                 kind="alert",

@@ -43,6 +43,7 @@ from fieldstation.health.metrics import (
     collect_station_metrics,
 )
 from fieldstation.home import StationHome
+from fieldstation.messages import HeartbeatBody, HeartbeatMetrics, to_wire
 from fieldstation.progress import judge_jobs
 from fieldstation.store import Database
 from fieldstation.store.outbox import OutboxFullError
@@ -172,22 +173,25 @@ class Heartbeat:
                 metrics.errors.append(f"network: {error}")
         status, reasons = derive_status(metrics, self.config, network_up=network)
         self.sequence += 1
-        body: dict[str, Any] = {
-            "status": status,
-            "reasons": reasons,
-            "seq": self.sequence,
-            "interval": self.config.heartbeat.interval,
-            "network_up": network,
-            "station_uptime_s": round(self.clock.monotonic() - self._started, 3),
-            "config_hash_in_force": self.config_hash,
-            "metrics": metrics.as_dict(),
-        }
+        power: dict[str, Any] = {}
         if self.power is not None:
             try:
-                body["power"] = self.power()
+                power["power"] = self.power()
             except Exception as error:  # reported, never fatal to the beat
-                body["power"] = {"error": str(error)}
-        return body
+                power["power"] = {"error": str(error)}
+        return to_wire(
+            HeartbeatBody(
+                status=status,
+                reasons=reasons,
+                seq=self.sequence,
+                interval=self.config.heartbeat.interval,
+                network_up=network,
+                station_uptime_s=round(self.clock.monotonic() - self._started, 3),
+                config_hash_in_force=self.config_hash,
+                metrics=HeartbeatMetrics.model_validate(metrics.as_dict()),
+                **power,
+            )
+        )
 
     def beat_once(self) -> dict[str, Any]:
         """Build one heartbeat and enqueue it for the outputs taking ``heartbeat``; returns it."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from fieldstation.clock import Clock
 from fieldstation.config import StationConfig
@@ -53,6 +52,7 @@ class Summarizer:
 
     def summarize_once(self) -> int:
         """Summarise every finished period not yet summarised; returns messages written."""
+        from fieldstation.messages import SummaryBody, SummaryLabel, SummaryReading, to_wire
         from fieldstation.store.deployments import current_deployment
         from fieldstation.store.health import (
             detection_stats,
@@ -84,40 +84,42 @@ class Summarizer:
                 if late and now < end + step:
                     break  # wait for processing to catch up (at most one more period)
                 labels = [
-                    {
-                        "label": label,
-                        "count": count,
-                        "max_score": round(high, 6),
-                        "mean_score": round(mean, 6),
-                    }
+                    SummaryLabel(
+                        label=label,
+                        count=count,
+                        max_score=round(high, 6),
+                        mean_score=round(mean, 6),
+                    )
                     for label, count, high, mean in detection_stats(session, start, end)
                 ]
                 readings = [
-                    {
-                        "sensor": sensor,
-                        "quantity": quantity,
-                        "unit": unit,
-                        "count": n,
-                        "min": round(low, 6),
-                        "max": round(high, 6),
-                        "mean": round(mean, 6),
-                    }
+                    SummaryReading(
+                        sensor=sensor,
+                        quantity=quantity,
+                        unit=unit,
+                        count=n,
+                        min=round(low, 6),
+                        max=round(high, 6),
+                        mean=round(mean, 6),
+                    )
                     for sensor, quantity, unit, n, low, high, mean in readings_stats(
                         session, start, end
                     )
                 ]
                 n_recordings, seconds = recordings_in_period(session, start, end)
-                body: dict[str, Any] = {
-                    "period_start": start.isoformat(),
-                    "period_end": end.isoformat(),
-                    "interval": interval,
-                    "recordings": n_recordings,
-                    "recorded_s": round(seconds, 3),
-                    "detections": sum(item["count"] for item in labels),
-                    "labels": labels,
-                    "readings": readings,
-                    "late": late,
-                }
+                body = to_wire(
+                    SummaryBody(
+                        period_start=start,
+                        period_end=end,
+                        interval=interval,
+                        recordings=n_recordings,
+                        recorded_s=round(seconds, 3),
+                        detections=sum(item.count for item in labels),
+                        labels=labels,
+                        readings=readings,
+                        late=late,
+                    )
+                )
                 enqueue(
                     session,
                     kind="summary",

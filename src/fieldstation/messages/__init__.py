@@ -40,6 +40,7 @@ from fieldstation.messages.bodies import (
     SummaryLabel,
     SummaryReading,
 )
+from fieldstation.messages.wire import to_wire
 
 __all__ = [
     "BODY_MODELS",
@@ -67,6 +68,7 @@ __all__ = [
     "build_envelope",
     "parse_message",
     "parse_status",
+    "to_wire",
 ]
 
 SCHEMA_VERSION = 1

@@ -47,14 +47,18 @@ class RecordingBody(Body):
     started_at: AwareDatetime
     duration: float = Field(ge=0, description="Seconds.")
     media: str = Field(description="audio, video, readings, ...")
-    rate: float = Field(gt=0, description="Frames per second (Hz).")
+    rate: int | float = Field(
+        gt=0, description="Frames per second (Hz); an int as stations send it (48000)."
+    )
     channels: int = Field(ge=0)
     frames: int = Field(ge=0)
     bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     format: str
     end_reason: str
-    sample_rate: float | None = Field(default=None, description="Audio only: = rate (Hz).")
+    sample_rate: int | float | None = Field(
+        default=None, gt=0, description="Audio only: = rate (Hz)."
+    )
     stream: dict[str, Any] | None = Field(default=None, description="Non-audio media only.")
 
     @model_validator(mode="before")

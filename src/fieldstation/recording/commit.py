@@ -18,6 +18,7 @@ from typing import Any
 
 from fieldstation.config.station import StationConfig
 from fieldstation.home import StationHome, fsync_dir, make_dirs_durably
+from fieldstation.messages import RecordingBody, to_wire
 from fieldstation.recording.chunk import FinishedChunk
 from fieldstation.store.db import Database
 from fieldstation.store.models import Recording
@@ -88,29 +89,33 @@ def insert_row(
             created_at=now,
             extra=_row_extra(chunk),
         )
-        body: dict[str, Any] = {
-            "recording_id": row.id,
-            "sensor": spec.sensor,
-            "path": relpath,
-            "session_id": spec.session_id,
-            "capture_id": spec.capture_id,
-            "chunk_index": spec.chunk_index,
-            "start_frame": spec.start_frame,
-            "started_at": spec.started_at.isoformat(),
-            "duration": row.duration,
-            "media": spec.media,
-            "rate": spec.rate,
-            "channels": spec.channels,
-            "frames": chunk.frames,
-            "bytes": chunk.bytes,
-            "sha256": chunk.sha256,
-            "format": spec.format,
-            "end_reason": chunk.end_reason,
-        }
-        if spec.media == "audio":
-            body["sample_rate"] = spec.rate  # the name consumers of audio messages know
-        else:
-            body["stream"] = row.extra["stream"]
+        media: dict[str, Any] = (
+            {"sample_rate": spec.rate}  # the name consumers of audio messages know
+            if spec.media == "audio"
+            else {"stream": row.extra["stream"]}
+        )
+        body = to_wire(
+            RecordingBody(
+                recording_id=row.id,
+                sensor=spec.sensor,
+                path=relpath,
+                session_id=spec.session_id,
+                capture_id=spec.capture_id,
+                chunk_index=spec.chunk_index,
+                start_frame=spec.start_frame,
+                started_at=spec.started_at,
+                duration=row.duration,
+                media=spec.media,
+                rate=spec.rate,
+                channels=spec.channels,
+                frames=chunk.frames,
+                bytes=chunk.bytes,
+                sha256=chunk.sha256,
+                format=spec.format,
+                end_reason=chunk.end_reason,
+                **media,
+            )
+        )
         enqueue(
             session,
             kind="recording",

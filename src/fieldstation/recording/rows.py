@@ -42,6 +42,7 @@ from sqlalchemy.exc import OperationalError
 
 from fieldstation.backoff import Backoff
 from fieldstation.job import ConfigurationError, JobContext
+from fieldstation.messages import ReadingsBody, to_wire
 from fieldstation.recording.job import DEVICE_BACKOFF, RecorderError, SlotFn, schedule_slots
 from fieldstation.sensors import DeviceError, Sensor, build_sensor
 from fieldstation.sensors.base import StreamDescription
@@ -233,16 +234,18 @@ class ReadingsJob:
                     enqueue(
                         session,
                         kind="readings",
-                        body={
-                            "sensor": self.name,
-                            "measured_at": m.measured_at.isoformat(),
-                            "period": self.period,
-                            "values": {
-                                q: (v if math.isfinite(v) else None)
-                                for q, v in zip(fields, m.values, strict=True)
-                            },
-                            "units": dict(zip(fields, units, strict=True)),
-                        },
+                        body=to_wire(
+                            ReadingsBody(
+                                sensor=self.name,
+                                measured_at=m.measured_at,
+                                period=self.period,
+                                values={
+                                    q: (v if math.isfinite(v) else None)
+                                    for q, v in zip(fields, m.values, strict=True)
+                                },
+                                units=dict(zip(fields, units, strict=True)),
+                            )
+                        ),
                         destinations=destinations,
                         now=self.clock.now(),
                         station_id=config.station.id,

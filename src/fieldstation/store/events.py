@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from fieldstation.messages import EventBody, to_wire
 from fieldstation.store.models import Event
 from fieldstation.store.outbox import enqueue
 
@@ -58,14 +59,16 @@ def record_event(
     )
     session.add(event)
     session.flush()
-    body: dict[str, Any] = {
-        "event": kind,
-        "severity": severity,
-        "source": source,
-        "message": message,
-        "data": data or {},
-        "event_id": event.id,
-    }
+    body = to_wire(
+        EventBody(
+            event=kind,
+            severity=severity,
+            source=source,
+            message=message,
+            data=data or {},
+            event_id=event.id,
+        )
+    )
     enqueue(
         session, kind="event", body=body, destinations=destinations, now=now, station_id=station_id
     )

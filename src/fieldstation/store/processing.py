@@ -32,6 +32,7 @@ from sqlalchemy import Row, Table, and_, bindparam, exists, func, insert, or_, s
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from fieldstation.messages import DetectionBody, to_wire
 from fieldstation.store.models import (
     UNFINISHED_HINT,
     Detection,
@@ -551,19 +552,21 @@ def complete(
     ]
     if rows:
         session.execute(insert(_DETECTIONS), rows)  # Core executemany: no ORM bookkeeping
-        body = {
-            "recording_id": recording_id,
-            "sensor": recording.sensor,
-            "recording_started_at": recording.started_at.isoformat(),
-            "processor": run.processor,
-            "model": run.model,
-            "model_version": run.model_version,
-            "detections": [
-                {k: row[k].isoformat() if k == "detected_at" else row[k] for k in DETECTION_FIELDS}
-                for row in rows
-            ],
-        }
-        body["run_id"] = run_uuid  # the run's identity (decision 0135)
+        # validated from plain dicts in one call (pydantic-core, no Python per item)
+        body = to_wire(
+            DetectionBody.model_validate(
+                {
+                    "recording_id": recording_id,
+                    "sensor": recording.sensor,
+                    "recording_started_at": recording.started_at,
+                    "processor": run.processor,
+                    "model": run.model,
+                    "model_version": run.model_version,
+                    "run_id": run_uuid,  # the run's identity (decision 0135)
+                    "detections": [{k: row[k] for k in DETECTION_FIELDS} for row in rows],
+                }
+            )
+        )
         message = NewMessage(
             kind="detection",
             body=body,
