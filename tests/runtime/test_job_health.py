@@ -127,10 +127,18 @@ def test_a_config_error_shows_in_status_heartbeat_events_and_exit_status(
         )
         # the healthy jobs keep working meanwhile
         wait_for(lambda: station.status()["recording"]["active"])
-        written = json.loads((home / "run" / "status.json").read_text())
-        assert (
-            "missing.wav"
-            in next(j for j in written["jobs"] if j["name"] == "recorder:bad")["reason"]
+        # the status file is rewritten every status_interval: wait for the one after the error
+
+        def written_reason() -> str:
+            try:
+                written = json.loads((home / "run" / "status.json").read_text())
+            except FileNotFoundError:  # not written yet
+                return ""
+            job = next((j for j in written["jobs"] if j["name"] == "recorder:bad"), {})
+            return str(job.get("reason") or "")
+
+        assert "missing.wav" in wait_for(
+            lambda: "missing.wav" in written_reason() and written_reason()
         )
     assert station.exit_status() == 78
     (event,) = events_of(home, "job_config_error")
