@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,10 +12,6 @@ from fieldstation.store import Database
 from fieldstation.store.deployments import start_deployment
 from fieldstation.store.models import Reading
 from fieldstation.testing import rows
-
-PG_ADMIN = os.environ.get(
-    "FIELDSTATION_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 
 class Data:
@@ -90,52 +83,3 @@ class Data:
 @pytest.fixture
 def data(db: Database, clock: VirtualClock) -> Data:
     return Data(db, clock)
-
-
-def _answers(url: str) -> bool:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import OperationalError
-
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        return True
-    except OperationalError:
-        return False
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def postgres_admin(require: Any) -> Iterator[str]:
-    """A PostgreSQL maintenance URL: :data:`PG_ADMIN` when it answers, else a throw-away
-    server (``fieldstation.testing.postgres``); requires ``postgres`` when neither works."""
-    from fieldstation.testing.postgres import PostgresMissingError, PostgresServer
-
-    if _answers(PG_ADMIN):
-        yield PG_ADMIN
-        return
-    try:
-        server = PostgresServer()
-    except PostgresMissingError as error:
-        require("postgres", f"PostgreSQL not reachable at {PG_ADMIN} and {error}")
-    with server:
-        yield server.url
-
-
-@pytest.fixture
-def postgres_url(postgres_admin: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database (random name), dropped after the test."""
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(postgres_admin, isolation_level="AUTOCOMMIT")
-    name = f"fs_export_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield postgres_admin.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
