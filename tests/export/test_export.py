@@ -167,3 +167,24 @@ def test_sql_to_postgresql_twice_and_after_a_crash(
         engine.dispose()
     assert [(r[0], r[1]) for r in got] == [(1, "owl"), (2, "wren"), (3, "jay")]
     assert got[0][2].utcoffset() is not None  # stored with its time zone
+
+
+def test_parquet_parts_with_an_all_null_column_read_back_as_one_table(
+    db: Database, home: StationHome, data: Data, clock: VirtualClock, tmp_path: Path
+) -> None:
+    """A part whose optional column is all null (no frequency band: BirdNET-only pages) and a
+    part where it has values read back together: every part has the same Arrow schema."""
+    first = data.recording("owl")
+    with db.session() as session:
+        from fieldstation.store.models import Detection
+
+        for detection in session.query(Detection).filter(Detection.recording_id == first):
+            detection.low_hz = detection.high_hz = None
+    folder = tmp_path / "parquet"
+    assert export(db, home, "detections", "parquet", folder) == 1
+    clock.advance(60)
+    data.recording("wren")
+    assert export(db, home, "detections", "parquet", folder) == 1
+    table = pq.read_table(folder)
+    assert table.schema.field("low_hz").type == pa.float64()
+    assert sorted(table.column("low_hz").to_pylist(), key=str) == [2000.0, None]

@@ -109,15 +109,26 @@ class CsvWriter:
         return {"bytes": self.path.stat().st_size}
 
 
+ARROW_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        ("id", "recording_id", "chunk_index", "rate", "channels", "frames", "bytes"), "int64"
+    ),
+    **dict.fromkeys(("score", "start", "end", "low_hz", "high_hz", "duration", "value"), "float64"),
+    **dict.fromkeys(("detected_at", "recording_started_at", "started_at", "measured_at"), "time"),
+}
+"""Arrow type of each exported column that is not a string: the same for every part, so a
+folder of parts reads back as one table (a page whose optional column is all null would
+otherwise get Arrow's ``null`` type and clash with the next part's)."""
+
+
 def _arrow_table(page: dict[str, list[Any]]) -> Any:
     import pyarrow as pa
 
-    arrays = {}
-    for name, values in page.items():
-        if values and isinstance(next((v for v in values if v is not None), None), datetime):
-            arrays[name] = pa.array(values, type=pa.timestamp("us", tz="UTC"))
-        else:
-            arrays[name] = pa.array(values)
+    types = {"int64": pa.int64(), "float64": pa.float64(), "time": pa.timestamp("us", tz="UTC")}
+    arrays = {
+        name: pa.array(values, type=types.get(ARROW_TYPES.get(name, ""), pa.string()))
+        for name, values in page.items()
+    }
     return pa.table(arrays)
 
 
