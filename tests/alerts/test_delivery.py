@@ -146,6 +146,22 @@ def test_a_repeated_pass_writes_no_second_message(
         assert len(session.scalars(select(Message).where(Message.kind == "alert")).all()) == 1
 
 
+def test_a_title_longer_than_the_schema_takes_is_cut_not_refused(
+    home: StationHome, db: Database, clock: VirtualClock, stored: Stored, hook: JsonHook
+) -> None:
+    config = station_config(home, outputs=[apprise_output(hook.url)], alerts=[OWLS])
+    job = AlertJob(config, db, clock, home.root)
+    job.run_once()
+    stored.detection("Strix " + "x" * 300)  # a 306-character label
+    assert job.run_once() == 1
+    stored.detection("Strix aluco_Tawny Owl")
+    assert job.run_once() == 1  # the pass after it still works
+    with db.session() as session:
+        alerts = session.scalars(select(Message).where(Message.kind == "alert")).all()
+        titles = [parse_message(m.payload).body.title for m in alerts]  # type: ignore[attr-defined]
+    assert len(titles[0]) == 250 and titles[0].endswith("…")
+
+
 def test_reading_alert_over_smtp(
     home: StationHome, db: Database, clock: VirtualClock, stored: Stored, smtp: Any
 ) -> None:

@@ -56,6 +56,15 @@ ALERT_PRIORITY = 0
 """Outbox priority of alerts: as urgent as events."""
 
 
+TITLE_MAX = 250
+"""Longest alert title the message schema takes (``AlertBody.title``): longer ones (a long
+label and a long station name) are cut with an ellipsis, never refused."""
+
+
+def _fit(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class AlertsJobConfig(JobConfig):
     """The alerts job (started by itself when the station file has ``[[alerts]]``)."""
 
@@ -193,7 +202,7 @@ class AlertJob:
             body = to_wire(
                 AlertBody(
                     rule=firing.rule,
-                    title=firing.title,
+                    title=_fit(firing.title, TITLE_MAX),
                     message=firing.body,
                     severity=firing.severity,
                     occurred_at=firing.occurred_at,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,8 @@ def load_state(path: Path) -> dict[str, Any] | None:
 def save_state(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON to ``path`` atomically and durably (mode 0600)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # a name of its own per writer: two jobs saving at once never write into one file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle, sort_keys=True, separators=(",", ":"))
