@@ -147,6 +147,18 @@ def test_require_sync_waits_for_ntp(clock: VirtualClock) -> None:
     assert guard.untrusted() is None and guard.status()["synced"] is True
 
 
+def test_ntp_overrides_a_floor_left_by_a_clock_that_ran_ahead(clock: VirtualClock) -> None:
+    """An RTC read wrong put rows in the future; NTP then set the clock right: with
+    ``require_sync`` the station trusts NTP instead of waiting years for the floor."""
+    ahead = clock.now() + timedelta(days=365 * 36)
+    guard = ClockGuard(ClockConfig(require_sync=True), clock, floor=ahead, sync=lambda: True)
+    assert guard.untrusted() is None and guard.floor == clock.now()
+    unsure = ClockGuard(ClockConfig(require_sync=True), clock, floor=ahead, sync=lambda: None)
+    assert "before" in (unsure.untrusted() or "")  # no NTP answer: the floor holds
+    plain = ClockGuard(ClockConfig(), clock, floor=ahead, sync=lambda: True)
+    assert plain.untrusted() is not None  # without require_sync the floor alone decides
+
+
 def test_sync_probes_answer_on_this_machine() -> None:
     """The real probes: a bool on Linux (adjtimex always answers), None where unknown."""
     assert adjtimex_synced() in (True, False)

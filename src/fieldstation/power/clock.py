@@ -215,6 +215,16 @@ class ClockGuard:
     def untrusted(self) -> str | None:
         """Why the clock cannot be trusted now, or None when it can."""
         now = self.clock.now()
+        if now < self.floor and self.config.require_sync and self.synced() is True:
+            # NTP says the clock is right: the floor came from a clock that ran ahead (an
+            # RTC read wrong, a mistyped `date -s`) and must not stop recording for good
+            log.warning(
+                "clock synchronised by NTP at %s, before the newest time written (%s): "
+                "trusting NTP",
+                now.isoformat(timespec="seconds"),
+                self.floor.isoformat(timespec="seconds"),
+            )
+            self.floor = now
         if now < self.floor:
             return (
                 f"clock not trusted: {now.isoformat(timespec='seconds')} is before "
