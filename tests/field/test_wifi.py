@@ -218,3 +218,21 @@ def test_page_refuses_an_empty_choice(fake: FakeNmcli, portal: Portal) -> None:
     assert httpx.post(base + "/connect", data={"other": "x" * 33}, timeout=30).status_code == 400
     assert prov.snapshot()["pending"] is None
     assert httpx.get(base + "/state", timeout=30).json()["mode"] == "client"
+
+
+def test_a_port_this_user_may_not_use_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Port 80 without CAP_NET_BIND_SERVICE never fixes itself: the wifi job must stop in
+    ``config_error``, not be restarted into the same refusal with the hotspot flapping."""
+    import errno
+    import socket
+
+    from fieldstation.job import ConfigurationError
+
+    def refused(self: socket.socket, address: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(socket.socket, "bind", refused)
+    with pytest.raises(ConfigurationError, match=r"field\.wifi\.port 80: permission refused"):
+        Portal("127.0.0.1", 80, "pond-7").start(None)

@@ -12,12 +12,15 @@ soon as the address is. Needs the ``field`` extra (starlette, uvicorn).
 
 from __future__ import annotations
 
+import errno
 import html
 import logging
 import socket
 import threading
 from typing import Any
 from urllib.parse import parse_qs
+
+from fieldstation.job import ConfigurationError
 
 __all__ = ["Portal", "create_app"]
 
@@ -112,7 +115,10 @@ class Portal:
         """The address and port actually bound (port 0 picks one)."""
 
     def start(self, provisioner: Any) -> None:
-        """Bind and serve (returns once bound). Raises ``OSError`` when the port is taken."""
+        """Bind and serve (returns once bound). Raises ``OSError`` when the port is taken,
+        :class:`~fieldstation.job.ConfigurationError` when this user may not use the port (a
+        port below 1024 without ``CAP_NET_BIND_SERVICE``): that never fixes itself, so the job
+        must not be restarted into it."""
         import uvicorn
 
         self.stop()
@@ -122,8 +128,17 @@ class Portal:
         # port 0 picks a free port once; a restart (the hotspot back after a failed join)
         # keeps it, so an open page still works
         port = self.bound[1] if self.port == 0 and self.bound is not None else self.port
-        sock.bind((self.address, port))
-        sock.listen(16)
+        try:
+            sock.bind((self.address, port))
+            sock.listen(16)
+        except OSError as error:
+            sock.close()
+            if error.errno in (errno.EACCES, errno.EPERM):
+                raise ConfigurationError(
+                    f"field.wifi.port {port}: permission refused ({error.strerror}); use a "
+                    "port above 1023 or give the service CAP_NET_BIND_SERVICE"
+                ) from error
+            raise
         self.bound = sock.getsockname()[:2]
         config = uvicorn.Config(
             create_app(provisioner, self.station),
