@@ -19,11 +19,16 @@ import contextlib
 import hmac
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
 from fieldstation.config.secrets import SecretError
 from fieldstation.config.web import WebConfig
+
+_ONE_CHECK_AT_A_TIME = threading.Lock()
+"""Password checks run one at a time: 40 parallel log-in attempts (Starlette's thread pool)
+would otherwise take 2.5 GiB and every core from the recorders of a small station."""
 
 __all__ = [
     "CSRF_FIELD",
@@ -96,7 +101,8 @@ def check_login(config: WebConfig, secret: str) -> None:
         from argon2.exceptions import InvalidHashError, VerificationError
 
         try:
-            PasswordHasher().verify(config.password_hash.reveal(), secret)
+            with _ONE_CHECK_AT_A_TIME:  # argon2 takes 64 MiB and every core per check
+                PasswordHasher().verify(config.password_hash.reveal(), secret)
             return
         except (VerificationError, InvalidHashError, SecretError):
             pass
