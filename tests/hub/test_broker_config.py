@@ -112,6 +112,9 @@ def test_a_station_may_publish_only_under_its_own_id(tmp_path: Path, require: An
             refused = station.publish("fieldstation/st-b/detection", b"forged")
             assert refused.is_failure and refused.value == 0x87  # Not authorized
             assert station.publish("other/st-a/x", b"outside").is_failure
+            # its own Home Assistant discovery configs, and nobody else's
+            assert not station.publish("homeassistant/sensor/st-a/status/config", b"{}").is_failure
+            assert station.publish("homeassistant/sensor/st-b/status/config", b"{}").is_failure
             assert not station.publish("fieldstation/st-a/detection", b"mine").is_failure
             # in order from one publisher: the forged one would have come before "mine"
             got: list[tuple[str, bytes]] = []

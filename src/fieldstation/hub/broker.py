@@ -6,7 +6,8 @@
   Mosquitto 2's ``$7$`` format: PBKDF2-HMAC-SHA512 over the password with a 12-byte random
   salt, 101 iterations, 64-byte key, base64 (what ``mosquitto_passwd`` writes);
 - ``acl``: Mosquitto's ACL file (``acl_file``): each station may write (publish) only under
-  ``{prefix}/{its id}/#`` and read its own topics; the hub user reads everything under
+  ``{prefix}/{its id}/#`` (and its Home Assistant discovery configs under
+  ``{discovery_prefix}/+/{node id}/#``) and read its own topics; the hub user reads everything under
   ``{prefix}/#`` (its shared subscription included);
 - ``credentials/<user>.password`` (mode 0600): each user's password, for the station's
   ``mqtt`` output (``password = "file:..."``) and the hub's ``[mqtt]`` section. An existing
@@ -26,6 +27,8 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from fieldstation.outbox.homeassistant import node_id
 
 __all__ = ["BrokerConfig", "BrokerConfigError", "mosquitto_hash", "write_broker_config"]
 
@@ -81,6 +84,7 @@ def write_broker_config(
     *,
     prefix: str = "fieldstation",
     hub_user: str = "hub",
+    discovery_prefix: str = "homeassistant",
 ) -> BrokerConfig:
     """Write ``passwd``, ``acl`` and the credentials of ``stations`` and ``hub_user`` into
     ``folder`` (created). Raises :class:`BrokerConfigError` for an id that cannot be a topic
@@ -110,6 +114,8 @@ def write_broker_config(
             f"user {name}",
             f"topic write {prefix}/{name}/#",
             f"topic read {prefix}/{name}/#",
+            # its Home Assistant discovery configs (an mqtt output with home_assistant = true)
+            f"topic write {discovery_prefix}/+/{node_id(name)}/#",
             "",
         ]
     password_file, acl_file = folder / "passwd", folder / "acl"
