@@ -21,6 +21,7 @@ import contextlib
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -165,7 +166,20 @@ def file_png(
     height: int = 256,
 ) -> bytes:
     """The spectrogram PNG of the audio file ``path`` (WAV, FLAC; seconds ``start``..``end``
-    when given). Raises :class:`SpectrogramError` when it cannot be read."""
+    when given). Raises :class:`SpectrogramError` when it cannot be read. One render at a
+    time (:data:`RENDERS`): a chunk is read whole (60 s at 384 kHz: about 90 MB as float32),
+    and browsing many uncached recordings at once must not take a small station's memory."""
+    with RENDERS:
+        return _file_png(path, start=start, end=end, width=width, height=height)
+
+
+RENDERS = threading.Lock()
+"""Held while :func:`file_png` reads and renders a file."""
+
+
+def _file_png(
+    path: Path, *, start: float | None, end: float | None, width: int, height: int
+) -> bytes:
     import soundfile
 
     try:
