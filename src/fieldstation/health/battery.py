@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -93,9 +94,15 @@ class Ina219Battery:
         self._retry_at: float | None = None
         self.retry_interval = config.retry_interval if retry_interval is None else retry_interval
         self.last_error: str | None = None
+        self._lock = threading.Lock()  # the web page's request threads read it at once
 
     def read(self) -> BatteryReading | None:
-        """One reading, or None when disabled, absent, or waiting to retry after a failure."""
+        """One reading, or None when disabled, absent, or waiting to retry after a failure.
+        Thread-safe: one bus transaction at a time, one bus handle."""
+        with self._lock:
+            return self._read()
+
+    def _read(self) -> BatteryReading | None:
         if not self.config.enabled:
             return None
         if self._retry_at is not None and self.clock.monotonic() < self._retry_at:
