@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from sqlalchemy import select
 
 from fieldstation.clock import VirtualClock
 from fieldstation.config import StationConfig, parse_config, template_text
 from fieldstation.home import StationHome
 from fieldstation.store import Database
 from fieldstation.store.deployments import start_deployment
+from fieldstation.store.models import ModelRun
 from fieldstation.testing.rows import add_detection, add_model_run, add_recording
 
 
@@ -116,8 +118,15 @@ class Rows:
             return row.id
 
     def detection(self, recording_id: int, label: str, score: float) -> None:
+        """One more detection in the recording's one run of ``energy`` (made by the first):
+        several detections of one analysis, not a re-analysis per detection."""
         with self.db.session() as session:
-            run = add_model_run(session, recording_id, started_at=self.clock.now(), n_detections=1)
+            run = session.scalars(
+                select(ModelRun).where(ModelRun.recording_id == recording_id)
+            ).first()
+            if run is None:
+                run = add_model_run(session, recording_id, started_at=self.clock.now())
+            run.n_detections += 1
             add_detection(session, run, label=label, score=score, detected_at=self.clock.now())
 
 
