@@ -29,6 +29,7 @@ from pydantic import (
 from fieldstation.messages.bodies import (
     AlertBody,
     Body,
+    CommandResultBody,
     DetectionBody,
     DetectionItem,
     EventBody,
@@ -50,6 +51,7 @@ __all__ = [
     "SCHEMA_VERSIONS",
     "STATUS_VALUES",
     "Body",
+    "CommandResultBody",
     "DetectionBody",
     "DetectionItem",
     "Envelope",
@@ -83,6 +85,7 @@ BODY_MODELS: dict[int, dict[str, type[Body]]] = {
         "event": EventBody,
         "readings": ReadingsBody,
         "alert": AlertBody,
+        "command_result": CommandResultBody,
     }
 }
 """Schema version -> kind -> body model. A new version adds a new inner dict."""

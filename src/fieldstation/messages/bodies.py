@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 __all__ = [
     "AlertBody",
     "Body",
+    "CommandResultBody",
     "DetectionBody",
     "DetectionItem",
     "EventBody",
@@ -212,3 +213,23 @@ class AlertBody(Body):
     attachment: str | None = Field(
         default=None, description="Image beside it (path relative to the station home), or null."
     )
+
+
+class CommandResultBody(Body):
+    """``command_result``: a station's answer to one fleet command
+    (:mod:`fieldstation.messages.commands`), sent through the outbox so the hub sees each
+    command's state even across outages. A command gets ``accepted`` when it is stored (applied
+    at most once: its id is kept), then ``done`` or ``refused``; a refused one may come without
+    ``accepted`` (a bad signature, an expired or replayed command, invalid arguments or config)."""
+
+    command_id: str = Field(min_length=1, max_length=200)
+    command: str = Field(max_length=50, description="set_config, restart, ... ('?' if unreadable).")
+    state: Literal["accepted", "done", "refused"]
+    reason: str | None = Field(default=None, description="Why refused (or a note on done).")
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="Per command: validation errors, a ping's uptime, ..."
+    )
+    config_hash_in_force: str | None = Field(
+        default=None, description="The station's config hash after the command."
+    )
+    at: AwareDatetime = Field(description="When the station reached this state (UTC).")

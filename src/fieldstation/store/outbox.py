@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 PRIORITIES: dict[str, int] = {
     "event": 0,
+    "command_result": 0,
     "heartbeat": 1,
     "summary": 2,
     "detection": 3,
