@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fieldstation.cli.app import app
-from fieldstation.cli.data_cmd import parse_since
+from fieldstation.config.units import parse_since
 from fieldstation.config import template_text
 from fieldstation.home import StationHome
 from fieldstation.store import Database
