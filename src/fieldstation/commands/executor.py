@@ -224,7 +224,7 @@ class CommandExecutor:
             answer("done", None, details)
             return
         with self.db.session() as session:  # a handler that answers itself must end it
-            current = session.get(CommandRow, row.id)
+            current = store.get_command(session, row.id)
             ended = current is not None and current.state in store.FINAL_STATES
         if not ended:
             answer("refused", f"{row.command}: no outcome was reported", {})

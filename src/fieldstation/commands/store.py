@@ -3,7 +3,7 @@
 Every function works in the caller's transaction: a command's row and its answer (an outbox
 message) are committed together, so the hub hears of every state the station reached, even
 across outages (the outbox delivers at least once), and a command stored is applied at most
-once (its id is the primary key; decision record 0140).
+once (its id is unique; decision record 0140).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ __all__ = [
     "accepted_commands",
     "enqueue_answer",
     "finish",
+    "get_command",
     "insert_command",
     "refuse_interrupted",
     "start",
@@ -76,7 +77,7 @@ def insert_command(
 ) -> tuple[CommandRow, bool]:
     """Store a verified command in state ``accepted``; returns ``(row, True)``, or the row
     already stored under its id and False (a replay: the caller refuses it)."""
-    existing = session.get(CommandRow, command.id)
+    existing = _get(session, command.id)
     if existing is not None:
         return existing, False
     row = CommandRow(
@@ -95,12 +96,20 @@ def insert_command(
     return row, True
 
 
+def get_command(session: Session, command_id: str) -> CommandRow | None:
+    """The stored command with id ``command_id``, or None."""
+    return session.scalars(select(CommandRow).where(CommandRow.id == command_id)).first()
+
+
+_get = get_command
+
+
 def accepted_commands(session: Session, limit: int = 100) -> list[CommandRow]:
     """Commands waiting to run, oldest first."""
     query = (
         select(CommandRow)
         .where(CommandRow.state == "accepted")
-        .order_by(CommandRow.received_at, CommandRow.id)
+        .order_by(CommandRow.pk)
         .limit(limit)
     )
     return list(session.scalars(query))
@@ -109,7 +118,7 @@ def accepted_commands(session: Session, limit: int = 100) -> list[CommandRow]:
 def start(session: Session, command_id: str, *, now: datetime) -> bool:
     """Move an ``accepted`` command to ``running``; False when it is not accepted (already
     taken): the caller must not run it."""
-    row = session.get(CommandRow, command_id)
+    row = _get(session, command_id)
     if row is None or row.state != "accepted":
         return False
     row.state = "running"
@@ -129,7 +138,7 @@ def finish(
     """Record a state reached (``done``/``refused`` end it; another state only updates
     reason and details); False, and nothing changed, when the command has ended already or
     is not stored."""
-    row = session.get(CommandRow, command_id)
+    row = _get(session, command_id)
     if row is None or row.state in FINAL_STATES:
         return False
     if state in FINAL_STATES:

@@ -334,7 +334,8 @@ class Reading(Base):
 class CommandRow(Base):
     """A fleet command the station verified and stored (``fieldstation.commands``).
 
-    The primary key is the command's id: a command is stored, hence applied, at most once.
+    The command's id is unique: a command is stored, hence applied, at most once. ``pk``
+    orders the commands by arrival (they run in that order).
     ``state``: ``accepted`` (stored, waiting) -> ``running`` -> ``done`` or ``refused``; a
     command found ``running`` at start-up was cut by a stop and is refused, never run twice.
     Commands refused before they were verified (a bad signature, expired) have no row: their
@@ -343,7 +344,8 @@ class CommandRow(Base):
 
     __tablename__ = "commands"
 
-    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), unique=True)
     command: Mapped[str] = mapped_column(String(32))
     args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     source: Mapped[str] = mapped_column(String(80))
@@ -357,4 +359,4 @@ class CommandRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
-    __table_args__ = (Index("ix_commands_state", "state", "received_at"),)
+    __table_args__ = (Index("ix_commands_state", "state", "pk"),)

@@ -4,8 +4,9 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-07 08:20:00
 
-Decision 0140. One row per fleet command the station verified; the command id is the primary
-key, so a command is applied at most once (a second copy of the id is refused as a replay).
+Decision 0140. One row per fleet command the station verified, in order of arrival (``pk``); the
+command id is unique, so a command is applied at most once (a second copy of the id is
+refused as a replay).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def upgrade() -> None:
     if "commands" not in inspector.get_table_names():
         op.create_table(
             "commands",
+            sa.Column("pk", sa.Integer(), nullable=False),
             sa.Column("id", sa.String(length=200), nullable=False),
             sa.Column("command", sa.String(length=32), nullable=False),
             sa.Column("args", sa.JSON(), nullable=False),
@@ -36,10 +38,11 @@ def upgrade() -> None:
             sa.Column("received_at", sa.DateTime(), nullable=False),
             sa.Column("started_at", sa.DateTime(), nullable=True),
             sa.Column("finished_at", sa.DateTime(), nullable=True),
-            sa.PrimaryKeyConstraint("id"),
+            sa.PrimaryKeyConstraint("pk"),
+            sa.UniqueConstraint("id"),
         )
     if "ix_commands_state" not in {i["name"] for i in inspector.get_indexes("commands")}:
-        op.create_index("ix_commands_state", "commands", ["state", "received_at"])
+        op.create_index("ix_commands_state", "commands", ["state", "pk"])
 
 
 def downgrade() -> None:
