@@ -318,6 +318,7 @@ class Station:
                     network_up=network.is_up,
                     power=None if power is None else power.status,
                     network_info=lambda: self.netlevel.as_dict() if self.netlevel else None,
+                    hash_in_force=lambda: self.config_hash,
                 ),
             ),
             thread("summary", lambda: Summarizer(config, db, clock)),
