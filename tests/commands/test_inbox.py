@@ -340,3 +340,20 @@ def test_a_failing_command_is_refused_and_the_executor_goes_on(rig: Rig) -> None
     finals = [r for r in rig.results() if r.state != "accepted"]
     assert [r.state for r in finals] == ["refused", "done"]
     assert finals[0].reason == "failed: RuntimeError: the supervisor is gone"
+
+
+def test_the_command_modules_keep_the_supervisor_light() -> None:
+    """The supervisor imports the command modules (and the reprocess entry point it hands to
+    a child); none of them may pull numpy, soundfile or a model in."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fieldstation.commands.job, fieldstation.commands.executor, "
+        "fieldstation.processing.reprocess\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'soundfile', 'scipy'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"
