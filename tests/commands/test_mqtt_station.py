@@ -157,6 +157,13 @@ def test_commands_over_mqtt_reach_a_real_station(tmp_path: Path, broker: Mosquit
                 assert time.monotonic() < deadline, "processor:energy was not restarted"
                 time.sleep(0.1)  # polling the supervisor's snapshot for the new process
 
+            # reprocess runs in a child of the fork server (the supervisor stays light)
+            reprocess_id, reprocess = command("reprocess", {"model": "energy", "since": "1h"})
+            publish(broker, reprocess)
+            wait_states(sub, reprocess_id, ["accepted", "done"])
+            (finished,) = [b for b in answers(sub, reprocess_id) if b.state == "done"]
+            assert finished.details["processor"] == "energy" and finished.details["failed"] == 0
+
             forged_id, forged = command(
                 "restart", {"job": "processor:energy"}, generate_private_key()
             )

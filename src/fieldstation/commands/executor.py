@@ -278,7 +278,7 @@ class CommandExecutor:
     def _do_unpin(self, args: PinArgs, answer: Answer) -> dict[str, Any]:
         return self._pin(args, False)
 
-    def _do_reprocess(self, args: ReprocessArgs, answer: Answer) -> dict[str, Any]:
+    def _do_reprocess(self, args: ReprocessArgs, answer: Answer) -> dict[str, Any] | None:
         from fieldstation.config.station import config_data
         from fieldstation.processing.reprocess import reprocess_in_child
 
@@ -302,7 +302,7 @@ class CommandExecutor:
         result: dict[str, Any] = runner(reprocess_in_child, config_data(config), args.model, since)
         if result.get("failed"):
             answer("refused", f"{result['failed']} recording(s) failed", result)
-            return result  # refused above: the "done" that follows changes nothing
+            return None  # answered
         return result
 
     def _do_set_config(self, args: SetConfigArgs, answer: Answer) -> None:
