@@ -87,6 +87,7 @@ THREAD_LIVENESS: dict[str, float] = {
     "field": 300.0,
     "netlevel": 300.0,
     "wifi": 600.0,
+    "commands": 3600.0,
 }
 """Seconds each thread job may stay busy without a turn of its loop before it counts as hung
 (:class:`~fieldstation.runtime.liveness.ThreadLiveness`). Generous: a hung thread starves the
@@ -179,6 +180,8 @@ class Station:
     """The :class:`~fieldstation.health.netlevel.NetLevelMonitor` (``[field.network]``)."""
     wifi: Any = field(init=False, default=None)
     """The :class:`~fieldstation.field.wifi.Provisioner` (``[field.wifi]``)."""
+    commands: Any = field(init=False, default=None)
+    """The :class:`~fieldstation.commands.inbox.CommandInbox` (``[commands] enabled``)."""
     _stop: threading.Event | None = field(init=False, default=None)
     _poweroff: bool = field(init=False, default=False)
 
@@ -270,6 +273,8 @@ class Station:
         def liveness(name: str) -> ThreadLiveness:
             return ThreadLiveness(self.thread_liveness.get(name, THREAD_LIVENESS[name]))
 
+        command_jobs = self._command_jobs(liveness("commands"))  # sets the inbox, for delivery
+
         def delivery() -> DeliveryLoop:
             loop = DeliveryLoop(
                 config,
@@ -280,6 +285,7 @@ class Station:
                 if power is None
                 else lambda output: power.allows(output.name) and network.is_up_for(output),
                 poll_interval=config.runtime.outbox_poll,
+                commands=self.commands,
             )
             self.delivery = loop
             return loop
@@ -312,13 +318,58 @@ class Station:
                     network_up=network.is_up,
                     power=None if power is None else power.status,
                     network_info=lambda: self.netlevel.as_dict() if self.netlevel else None,
+                    hash_in_force=lambda: self.config_hash,
                 ),
             ),
             thread("summary", lambda: Summarizer(config, db, clock)),
             thread("retention", lambda: RetentionJob(config, db, home, clock)),
             *field_jobs(self, liveness),
             *self._plugin_jobs(),
+            *command_jobs,
         ] + ([ThreadJobSpec("power", power.run, liveness=liveness("power"))] if power else [])
+
+    def _command_jobs(self, liveness: ThreadLiveness) -> list[ThreadJobSpec]:
+        """The ``commands`` job when ``[commands] enabled`` (its inbox, :attr:`commands`, is
+        handed to the outputs: MQTT subscribes, HTTP outputs with ``commands_url`` are polled
+        by the job); docs/commands.md."""
+        settings = self.config.commands
+        if not settings.enabled:
+            return []
+        from functools import partial
+
+        from fieldstation.commands.executor import CommandExecutor
+        from fieldstation.commands.inbox import CommandInbox
+        from fieldstation.commands.job import CommandsJob
+        from fieldstation.outbox.http import HttpOutputConfig, poll_commands
+
+        config, db = self.config, self.db
+        assert db is not None
+        station_id = config.station.id
+        inbox = self.commands = CommandInbox(
+            db,
+            station_id=station_id,
+            hub_keys=settings.hub_keys,
+            clock=self.clock,
+            answer_to=config.destinations_for("command_result"),
+            events_to=config.destinations_for("event"),
+            config_hash=lambda: self.config_hash,
+            skew=settings.max_skew,
+            session_expiry=settings.session_expiry,
+        )
+        pollers = {
+            output.name: partial(poll_commands, output, station_id=station_id)
+            for output in config.outputs
+            if output.enabled and isinstance(output, HttpOutputConfig) and output.commands_url
+        }
+
+        def run(stop: threading.Event) -> None:
+            executor = CommandExecutor(db, self, self.clock)
+            job = CommandsJob(
+                inbox, executor, self.clock, pollers=pollers, poll_interval=settings.poll_interval
+            )
+            job.run(stop)
+
+        return [ThreadJobSpec("commands", run, liveness=liveness)]
 
     def _suspenders(self) -> Any:
         """The ``power`` job's :class:`~fieldstation.power.job.Suspenders`, or None without
