@@ -174,18 +174,41 @@ def test_raven_first_export_after_a_reprocess_lists_the_latest_run(
     assert [r["Label"] for r in read_raven(folder / "a.Table.1.selections.txt")] == ["robin"]
 
 
-def test_a_csv_with_other_columns_is_refused_not_appended_to(
-    db: Database, home: StationHome, data: Data, tmp_path: Path
+def test_targets_of_other_columns_are_refused_not_appended_to(
+    db: Database, home: StationHome, data: Data, tmp_path: Path, postgres_url: str
 ) -> None:
+    """Targets written by an earlier version (without the run columns) are left as they are,
+    with an error that says what to do."""
+    import pyarrow as pa
+    import pytest
+
     from fieldstation.export import ExportError
 
     data.recording("owl")
     target = tmp_path / "old.csv"
-    target.write_text("id,recording_id,label\n1,1,owl\n")  # an export of an earlier version
-    try:
+    target.write_text("id,recording_id,label\n1,1,owl\n")
+    with pytest.raises(ExportError, match="old.csv has the columns .*export to a new file"):
         export(db, home, "csv", target)
-    except ExportError as error:
-        assert "export to a new file" in str(error) and "old.csv" in str(error)
-    else:
-        raise AssertionError("appended to a CSV of other columns")
     assert target.read_text() == "id,recording_id,label\n1,1,owl\n"
+
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    old_part = folder / "detections-000000000001-000000000001.parquet"
+    pq.write_table(pa.table({"id": [1], "label": ["owl"]}), old_part)
+    with pytest.raises(ExportError, match="export to a new folder"):
+        export(db, home, "parquet", folder)
+    assert [p.name for p in folder.iterdir()] == [old_part.name]
+
+    engine = create_engine(postgres_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "CREATE TABLE fieldstation_detections (station varchar(64), id bigint, "
+                    "label varchar(512), PRIMARY KEY (station, id))"
+                )
+            )
+    finally:
+        engine.dispose()
+    with pytest.raises(ExportError, match="lacks the columns .*run_id.*ALTER TABLE"):
+        export(db, home, "sql", postgres_url)

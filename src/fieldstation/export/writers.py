@@ -156,12 +156,24 @@ def _arrow_table(page: dict[str, list[Any]]) -> Any:
 class ParquetWriter:
     """One Parquet part file per page in a folder (module docstring)."""
 
-    def __init__(self, folder: Path, what: str, state: dict[str, Any]) -> None:
+    def __init__(
+        self, folder: Path, what: str, state: dict[str, Any], columns: Sequence[str]
+    ) -> None:
+        import pyarrow.parquet as pq
+
         self.folder = folder
         self.what = what
         folder.mkdir(parents=True, exist_ok=True)
         after = int(state.get("last_id", 0))
-        for part in folder.glob(f"{what}-*-*.parquet"):
+        parts = sorted(folder.glob(f"{what}-*-*.parquet"))
+        if parts and pq.read_schema(parts[0]).names != list(columns):
+            # a reader takes the first part's columns and would drop the new ones silently
+            raise ValueError(
+                f"{folder} holds parts with the columns "
+                f"{','.join(pq.read_schema(parts[0]).names)}, not this export's "
+                f"{','.join(columns)} (written by another version): export to a new folder"
+            )
+        for part in parts:
             first = part.stem.split("-")[1]
             if first.isdigit() and int(first) > after:
                 part.unlink()  # written by an export that crashed before its cursor
@@ -347,7 +359,7 @@ def make_writer(
     if fmt == "csv":
         return CsvWriter(Path(to), COLUMNS[what], state)
     if fmt == "parquet":
-        return ParquetWriter(Path(to), what, state)
+        return ParquetWriter(Path(to), what, state, COLUMNS[what])
     if fmt == "raven":
         if what != "detections":
             raise ValueError("Raven selection tables hold detections only: use --what detections")
