@@ -156,6 +156,7 @@ class Heartbeat:
             host=self.host,
             job_states=self.job_states,
             battery=self.battery,
+            tz=self.config.station.tz,
         )
         metrics.config_hash = metrics.config_hash or self.config_hash
         if self.network_info is not None:
