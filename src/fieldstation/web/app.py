@@ -389,6 +389,9 @@ CSV_HEADER = (
     "high_hz",
     "recording_id",
     "sensor",
+    "processor",
+    "model_version",
+    "run_id",
 )
 """Header of the CSV export (the columns of :data:`~fieldstation.web.queries.CSV_COLUMNS`)."""
 
@@ -406,7 +409,8 @@ def detections_csv(request: Request) -> Response:
         writer.writerow(CSV_HEADER)
         with web.db.session() as session:
             for n, row in enumerate(queries.iter_detections(session, label=label, span=span)):
-                ident, at, name, score, start, end, low, high, recording_id, sensor = row
+                ident, at, name, score, start, end, low, high, recording_id, sensor = row[:10]
+                processor, model_version, run_id = row[10:]
                 writer.writerow(
                     (
                         ident,
@@ -419,6 +423,9 @@ def detections_csv(request: Request) -> Response:
                         "" if high is None else f"{high:g}",
                         recording_id,
                         sensor,
+                        processor,
+                        model_version,
+                        run_id or "",
                     )
                 )
                 if n % 500 == 499:
