@@ -475,7 +475,7 @@ def _heartbeat_envelope(body: dict[str, Any]) -> str:
 def test_detections_today_counts_the_stations_local_day_on_virtual_time(
     make_station: Callable[..., StationConfig], db: Database, home: StationHome
 ) -> None:
-    """"Detections today" is the station's local day so far (its timezone), not a summary
+    """The "Detections today" sensor is the station's local day so far (its timezone), not a summary
     period: at 03:00 UTC in New York (UTC-4) the day began at 04:00 UTC the day before; a
     reprocessed recording counts once; the count starts again at local midnight."""
     from datetime import timedelta
