@@ -31,6 +31,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -663,6 +664,9 @@ def create_app(
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     middleware = [
+        # the Host header must name this page: a site rebinding its DNS name to the
+        # station's address (DNS rebinding) is refused before anything else runs
+        Middleware(TrustedHostMiddleware, allowed_hosts=config.web.trusted_hosts),
         Middleware(
             SessionMiddleware,
             secret_key=session_secret or auth.session_key(home.root),
