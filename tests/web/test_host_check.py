@@ -55,9 +55,7 @@ def test_the_configured_host_and_a_wildcard_bind() -> None:
 @pytest.mark.parametrize(
     "entry", ["hedge-07.local:8080", "http://hedge-07.local", "*bad.example", "a b", ""]
 )
-def test_a_bad_allowed_host_is_refused_naming_the_key(
-    web_station: WebStation, entry: str
-) -> None:
+def test_a_bad_allowed_host_is_refused_naming_the_key(web_station: WebStation, entry: str) -> None:
     with pytest.raises(ConfigError) as caught:
         web_station.client(allowed_hosts=["ok.example", entry])
     text = str(caught.value)

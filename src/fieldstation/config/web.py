@@ -13,6 +13,7 @@ a visitor's browser.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 
@@ -131,10 +132,9 @@ class WebConfig(StrictModel):
             return ["*"]
         found = list(LOCAL_HOSTS)
         if self.host not in _WILDCARD_BIND:
-            try:
+            # a host that is no form a browser sends is left to allowed_hosts
+            with contextlib.suppress(ValueError):
                 found.append(host_pattern(self.host))
-            except ValueError:
-                pass  # not a form a browser sends (the bind fails or the list names it)
         return list(dict.fromkeys(found + self.allowed_hosts))
 
     @property
