@@ -174,6 +174,50 @@ def test_raven_first_export_after_a_reprocess_lists_the_latest_run(
     assert [r["Label"] for r in read_raven(folder / "a.Table.1.selections.txt")] == ["robin"]
 
 
+def test_runs_export_tells_a_reanalysis_that_found_nothing(
+    db: Database, home: StationHome, data: Data, clock: VirtualClock, tmp_path: Path
+) -> None:
+    """With ``--what runs`` beside the detections, the latest analysis is exact: a re-analysis
+    that found nothing is a run with no rows."""
+    first = data.recording("owl", "wren")
+    data.recording("jay")
+    runs, detections = tmp_path / "runs", tmp_path / "detections"
+    assert (
+        run_export(
+            db, home_root=home.root, station="default", what="runs", fmt="parquet", to=str(runs)
+        ).rows
+        == 2
+    )
+    export(db, home, "parquet", detections)
+    clock.advance(3600)
+    run_id = reprocess(db, clock, first)  # a newer model hears nothing there
+    assert (
+        run_export(
+            db, home_root=home.root, station="default", what="runs", fmt="parquet", to=str(runs)
+        ).rows
+        == 1
+    )
+    assert export(db, home, "parquet", detections) == 0  # nothing new to add
+    table = pq.read_table(runs).to_pylist()
+    assert [(r["recording_id"], r["n_detections"], r["reanalysis"]) for r in table] == [
+        (1, 0, False),  # rows.add_model_run leaves n_detections 0
+        (2, 0, False),
+        (1, 0, True),
+    ]
+    assert table[2]["run_id"] == run_id and table[2]["status"] == "ok"
+    latest_runs: dict[tuple[int, str], int] = {}
+    for r in table:
+        key = (r["recording_id"], r["processor"])
+        latest_runs[key] = max(latest_runs.get(key, 0), r["id"])
+    rows = pq.read_table(detections).to_pylist()
+    current = sorted(
+        (r["recording_id"], r["label"])
+        for r in rows
+        if latest_runs[(r["recording_id"], r["processor"])] == r["model_run_id"]
+    )
+    assert current == listed(db) == [(2, "jay")]
+
+
 def test_targets_of_other_columns_are_refused_not_appended_to(
     db: Database, home: StationHome, data: Data, tmp_path: Path, postgres_url: str
 ) -> None:

@@ -63,7 +63,7 @@ def run_export(
     page: int = 50_000,
     progress: Progress | None = None,
 ) -> ExportResult:
-    """Export rows of ``what`` (detections, recordings, readings) newer than the target's
+    """Export rows of ``what`` (detections, recordings, readings, runs) newer than the target's
     cursor (all rows when ``incremental`` is False) and with time ``>= since`` (aware UTC,
     optional) as ``fmt`` to ``to`` (a path, or a database URL for ``sql``).
 
@@ -74,7 +74,7 @@ def run_export(
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if what not in COLUMNS:
-        raise ExportError(f"cannot export {what!r}: choose detections, recordings or readings")
+        raise ExportError(f"cannot export {what!r}: choose {', '.join(COLUMNS)}")
     path = state_path(home_root, "exports")
     cursors = load_state(path) or {}
     key = cursor_key(what, fmt, to)

@@ -1,5 +1,6 @@
-"""What an export reads: detections, recordings or readings of the station database, in id
-order, page by page, as columns (a dict of equal-length lists) ready for Arrow, CSV or SQL.
+"""What an export reads: detections, recordings, readings or model runs of the station
+database, in id order, page by page, as columns (a dict of equal-length lists) ready for
+Arrow, CSV or SQL.
 
 Columns and their units (times are aware UTC ``datetime``; seconds; Hz; bytes):
 
@@ -12,7 +13,11 @@ Columns and their units (times are aware UTC ``datetime``; seconds; Hz; bytes):
   the latest run of each processor on each recording (as ``fieldstation detections`` lists);
 - ``recordings``: id, sensor, path, session_id, chunk_index, started_at, duration (s), media,
   rate (Hz), channels, frames, bytes, sha256, format, end_reason, state, file_state;
-- ``readings``: id, sensor, quantity, unit, value, measured_at.
+- ``readings``: id, sensor, quantity, unit, value, measured_at;
+- ``runs``: every model run, also those that found nothing: id (the ``model_run_id`` of the
+  detections), run_id, recording_id, recording_path, processor, model, model_version, status
+  (ok, skipped, error), started_at, duration (s), n_detections, reanalysis. The latest run of
+  a processor on a recording is its done (ok, skipped) run with the highest id.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ __all__ = [
     "top_run",
 ]
 
-What = Literal["detections", "recordings", "readings"]
+What = Literal["detections", "recordings", "readings", "runs"]
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "detections": (
@@ -81,6 +86,20 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "file_state",
     ),
     "readings": ("id", "sensor", "quantity", "unit", "value", "measured_at"),
+    "runs": (
+        "id",
+        "run_id",
+        "recording_id",
+        "recording_path",
+        "processor",
+        "model",
+        "model_version",
+        "status",
+        "started_at",
+        "duration",
+        "n_detections",
+        "reanalysis",
+    ),
 }
 """Column names of each kind of export, in order."""
 
@@ -119,14 +138,33 @@ def _columns(what: str) -> tuple[Any, Any, Any]:
     if what == "readings":
         statement = select(*(getattr(Reading, name) for name in COLUMNS["readings"]))
         return statement, Reading.id, Reading.measured_at
-    raise ValueError(f"cannot export {what!r}: choose detections, recordings or readings")
+    if what == "runs":
+        runs: Any = select(
+            ModelRun.id,
+            ModelRun.run_id,
+            ModelRun.recording_id,
+            Recording.path,
+            ModelRun.processor,
+            ModelRun.model,
+            ModelRun.model_version,
+            ModelRun.status,
+            ModelRun.started_at,
+            ModelRun.duration,
+            ModelRun.n_detections,
+            is_reanalysis(ModelRun),
+        ).join(Recording, Recording.id == ModelRun.recording_id)
+        return runs, ModelRun.id, ModelRun.started_at
+    raise ValueError(f"cannot export {what!r}: choose {', '.join(COLUMNS)}")
 
 
 def time_column(what: str) -> str:
     """The column ``--since`` filters on: detected_at, started_at or measured_at."""
-    return {"detections": "detected_at", "recordings": "started_at", "readings": "measured_at"}[
-        what
-    ]
+    return {
+        "detections": "detected_at",
+        "recordings": "started_at",
+        "readings": "measured_at",
+        "runs": "started_at",
+    }[what]
 
 
 def _filtered(what: str, since: datetime | None, latest_only: bool) -> tuple[Any, Any]:

@@ -130,6 +130,7 @@ ARROW_TYPES: dict[str, str] = {
     **dict.fromkeys(("score", "start", "end", "low_hz", "high_hz", "duration", "value"), "float64"),
     **dict.fromkeys(("detected_at", "recording_started_at", "started_at", "measured_at"), "time"),
     "model_run_id": "int64",
+    "n_detections": "int64",
     "reanalysis": "bool",
 }
 """Arrow type of each exported column that is not a string: the same for every part, so a
@@ -320,6 +321,7 @@ def _sql_table(what: str, names: Sequence[str]) -> Any:
         "id",
         "recording_id",
         "model_run_id",
+        "n_detections",
         "chunk_index",
         "rate",
         "channels",
