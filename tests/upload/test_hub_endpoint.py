@@ -74,9 +74,9 @@ def test_protocol_offsets_tokens_and_checksum(hub: Any, client: httpx.Client) ->
     )
     assert wrong.status_code == 401
     options = client.options(hub.url)
-    assert options.headers["tus-version"] == "1.0.0" and "creation" in options.headers[
-        "tus-extension"
-    ]
+    assert (
+        options.headers["tus-version"] == "1.0.0" and "creation" in options.headers["tus-extension"]
+    )
     assert client.head(f"{hub.url}/default/{upload_id}").status_code == 404
     made = create(client, hub, data, upload_id)
     assert made.status_code == 201, made.text

@@ -48,7 +48,13 @@ def test_config_errors_name_the_key(make_station: Any) -> None:
 
 @pytest.mark.parametrize(
     ("select", "chosen"),
-    [("all", {1, 2, 3}), ("detections", {2, 3}), ("labels", {3}), ("pinned", set()), ("none", set())],
+    [
+        ("all", {1, 2, 3}),
+        ("detections", {2, 3}),
+        ("labels", {3}),
+        ("pinned", set()),
+        ("none", set()),
+    ],
 )
 def test_selection_queues_and_retention_waits(
     select: str,
@@ -69,9 +75,7 @@ def test_selection_queues_and_retention_waits(
     config = make_station(**upload)
     clock.advance(3 * 86400)
     with db.session() as session:
-        assert queue_chosen(session, UploadSelection.of(config.upload), clock.now()) == len(
-            chosen
-        )
+        assert queue_chosen(session, UploadSelection.of(config.upload), clock.now()) == len(chosen)
     assert set(uploads(db)) == chosen
     RetentionJob(config, db, home, clock).run_once()
     assert {i for i, state in states(db).items() if state == "present"} == chosen
