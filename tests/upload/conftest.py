@@ -4,6 +4,7 @@ files."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import socket
@@ -25,7 +26,7 @@ from fieldstation.home import StationHome
 from fieldstation.hub.db import HubDatabase, open_hub_database
 from fieldstation.hub.http import create_app
 from fieldstation.hub.tokens import add_token
-from fieldstation.hub.uploads import UploadService, UploadsConfig, make_upload_service
+from fieldstation.hub.uploads import UploadsConfig, UploadService, make_upload_service
 from fieldstation.store import Database
 from fieldstation.store.deployments import start_deployment
 from fieldstation.testing.rows import add_detection, add_model_run, add_recording
@@ -175,10 +176,8 @@ class CuttingProxy:
         except OSError:
             pass
         for end in (client, upstream):
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             end.close()
         if cut:
             self.on_cut(index)

@@ -20,7 +20,6 @@ from fieldstation.store import Database
 from fieldstation.store.models import Recording, Upload
 from fieldstation.upload.job import UploadJob
 
-
 MB = 1024 * 1024
 
 
