@@ -227,6 +227,9 @@ class UploadService:
     path: str = "/uploads"
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    _hashes: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
+    """(bytes hashed, running sha256) of uploads whose bytes all passed through this process
+    in order: the check at the end needs no second read of the file."""
 
     def partial(self, station: str, upload_id: str) -> Path:
         return self.partial_root / station / upload_id
@@ -291,14 +294,32 @@ class UploadService:
             session.expunge(row)
         return row
 
+    def running_hash(self, station: str, upload_id: str, offset: int) -> Any:
+        """The running sha256 of an upload whose first ``offset`` bytes it has seen, or
+        None (the file is hashed again at the end)."""
+        held = self._hashes.pop((station, upload_id), None)
+        if offset == 0:
+            return hashlib.sha256()
+        if held is not None and held[0] == offset:
+            return held[1]
+        return None
+
+    def keep_hash(self, station: str, upload_id: str, offset: int, digest: Any) -> None:
+        if digest is not None:
+            self._hashes[(station, upload_id)] = (offset, digest)
+
     def finish(self, row: UploadedFile) -> bool:
         """Check the complete partial file's sha256; store it and mark the row ``stored``
         (True), or discard the bytes (False). Blocking: run it in a thread."""
         partial = self.partial(row.station, row.upload_id)
-        digest = hashlib.sha256()
-        with partial.open("rb") as handle:
-            while block := handle.read(WRITE_BLOCK):
-                digest.update(block)
+        held = self._hashes.pop((row.station, row.upload_id), None)
+        if held is not None and held[0] == row.length:
+            digest = held[1]
+        else:
+            digest = hashlib.sha256()
+            with partial.open("rb") as handle:
+                while block := handle.read(WRITE_BLOCK):
+                    digest.update(block)
         if digest.hexdigest() != row.sha256:
             partial.write_bytes(b"")
             log.warning("upload %s of %s: sha256 mismatch, discarded", row.upload_id, row.station)
@@ -463,7 +484,11 @@ def upload_routes(service: UploadService, check_token: Callable[[str, str], bool
                 return answer(204, **{"Upload-Offset": str(offset), STORED_HEADER: row.sha256})
             if claimed != offset:
                 return answer(409, f"Upload-Offset {claimed} is not the hub's {offset}: HEAD")
-            offset, status = await _receive(request, service.partial(station, upload_id), offset)
+            digest = service.running_hash(station, upload_id, offset)
+            offset, status = await _receive(
+                request, service.partial(station, upload_id), offset, digest
+            )
+            service.keep_hash(station, upload_id, offset, digest)
             if status is None:
                 return answer(400, "the connection ended early")  # never read: it is gone
             if offset > row.length:
@@ -477,9 +502,12 @@ def upload_routes(service: UploadService, check_token: Callable[[str, str], bool
                 )
             return answer(204, **{"Upload-Offset": str(offset), STORED_HEADER: row.sha256})
 
-    async def _receive(request: Request, partial: Path, offset: int) -> tuple[int, bool | None]:
-        """Append the body to ``partial``; (new offset, True) or (offset, None) when the
-        client went away. What arrived is fsynced either way."""
+    async def _receive(
+        request: Request, partial: Path, offset: int, digest: Any
+    ) -> tuple[int, bool | None]:
+        """Append the body to ``partial`` (and to ``digest`` unless None); (new offset,
+        True) or (offset, None) when the client went away. What arrived is fsynced either
+        way."""
         handle = partial.open("ab")
         pending: list[bytes] = []
         size = 0
@@ -490,12 +518,18 @@ def upload_routes(service: UploadService, check_token: Callable[[str, str], bool
                     pending.append(chunk)
                     size += len(chunk)
                     if size >= WRITE_BLOCK:
-                        handle.write(b"".join(pending))
+                        block = b"".join(pending)
+                        handle.write(block)
+                        if digest is not None:
+                            digest.update(block)
                         offset += size
                         pending, size = [], 0
             except ClientDisconnect:
                 complete = None
-            handle.write(b"".join(pending))
+            block = b"".join(pending)
+            handle.write(block)
+            if digest is not None:
+                digest.update(block)
             offset += size
         finally:
             handle.flush()
