@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import fcntl
 import hashlib
 import logging
 import os
@@ -485,9 +486,12 @@ def upload_routes(service: UploadService, check_token: Callable[[str, str], bool
             if claimed != offset:
                 return answer(409, f"Upload-Offset {claimed} is not the hub's {offset}: HEAD")
             digest = service.running_hash(station, upload_id, offset)
-            offset, status = await _receive(
-                request, service.partial(station, upload_id), offset, digest
-            )
+            try:
+                offset, status = await _receive(
+                    request, service.partial(station, upload_id), offset, digest
+                )
+            except UploadError as error:
+                return answer(error.status, str(error))
             service.keep_hash(station, upload_id, offset, digest)
             if status is None:
                 return answer(400, "the connection ended early")  # never read: it is gone
@@ -509,6 +513,14 @@ def upload_routes(service: UploadService, check_token: Callable[[str, str], bool
         True) or (offset, None) when the client went away. What arrived is fsynced either
         way."""
         handle = partial.open("ab")
+        try:  # one writer across hub processes too (the asyncio lock is per process)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UploadError(409, "another PATCH of this upload is in progress: HEAD") from None
+        if os.fstat(handle.fileno()).st_size != offset:
+            handle.close()
+            raise UploadError(409, "the upload's offset moved meanwhile: HEAD")
         pending: list[bytes] = []
         size = 0
         complete: bool | None = True
