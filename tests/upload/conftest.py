@@ -75,13 +75,23 @@ class Hub:
 
 
 def start_hub(
-    tmp_path: Path, config: UploadsConfig | None = None, *, s3_client: Any = None
+    tmp_path: Path,
+    config: UploadsConfig | None = None,
+    *,
+    s3_client: Any = None,
+    dashboard: bool = False,
 ) -> tuple[Hub, Server]:
     db = open_hub_database(f"sqlite:///{tmp_path / 'hub.db'}")
     service = make_upload_service(
         db, config or UploadsConfig(), tmp_path / "hub", s3_client=s3_client
     )
-    app = create_app(db, uploads=service)
+    board = None
+    if dashboard:
+        from fieldstation.hub.alerts import AlertRules
+        from fieldstation.hub.web import Dashboard
+
+        board = Dashboard(secret="s" * 40, rules=AlertRules(), uploads=service)
+    app = create_app(db, uploads=service, dashboard=board)
     server = Server(app)
     token = add_token(db, STATION)
     hub = Hub(db, service, f"{server.url}/uploads", server.port, token, app)
@@ -295,3 +305,13 @@ def sha256_of(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+@pytest.fixture
+def browser(require: Any) -> Iterator[Any]:
+    """A headless Chromium driven by Selenium (skips, or fails under FIELDSTATION_REQUIRE,
+    without Debian's chromium and chromium-driver)."""
+    from fieldstation.testing.browser import chromium_driver
+
+    with chromium_driver(require, size=(1400, 900)) as driver:
+        yield driver
