@@ -71,4 +71,5 @@ def test_station_page_plays_an_uploaded_recording(
     browser.execute_script("arguments[0].muted = true; arguments[0].play();", audio)
     wait.until(lambda b: b.execute_script("return arguments[0].currentTime > 3.2;", audio))
     assert browser.execute_script("return arguments[0].error;", audio) is None
+    browser.execute_script("arguments[0].scrollIntoView();", audio)
     screenshot(browser, "hub-station-uploads")
