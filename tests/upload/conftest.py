@@ -80,8 +80,9 @@ def start_hub(
     *,
     s3_client: Any = None,
     dashboard: bool = False,
+    database: str | None = None,
 ) -> tuple[Hub, Server]:
-    db = open_hub_database(f"sqlite:///{tmp_path / 'hub.db'}")
+    db = open_hub_database(database or f"sqlite:///{tmp_path / 'hub.db'}")
     service = make_upload_service(
         db, config or UploadsConfig(), tmp_path / "hub", s3_client=s3_client
     )

@@ -259,3 +259,17 @@ def test_s3_storage_and_presigned_range(
     with pytest.raises(ValueError, match="bucket"):
         UploadsConfig.model_validate({"storage": "s3"})
     assert S3Config(bucket="abc").prefix == ""
+
+
+def test_uploads_on_a_postgresql_fleet_database(
+    make_hub: Any, postgres_url: str, tmp_path: Path
+) -> None:
+    hub = make_hub(database=postgres_url)
+    data = bytes(range(256)) * 1000
+    upload_id = "0b9f0a8e-0000-4000-8000-0000000000c1"
+    send(hub, tmp_path, data, upload_id)
+    send(hub, tmp_path, data, upload_id)  # again: already stored, confirmed at once
+    with hub.db.session() as session:
+        row = session.scalars(select(UploadedFile)).one()
+        assert (row.state, row.recording_id, row.length) == ("stored", 7, len(data))
+        assert row.stored_at is not None and row.stored_at.tzinfo is not None
