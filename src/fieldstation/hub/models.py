@@ -41,6 +41,8 @@ __all__ = [
     "Summary",
     "User",
     "Alert",
+    "COMMAND_STATES",
+    "HubCommand",
     "ROLES",
 ]
 
@@ -324,4 +326,43 @@ class Alert(Base):
             sqlite_where=text("closed_at IS NULL"),
         ),
         Index("ix_alerts_opened", "opened_at", "id"),
+    )
+
+
+COMMAND_STATES = ("queued", "delivered", "expired", "accepted", "done", "refused")
+"""A fleet command's states in the order they may move (:mod:`fieldstation.hub.commands`):
+queued (signed, waiting for its station), delivered (handed to the broker or to the station's
+HTTP poll; handed again until accepted), expired (never accepted before ``expires_at``),
+accepted (the station stored it), done / refused (its answer; final)."""
+
+
+class HubCommand(Base):
+    """A signed command for one station (migration 0003). ``wire`` is the signed JSON exactly
+    as sent; ``args`` its arguments (for display); ``state`` only moves forward."""
+
+    __tablename__ = "commands"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    """The command id (uuid4 hex), the station's at-most-once key."""
+    station: Mapped[str] = mapped_column(String(200))
+    command: Mapped[str] = mapped_column(String(50))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    wire: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(100))
+    """``cli:<user>`` or the dashboard user's name."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """When it was last handed to the broker or to an HTTP poll."""
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    config_hash: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    """The station's config hash in force, as its answer said."""
+
+    __table_args__ = (
+        Index("ix_commands_station_created", "station", "created_at"),
+        Index("ix_commands_state", "state", "station"),
     )
