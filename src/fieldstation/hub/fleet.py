@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Date, and_, cast, desc, func, or_, select
 
 from fieldstation.hub.alerts import AlertRules, evaluate, station_state
+from fieldstation.hub.commands import list_commands
 from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.models import Alert, Detection, Event, Heartbeat, Recording, Station
 
@@ -125,7 +126,8 @@ def station_detail(
     """Everything the station page shows, or None for an unknown station: ``station`` (its
     row as a dict), ``series`` (the newest ``heartbeats`` heartbeats, oldest first: ``at``,
     ``status`` and the figures of :func:`_series`), ``jobs``, ``recordings`` and
-    ``detections`` (newest 20), ``events`` (newest 50), ``alerts`` (newest 20)."""
+    ``detections`` (newest 20), ``events`` (newest 50), ``alerts`` (newest 20), ``commands``
+    (newest 20 fleet commands: :func:`fieldstation.hub.commands.list_commands`)."""
     with db.session() as session:
         row = session.get(Station, station)
         if row is None:
@@ -184,6 +186,7 @@ def station_detail(
             for e in events
         ],
         "alerts": [_alert(a) for a in station_alerts],
+        "commands": list_commands(db, station, limit=20),
     }
 
 

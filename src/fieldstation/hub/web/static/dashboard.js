@@ -82,6 +82,16 @@ var fieldstation = (function () {
       var text = online === null ? "unknown" : (online ? "online" : "offline");
       p.textContent = text;
       p.className = "presence " + text;
+      (data.commands || []).forEach(function (c) {
+        var row = document.querySelector('tr[data-command="' + c.id + '"]');
+        if (!row) { return; }
+        var state = row.querySelector("td.state");
+        state.textContent = c.state;
+        state.className = "state " + c.state;
+        row.querySelector("td.reason").textContent = c.reason || "";
+      });
+      var hash = document.getElementById("config-in-force");
+      if (hash) { hash.textContent = data.station.config_hash || "\u2013"; }
     });
   }
   function liveAlerts(every, canAck, csrf) {
