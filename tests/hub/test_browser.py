@@ -1,7 +1,8 @@
 """The dashboard in a real browser (headless Chromium via Selenium) on a real hub process,
 a real station (``fieldstation run``) and a real Mosquitto: log in, open the fleet page, see
 the station go offline when it is SIGKILLed (its LWT; the page updates without a reload),
-acknowledge the alert, queue a fleet command for it. Screenshots of each page go to test-artifacts/screenshots/."""
+acknowledge the alert, queue a fleet command for it. Screenshots of each page go to
+test-artifacts/screenshots/."""
 
 from __future__ import annotations
 

@@ -86,25 +86,27 @@ def state_of(db: HubDatabase, command_id: str) -> HubCommand:
 
 
 def test_hub_command_is_signed_with_the_key_hub_keygen_printed(tmp_path: Path) -> None:
+    """The CLI in-process (typer's runner); ``hub run`` as a real process is below."""
+    from typer.testing import CliRunner
+
+    from fieldstation.cli.app import app
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(app, ["hub", *args])
+
     config = tmp_path / "hub.toml"
     config.write_text(f'home = "{tmp_path / "home"}"\n[commands]\nkey_id = "hub-2026"\n')
-    made = subprocess.run(
+    made = subprocess.run(  # a real process, as an operator runs it
         [*CLI, "hub", "keygen", "-c", str(config)], capture_output=True, text=True
     )
     assert made.returncode == 0, made.stderr
     line = made.stdout.strip()
     assert line.startswith("ed25519:") and 'hub-2026 = "ed25519:' in made.stderr
     assert (tmp_path / "home" / "command-key.pem").stat().st_mode & 0o077 == 0
-    again = subprocess.run(
-        [*CLI, "hub", "keygen", "-c", str(config)], capture_output=True, text=True
-    )
+    again = run("keygen", "-c", str(config))
     assert again.stdout.strip() == line and "kept the existing" in again.stderr
-    queued = subprocess.run(
-        [*CLI, "hub", "command", "hedge-07", "restart", "job=processor:birds", "-c", str(config)],
-        capture_output=True,
-        text=True,
-    )
-    assert queued.returncode == 0, queued.stderr
+    queued = run("command", "hedge-07", "restart", "job=processor:birds", "-c", str(config))
+    assert queued.exit_code == 0, queued.output
     command_id = queued.stdout.strip()
     db = open_hub_database(f"sqlite:///{tmp_path / 'home' / 'hub.db'}")
     try:
@@ -140,24 +142,13 @@ def test_hub_command_is_signed_with_the_key_hub_keygen_printed(tmp_path: Path) -
         (["pin", "recording_id=zero"], "recording_id"),
         (["restart", "job"], "KEY=VALUE"),
     ):
-        refused = subprocess.run(
-            [*CLI, "hub", "command", "hedge-07", *args, "-c", str(config)],
-            capture_output=True,
-            text=True,
-        )
-        assert refused.returncode == 2 and needle in refused.stderr, refused.stderr
+        refused = run("command", "hedge-07", *args, "-c", str(config))
+        assert refused.exit_code == 2 and needle in refused.stderr, refused.output
     station_file = tmp_path / "station.toml"
     station_file.write_text('[[outputs]]\nname = "hub"\nkind = "mqtt"\npassword = "hunter2"\n')
-    refused = subprocess.run(
-        [*CLI, "hub", "command", "hedge-07", "set_config", "-f", str(station_file)]
-        + ["-c", str(config)],
-        capture_output=True,
-        text=True,
-    )
-    assert refused.returncode == 2 and "outputs[0].password" in refused.stderr
-    listed = subprocess.run(
-        [*CLI, "hub", "commands", "hedge-07", "-c", str(config)], capture_output=True, text=True
-    )
+    refused = run("command", "hedge-07", "set_config", "-f", str(station_file), "-c", str(config))
+    assert refused.exit_code == 2 and "outputs[0].password" in refused.stderr
+    listed = run("commands", "hedge-07", "-c", str(config))
     assert command_id in listed.stdout and "restart  queued" in listed.stdout
 
 

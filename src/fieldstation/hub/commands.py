@@ -35,7 +35,7 @@ from sqlalchemy import desc, or_, select, update
 from sqlalchemy.orm import Session
 
 from fieldstation.hub.db import HubDatabase
-from fieldstation.hub.models import COMMAND_STATES, HubCommand
+from fieldstation.hub.models import COMMAND_STATES, HubCommand, Station
 from fieldstation.messages.bodies import CommandResultBody
 from fieldstation.messages.commands import (
     generate_private_key,
@@ -198,33 +198,30 @@ def expire_commands(db: HubDatabase, now: datetime) -> int:
 
 def claim_for_publishing(
     db: HubDatabase,
-    stations: Iterable[str] | None,
     *,
     now: datetime,
     republish_after: float,
     limit: int = 100,
 ) -> list[tuple[str, str, str]]:
-    """Commands to publish now, as (id, station, wire JSON): queued ones, and delivered ones
-    last handed out more than ``republish_after`` seconds ago, of ``stations`` (None: every
-    station), oldest first, not expired. Each is marked delivered in the same statement that
-    selects it (a conditional UPDATE per command), so two hub processes never both claim one
-    in the same round."""
+    """Commands to publish now, as (id, station, wire JSON), oldest first: for stations whose
+    retained status is ``online``, the queued ones and the delivered ones last handed out more
+    than ``republish_after`` seconds ago, not expired. Each is marked delivered by a
+    conditional UPDATE before it is returned, so two hub processes never both claim one in
+    the same round."""
     cutoff = now - timedelta(seconds=republish_after)
     due = or_(
         HubCommand.state == "queued",
         (HubCommand.state == "delivered") & (HubCommand.delivered_at <= cutoff),
     )
+    online = select(Station.id).where(Station.online.is_(True))
     claimed: list[tuple[str, str, str]] = []
     with db.session() as session:
-        query = (
+        candidates = session.execute(
             select(HubCommand.id, HubCommand.station, HubCommand.wire)
-            .where(due, HubCommand.expires_at > now)
+            .where(due, HubCommand.expires_at > now, HubCommand.station.in_(online))
             .order_by(HubCommand.created_at)
             .limit(limit)
-        )
-        if stations is not None:
-            query = query.where(HubCommand.station.in_(list(stations)))
-        candidates = session.execute(query).all()
+        ).all()
         for command_id, station, wire in candidates:
             result = session.execute(
                 update(HubCommand)

@@ -17,14 +17,11 @@ import logging
 import threading
 from typing import Any
 
-from sqlalchemy import select
-
 from fieldstation.clock import Clock
 from fieldstation.hub.commands import claim_for_publishing, expire_commands
 from fieldstation.hub.config import HubCommandsConfig, MqttIngestConfig
 from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.ingest import apply_credentials
-from fieldstation.hub.models import Station
 from fieldstation.messages.commands import command_topic
 
 __all__ = ["CommandPublisher"]
@@ -81,11 +78,6 @@ class CommandPublisher:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def online_stations(self) -> list[str]:
-        """Stations whose retained status is ``online``."""
-        with self.db.session() as session:
-            return list(session.scalars(select(Station.id).where(Station.online.is_(True))))
-
     def tick(self) -> list[str]:
         """One round at ``clock.now()``: expire, then claim and publish what is due for the
         online stations (nothing while the broker connection is down). Returns the ids
@@ -96,11 +88,8 @@ class CommandPublisher:
             log.info("%d command(s) expired before their station accepted them", expired)
         if not self.ready.is_set():
             return []
-        online = self.online_stations()
-        if not online:
-            return []
         claimed = claim_for_publishing(
-            self.db, online, now=now, republish_after=self.config.republish_after
+            self.db, now=now, republish_after=self.config.republish_after
         )
         for command_id, station, wire in claimed:
             self._client.publish(command_topic(self.mqtt.prefix, station), wire, qos=1)
