@@ -501,3 +501,92 @@ def test_the_station_page_lists_commands_and_only_operators_queue_them(db: HubDa
     shown = operator.get(bad.headers["location"])
     assert "secret in clear" in shown.text
     assert len(list_commands(db, "st-1")) == 2
+
+
+TEMPLATE = """# the hedgerow stations
+[station]
+id = "placeholder"
+name = "hedgerow"
+
+[[outputs]]
+name = "hub"
+kind = "mqtt"
+host = "broker.example.org"
+password = "env:MQTT_PASSWORD"
+"""
+
+
+def test_a_template_is_pushed_to_its_members_with_their_overrides(db: HubDatabase) -> None:
+    import hashlib
+    import tomllib
+
+    from fieldstation.hub.templates import TemplateError, push_template, set_member, set_template
+
+    key = signer()
+    with pytest.raises(TemplateError, match="secret in clear"):
+        set_template(db, "hedge", TEMPLATE.replace("env:MQTT_PASSWORD", "hunter2"), now=T0, by="t")
+    set_template(db, "hedge", TEMPLATE, now=T0, by="t")
+    set_member(db, "hedge", "hedge-01", {"station.latitude": 51.5}, now=T0)
+    set_member(
+        db,
+        "hedge",
+        "hedge-02",
+        {"station.latitude": 52.25, "outputs.0.password": "file:/etc/fs/mqtt"},
+        now=T0,
+    )
+    for bad, needle in (
+        ({"outputs.0.password": "plain"}, "secret in clear"),
+        ({"outputs.5.host": "x"}, "not an item"),
+        ({"station.name.first": "x"}, "is a value"),
+    ):
+        with pytest.raises(TemplateError, match=needle):
+            set_member(db, "hedge", "hedge-03", bad, now=T0)
+    with pytest.raises(TemplateError, match="no member hedge-09"):
+        push_template(db, key, "hedge", now=T0, by="t", stations=["hedge-09"])
+    queued = push_template(db, key, "hedge", now=T0, by="otto")
+    assert sorted(queued) == ["hedge-01", "hedge-02"]
+    for station, latitude, password in (
+        ("hedge-01", 51.5, "env:MQTT_PASSWORD"),
+        ("hedge-02", 52.25, "file:/etc/fs/mqtt"),
+    ):
+        command = verify_command(
+            state_of(db, queued[station]).wire,
+            public_keys={"hub": key.key.public_key()},
+            station_id=station,
+            now=T0,
+        )
+        text = command.args["config"]
+        assert command.args["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+        data = tomllib.loads(text)
+        assert data["station"] == {"id": station, "name": "hedgerow", "latitude": latitude}
+        assert data["outputs"][0]["password"] == password
+    # the list shows the file's hash and size, not the file
+    listed = {c["id"]: c for c in list_commands(db)}
+    assert set(listed[queued["hedge-01"]]["args"]) == {"sha256", "bytes"}
+
+
+def test_hub_template_commands(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fieldstation.cli.app import app
+
+    def run(*args: str) -> Any:
+        result = CliRunner().invoke(app, ["hub", *args, "-c", str(config)])
+        return result
+
+    config = tmp_path / "hub.toml"
+    config.write_text(f'home = "{tmp_path / "home"}"\n')
+    (tmp_path / "hedge.toml").write_text(TEMPLATE)
+    assert run("keygen").exit_code == 0
+    assert run("template", "set", "hedge", str(tmp_path / "hedge.toml")).exit_code == 0
+    assert run("template", "member", "hedge", "hedge-01", "station.latitude=51.5").exit_code == 0
+    refused = run("template", "member", "hedge", "hedge-02", "outputs.0.password=plain")
+    assert refused.exit_code == 2 and "secret in clear" in refused.stderr
+    shown = run("template", "show", "hedge", "hedge-01")
+    assert 'id = "hedge-01"' in shown.stdout and "latitude = 51.5" in shown.stdout
+    pushed = run("template", "push", "hedge")
+    assert pushed.exit_code == 0, pushed.output
+    station, command_id = pushed.stdout.split()
+    assert station == "hedge-01"
+    assert f"{command_id}" in run("commands").stdout
+    assert run("template", "push", "nothing").exit_code == 2

@@ -9,6 +9,8 @@ database, MQTT broker and shared-subscription group, and listen address.
 ``hub broker-config FOLDER STATION...``: Mosquitto password file + ACL for the stations.
 ``hub keygen``: the fleet commands' signing key (printed: the stations' ``hub_keys`` line);
 ``hub command STATION VERB [KEY=VALUE...]``: queue a signed command; ``hub commands``: list.
+``hub template set|member|show|push``: a station file shared by many stations, pushed as
+``set_config`` to every member with its overrides.
 """
 
 from __future__ import annotations
@@ -455,6 +457,129 @@ def commands(
             f"{row['id']}  {row['created_at']:%Y-%m-%d %H:%M:%S}  {row['station']}  "
             f"{row['command']}  {row['state']}" + (f"  {row['reason']}" if row["reason"] else "")
         )
+
+
+template_app = typer.Typer(
+    help="Config templates: one station file for many stations, with per-station overrides.",
+    no_args_is_help=True,
+)
+hub_app.add_typer(template_app, name="template")
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")]
+
+
+def _template_call(config_path: Path | None, call: Any) -> Any:
+    from fieldstation.hub.templates import TemplateError
+
+    db = _open(_load(config_path))
+    try:
+        return call(db)
+    except TemplateError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_INVALID) from error
+    finally:
+        db.dispose()
+
+
+@template_app.command("set")
+def template_set(
+    name: Annotated[str, typer.Argument(help="Template name.")],
+    file: Annotated[Path, typer.Argument(help="The station file (TOML) shared by the members.")],
+    config_path: ConfigOption = None,
+) -> None:
+    """Store (or replace) template NAME from FILE (secrets as env:/file: references)."""
+    import getpass
+
+    from fieldstation.clock import SystemClock
+    from fieldstation.hub.templates import set_template
+
+    try:
+        text = file.read_text()
+    except OSError as error:
+        typer.echo(f"{file}: {error.strerror}", err=True)
+        raise typer.Exit(EXIT_INVALID) from error
+    _template_call(
+        config_path,
+        lambda db: set_template(
+            db, name, text, now=SystemClock().now(), by=f"cli:{getpass.getuser()}"
+        ),
+    )
+    typer.echo(f"template {name!r} stored")
+
+
+@template_app.command("member")
+def template_member(
+    name: Annotated[str, typer.Argument(help="Template name.")],
+    station: Annotated[str, typer.Argument(help="The station's id.")],
+    pairs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Overrides as KEY=VALUE: station.latitude=51.5, outputs.0.password=..."
+        ),
+    ] = None,
+    config_path: ConfigOption = None,
+) -> None:
+    """Make STATION a member of template NAME with its overrides (replacing earlier ones)."""
+    from fieldstation.clock import SystemClock
+    from fieldstation.hub.templates import set_member
+
+    overrides = _parse_args(list(pairs or []))
+    _template_call(
+        config_path, lambda db: set_member(db, name, station, overrides, now=SystemClock().now())
+    )
+    typer.echo(f"{station!r} takes template {name!r} ({len(overrides)} override(s))")
+
+
+@template_app.command("show")
+def template_show(
+    name: Annotated[str, typer.Argument(help="Template name.")],
+    station: Annotated[str, typer.Argument(help="A member station.")],
+    config_path: ConfigOption = None,
+) -> None:
+    """Print the station file STATION would receive from template NAME."""
+    from fieldstation.hub.models import ConfigTemplate, ConfigTemplateMember
+    from fieldstation.hub.templates import TemplateError, render
+
+    def read(db: Any) -> str:
+        with db.session() as session:
+            template = session.get(ConfigTemplate, name)
+            member = session.get(ConfigTemplateMember, (name, station))
+            if template is None or member is None:
+                raise TemplateError(f"{station!r} is not a member of template {name!r}")
+            return render(template.text, station, member.overrides)
+
+    typer.echo(_template_call(config_path, read), nl=False)
+
+
+@template_app.command("push")
+def template_push(
+    name: Annotated[str, typer.Argument(help="Template name.")],
+    stations: Annotated[
+        list[str] | None, typer.Argument(help="Only these members (default: every member).")
+    ] = None,
+    config_path: ConfigOption = None,
+) -> None:
+    """Queue a signed set_config for every member of template NAME (each file rendered and
+    checked first: nothing is queued when one fails); prints station and command id."""
+    import getpass
+
+    from fieldstation.clock import SystemClock
+    from fieldstation.hub.templates import push_template
+
+    config = _load(config_path)
+    signer = _signer(config, required=True)
+    queued = _template_call(
+        config_path,
+        lambda db: push_template(
+            db,
+            signer,
+            name,
+            now=SystemClock().now(),
+            by=f"cli:{getpass.getuser()}",
+            stations=list(stations) if stations else None,
+        ),
+    )
+    for station, command_id in queued.items():
+        typer.echo(f"{station} {command_id}")
 
 
 def register(app: typer.Typer) -> None:

@@ -42,6 +42,8 @@ __all__ = [
     "User",
     "Alert",
     "COMMAND_STATES",
+    "ConfigTemplate",
+    "ConfigTemplateMember",
     "HubCommand",
     "ROLES",
 ]
@@ -366,3 +368,29 @@ class HubCommand(Base):
         Index("ix_commands_station_created", "station", "created_at"),
         Index("ix_commands_state", "state", "station"),
     )
+
+
+class ConfigTemplate(Base):
+    """A station file shared by many stations (migration 0003): TOML text whose secrets are
+    ``env:`` / ``file:`` references; each member station's overrides are applied to it."""
+
+    __tablename__ = "config_templates"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(String(100))
+
+
+class ConfigTemplateMember(Base):
+    """A station that takes a template, with its overrides (dotted key -> value, e.g.
+    ``station.latitude``: position, names, secret references)."""
+
+    __tablename__ = "config_template_members"
+
+    template: Mapped[str] = mapped_column(
+        String(100), ForeignKey("config_templates.name", ondelete="CASCADE"), primary_key=True
+    )
+    station: Mapped[str] = mapped_column(String(200), primary_key=True)
+    overrides: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,4 +1,5 @@
-"""fleet commands: the signed commands queued for stations and their states
+"""fleet commands: the signed commands queued for stations and their states; config
+templates and their member stations' overrides
 
 Revision ID: 0003
 Revises: 0002
@@ -41,9 +42,28 @@ def upgrade() -> None:
     )
     op.create_index("ix_commands_station_created", "commands", ["station", "created_at"])
     op.create_index("ix_commands_state", "commands", ["state", "station"])
+    op.create_table(
+        "config_templates",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("updated_at", UTC, nullable=False),
+        sa.Column("updated_by", sa.String(length=100), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
+        "config_template_members",
+        sa.Column("template", sa.String(length=100), nullable=False),
+        sa.Column("station", sa.String(length=200), nullable=False),
+        sa.Column("overrides", sa.JSON(), nullable=False),
+        sa.Column("updated_at", UTC, nullable=False),
+        sa.ForeignKeyConstraint(["template"], ["config_templates.name"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("template", "station"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("config_template_members")
+    op.drop_table("config_templates")
     op.drop_index("ix_commands_state", table_name="commands")
     op.drop_index("ix_commands_station_created", table_name="commands")
     op.drop_table("commands")
