@@ -469,6 +469,7 @@ def test_the_station_page_lists_commands_and_only_operators_queue_them(db: HubDa
         db,
         [Incoming(result("st-1", done, "refused", T0, reason="no job 'recorder:mic'"), "t")],
         via="t",
+        now=T0,
     )
     viewer = logged_in("vera")
     page = viewer.get("/stations/st-1")
@@ -501,6 +502,13 @@ def test_the_station_page_lists_commands_and_only_operators_queue_them(db: HubDa
     shown = operator.get(bad.headers["location"])
     assert "secret in clear" in shown.text
     assert len(list_commands(db, "st-1")) == 2
+    # the fleet page counts each station's pending and (recently) failed commands
+    (row,) = operator.get("/api/fleet").json()["stations"]
+    assert (row["commands_pending"], row["commands_failed"]) == (1, 1)
+    assert "1 pending · " in operator.get("/").text
+    clock.advance(86401)
+    (row,) = operator.get("/api/fleet").json()["stations"]
+    assert (row["commands_pending"], row["commands_failed"]) == (1, 0)
 
 
 TEMPLATE = """# the hedgerow stations

@@ -66,6 +66,9 @@ var fieldstation = (function () {
         var code = document.createElement("code");
         code.textContent = (s.config_hash || "\u2013").substring(0, 10);
         cell(tr, "").appendChild(code);
+        cell(tr, s.commands_pending || s.commands_failed
+          ? s.commands_pending + " pending" + (s.commands_failed ? " \u00b7 " + s.commands_failed + " failed" : "")
+          : "\u2013", "commands");
         cell(tr, String(s.open_alerts));
         rows.appendChild(tr);
       });
