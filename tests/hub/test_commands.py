@@ -184,6 +184,14 @@ def test_answers_move_a_command_forward_only(db: HubDatabase) -> None:
     ingest(result("st-1", first, "accepted", T0))
     row = state_of(db, first)
     assert (row.state, row.details, row.config_hash) == ("done", {"uptime": 5.0}, "c1")
+    # a second copy refused as a replay (the station holds it) counts as accepted, never as
+    # the command's refusal; after done it changes nothing
+    replayed = queue_command(db, key, "st-1", "ping", {}, now=T0, created_by="otto")
+    replay = {"reason": "already received at ...", "details": {"replay": True, "state": "done"}}
+    ingest(result("st-1", replayed, "refused", T0, **replay))
+    assert (state_of(db, replayed).state, state_of(db, replayed).reason) == ("accepted", None)
+    ingest(result("st-1", replayed, "done", T0), result("st-1", replayed, "refused", T0, **replay))
+    assert (state_of(db, replayed).state, state_of(db, replayed).reason) == ("done", None)
     # done then accepted in one batch: done stays; a refused after done changes nothing
     ingest(result("st-1", second, "done", T0), result("st-1", second, "accepted", T0))
     ingest(result("st-1", second, "refused", T0, reason="late"))

@@ -273,16 +273,25 @@ def apply_results(
     """Apply stations' ``command_result`` answers, as (station, body), in ``session`` (the
     ingest transaction). A state only moves forward (queued < delivered < expired < accepted
     < done | refused; done and refused are final); an answer about another station's
-    command, or an unknown id, changes nothing. Returns the rows changed."""
+    command, or an unknown id, changes nothing. A refusal with ``details["replay"]`` is the
+    station refusing a second copy of a command it holds: it counts as ``accepted``.
+    Returns the rows changed."""
     changed = 0
     for station, body in results:
-        new_rank = _rank(body.state)
+        state = body.state
+        values: dict[str, Any] = {"updated_at": now}
+        if state == "refused" and body.details.get("replay") is True:
+            # a second copy (re-published, or redelivered by the broker) refused as a replay:
+            # the station holds the command, which is therefore at least accepted
+            state = "accepted"
+        else:
+            if state != "accepted" or body.reason:
+                values["reason"] = body.reason
+            if body.details:
+                values["details"] = body.details
+        values["state"] = state
+        new_rank = _rank(state)
         lower = [s for s in COMMAND_STATES if _rank(s) < new_rank and s not in FINAL_STATES]
-        values: dict[str, Any] = {"state": body.state, "updated_at": now}
-        if body.state != "accepted" or body.reason:
-            values["reason"] = body.reason
-        if body.details:
-            values["details"] = body.details
         if body.config_hash_in_force:
             values["config_hash"] = body.config_hash_in_force
         result = session.execute(
