@@ -1,7 +1,7 @@
 """uploaded files: recordings and log bundles stations uploaded (decision 0143)
 
 Revision ID: 0004
-Revises: 0002 (re-chained after 0003 at merge)
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 import fieldstation.hub.models
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
