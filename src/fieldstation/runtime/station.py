@@ -43,6 +43,7 @@ from fieldstation.runtime.liveness import (
     RecorderLiveness,
     ThreadLiveness,
 )
+from fieldstation.runtime.reconfigure import ConfigChange
 from fieldstation.runtime.startup import (
     MigrationError,
     migrate_in_child,
@@ -181,6 +182,7 @@ class Station:
     """The :class:`~fieldstation.field.wifi.Provisioner` (``[field.wifi]``)."""
     _stop: threading.Event | None = field(init=False, default=None)
     _poweroff: bool = field(init=False, default=False)
+    _reconfiguring: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.home = StationHome(self.config.home_path())
@@ -238,9 +240,10 @@ class Station:
             data=data,
         )
 
-    def _thread_jobs(self) -> list[ThreadJobSpec]:
+    def _thread_jobs(self, keep: frozenset[str] = frozenset()) -> list[ThreadJobSpec]:
         """The supervisor's thread jobs: network monitor, delivery, heartbeat, summary,
-        retention. Each worker is built in its thread when the job (re)starts."""
+        retention. Each worker is built in its thread when the job (re)starts. ``keep``:
+        ``network`` / ``power``: reuse the running monitor instead of building a new one."""
         from fieldstation.health.heartbeat import Heartbeat
         from fieldstation.health.network import NetworkMonitor
         from fieldstation.health.summary import Summarizer
@@ -264,8 +267,15 @@ class Station:
                 for j in self.supervisor.snapshot()
             ]
 
-        network = self.network = NetworkMonitor(config, clock, db=db)
-        power = self.power = self._suspenders()
+        # a reconfiguration (:meth:`reconfigure`) keeps the shared monitors it does not touch
+        network = self.network = (
+            self.network
+            if "network" in keep and self.network is not None
+            else NetworkMonitor(config, clock, db=db)
+        )
+        power = self.power = (
+            self.power if "power" in keep and self.power is not None else self._suspenders()
+        )
 
         def liveness(name: str) -> ThreadLiveness:
             return ThreadLiveness(self.thread_liveness.get(name, THREAD_LIVENESS[name]))
@@ -312,6 +322,7 @@ class Station:
                     network_up=network.is_up,
                     power=None if power is None else power.status,
                     network_info=lambda: self.netlevel.as_dict() if self.netlevel else None,
+                    config_hash_in_force=lambda: self.config_hash,
                 ),
             ),
             thread("summary", lambda: Summarizer(config, db, clock)),
@@ -346,6 +357,70 @@ class Station:
             ThreadJobSpec(name, run, liveness=ThreadLiveness(self.thread_liveness.get(name, live)))
             for name, run, live in plugin_thread_jobs(self.config, self.db, self.clock, self.home)
         ]
+
+    # --- a new station file while running ---------------------------------------------------
+
+    def reconfigure(self, new: StationConfig) -> ConfigChange:
+        """Put ``new`` in force without stopping: restart only the jobs whose settings
+        changed, start the new ones, stop the removed ones (:func:`.reconfigure.plan_change`),
+        and start a new deployment (``config_hash`` is then ``new``'s). Returns the change;
+        one that touches nothing only updates the config and its hash.
+
+        Raises :class:`~.reconfigure.NotAppliableError` (before anything changes) when
+        ``new`` changes what cannot change while running (station id or home, ``[runtime]``,
+        ``[logging]``), and :class:`UnknownJobError` before the station has started its jobs.
+        """
+        from fieldstation.runtime.reconfigure import NotAppliableError, plan_change
+
+        with self._reconfiguring:
+            supervisor = self._require()
+            old = self.config
+            change = plan_change(old, new, threads=self.threads)
+            if change.refused:
+                raise NotAppliableError(change.refused)
+            assert self.db is not None
+            keep = frozenset(name for name in ("network", "power") if name not in change.touched)
+            saved = (self.netlevel, self.wifi)
+            self.config = new
+            specs: list[ProcessJobSpec | ThreadJobSpec] = list(
+                process_jobs(new) if self.jobs is None else self.jobs
+            )
+            if self.threads:
+                specs += self._thread_jobs(keep)
+                if not change.touched & {"field", "netlevel", "wifi"}:
+                    self.netlevel, self.wifi = saved  # the running ones stay in use
+            with self.db.session() as session:
+                from fieldstation import __version__
+                from fieldstation.store.deployments import start_deployment
+
+                self.deployment_id = start_deployment(
+                    session,
+                    station_id=new.station.id,
+                    config_hash=config_hash(new),
+                    config=new.model_dump(mode="json"),
+                    version=__version__,
+                    now=self.clock.now(),
+                ).id
+            self.config_hash = config_hash(new)
+            if self._events is not None and not self._events.pending:
+                self._events = None  # rebuilt with the new file's event routes
+            names = {spec.name for spec in specs}
+            supervisor.reconfigure(
+                new,
+                self.deployment_id,
+                specs,
+                restart=change.restart & names,
+                add=change.add & names,
+                remove=change.remove,
+            )
+            log.info(
+                "station file %s in force: restarted %s; started %s; stopped %s",
+                self.config_hash[:12],
+                ", ".join(sorted(change.restart)) or "none",
+                ", ".join(sorted(change.add)) or "none",
+                ", ".join(sorted(change.remove)) or "none",
+            )
+            return change
 
     # --- running ---------------------------------------------------------------------------
 
