@@ -230,11 +230,14 @@ class _Trial:
     settings: RemoteConfigSettings
     clock: Clock
     applied_mono: float
+    station_mono: float
     applied_at: datetime
     outputs: list[str]
     held: set[str]
     old_delivery: Any
     hashes: tuple[str, str] = field(default=("", ""))
+    new_delivery_at: datetime | None = None
+    """When the delivery loop of the new file was first seen (station clock)."""
 
 
 def _start(
@@ -278,6 +281,7 @@ def _start(
         return None
     old_delivery = station.delivery
     applied_mono, applied_at = clock.monotonic(), station.clock.now()
+    station_mono = station.clock.monotonic()
     try:
         station.reconfigure(new)
     except NotAppliableError as error:  # changed under us: nothing was applied
@@ -318,6 +322,7 @@ def _start(
         settings=settings,
         clock=clock,
         applied_mono=applied_mono,
+        station_mono=station_mono,
         applied_at=applied_at,
         outputs=changed_outputs(old, new),
         held=held,
@@ -346,7 +351,8 @@ def _problems(trial: _Trial) -> list[str]:
     supervisor = station.supervisor
     if supervisor is None:
         return ["the station stopped"]
-    elapsed = trial.clock.monotonic() - trial.applied_mono
+    # the jobs' uptimes are on the station's clock (the grace period may run on another)
+    elapsed = station.clock.monotonic() - trial.station_mono
     problems = []
     jobs = {j["name"]: j for j in supervisor.snapshot()}
     for name in sorted((trial.change.restart | trial.change.add) - trial.held):
@@ -357,29 +363,35 @@ def _problems(trial: _Trial) -> list[str]:
         if job["state"] != "running" or not started_since:
             reason = job.get("problem") or job.get("reason") or "not started again yet"
             problems.append(f"job {name} {job['state']}: {reason}")
-    for name in trial.outputs:
+    outputs = [] if "outbox" in trial.held else trial.outputs  # an operator stopped it
+    for name in outputs:
         if not _output_ok(trial, name):
             problems.append(f"output {name}: {_output_error(trial, name)}")
     return problems
 
 
 def _output_ok(trial: _Trial, name: str) -> bool:
+    """The output connected, or delivered a message, since the delivery loop of the new file
+    started (what the loop of the old file sent before it stopped does not count)."""
     from sqlalchemy import func, select
 
     from fieldstation.store.models import Delivery
 
     station = trial.station
     delivery = station.delivery
-    if delivery is not None and delivery is not trial.old_delivery:
-        worker = getattr(delivery, "workers", {}).get(name)
-        messenger = worker.messenger if worker is not None else None
-        if getattr(messenger, "connected", False) is True:
-            return True
+    if delivery is None or delivery is trial.old_delivery:
+        return False
+    if trial.new_delivery_at is None:
+        trial.new_delivery_at = station.clock.now()
+    worker = getattr(delivery, "workers", {}).get(name)
+    messenger = worker.messenger if worker is not None else None
+    if getattr(messenger, "connected", False) is True:
+        return True
     with station.db.session() as session:
         sent = session.scalar(
             select(func.count())
             .select_from(Delivery)
-            .where(Delivery.destination == name, Delivery.sent_at >= trial.applied_at)
+            .where(Delivery.destination == name, Delivery.sent_at >= trial.new_delivery_at)
         )
     return bool(sent)
 
