@@ -316,3 +316,108 @@ def test_wrong_broker_credentials_are_rolled_back_and_the_station_reconnects(
     state_file = KeptConfigs(station.home).state()
     assert state_file.current is None and not state_file.trial  # the given file is in force
     assert config_hash(config_in_force(parse_config(old))[0]) == old_hash
+
+
+@pytest.mark.slow
+def test_a_missing_device_is_rolled_back_and_the_recorder_records_again(tmp_path: Path) -> None:
+    old = station_data(tmp_path / "home")
+    new = copy.deepcopy(old)
+    new["sensors"][0] = {
+        "name": "mic",
+        "kind": "audio",
+        "device": "no-such-device",
+        "sample_rate": "16kHz",
+        "chunk": "2s",
+        "min_free": "1MB",
+        "schedule": "always",
+    }
+    with running(old) as station:
+        wait_until(lambda: job(station, "recorder:mic")["state"] == "running", what="recorder")
+        answers = Answers()
+        clock = HeldClock(datetime(2026, 6, 1, tzinfo=UTC))
+        apply_remote_config(station, command_args(new), answers, clock=clock)
+        assert station.config.sensor("mic").kind == "audio"
+        pid = wait_until(
+            lambda: (
+                (j := job(station, "recorder:mic"))["pid"]
+                and (j["problem"] or j["state"] in ("backoff", "failed", "config_error"))
+                and j["pid"]
+            ),
+            what="the recorder failing to open the device",
+        )
+        assert not answers.items
+        clock.advance(120.0)
+        state, reason, details, in_force = answers.wait()
+        assert state == "refused" and reason is not None
+        assert reason.startswith("rolled back: not healthy within 120 s: job recorder:mic ")
+        assert station.config.sensor("mic").kind == "synthetic"
+        wait_until(
+            lambda: (
+                (j := job(station, "recorder:mic"))["pid"] != pid
+                and (j["last_progress"] or {}).get("what") == "chunk"
+            ),
+            what="a chunk of the synthetic sensor again",
+        )
+
+
+@pytest.mark.slow
+def test_a_stop_during_the_trial_goes_back_to_the_previous_file_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    from fieldstation.testing.broker import free_port
+
+    old = station_data(tmp_path / "home")
+    new = copy.deepcopy(old)
+    new["outputs"].append(
+        {
+            "name": "hub",
+            "kind": "mqtt",
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "kinds": ["event"],
+        }
+    )
+    answers = Answers()
+    with running(old) as station:
+        clock = HeldClock(datetime(2026, 6, 1, tzinfo=UTC))
+        apply_remote_config(station, command_args(new), answers, clock=clock)
+        assert station.config_hash == config_hash(parse_config(new))
+        # one file on trial at a time
+        second = Answers()
+        apply_remote_config(station, command_args(old), second, clock=clock)
+        assert second.wait()[:2] == (
+            "refused",
+            "another station file is on trial; send it again after",
+        )
+    assert not answers.items  # stopped before the end of the trial: no verdict
+    assert KeptConfigs(station.home).state().trial
+    config, source = config_in_force(parse_config(old))
+    assert config_hash(config) == config_hash(parse_config(old))
+    assert "on trial: rolled back" in source
+
+
+@pytest.mark.slow
+def test_a_sensor_added_then_removed_on_a_running_station(tmp_path: Path) -> None:
+    old = station_data(tmp_path / "home")
+    added = copy.deepcopy(old)
+    added["sensors"].append({**old["sensors"][0], "name": "mic2"})
+    with running(old) as station:
+        wait_until(lambda: job(station, "recorder:mic")["state"] == "running", what="recorder")
+        pid = job(station, "recorder:mic")["pid"]
+        answers = Answers()
+        apply_remote_config(station, command_args(added), answers)
+        state, reason, details, _ = answers.wait()
+        assert (state, reason) == ("done", None), details
+        assert details["started"] == ["recorder:mic2"] and details["stopped"] == []
+        assert job(station, "recorder:mic2")["state"] == "running"
+        answers = Answers()
+        apply_remote_config(station, command_args(old), answers)
+        state, reason, details, _ = answers.wait()
+        assert (state, reason) == ("done", None), details
+        assert details["stopped"] == ["recorder:mic2"]
+        assert station.supervisor is not None
+        wait_until(
+            lambda: "recorder:mic2" not in {j["name"] for j in station.supervisor.snapshot()},  # type: ignore[union-attr]
+            what="recorder:mic2 gone",
+        )
+        assert job(station, "recorder:mic")["pid"] == pid  # untouched throughout

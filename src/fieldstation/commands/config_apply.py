@@ -14,8 +14,9 @@
    (:meth:`Station.reconfigure <fieldstation.runtime.station.Station.reconfigure>`: only the jobs
    whose settings changed restart);
 5. watches, on the station's clock, for up to ``rollback_after`` seconds: healthy is every
-   restarted or added job ``running`` since the change, and every output whose settings changed
-   either delivered a message since the change or connected. Healthy: answers ``done`` with
+   restarted or added job ``running`` since the change and reporting no problem (a recorder
+   waiting for a missing device has one), and every output whose settings changed either
+   delivered a message since its new delivery loop started or connected. Healthy: answers ``done`` with
    ``config_hash_in_force`` and the file stays in force across restarts. Not healthy in time:
    puts the previous file back in force, answers ``refused`` with ``rolled back: ...`` (what was
    not healthy), and records a ``config_rolled_back`` event.
@@ -360,7 +361,8 @@ def _problems(trial: _Trial) -> list[str]:
         if job is None:
             continue
         started_since = job["uptime_s"] is not None and job["uptime_s"] <= elapsed + 0.001
-        if job["state"] != "running" or not started_since:
+        if job["state"] != "running" or not started_since or job.get("problem"):
+            # a job that runs but cannot do its work (a device missing) is not healthy either
             reason = job.get("problem") or job.get("reason") or "not started again yet"
             problems.append(f"job {name} {job['state']}: {reason}")
     outputs = [] if "outbox" in trial.held else trial.outputs  # an operator stopped it
@@ -416,10 +418,18 @@ def _watch(trial: _Trial) -> None:
     try:
         _watch_trial(trial)
     except Exception as error:
-        log.exception("the trial of the new station file failed")
-        _roll_back(trial, [f"{type(error).__name__}: {error}"])
+        if _stopping(trial.station):  # e.g. the database closed: the next start goes back
+            log.warning("station stopped during the trial: the next start goes back")
+        else:
+            log.exception("the trial of the new station file failed")
+            _roll_back(trial, [f"{type(error).__name__}: {error}"])
     finally:
         _trial_lock(trial.station).release()
+
+
+def _stopping(station: Any) -> bool:
+    stop = station._stop
+    return stop is None or stop.is_set()
 
 
 def _watch_trial(trial: _Trial) -> None:

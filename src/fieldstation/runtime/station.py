@@ -368,12 +368,15 @@ class Station:
 
         Raises :class:`~.reconfigure.NotAppliableError` (before anything changes) when
         ``new`` changes what cannot change while running (station id or home, ``[runtime]``,
-        ``[logging]``), and :class:`UnknownJobError` before the station has started its jobs.
+        ``[logging]``), and :class:`UnknownJobError` before the station has started its jobs
+        or once it is stopping.
         """
         from fieldstation.runtime.reconfigure import NotAppliableError, plan_change
 
         with self._reconfiguring:
             supervisor = self._require()
+            if supervisor.shutting_down or self._stop is None or self._stop.is_set():
+                raise UnknownJobError("the station is stopping")
             old = self.config
             change = plan_change(old, new, threads=self.threads)
             if change.refused:
