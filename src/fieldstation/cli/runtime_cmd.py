@@ -75,10 +75,9 @@ def run(
     """
     from fieldstation.config.units import parse_duration
     from fieldstation.home import StationLockedError
+    from fieldstation.runtime.kept_configs import config_in_force
     from fieldstation.runtime.logs import setup_logging
     from fieldstation.runtime.station import Station
-
-    from fieldstation.runtime.kept_configs import config_in_force
 
     given = load_or_exit(config_path(config, legacy, "run"))
     # a station file applied remotely (set_config) and proven healthy stays in force

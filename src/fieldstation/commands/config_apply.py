@@ -16,10 +16,10 @@
 5. watches, on the station's clock, for up to ``rollback_after`` seconds: healthy is every
    restarted or added job ``running`` since the change and reporting no problem (a recorder
    waiting for a missing device has one), and every output whose settings changed either
-   delivered a message since its new delivery loop started or connected. Healthy: answers ``done`` with
-   ``config_hash_in_force`` and the file stays in force across restarts. Not healthy in time:
-   puts the previous file back in force, answers ``refused`` with ``rolled back: ...`` (what was
-   not healthy), and records a ``config_rolled_back`` event.
+   delivered a message since its new delivery loop started or connected. Healthy: answers
+   ``done`` with ``config_hash_in_force`` and the file stays in force across restarts. Not
+   healthy in time: puts the previous file back in force, answers ``refused`` with ``rolled
+   back: ...`` (what was not healthy), and records a ``config_rolled_back`` event.
 
 Steps 1-4 run in the caller's thread (a refusal is answered before the function returns);
 step 5 runs in a thread of its own (``config-apply``), so the caller, which may be the very
