@@ -383,15 +383,20 @@ class Station:
                 raise NotAppliableError(change.refused)
             assert self.db is not None
             keep = frozenset(name for name in ("network", "power") if name not in change.touched)
-            saved = (self.netlevel, self.wifi)
+            saved = (self.netlevel, self.wifi, self.network, self.power)
             self.config = new
-            specs: list[ProcessJobSpec | ThreadJobSpec] = list(
-                process_jobs(new) if self.jobs is None else self.jobs
-            )
-            if self.threads:
-                specs += self._thread_jobs(keep)
-                if not change.touched & {"field", "netlevel", "wifi"}:
-                    self.netlevel, self.wifi = saved  # the running ones stay in use
+            try:
+                specs: list[ProcessJobSpec | ThreadJobSpec] = list(
+                    process_jobs(new) if self.jobs is None else self.jobs
+                )
+                if self.threads:
+                    specs += self._thread_jobs(keep)
+            except BaseException:
+                self.config = old
+                self.netlevel, self.wifi, self.network, self.power = saved
+                raise
+            if not change.touched & {"field", "netlevel", "wifi"}:
+                self.netlevel, self.wifi = saved[:2]  # the running ones stay in use
             with self.db.session() as session:
                 from fieldstation import __version__
                 from fieldstation.store.deployments import start_deployment
