@@ -161,3 +161,21 @@ def test_web_and_job_plugins(old: dict[str, Any]) -> None:
     assert change.restart == {"job:alerts"}
     change = plan(old, lambda new: new["web"].update(port=8181))
     assert change.restart == {"web", "job:alerts"}  # a job plugin sees the whole file
+
+
+def test_the_command_channel(old: dict[str, Any]) -> None:
+    from fieldstation.messages.commands import generate_private_key, public_key_text
+
+    old = copy.deepcopy(old)
+    old["commands"] = {
+        "enabled": True,
+        "hub_keys": {"hub": public_key_text(generate_private_key())},
+    }
+    assert "commands" in job_names(parse_config(old))
+    # a new hub key: the commands job and the outbox (its MQTT outputs feed the inbox)
+    other = public_key_text(generate_private_key())
+    change = plan(old, lambda new: new["commands"]["hub_keys"].update(hub2=other))
+    assert change.restart == {"commands", "outbox"}
+    # a remote file may not cut the channel it came by
+    change = plan(old, lambda new: new["commands"].update(enabled=False, hub_keys={}))
+    assert change.refused and change.refused[0].startswith("commands.enabled: ")

@@ -25,6 +25,7 @@ from pydantic import (
 
 from fieldstation.config.alerts import AlertRule
 from fieldstation.config.base import Name, StrictModel
+from fieldstation.config.commands import CommandsConfig
 from fieldstation.config.field import FieldConfig
 from fieldstation.config.health import BatteryConfig, HeartbeatConfig, NetworkConfig
 from fieldstation.config.jobs import JobEntry
@@ -166,6 +167,10 @@ class StationConfig(StrictModel):
     web: WebConfig = Field(
         default_factory=WebConfig,
         description="The station's own web page: address, login, spectrogram cache.",
+    )
+    commands: CommandsConfig = Field(
+        default_factory=CommandsConfig,
+        description="Fleet commands from the hub: signature keys, HTTP polling (docs/commands.md).",
     )
     alerts: list[AlertRule] = Field(
         default_factory=list,

@@ -120,9 +120,12 @@ class Heartbeat:
         network_up: Callable[[], bool] | None = None,
         power: Callable[[], dict[str, Any] | None] | None = None,
         network_info: Callable[[], dict[str, Any] | None] | None = None,
-        config_hash_in_force: Callable[[], str] | None = None,
+        hash_in_force: Callable[[], str] | None = None,
     ) -> None:
         self.config = config
+        self.hash_in_force = hash_in_force
+        """The hash of the config actually in force (``Station.config_hash``, which a remote
+        configuration changes); None: the hash of ``config``."""
         self.db = db
         self.clock = clock
         self.home = home
@@ -136,10 +139,6 @@ class Heartbeat:
         """The network level and Wi-Fi link (``NetLevelMonitor.as_dict``), reported as
         ``metrics.host["network"]``."""
         self.config_hash = config_hash(config)
-        self.hash_in_force = config_hash_in_force
-        """``hash_in_force()``: the hash of the station file in force (the running station's,
-        which a remote ``set_config`` changes without restarting this job); default: the hash
-        of ``config``."""
         self.sequence = 0
         self.refused = 0
         """Consecutive heartbeats the full outbox refused (``when_full = "block"``)."""
@@ -162,7 +161,8 @@ class Heartbeat:
             job_states=self.job_states,
             battery=self.battery,
         )
-        metrics.config_hash = metrics.config_hash or self.config_hash
+        in_force = self.hash_in_force() if self.hash_in_force is not None else self.config_hash
+        metrics.config_hash = metrics.config_hash or in_force
         if self.network_info is not None:
             try:
                 info = self.network_info()
@@ -192,9 +192,7 @@ class Heartbeat:
                 interval=self.config.heartbeat.interval,
                 network_up=network,
                 station_uptime_s=round(self.clock.monotonic() - self._started, 3),
-                config_hash_in_force=(
-                    self.hash_in_force() if self.hash_in_force is not None else self.config_hash
-                ),
+                config_hash_in_force=in_force,
                 metrics=HeartbeatMetrics.model_validate(metrics.as_dict()),
                 **power,
             )

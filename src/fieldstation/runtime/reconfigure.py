@@ -12,7 +12,8 @@ of the owner, so both restart together.
 
 Some settings cannot change while the station runs (:data:`NOT_APPLIABLE`): its id and home
 (they name the database, the home lock and the topics), ``[runtime]`` (the supervisor's own
-policy) and ``[logging]`` (set up once per process). A change of those is refused with one
+policy) and ``[logging]`` (set up once per process); and a remote file may not turn off the
+command channel (``commands.enabled``) it came by. A change of those is refused with one
 reason per key; apply them on the station and restart it.
 
 Usage::
@@ -46,6 +47,8 @@ NOT_APPLIABLE: dict[str, str] = {
     "station.home": "the station home holds the database and the lock of the running station",
     "runtime": "the supervisor's own settings are read once when the station starts",
     "logging": "logging is set up once when each process starts",
+    "commands.enabled": "a remote file cannot turn off the command channel it came by (the "
+    "station could not be reached again)",
 }
 """Keys whose change a running station refuses, and why."""
 
@@ -133,6 +136,17 @@ def _power_view(config: StationConfig) -> dict[str, Any]:
     return {"battery": _dump(config.battery), "jobs": held(config), **_enqueues(config)}
 
 
+def _commands_view(config: StationConfig) -> dict[str, Any]:
+    """The ``commands`` job and its inbox (which the outbox's MQTT outputs feed): the
+    ``[commands]`` section, where answers go, the HTTP outputs it polls."""
+    polled = [_dump(o) for o in config.outputs if o.enabled and getattr(o, "commands_url", None)]
+    return {
+        "commands": _dump(config.commands),
+        "polled": polled,
+        **_enqueues(config, "command_result"),
+    }
+
+
 def _recorder_view(config: StationConfig, sensor: Any) -> dict[str, Any]:
     session = config.session_of(sensor.name)
     members = (
@@ -177,14 +191,18 @@ def job_views(config: StationConfig, *, threads: bool = True) -> dict[str, dict[
         }
     if threads:
         network, power = _network_view(config), _power_view(config)
+        commands = _commands_view(config) if config.commands.enabled else {}
         views["network"] = network
         views["outbox"] = {
             "outputs": _dump(config.outputs),
             "outbox": _dump(config.outbox),
-            "routes": _routes(config, MESSAGE_KINDS),
+            "routes": _routes(config, (*MESSAGE_KINDS, "command_result")),
             "uses_network": network,
             "uses_power": power,
+            "uses_commands": commands,
         }
+        if config.commands.enabled:
+            views["commands"] = commands
         views["heartbeat"] = {
             "heartbeat": _dump(config.heartbeat),
             "battery": _dump(config.battery),
@@ -229,6 +247,8 @@ def _refusals(old: StationConfig, new: StationConfig) -> tuple[str, ...]:
         "runtime": (_dump(old.runtime), _dump(new.runtime)),
         "logging": (_dump(old.logging), _dump(new.logging)),
     }
+    if old.commands.enabled and not new.commands.enabled:
+        pairs["commands.enabled"] = (True, False)
     for key, (before, after) in pairs.items():
         if before != after:
             found.append(

@@ -88,6 +88,7 @@ THREAD_LIVENESS: dict[str, float] = {
     "field": 300.0,
     "netlevel": 300.0,
     "wifi": 600.0,
+    "commands": 3600.0,
 }
 """Seconds each thread job may stay busy without a turn of its loop before it counts as hung
 (:class:`~fieldstation.runtime.liveness.ThreadLiveness`). Generous: a hung thread starves the
@@ -180,6 +181,8 @@ class Station:
     """The :class:`~fieldstation.health.netlevel.NetLevelMonitor` (``[field.network]``)."""
     wifi: Any = field(init=False, default=None)
     """The :class:`~fieldstation.field.wifi.Provisioner` (``[field.wifi]``)."""
+    commands: Any = field(init=False, default=None)
+    """The :class:`~fieldstation.commands.inbox.CommandInbox` (``[commands] enabled``)."""
     _stop: threading.Event | None = field(init=False, default=None)
     _poweroff: bool = field(init=False, default=False)
     _reconfiguring: threading.Lock = field(init=False, default_factory=threading.Lock)
@@ -243,7 +246,8 @@ class Station:
     def _thread_jobs(self, keep: frozenset[str] = frozenset()) -> list[ThreadJobSpec]:
         """The supervisor's thread jobs: network monitor, delivery, heartbeat, summary,
         retention. Each worker is built in its thread when the job (re)starts. ``keep``:
-        ``network`` / ``power``: reuse the running monitor instead of building a new one."""
+        ``network`` / ``power`` / ``commands``: reuse the running monitor (inbox) instead of
+        building a new one."""
         from fieldstation.health.heartbeat import Heartbeat
         from fieldstation.health.network import NetworkMonitor
         from fieldstation.health.summary import Summarizer
@@ -280,6 +284,9 @@ class Station:
         def liveness(name: str) -> ThreadLiveness:
             return ThreadLiveness(self.thread_liveness.get(name, THREAD_LIVENESS[name]))
 
+        # sets the inbox, for delivery
+        command_jobs = self._command_jobs(liveness("commands"), keep="commands" in keep)
+
         def delivery() -> DeliveryLoop:
             loop = DeliveryLoop(
                 config,
@@ -290,6 +297,7 @@ class Station:
                 if power is None
                 else lambda output: power.allows(output.name) and network.is_up_for(output),
                 poll_interval=config.runtime.outbox_poll,
+                commands=self.commands,
             )
             self.delivery = loop
             return loop
@@ -322,14 +330,62 @@ class Station:
                     network_up=network.is_up,
                     power=None if power is None else power.status,
                     network_info=lambda: self.netlevel.as_dict() if self.netlevel else None,
-                    config_hash_in_force=lambda: self.config_hash,
+                    hash_in_force=lambda: self.config_hash,
                 ),
             ),
             thread("summary", lambda: Summarizer(config, db, clock)),
             thread("retention", lambda: RetentionJob(config, db, home, clock)),
             *field_jobs(self, liveness),
             *self._plugin_jobs(),
+            *command_jobs,
         ] + ([ThreadJobSpec("power", power.run, liveness=liveness("power"))] if power else [])
+
+    def _command_jobs(self, liveness: ThreadLiveness, keep: bool = False) -> list[ThreadJobSpec]:
+        """The ``commands`` job when ``[commands] enabled`` (its inbox, :attr:`commands`, is
+        handed to the outputs: MQTT subscribes, HTTP outputs with ``commands_url`` are polled
+        by the job); docs/commands.md."""
+        settings = self.config.commands
+        if not settings.enabled:
+            return []
+        from functools import partial
+
+        from fieldstation.commands.executor import CommandExecutor
+        from fieldstation.commands.inbox import CommandInbox
+        from fieldstation.commands.job import CommandsJob
+        from fieldstation.outbox.http import HttpOutputConfig, poll_commands
+
+        config, db = self.config, self.db
+        assert db is not None
+        station_id = config.station.id
+        inbox = self.commands = (
+            self.commands  # a reconfiguration that does not touch the job keeps its inbox
+            if keep and self.commands is not None
+            else CommandInbox(
+                db,
+                station_id=station_id,
+                hub_keys=settings.hub_keys,
+                clock=self.clock,
+                answer_to=config.destinations_for("command_result"),
+                events_to=config.destinations_for("event"),
+                config_hash=lambda: self.config_hash,
+                skew=settings.max_skew,
+                session_expiry=settings.session_expiry,
+            )
+        )
+        pollers = {
+            output.name: partial(poll_commands, output, station_id=station_id)
+            for output in config.outputs
+            if output.enabled and isinstance(output, HttpOutputConfig) and output.commands_url
+        }
+
+        def run(stop: threading.Event) -> None:
+            executor = CommandExecutor(db, self, self.clock)
+            job = CommandsJob(
+                inbox, executor, self.clock, pollers=pollers, poll_interval=settings.poll_interval
+            )
+            job.run(stop)
+
+        return [ThreadJobSpec("commands", run, liveness=liveness)]
 
     def _suspenders(self) -> Any:
         """The ``power`` job's :class:`~fieldstation.power.job.Suspenders`, or None without
@@ -382,8 +438,10 @@ class Station:
             if change.refused:
                 raise NotAppliableError(change.refused)
             assert self.db is not None
-            keep = frozenset(name for name in ("network", "power") if name not in change.touched)
-            saved = (self.netlevel, self.wifi, self.network, self.power)
+            keep = frozenset(
+                name for name in ("network", "power", "commands") if name not in change.touched
+            )
+            saved = (self.netlevel, self.wifi, self.network, self.power, self.commands)
             self.config = new
             try:
                 specs: list[ProcessJobSpec | ThreadJobSpec] = list(
@@ -393,7 +451,7 @@ class Station:
                     specs += self._thread_jobs(keep)
             except BaseException:
                 self.config = old
-                self.netlevel, self.wifi, self.network, self.power = saved
+                self.netlevel, self.wifi, self.network, self.power, self.commands = saved
                 raise
             if not change.touched & {"field", "netlevel", "wifi"}:
                 self.netlevel, self.wifi = saved[:2]  # the running ones stay in use

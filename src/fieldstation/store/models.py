@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
     "Base",
+    "CommandRow",
     "Delivery",
     "Deployment",
     "Detection",
@@ -328,3 +329,34 @@ class Reading(Base):
         Index("ix_readings_time", "measured_at"),
         Index("ix_readings_quantity_time", "quantity", "measured_at"),
     )
+
+
+class CommandRow(Base):
+    """A fleet command the station verified and stored (``fieldstation.commands``).
+
+    The command's id is unique: a command is stored, hence applied, at most once. ``pk``
+    orders the commands by arrival (they run in that order).
+    ``state``: ``accepted`` (stored, waiting) -> ``running`` -> ``done`` or ``refused``; a
+    command found ``running`` at start-up was cut by a stop and is refused, never run twice.
+    Commands refused before they were verified (a bad signature, expired) have no row: their
+    id is not trusted, only reported (an event and a ``command_result``).
+    """
+
+    __tablename__ = "commands"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), unique=True)
+    command: Mapped[str] = mapped_column(String(32))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source: Mapped[str] = mapped_column(String(80))
+    """Where it came from: ``mqtt:<output>`` or ``http:<output>``."""
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    issued_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_commands_state", "state", "pk"),)
