@@ -421,3 +421,79 @@ def test_a_sensor_added_then_removed_on_a_running_station(tmp_path: Path) -> Non
             what="recorder:mic2 gone",
         )
         assert job(station, "recorder:mic")["pid"] == pid  # untouched throughout
+
+
+@pytest.mark.slow
+def test_a_signed_set_config_through_the_broker_is_answered_done_with_the_hash(
+    tmp_path: Path, require: Any
+) -> None:
+    """End to end through the command channel: the hub's signed ``set_config`` on the
+    station's command topic; ``accepted`` then ``done`` with the new hash on its
+    ``command_result`` topic, and heartbeats report the hash in force."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from fieldstation.messages import CommandResultBody, parse_message
+    from fieldstation.messages.commands import (
+        command_topic,
+        generate_private_key,
+        public_key_text,
+        sign_command,
+    )
+
+    key = generate_private_key()
+    try:
+        broker = MosquittoBroker(tmp_path / "broker")
+    except MosquittoMissingError as error:
+        require("mosquitto", str(error))
+    with broker:
+        output = {"name": "hub", "kind": "mqtt", "host": broker.host, "port": broker.port}
+        old = station_data(tmp_path / "home", [output])
+        old["commands"] = {"enabled": True, "hub_keys": {"hub": public_key_text(key)}}
+        new = copy.deepcopy(old)
+        new["processors"][0]["threshold_db"] = 20.0
+        new_hash = config_hash(parse_config(new))
+        watcher = Subscriber(broker.host, broker.port, "fieldstation/default/#", "watcher")
+
+        def results() -> list[CommandResultBody]:
+            texts = watcher.payloads.get("fieldstation/default/command_result", [])
+            bodies = [parse_message(t.encode()).body for t in list(texts)]
+            return [b for b in bodies if isinstance(b, CommandResultBody)]
+
+        def beats() -> list[str | None]:
+            texts = watcher.payloads.get("fieldstation/default/heartbeat", [])
+            return [json.loads(t)["body"]["config_hash_in_force"] for t in list(texts)]
+
+        try:
+            with running(old) as station:
+                wait_until(lambda: job(station, "processor:energy")["state"] == "running")
+                assert watcher.wait_for(lambda s: beats(), 60)  # the station is connected
+                text = tomli_w.dumps(new)
+                signed = sign_command(
+                    key,
+                    key_id="hub",
+                    station="default",
+                    command="set_config",
+                    args={"config": text, "sha256": hashlib.sha256(text.encode()).hexdigest()},
+                    issued_at=datetime.now(UTC),
+                    ttl=3600.0,
+                )
+                hub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-hub")
+                hub.connect(broker.host, broker.port)
+                hub.loop_start()
+                try:
+                    info = hub.publish(
+                        command_topic("fieldstation", "default"), signed.to_json(), 1
+                    )
+                    info.wait_for_publish(60)
+                finally:
+                    hub.disconnect()
+                    hub.loop_stop()
+                assert watcher.wait_for(lambda s: any(r.state == "done" for r in results()), 120)
+                done = [r for r in results() if r.command_id == signed.id and r.state == "done"]
+                assert done and done[0].config_hash_in_force == new_hash
+                assert [r.state for r in results() if r.command_id == signed.id][0] == "accepted"
+                assert watcher.wait_for(lambda s: new_hash in beats(), 60)
+                assert station.config_hash == new_hash
+        finally:
+            watcher.close()
