@@ -179,3 +179,6 @@ def test_the_command_channel(old: dict[str, Any]) -> None:
     # a remote file may not cut the channel it came by
     change = plan(old, lambda new: new["commands"].update(enabled=False, hub_keys={}))
     assert change.refused and change.refused[0].startswith("commands.enabled: ")
+    # nor replace every hub key at once (rotation: add the new key, then drop the old)
+    change = plan(old, lambda new: new["commands"].update(hub_keys={"hub2": other}))
+    assert change.refused and change.refused[0].startswith("commands.hub_keys: ")

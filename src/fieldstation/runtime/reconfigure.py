@@ -13,8 +13,8 @@ of the owner, so both restart together.
 Some settings cannot change while the station runs (:data:`NOT_APPLIABLE`): its id and home
 (they name the database, the home lock and the topics), ``[runtime]`` (the supervisor's own
 policy) and ``[logging]`` (set up once per process); and a remote file may not turn off the
-command channel (``commands.enabled``) it came by. A change of those is refused with one
-reason per key; apply them on the station and restart it.
+command channel (``commands.enabled``) it came by, nor replace every hub key in force. A
+change of those is refused with one reason per key; apply them on the station and restart it.
 
 Usage::
 
@@ -49,6 +49,8 @@ NOT_APPLIABLE: dict[str, str] = {
     "logging": "logging is set up once when each process starts",
     "commands.enabled": "a remote file cannot turn off the command channel it came by (the "
     "station could not be reached again)",
+    "commands.hub_keys": "a remote file must keep at least one of the hub keys in force (add "
+    "the new key first, drop the old one in a later file), or no command would be accepted",
 }
 """Keys whose change a running station refuses, and why."""
 
@@ -249,6 +251,11 @@ def _refusals(old: StationConfig, new: StationConfig) -> tuple[str, ...]:
     }
     if old.commands.enabled and not new.commands.enabled:
         pairs["commands.enabled"] = (True, False)
+    elif old.commands.enabled and not (
+        {k.strip() for k in old.commands.hub_keys.values()}
+        & {k.strip() for k in new.commands.hub_keys.values()}
+    ):
+        pairs["commands.hub_keys"] = (True, False)
     for key, (before, after) in pairs.items():
         if before != after:
             found.append(
