@@ -121,9 +121,21 @@ def run(config_path: ConfigArg = None) -> None:
             dashboard = Dashboard(
                 secret=session_secret(config.home), rules=config.alerts.rules, clock=clock
             )
+        uploads = None
+        if config.uploads.enabled:
+            from fieldstation.hub.uploads import make_upload_service
+
+            try:
+                uploads = make_upload_service(db, config.uploads, config.home)
+            except (SecretError, ValueError) as error:
+                typer.echo(f"uploads: {error}", err=True)
+                db.dispose()
+                raise typer.Exit(EXIT_INVALID) from error
+            if dashboard is not None:
+                dashboard.uploads = uploads
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(db, path=config.http.path, dashboard=dashboard),
+                create_app(db, path=config.http.path, dashboard=dashboard, uploads=uploads),
                 host=config.http.host,
                 port=config.http.port,
                 log_level="warning",

@@ -318,6 +318,10 @@ class CommandExecutor:
         return LATER
 
     def _do_upload(self, args: UploadArgs, answer: Answer) -> dict[str, Any]:
+        if self.station.config.upload is None:
+            raise CommandRefusedError(
+                "this station has no [upload] section: no hub to upload to (docs/upload.md)"
+            )
         request = _optional("fieldstation.upload.queue", "request_upload")
         upload_id = request(
             self.db,

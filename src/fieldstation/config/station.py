@@ -38,6 +38,7 @@ from fieldstation.config.runtime import LoggingConfig, RuntimeConfig
 from fieldstation.config.schedule import ScheduleConfig
 from fieldstation.config.sensors import SensorConfig
 from fieldstation.config.sessions import SessionConfig
+from fieldstation.config.upload import UploadConfig
 from fieldstation.config.web import WebConfig
 
 __all__ = [
@@ -179,6 +180,10 @@ class StationConfig(StrictModel):
     jobs: list[JobEntry] = Field(
         default_factory=list,
         description="Jobs of job plugins (entry point group fieldstation.jobs): exports, ...",
+    )
+    upload: UploadConfig | None = Field(
+        default=None,
+        description="Recordings uploaded to the hub, resumably; retention waits for the hub.",
     )
 
     @model_validator(mode="after")

@@ -160,6 +160,7 @@ class Heartbeat:
             host=self.host,
             job_states=self.job_states,
             battery=self.battery,
+            tz=self.config.station.tz,
         )
         in_force = self.hash_in_force() if self.hash_in_force is not None else self.config_hash
         metrics.config_hash = metrics.config_hash or in_force

@@ -16,6 +16,9 @@ Example::
     [http]
     host = "127.0.0.1"          # loopback unless told otherwise
     port = 8780
+
+    [uploads]                   # recordings stations upload (docs/upload.md)
+    storage = "disk"            # or "s3" with [uploads.s3] bucket = "...", endpoint_url = "..."
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from fieldstation.config.base import StrictModel
 from fieldstation.config.secrets import SecretRef
 from fieldstation.config.units import Seconds
 from fieldstation.hub.alerts import AlertsConfig
+from fieldstation.hub.uploads import UploadsConfig
 
 __all__ = [
     "DEFAULT_HOME",
@@ -126,6 +130,10 @@ class HubConfig(StrictModel):
     http: HttpIngestConfig = Field(default_factory=HttpIngestConfig)
     alerts: AlertsConfig = Field(
         default_factory=AlertsConfig, description="Fleet alerts: rules and Apprise targets."
+    )
+    uploads: UploadsConfig = Field(
+        default_factory=UploadsConfig,
+        description="Upload endpoint of recordings (resumable) and where files are stored.",
     )
 
     def database_url(self) -> str:

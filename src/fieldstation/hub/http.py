@@ -29,8 +29,11 @@ MAX_BODY = 16 * 1024 * 1024
 """Largest request body accepted, bytes."""
 
 
-def create_app(db: HubDatabase, *, path: str = "/ingest", dashboard: Any = None) -> Any:
-    """The Starlette app: ``POST path`` (ingest), ``GET /health`` (``ok``) and, given a
+def create_app(
+    db: HubDatabase, *, path: str = "/ingest", dashboard: Any = None, uploads: Any = None
+) -> Any:
+    """The Starlette app: ``POST path`` (ingest), ``GET /health`` (``ok``), given an
+    :class:`fieldstation.hub.uploads.UploadService` the upload endpoint, and, given a
     :class:`fieldstation.hub.web.Dashboard`, the web dashboard (log-in required)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -98,6 +101,10 @@ def create_app(db: HubDatabase, *, path: str = "/ingest", dashboard: Any = None)
         Route("/health", health, methods=["GET"]),
     ]
     middleware: list[Any] = []
+    if uploads is not None:
+        from fieldstation.hub.uploads import upload_routes
+
+        routes.extend(upload_routes(uploads, tokens.check))
     if dashboard is not None:
         from fieldstation.hub.web import dashboard_routes
 

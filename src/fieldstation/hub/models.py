@@ -38,6 +38,7 @@ __all__ = [
     "Recording",
     "Station",
     "StationToken",
+    "UploadedFile",
     "Summary",
     "User",
     "Alert",
@@ -279,6 +280,36 @@ class StationToken(Base):
     token_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class UploadedFile(Base):
+    """A file a station uploaded (:mod:`fieldstation.hub.uploads`): ``partial`` while its
+    bytes arrive (kept on the hub's disk), ``stored`` once the whole file matched its sha256
+    and is in the store (``storage`` ``disk`` or ``s3``, at ``location``: a path relative to
+    the upload folder, or an object key)."""
+
+    __tablename__ = "uploaded_files"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    station: Mapped[str] = mapped_column(String(200))
+    upload_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(16))
+    recording_id: Mapped[int | None] = mapped_column(ID, nullable=True)
+    """The row id on the station."""
+    filename: Mapped[str] = mapped_column(String(255))
+    media_type: Mapped[str] = mapped_column(String(100))
+    length: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    storage: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    location: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        Index("ux_uploaded_files_station_upload", "station", "upload_id", unique=True),
+        Index("ix_uploaded_files_station_stored", "station", "stored_at"),
+    )
 
 
 class User(Base):

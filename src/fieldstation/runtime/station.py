@@ -84,6 +84,7 @@ THREAD_LIVENESS: dict[str, float] = {
     "heartbeat": 300.0,
     "summary": 900.0,
     "retention": 3600.0,
+    "upload": 900.0,
     "power": 300.0,
     "field": 300.0,
     "netlevel": 300.0,
@@ -335,6 +336,7 @@ class Station:
             ),
             thread("summary", lambda: Summarizer(config, db, clock)),
             thread("retention", lambda: RetentionJob(config, db, home, clock)),
+            *self._upload_jobs(thread),
             *field_jobs(self, liveness),
             *self._plugin_jobs(),
             *command_jobs,
@@ -386,6 +388,16 @@ class Station:
             job.run(stop)
 
         return [ThreadJobSpec("commands", run, liveness=liveness)]
+
+    def _upload_jobs(self, thread: Callable[[str, Callable[[], Any]], Any]) -> list[Any]:
+        """The ``upload`` thread job when the station has ``[upload]``."""
+        if self.config.upload is None:
+            return []
+        from fieldstation.upload.job import UploadJob
+
+        config, db, home, clock = self.config, self.db, self.home, self.clock
+        assert db is not None
+        return [thread("upload", lambda: UploadJob(config, db, home, clock))]
 
     def _suspenders(self) -> Any:
         """The ``power`` job's :class:`~fieldstation.power.job.Suspenders`, or None without

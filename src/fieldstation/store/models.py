@@ -42,6 +42,7 @@ __all__ = [
     "UNFINISHED",
     "UNFINISHED_HINT",
     "UTCDateTime",
+    "Upload",
     "unfinished",
 ]
 
@@ -288,6 +289,40 @@ class Delivery(Base):
         Index("ix_outbox_deliveries_message", "message_pk", "destination", unique=True),
         Index("ix_outbox_deliveries_state", "state"),
     )
+
+
+class Upload(Base):
+    """A file to upload to the hub (``fieldstation.upload``): a recording or a log bundle.
+
+    ``state``: ``pending`` → ``sent`` (the hub confirmed the whole file by its sha256);
+    ``missing`` when the file is gone before it could be sent. ``offset``: bytes the hub
+    acknowledged so far (a resumed upload starts there). Retention never deletes a recording
+    with a row that is not ``sent`` (:mod:`fieldstation.store.uploads`).
+    """
+
+    __tablename__ = "uploads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upload_id: Mapped[str] = mapped_column(String(36), unique=True)
+    """Stable id of the upload on the hub (a UUID)."""
+    kind: Mapped[str] = mapped_column(String(16))
+    """``recording`` or ``log_bundle``."""
+    recording_id: Mapped[int | None] = mapped_column(
+        ForeignKey("recordings.id"), default=None, unique=True
+    )
+    path: Mapped[str | None] = mapped_column(String(512), default=None)
+    """Relative to the station home; None for a log bundle not built yet."""
+    bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column()
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+    __table_args__ = (Index("ix_uploads_queue", "state", "next_attempt_at", "id"),)
 
 
 class Event(Base):

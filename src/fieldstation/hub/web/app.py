@@ -68,6 +68,9 @@ class Dashboard:
     rules: AlertRules
     clock: Clock = SystemClock()
     https_only: bool = False
+    uploads: Any = None
+    """The :class:`fieldstation.hub.uploads.UploadService`: the station page plays uploaded
+    recordings."""
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -200,7 +203,23 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
                 ("cpu_temp_c", "CPU temperature", "°C"),
             )
         ]
-        return page(request, "station.html", detail=detail, charts=charts)
+        uploads: list[dict[str, Any]] = []
+        if dashboard.uploads is not None:
+            from fieldstation.hub.uploads import recent_uploads
+
+            uploads = await run_in_threadpool(recent_uploads, db, station)
+        return page(request, "station.html", detail=detail, charts=charts, uploads=uploads)
+
+    @guard("viewer")
+    async def uploaded_file(request: Request) -> Response:
+        from fieldstation.hub.uploads import file_response
+
+        if dashboard.uploads is None:
+            return PlainTextResponse("uploads are off on this hub", status_code=404)
+        params = request.path_params
+        return await run_in_threadpool(
+            file_response, dashboard.uploads, params["station"], params["upload_id"]
+        )
 
     @guard("viewer", api=True)
     async def station_api(request: Request) -> Response:
@@ -299,6 +318,7 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
         Route("/logout", logout, methods=["POST"]),
         Route("/", fleet_page, methods=["GET"]),
         Route("/api/fleet", fleet_api, methods=["GET"]),
+        Route("/files/{station}/{upload_id}", uploaded_file, methods=["GET"]),
         Route("/stations/{station:path}", station_page, methods=["GET"]),
         Route("/api/stations/{station:path}", station_api, methods=["GET"]),
         Route("/detections", detections_page, methods=["GET"]),
