@@ -182,3 +182,13 @@ def test_the_command_channel(old: dict[str, Any]) -> None:
     # nor replace every hub key at once (rotation: add the new key, then drop the old)
     change = plan(old, lambda new: new["commands"].update(hub_keys={"hub2": other}))
     assert change.refused and change.refused[0].startswith("commands.hub_keys: ")
+
+
+def test_the_upload_job_and_retention_that_waits_for_it(old: dict[str, Any]) -> None:
+    old = copy.deepcopy(old)
+    old["upload"] = {"url": "http://127.0.0.1:9/upload", "token": "env:HUB_TOKEN"}
+    assert "upload" in job_names(parse_config(old))
+    change = plan(old, lambda new: new["upload"].update(select="pinned"))
+    assert change.restart == {"upload", "retention"}
+    change = plan(old, lambda new: new.pop("upload"))
+    assert change.remove == {"upload"} and change.restart == {"retention"}

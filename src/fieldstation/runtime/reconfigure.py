@@ -215,11 +215,15 @@ def job_views(config: StationConfig, *, threads: bool = True) -> dict[str, dict[
             **_enqueues(config, "heartbeat"),
         }
         views["summary"] = {"heartbeat": _dump(config.heartbeat), **_enqueues(config, "summary")}
+        upload = _dump(config.upload) if config.upload is not None else None
         views["retention"] = {
             "retention": _dump(config.retention),
             "sensors": [s.name for s in config.sensors],
+            "upload": upload,  # what waits for its upload before deletion
             **_enqueues(config),
         }
+        if config.upload is not None:
+            views["upload"] = {"upload": upload, **_enqueues(config)}
         field = {"field": _dump(config.field), **_enqueues(config)}
         if config.field.button.enabled or config.field.led.enabled:
             views["field"] = field
