@@ -18,6 +18,7 @@ from fieldstation.commands.inbox import CommandInbox
 from fieldstation.config import StationConfig
 from fieldstation.messages import CommandResultBody, parse_message
 from fieldstation.messages.commands import (
+    command_digest,
     generate_private_key,
     public_key_text,
     sign_command,
@@ -208,7 +209,9 @@ def test_a_forged_command_is_refused_reported_and_not_stored(
     assert rig.station.calls == []
     (result,) = rig.results()
     assert result.state == "refused" and reason in (result.reason or "")
-    assert result.command_id == command_id(raw) and result.details == {"stage": "verify"}
+    assert result.command_id == command_id(raw)
+    # the digest of what was refused: the hub ends only the command it really sent
+    assert result.details == {"stage": "verify", "digest": command_digest(json.loads(raw))}
     assert rig.row(command_id(raw)) is None  # a forged id cannot block the genuine one
     (event,) = rig.refusal_events()
     assert event.severity == "warning" and event.data["from"] == "mqtt:hub"

@@ -207,6 +207,38 @@ def test_answers_move_a_command_forward_only(db: HubDatabase) -> None:
     assert [c["id"] for c in list_commands(db, "st-1")][0] in {first, second, third}
 
 
+def test_a_refusal_of_a_forged_copy_does_not_end_the_genuine_command(db: HubDatabase) -> None:
+    """A station refuses what it cannot verify and answers with the id the message claims; the
+    hub ends its own command only when the refused message was the very one it sent (same
+    digest), not a forged copy carrying its id."""
+    import json
+
+    from sqlalchemy import select
+
+    from fieldstation.hub.models import HubCommand
+    from fieldstation.messages.commands import command_digest
+
+    key = signer()
+    genuine = queue_command(db, key, "st-1", "ping", {}, now=T0, created_by="otto")
+    with db.session() as session:
+        wire = json.loads(session.scalar(select(HubCommand.wire).where(HubCommand.id == genuine)))
+    forged = {**wire, "command": "restart", "args": {"job": "outbox"}}
+
+    def ingest(payload: bytes) -> None:
+        stored = store_batch(db, [Incoming(payload, "test")], via="test", now=T0)
+        assert stored.dead == 0, stored.reasons
+
+    details = {"stage": "verify", "digest": command_digest(forged)}
+    ingest(result("st-1", genuine, "refused", T0, reason="bad signature", details=details))
+    assert state_of(db, genuine).state == "queued"
+    details = {"stage": "verify", "digest": command_digest(wire)}
+    ingest(result("st-1", genuine, "refused", T0, reason="unknown key_id", details=details))
+    assert (state_of(db, genuine).state, state_of(db, genuine).reason) == (
+        "refused",
+        "unknown key_id",
+    )
+
+
 def test_get_commands_needs_the_station_token_and_http_answers_count(db: HubDatabase) -> None:
     from starlette.testclient import TestClient
 

@@ -9,6 +9,7 @@ reads the log files directly (so it works on a stopped station too).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -74,10 +75,13 @@ def run(
     """
     from fieldstation.config.units import parse_duration
     from fieldstation.home import StationLockedError
+    from fieldstation.runtime.kept_configs import config_in_force
     from fieldstation.runtime.logs import setup_logging
     from fieldstation.runtime.station import Station
 
-    cfg = load_or_exit(config_path(config, legacy, "run"))
+    given = load_or_exit(config_path(config, legacy, "run"))
+    # a station file applied remotely (set_config) and proven healthy stays in force
+    cfg, source = config_in_force(given)
     seconds = None
     if duration is not None:
         try:
@@ -89,6 +93,8 @@ def run(
     station = Station(cfg, exit_when_unrunnable="NOTIFY_SOCKET" not in os.environ)
     station.home.ensure()
     setup_logging(cfg.logging, station.home.logs, name="station", console=True)
+    if cfg is not given:
+        logging.getLogger(__name__).info("station file in force: %s", source)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

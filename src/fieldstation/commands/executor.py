@@ -15,9 +15,10 @@ What each command does:
 - ``reprocess``: :func:`fieldstation.processing.reprocess.reprocess` in a child process (the
   supervisor keeps numpy and the models out); done with its counts.
 - ``set_config``: ``fieldstation.commands.config_apply.apply_remote_config(station, args,
-  answer)``, which answers by itself; ``upload``: ``fieldstation.upload.queue.request_upload``.
-  Both are imported when used; on a station without them: refused, "not supported by this
-  station".
+  answer)``, which answers by itself, a refusal at once, ``done`` or a rollback at the end of
+  its trial (:data:`LATER`: the command stays ``running`` until then); ``upload``:
+  ``fieldstation.upload.queue.request_upload``. Both are imported when used; on a station
+  without them: refused, "not supported by this station".
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from fieldstation.store.db import Database
 from fieldstation.store.events import record_event
 from fieldstation.store.models import CommandRow
 
-__all__ = ["KEEP_RUNNING", "Answer", "CommandExecutor", "StationControl"]
+__all__ = ["KEEP_RUNNING", "LATER", "Answer", "CommandExecutor", "StationControl"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ KEEP_RUNNING = frozenset({"commands", "outbox", "network"})
 answered (a remote command must never brick the station). ``restart`` is allowed."""
 
 NOT_SUPPORTED = "not supported by this station"
+
+LATER: dict[str, Any] = {}
+"""What a handler returns when it answers later by itself (from another thread): the command
+stays ``running`` until then (a stop meanwhile: refused as interrupted at the next start)."""
 
 Answer = Callable[..., None]
 """``answer(state, reason, details, config_hash=None)``: record a state of the command
@@ -220,6 +225,8 @@ class CommandExecutor:
             log.exception("command %s %s failed", row.id, row.command)
             answer("refused", f"failed: {type(error).__name__}: {error}", {})
             return
+        if details is LATER:
+            return
         if details is not None:
             answer("done", None, details)
             return
@@ -305,9 +312,10 @@ class CommandExecutor:
             return None  # answered
         return result
 
-    def _do_set_config(self, args: SetConfigArgs, answer: Answer) -> None:
+    def _do_set_config(self, args: SetConfigArgs, answer: Answer) -> dict[str, Any]:
         apply = _optional("fieldstation.commands.config_apply", "apply_remote_config")
         apply(self.station, args, answer)
+        return LATER
 
     def _do_upload(self, args: UploadArgs, answer: Answer) -> dict[str, Any]:
         if self.station.config.upload is None:

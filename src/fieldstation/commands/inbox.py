@@ -27,7 +27,12 @@ from sqlalchemy.exc import IntegrityError
 
 from fieldstation.clock import Clock
 from fieldstation.commands.store import enqueue_answer, insert_command
-from fieldstation.messages.commands import CommandRefusedError, load_public_key, verify_command
+from fieldstation.messages.commands import (
+    CommandRefusedError,
+    command_digest,
+    load_public_key,
+    verify_command,
+)
 from fieldstation.store.db import Database
 from fieldstation.store.events import record_event
 
@@ -85,8 +90,11 @@ class CommandInbox:
                 skew=self.skew,
             )
         except CommandRefusedError as error:
-            command_id, name = _claimed(raw)
-            self._refuse(command_id, name, error.reason, {"stage": "verify"}, source)
+            command_id, name, digest = _claimed(raw)
+            details: dict[str, Any] = {"stage": "verify"}
+            if digest is not None:  # the hub applies the refusal only to the command it sent
+                details["digest"] = digest
+            self._refuse(command_id, name, error.reason, details, source)
             return "refused"
         try:
             with self.db.session() as session:
@@ -148,16 +156,19 @@ class CommandInbox:
             )
 
 
-def _claimed(raw: bytes | str) -> tuple[str, str]:
-    """The id and command a refused message claims (for its answer), or ``"?"``."""
+def _claimed(raw: bytes | str) -> tuple[str, str, str | None]:
+    """The id and command a refused message claims (for its answer), or ``"?"``, and its
+    :func:`~fieldstation.messages.commands.command_digest` (None when it is not a JSON
+    object)."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        return "?", "?"
+        return "?", "?", None
     if not isinstance(data, dict):
-        return "?", "?"
+        return "?", "?", None
     command_id, name = data.get("id"), data.get("command")
     return (
         command_id[:200] if isinstance(command_id, str) and command_id else "?",
         name[:50] if isinstance(name, str) and name else "?",
+        command_digest(data),
     )

@@ -50,6 +50,19 @@ class CommandsConfig(StrictModel):
         description="How often HTTP outputs with commands_url ask the hub for commands.",
     )
 
+    keep_configs: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Station files received by set_config kept in <home>/configs/ (newest).",
+    )
+    rollback_after: Seconds = Field(
+        default=120.0,
+        gt=0,
+        description="Grace period, seconds: a file received by set_config that is not healthy "
+        "this long after it was applied is rolled back (docs/commands.md).",
+    )
+
     @field_validator("hub_keys")
     @classmethod
     def _keys_parse(cls, keys: dict[str, str]) -> dict[str, str]:

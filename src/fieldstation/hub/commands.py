@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.models import COMMAND_STATES, HubCommand, Station
 from fieldstation.messages.bodies import CommandResultBody
 from fieldstation.messages.commands import (
+    command_digest,
     generate_private_key,
     load_private_key,
     public_key_text,
@@ -56,6 +58,8 @@ __all__ = [
     "queue_command",
     "set_config_args",
 ]
+
+log = logging.getLogger(__name__)
 
 OPEN_STATES = ("queued", "delivered")
 """States of a command still to be handed to its station."""
@@ -280,6 +284,24 @@ def apply_results(
     for station, body in results:
         state = body.state
         values: dict[str, Any] = {"updated_at": now}
+        if state == "refused" and body.details.get("stage") == "verify":
+            # refused before it could be verified: is it the command this hub sent, or a copy
+            # someone forged with its id (only the hub may publish commands, but a broker
+            # without the ACL lets anyone)? The digest of what the station received says.
+            wire = session.scalar(
+                select(HubCommand.wire).where(
+                    HubCommand.id == body.command_id, HubCommand.station == station
+                )
+            )
+            if wire is None or command_digest(json.loads(wire)) != body.details.get("digest"):
+                log.warning(
+                    "station %s refused a command claiming id %s that this hub did not send "
+                    "(%s): the command keeps its state",
+                    station,
+                    body.command_id,
+                    body.reason,
+                )
+                continue
         if state == "refused" and body.details.get("replay") is True:
             # a second copy (re-published, or redelivered by the broker) refused as a replay:
             # the station holds the command, which is therefore at least accepted

@@ -64,6 +64,7 @@ __all__ = [
     "ReprocessArgs",
     "SetConfigArgs",
     "UploadArgs",
+    "command_digest",
     "command_topic",
     "generate_private_key",
     "load_private_key",
@@ -208,6 +209,18 @@ def signed_bytes(data: Mapping[str, Any]) -> bytes:
     sorted, separators ``,`` and ``:``, non-ASCII kept, UTF-8)."""
     unsigned = {key: value for key, value in data.items() if key != "signature"}
     return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def command_digest(data: Mapping[str, Any]) -> str:
+    """sha256 (hex) of a command exactly as received: :func:`signed_bytes` of ``data``, a dot,
+    and its ``signature``. A station refusing a command it could not verify sends this digest
+    (``details.digest``), so the hub applies the refusal only to the command it really sent
+    (a forged copy carrying a genuine id has another digest)."""
+    import hashlib
+
+    signature = data.get("signature")
+    tail = signature.encode() if isinstance(signature, str) else b""
+    return hashlib.sha256(signed_bytes(data) + b"." + tail).hexdigest()
 
 
 def command_topic(prefix: str, station: str) -> str:
