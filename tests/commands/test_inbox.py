@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from fieldstation.clock import VirtualClock
 from fieldstation.commands import store
-from fieldstation.commands.executor import NOT_SUPPORTED, CommandExecutor
+from fieldstation.commands.executor import CommandExecutor
 from fieldstation.commands.inbox import CommandInbox
 from fieldstation.config import StationConfig
 from fieldstation.messages import CommandResultBody, parse_message
@@ -301,35 +301,6 @@ def test_reprocess_runs_the_shared_function(rig: Rig) -> None:
     last = rig.results()[-1]
     assert last.state == "done", last.reason
     assert last.details["stored"] == 0 and last.details["failed"] == 0
-
-
-def test_commands_without_their_part_are_refused_as_not_supported(rig: Rig) -> None:
-    """set_config and upload come with their own modules (config_apply, upload.queue); a
-    station without them refuses, it does not fail."""
-    from importlib.util import find_spec
-
-    config = "[station]\nid = 'default'\n"
-    import hashlib
-
-    sha = hashlib.sha256(config.encode()).hexdigest()
-    missing = [
-        name
-        for name, module in (
-            ("set_config", "fieldstation.commands.config_apply"),
-            ("upload", "fieldstation.upload.queue"),
-        )
-        if find_spec(module.rpartition(".")[0]) is None or find_spec(module) is None
-    ]
-    if not missing:
-        pytest.skip("both parts are present on this branch")
-    args = {"set_config": {"config": config, "sha256": sha}, "upload": {"log_bundle": True}}
-    for name in missing:
-        rig.inbox.receive(rig.command(name, args[name]), "mqtt:hub")
-    rig.executor.run_pending()
-    finals = [r for r in rig.results() if r.state != "accepted"]
-    assert [(r.command, r.state, r.reason) for r in finals] == [
-        (name, "refused", NOT_SUPPORTED) for name in missing
-    ]
 
 
 def test_a_failing_command_is_refused_and_the_executor_goes_on(rig: Rig) -> None:
