@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Table, case, update
 from sqlalchemy.orm import Session
 
+from fieldstation.hub.bulk import insert_rows
 from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.models import (
     DeadLetter,
@@ -174,7 +175,8 @@ def _store_batch(
 def _insert_messages(
     session: Session, envelopes: list[Envelope], *, via: str, now: datetime
 ) -> set[str]:
-    """Insert the ``messages`` rows; returns the ids that were new."""
+    """Insert the ``messages`` rows (one statement); returns the ids that were new. Only the
+    rows actually inserted come back from ``RETURNING`` (not ``rowcount``: decision 0081)."""
     rows = [
         {
             "message_id": e.id,
@@ -185,17 +187,23 @@ def _insert_messages(
             "received_at": now,
             "received_via": via[:200],
         }
-        for e in envelopes
+        for e in sorted(envelopes, key=lambda e: e.id)  # one lock order across hub processes
     ]
     table = _table(IngestedMessage)
-    # executemany with RETURNING: SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs from
-    # one cached statement; only the rows actually inserted come back
-    statement = _insert(session, table).on_conflict_do_nothing().returning(table.c.message_id)
-    return set(session.connection().execute(statement, rows).scalars())
+    inserted = insert_rows(
+        session.connection(),
+        table,
+        rows,
+        conflict=lambda statement: statement.on_conflict_do_nothing(),
+        returning=[table.c.message_id],
+        order_by_first=True,
+    )
+    return {row[0] for row in inserted}
 
 
 def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> None:
-    """The rows of new messages, one executemany per table, and the stations' latest state."""
+    """The rows of new messages, one statement per table, and the stations' latest state in
+    one upsert."""
     tables: dict[Any, list[dict[str, Any]]] = {}
     latest: dict[str, dict[str, Any]] = {}
     newest_detection: dict[str, datetime] = {}
@@ -297,56 +305,80 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
                 }
                 for quantity, value in body.values.items()
             )
-    stations = sorted({e.station for e in envelopes})
-    session.execute(
-        _insert(session, _table(Station)).on_conflict_do_nothing(),
-        [{"id": s, "first_seen_at": now, "last_seen_at": now} for s in stations],
-    )
+    connection = session.connection()
     for model, rows in tables.items():
-        if rows:
-            session.execute(_insert(session, _table(model)), rows)  # Core executemany
-    session.execute(update(Station).where(Station.id.in_(stations)).values(last_seen_at=now))
-    if latest:  # one executemany: the newest heartbeat of each station, unless older news
-        table = _table(Station)
-        session.connection().execute(
-            update(table)
-            .where(
-                table.c.id == bindparam("sid"),
-                (table.c.last_heartbeat_at.is_(None))
-                | (table.c.last_heartbeat_at < bindparam("at")),
+        if model is Detection:
+            table = _table(Detection)
+            inserted = insert_rows(
+                connection,
+                table,
+                rows,
+                returning=[table.c.station, table.c.label, table.c.detected_at],
             )
-            .values(
-                last_heartbeat_at=bindparam("at"),
-                health=bindparam("health"),
-                config_hash=bindparam("config_hash"),
-                **{name: bindparam(f"p_{name}") for name in FIGURES},
-            ),
-            [
-                {
-                    "sid": station,
-                    "at": values["last_heartbeat_at"],
-                    "health": values["health"],
-                    "config_hash": values["config_hash"],
-                    **{f"p_{name}": values[name] for name in FIGURES},
-                }
-                for station, values in latest.items()
-            ],
+            # the detections this transaction inserted, as (station, label, detected_at)
+            # rows: the point where per-day rollups are counted, in the same transaction
+            del inserted
+        else:
+            insert_rows(connection, _table(model), rows)
+    _upsert_stations(
+        connection,
+        sorted({e.station for e in envelopes}),
+        now,
+        latest,
+        newest_detection,
+        newest_recording,
+    )
+
+
+_HEARTBEAT_COLUMNS = ("last_heartbeat_at", "health", "config_hash")
+
+
+def _upsert_stations(
+    connection: Any,
+    stations: list[str],
+    now: datetime,
+    latest: dict[str, dict[str, Any]],
+    newest_detection: dict[str, datetime],
+    newest_recording: dict[str, datetime],
+) -> None:
+    """ONE ``INSERT ... ON CONFLICT (id) DO UPDATE`` for the batch's stations (sorted, so two
+    hub processes lock them in one order): created when new, ``last_seen_at`` set, the newest
+    heartbeat's figures kept unless the row holds a newer heartbeat, ``last_detection_at`` /
+    ``last_recording_at`` moved forward only."""
+    table = _table(Station)
+    empty = dict.fromkeys((*_HEARTBEAT_COLUMNS, *FIGURES))
+    rows = [
+        {
+            "id": station,
+            "first_seen_at": now,
+            "last_seen_at": now,
+            **latest.get(station, empty),
+            "last_detection_at": newest_detection.get(station),
+            "last_recording_at": newest_recording.get(station),
+        }
+        for station in stations
+    ]
+
+    def conflict(statement: Any) -> Any:
+        new = statement.excluded
+
+        def newer(column: str) -> Any:
+            return new[column].is_not(None) & (
+                table.c[column].is_(None) | (table.c[column] < new[column])
+            )
+
+        heartbeat = newer("last_heartbeat_at")
+        keep = {
+            name: case((heartbeat, new[name]), else_=table.c[name])
+            for name in (*_HEARTBEAT_COLUMNS, *FIGURES)
+        }
+        for name in ("last_detection_at", "last_recording_at"):
+            keep[name] = case((newer(name), new[name]), else_=table.c[name])
+        return statement.on_conflict_do_update(
+            index_elements=[table.c.id], set_={"last_seen_at": new.last_seen_at, **keep}
         )
-    for column, newest in (
-        ("last_detection_at", newest_detection),
-        ("last_recording_at", newest_recording),
-    ):
-        if newest:
-            table = _table(Station)
-            session.connection().execute(
-                update(table)
-                .where(
-                    table.c.id == bindparam("sid"),
-                    (table.c[column].is_(None)) | (table.c[column] < bindparam("at")),
-                )
-                .values({column: bindparam("at")}),
-                [{"sid": station, "at": at} for station, at in newest.items()],
-            )
+
+    insert_rows(connection, table, rows, conflict=conflict, order_by_first=True)
 
 
 FIGURES = (
