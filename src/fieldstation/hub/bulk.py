@@ -59,7 +59,7 @@ def insert_rows(
         return _insert_postgresql(
             connection, table, rows, names, conflict, returning, order_by_first
         )
-    statement = sqlite.insert(table)
+    statement: Any = sqlite.insert(table)
     if conflict is not None:
         statement = conflict(statement)
     if returning:

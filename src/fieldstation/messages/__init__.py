@@ -229,14 +229,15 @@ def _fast_adapter() -> Any:
                 __config__=ConfigDict(extra="forbid"),
                 schema_version=(StrictInt, Field(alias="schema")),
                 id=(str, Field(min_length=1, max_length=200)),
-                kind=(Literal[kind], ...),  # type: ignore[valid-type]
+                kind=(Literal[kind], ...),  # type: ignore[valid-type,arg-type]
                 station=(str, Field(min_length=1, max_length=200)),
                 created_at=(AwareDatetime, ...),
                 body=(model, ...),
             )
             for kind, model in BODY_MODELS[SCHEMA_VERSION].items()
         ]
-        _FAST = TypeAdapter(Annotated[Union[tuple(variants)], Field(discriminator="kind")])  # noqa: UP007
+        union: Any = Annotated[Union[tuple(variants)], Field(discriminator="kind")]  # noqa: UP007
+        _FAST = TypeAdapter(union)
     return _FAST
 
 
@@ -251,7 +252,7 @@ def _parse_fast(raw: bytes | str) -> Envelope | None:
     if fast.schema_version != SCHEMA_VERSION:
         return None
     return Envelope(
-        schema=fast.schema_version,
+        schema_version=fast.schema_version,
         id=fast.id,
         kind=fast.kind,
         station=fast.station,
