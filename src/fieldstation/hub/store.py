@@ -2,7 +2,8 @@
 
 :func:`store_batch` parses each raw payload (:func:`fieldstation.messages.parse_message`),
 inserts its ``messages`` row with ``INSERT ... ON CONFLICT DO NOTHING`` and, only when that row
-is new, the rows of its kind (heartbeats, detections, ...) and the station's latest state; a
+is new, the rows of its kind (heartbeats, detections, ...) and the station's latest state, all
+set-based (one statement per table for the whole batch); a
 refused payload becomes one ``dead_letters`` row (idempotent on its digest). Everything of the
 batch commits together, so the caller may acknowledge all of it after the commit and none of
 it before.
@@ -61,12 +62,14 @@ class Incoming:
 @dataclass
 class BatchResult:
     """What one :func:`store_batch` did: ``stored`` new messages, ``duplicates`` (already
-    stored), ``dead`` (refused, with their reasons in ``reasons``)."""
+    stored), ``dead`` (refused, with their reasons in ``reasons``), ``detections`` (detection
+    rows inserted: a detection message holds several)."""
 
     stored: int = 0
     duplicates: int = 0
     dead: int = 0
     reasons: list[str] | None = None
+    detections: int = 0
 
 
 def _insert(session: Session, table: Table) -> Any:
@@ -88,8 +91,11 @@ def store_batch(
     of it back: acknowledge nothing then). ``via``: ``mqtt:<client id>`` or ``http``.
     Raises the database's transient errors (connection lost, ...) unchanged.
 
-    Set-based: one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` of the message
-    ids decides which messages are new; their rows go in with one executemany per table.
+    Set-based (decision 0144): one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` of the
+    message ids decides which messages are new; their rows go in with one statement per table
+    (:func:`fieldstation.hub.bulk.insert_rows`: the rows as one JSON parameter on PostgreSQL,
+    executemany on SQLite), and the batch's stations with one upsert, in id order (two hub
+    processes lock them in one order).
 
     A message that passes its schema but breaks a rule of the database (a value its column
     cannot hold) would fail the whole batch for ever: when the database refuses the batch
@@ -115,6 +121,7 @@ def store_batch(
         result.stored += part.stored
         result.duplicates += part.duplicates
         result.dead += part.dead
+        result.detections += part.detections
         assert result.reasons is not None
         result.reasons.extend(part.reasons or [])
     return result
@@ -168,7 +175,9 @@ def _store_batch(
             result.stored += len(new)
             result.duplicates += len(envelopes) - len(new)
             if new:
-                _store_rows(session, [envelopes[i] for i in envelopes if i in new], now)
+                result.detections += _store_rows(
+                    session, [envelopes[i] for i in envelopes if i in new], now
+                )
     return result
 
 
@@ -201,9 +210,10 @@ def _insert_messages(
     return {row[0] for row in inserted}
 
 
-def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> None:
+def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> int:
     """The rows of new messages, one statement per table, and the stations' latest state in
-    one upsert."""
+    one upsert. Returns the number of detection rows inserted."""
+    detections = 0
     tables: dict[Any, list[dict[str, Any]]] = {}
     latest: dict[str, dict[str, Any]] = {}
     newest_detection: dict[str, datetime] = {}
@@ -315,9 +325,10 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
                 rows,
                 returning=[table.c.station, table.c.label, table.c.detected_at],
             )
-            # the detections this transaction inserted, as (station, label, detected_at)
-            # rows: the point where per-day rollups are counted, in the same transaction
-            del inserted
+            # ``inserted``: (station, label, detected_at UTC) of each detection row this
+            # transaction inserted (none of a duplicate message): per-day rollups are
+            # counted here, in the same transaction
+            detections = len(inserted)
         else:
             insert_rows(connection, _table(model), rows)
     _upsert_stations(
@@ -328,6 +339,7 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
         newest_detection,
         newest_recording,
     )
+    return detections
 
 
 _HEARTBEAT_COLUMNS = ("last_heartbeat_at", "health", "config_hash")
