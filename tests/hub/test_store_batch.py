@@ -126,8 +126,10 @@ def test_a_mixed_batch_stores_each_new_message_exactly_once(hub_url: str) -> Non
         refused = int(db.dialect == "postgresql")  # SQLite does not check VARCHAR lengths
         first = store_batch(db, batch, via="test", now=T0 + timedelta(minutes=10))
         assert (first.stored, first.duplicates, first.dead) == (7 - refused, 3, 3 + refused)
+        assert first.detections == 5 - refused  # rows inserted: a-det-2 (1), c-det-1 (3), ...
         again = store_batch(db, batch, via="test", now=T0 + timedelta(minutes=11))
         assert (again.stored, again.duplicates, again.dead) == (0, 10 - refused, 3 + refused)
+        assert again.detections == 0
 
         with db.session() as s:
             ids = Counter(s.scalars(select(IngestedMessage.message_id)))
