@@ -45,9 +45,10 @@ def insert_rows(
     returning: Sequence[Any] = (),
     order_by_first: bool = False,
 ) -> list[Any]:
-    """Insert ``rows`` (same keys in each; JSON columns as Python values, times aware) into
-    ``table`` in one statement; returns the ``returning`` columns of the rows inserted (an
-    empty list without ``returning``). ``conflict(statement) -> statement`` adds an
+    """Insert ``rows`` (same keys in each; JSON columns as Python values, times aware; no
+    binary columns: they would not survive the JSON form) into ``table`` in one statement;
+    returns the ``returning`` columns of the rows inserted (an empty list without
+    ``returning``). ``conflict(statement) -> statement`` adds an
     ``on_conflict_do_nothing()`` / ``on_conflict_do_update(...)`` (the dialect's insert).
     ``order_by_first``: on PostgreSQL the rows go in ordered by the first column, so two
     transactions upserting overlapping keys lock them in one order (no deadlock).
