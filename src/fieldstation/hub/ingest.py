@@ -24,8 +24,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fieldstation.hub.config import MqttIngestConfig
 from fieldstation.hub.db import HubDatabase
@@ -58,8 +57,9 @@ def apply_credentials(client: Any, config: MqttIngestConfig) -> None:
     client.reconnect_delay_set(1, 30)
 
 
-@dataclass(frozen=True)
-class _Delivery:
+class _Delivery(NamedTuple):
+    """One PUBLISH as the network thread hands it over (a tuple: cheap per message)."""
+
     generation: int
     mid: int
     qos: int
@@ -83,7 +83,7 @@ class MqttIngest:
         self.stored = 0
         self.dead = 0
         self.duplicates = 0
-        self._queue: queue.Queue[_Delivery] = queue.Queue()
+        self._queue: queue.SimpleQueue[_Delivery] = queue.SimpleQueue()
         self._generation = 0
         self._lock = threading.Lock()
         self._client = self._make_client()
@@ -188,20 +188,27 @@ class MqttIngest:
             self._client.loop_stop()
 
     def _take_batch(self, stop: threading.Event) -> list[_Delivery]:
+        """Up to ``batch_size`` deliveries: what is queued now, then what comes within
+        ``batch_wait`` seconds of the first one."""
         try:
             first = self._queue.get(timeout=0.2)
         except queue.Empty:
             return []
         batch = [first]
+        size = self.config.batch_size
+        take = self._queue.get_nowait
         deadline = time.monotonic() + self.config.batch_wait
-        while len(batch) < self.config.batch_size:
-            remaining = deadline - time.monotonic()
+        while len(batch) < size:
             try:
-                batch.append(
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
+                batch.append(take())  # a backlog: no clock, no wait
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=remaining))
             except queue.Empty:
                 break
         return batch

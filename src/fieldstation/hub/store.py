@@ -2,7 +2,8 @@
 
 :func:`store_batch` parses each raw payload (:func:`fieldstation.messages.parse_message`),
 inserts its ``messages`` row with ``INSERT ... ON CONFLICT DO NOTHING`` and, only when that row
-is new, the rows of its kind (heartbeats, detections, ...) and the station's latest state; a
+is new, the rows of its kind (heartbeats, detections, ...) and the station's latest state, all
+set-based (one statement per table for the whole batch); a
 refused payload becomes one ``dead_letters`` row (idempotent on its digest). Everything of the
 batch commits together, so the caller may acknowledge all of it after the commit and none of
 it before.
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Table, case, update
 from sqlalchemy.orm import Session
 
+from fieldstation.hub.bulk import insert_rows
 from fieldstation.hub.commands import apply_results
 from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.models import (
@@ -62,12 +64,14 @@ class Incoming:
 @dataclass
 class BatchResult:
     """What one :func:`store_batch` did: ``stored`` new messages, ``duplicates`` (already
-    stored), ``dead`` (refused, with their reasons in ``reasons``)."""
+    stored), ``dead`` (refused, with their reasons in ``reasons``), ``detections`` (detection
+    rows inserted: a detection message holds several)."""
 
     stored: int = 0
     duplicates: int = 0
     dead: int = 0
     reasons: list[str] | None = None
+    detections: int = 0
 
 
 def _insert(session: Session, table: Table) -> Any:
@@ -89,8 +93,11 @@ def store_batch(
     of it back: acknowledge nothing then). ``via``: ``mqtt:<client id>`` or ``http``.
     Raises the database's transient errors (connection lost, ...) unchanged.
 
-    Set-based: one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` of the message
-    ids decides which messages are new; their rows go in with one executemany per table.
+    Set-based (decision 0144): one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` of the
+    message ids decides which messages are new; their rows go in with one statement per table
+    (:func:`fieldstation.hub.bulk.insert_rows`: the rows as one JSON parameter on PostgreSQL,
+    executemany on SQLite), and the batch's stations with one upsert, in id order (two hub
+    processes lock them in one order).
 
     A message that passes its schema but breaks a rule of the database (a value its column
     cannot hold) would fail the whole batch for ever: when the database refuses the batch
@@ -116,6 +123,7 @@ def store_batch(
         result.stored += part.stored
         result.duplicates += part.duplicates
         result.dead += part.dead
+        result.detections += part.detections
         assert result.reasons is not None
         result.reasons.extend(part.reasons or [])
     return result
@@ -169,14 +177,17 @@ def _store_batch(
             result.stored += len(new)
             result.duplicates += len(envelopes) - len(new)
             if new:
-                _store_rows(session, [envelopes[i] for i in envelopes if i in new], now)
+                result.detections += _store_rows(
+                    session, [envelopes[i] for i in envelopes if i in new], now
+                )
     return result
 
 
 def _insert_messages(
     session: Session, envelopes: list[Envelope], *, via: str, now: datetime
 ) -> set[str]:
-    """Insert the ``messages`` rows; returns the ids that were new."""
+    """Insert the ``messages`` rows (one statement); returns the ids that were new. Only the
+    rows actually inserted come back from ``RETURNING`` (not ``rowcount``: decision 0081)."""
     rows = [
         {
             "message_id": e.id,
@@ -187,17 +198,24 @@ def _insert_messages(
             "received_at": now,
             "received_via": via[:200],
         }
-        for e in envelopes
+        for e in sorted(envelopes, key=lambda e: e.id)  # one lock order across hub processes
     ]
     table = _table(IngestedMessage)
-    # executemany with RETURNING: SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs from
-    # one cached statement; only the rows actually inserted come back
-    statement = _insert(session, table).on_conflict_do_nothing().returning(table.c.message_id)
-    return set(session.connection().execute(statement, rows).scalars())
+    inserted = insert_rows(
+        session.connection(),
+        table,
+        rows,
+        conflict=lambda statement: statement.on_conflict_do_nothing(),
+        returning=[table.c.message_id],
+        order_by_first=True,
+    )
+    return {row[0] for row in inserted}
 
 
-def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> None:
-    """The rows of new messages, one executemany per table, and the stations' latest state."""
+def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> int:
+    """The rows of new messages, one statement per table, and the stations' latest state in
+    one upsert. Returns the number of detection rows inserted."""
+    detections = 0
     tables: dict[Any, list[dict[str, Any]]] = {}
     latest: dict[str, dict[str, Any]] = {}
     newest_detection: dict[str, datetime] = {}
@@ -302,58 +320,84 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
             )
         elif isinstance(body, CommandResultBody):
             results.append((station, body))
-    stations = sorted({e.station for e in envelopes})
-    session.execute(
-        _insert(session, _table(Station)).on_conflict_do_nothing(),
-        [{"id": s, "first_seen_at": now, "last_seen_at": now} for s in stations],
-    )
+    connection = session.connection()
     for model, rows in tables.items():
-        if rows:
-            session.execute(_insert(session, _table(model)), rows)  # Core executemany
-    session.execute(update(Station).where(Station.id.in_(stations)).values(last_seen_at=now))
-    if latest:  # one executemany: the newest heartbeat of each station, unless older news
-        table = _table(Station)
-        session.connection().execute(
-            update(table)
-            .where(
-                table.c.id == bindparam("sid"),
-                (table.c.last_heartbeat_at.is_(None))
-                | (table.c.last_heartbeat_at < bindparam("at")),
+        if model is Detection:
+            table = _table(Detection)
+            inserted = insert_rows(
+                connection,
+                table,
+                rows,
+                returning=[table.c.station, table.c.label, table.c.detected_at],
             )
-            .values(
-                last_heartbeat_at=bindparam("at"),
-                health=bindparam("health"),
-                config_hash=bindparam("config_hash"),
-                **{name: bindparam(f"p_{name}") for name in FIGURES},
-            ),
-            [
-                {
-                    "sid": station,
-                    "at": values["last_heartbeat_at"],
-                    "health": values["health"],
-                    "config_hash": values["config_hash"],
-                    **{f"p_{name}": values[name] for name in FIGURES},
-                }
-                for station, values in latest.items()
-            ],
-        )
+            # ``inserted``: (station, label, detected_at UTC) of each detection row this
+            # transaction inserted (none of a duplicate message): per-day rollups are
+            # counted here, in the same transaction
+            detections = len(inserted)
+        else:
+            insert_rows(connection, _table(model), rows)
+    _upsert_stations(
+        connection,
+        sorted({e.station for e in envelopes}),
+        now,
+        latest,
+        newest_detection,
+        newest_recording,
+    )
     if results:  # fleet commands' states (forward only: a redelivered answer changes nothing)
         apply_results(session, results, now)
-    for column, newest in (
-        ("last_detection_at", newest_detection),
-        ("last_recording_at", newest_recording),
-    ):
-        if newest:
-            table = _table(Station)
-            session.connection().execute(
-                update(table)
-                .where(
-                    table.c.id == bindparam("sid"),
-                    (table.c[column].is_(None)) | (table.c[column] < bindparam("at")),
-                )
-                .values({column: bindparam("at")}),
-                [{"sid": station, "at": at} for station, at in newest.items()],
+    return detections
+
+
+_HEARTBEAT_COLUMNS = ("last_heartbeat_at", "health", "config_hash")
+
+
+def _upsert_stations(
+    connection: Any,
+    stations: list[str],
+    now: datetime,
+    latest: dict[str, dict[str, Any]],
+    newest_detection: dict[str, datetime],
+    newest_recording: dict[str, datetime],
+) -> None:
+    """ONE ``INSERT ... ON CONFLICT (id) DO UPDATE`` for the batch's stations (sorted, so two
+    hub processes lock them in one order): created when new, ``last_seen_at`` set, the newest
+    heartbeat's figures kept unless the row holds a newer heartbeat, ``last_detection_at`` /
+    ``last_recording_at`` moved forward only."""
+    table = _table(Station)
+    empty = dict.fromkeys((*_HEARTBEAT_COLUMNS, *FIGURES))
+    rows = [
+        {
+            "id": station,
+            "first_seen_at": now,
+            "last_seen_at": now,
+            **latest.get(station, empty),
+            "last_detection_at": newest_detection.get(station),
+            "last_recording_at": newest_recording.get(station),
+        }
+        for station in stations
+    ]
+
+    def conflict(statement: Any) -> Any:
+        new = statement.excluded
+
+        def newer(column: str) -> Any:
+            return new[column].is_not(None) & (
+                table.c[column].is_(None) | (table.c[column] < new[column])
             )
+
+        heartbeat = newer("last_heartbeat_at")
+        keep = {
+            name: case((heartbeat, new[name]), else_=table.c[name])
+            for name in (*_HEARTBEAT_COLUMNS, *FIGURES)
+        }
+        for name in ("last_detection_at", "last_recording_at"):
+            keep[name] = case((newer(name), new[name]), else_=table.c[name])
+        return statement.on_conflict_do_update(
+            index_elements=[table.c.id], set_={"last_seen_at": new.last_seen_at, **keep}
+        )
+
+    insert_rows(connection, table, rows, conflict=conflict, order_by_first=True)
 
 
 FIGURES = (
