@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from fieldstation.clock import VirtualClock
 from fieldstation.commands import store
-from fieldstation.commands.executor import CommandExecutor
+from fieldstation.commands.executor import CommandExecutor, run_now
 from fieldstation.commands.inbox import CommandInbox
 from fieldstation.config import StationConfig
 from fieldstation.messages import CommandResultBody, parse_message
@@ -122,7 +122,7 @@ def rig(config: StationConfig, db: Database, clock: VirtualClock) -> Rig:
         events_to=config.destinations_for("event"),
         config_hash=lambda: station.config_hash,
     )
-    executor = CommandExecutor(db, station, clock, runner=lambda f, *a: f(*a))
+    executor = CommandExecutor(db, station, clock, starter=run_now)
     return Rig(inbox, executor, station, db, clock)
 
 

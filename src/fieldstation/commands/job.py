@@ -4,7 +4,10 @@ CommandExecutor`) and polls the hub's command endpoint of HTTP outputs with ``co
 Commands that arrive over MQTT are stored by the MQTT output itself (paho's thread calls
 :meth:`CommandInbox.receive <fieldstation.commands.inbox.CommandInbox.receive>` and
 acknowledges the message only once it is stored); this job runs them. At start it refuses the
-commands a stop left ``running`` (at most once), then runs those still ``accepted``.
+commands a stop left ``running`` (at most once), then runs those still ``accepted``. A command
+that runs long (``reprocess``) runs in a child process that the loop polls at each turn, so the
+thread never stays busy longer than one short command; the job's stop ends that child (the
+command is then refused as interrupted at the next start).
 """
 
 from __future__ import annotations
@@ -56,15 +59,20 @@ class CommandsJob:
         recovered = self.executor.recover()
         if recovered:
             log.warning("%d command(s) cut by the last stop refused (not run again)", recovered)
-        while not stop.is_set():
-            self.inbox.arrived.clear()  # before the pass: an arrival during it is not missed
-            self.executor.run_pending(stop.is_set)
-            self.poll_due()
-            wait = TURN
-            if self._next_poll:
-                wait = max(0.0, min(TURN, min(self._next_poll.values()) - self.clock.monotonic()))
-            if not self.inbox.arrived.is_set():
-                self.clock.wait(self.inbox.arrived, wait)
+        try:
+            while not stop.is_set():
+                self.inbox.arrived.clear()  # before the pass: an arrival during it is not missed
+                self.executor.run_pending(stop.is_set)
+                self.poll_due()
+                wait = TURN  # also how often a background command (reprocess) is polled
+                if self._next_poll:
+                    wait = max(
+                        0.0, min(TURN, min(self._next_poll.values()) - self.clock.monotonic())
+                    )
+                if not self.inbox.arrived.is_set():
+                    self.clock.wait(self.inbox.arrived, wait)
+        finally:
+            self.executor.stop_background()  # refused as interrupted at the next start
 
     def poll_due(self) -> int:
         """Ask each HTTP output whose poll is due for its commands and receive them; returns

@@ -8,7 +8,7 @@ once (its id is unique; decision record 0140).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -104,14 +104,15 @@ def get_command(session: Session, command_id: str) -> CommandRow | None:
 _get = get_command
 
 
-def accepted_commands(session: Session, limit: int = 100) -> list[CommandRow]:
-    """Commands waiting to run, oldest first."""
-    query = (
-        select(CommandRow)
-        .where(CommandRow.state == "accepted")
-        .order_by(CommandRow.pk)
-        .limit(limit)
-    )
+def accepted_commands(
+    session: Session, limit: int = 100, exclude: Collection[str] = ()
+) -> list[CommandRow]:
+    """Commands waiting to run, oldest first; ``exclude``: command names passed over (they
+    wait: one of their kind is running)."""
+    query = select(CommandRow).where(CommandRow.state == "accepted")
+    if exclude:
+        query = query.where(CommandRow.command.not_in(list(exclude)))
+    query = query.order_by(CommandRow.pk).limit(limit)
     return list(session.scalars(query))
 
 
