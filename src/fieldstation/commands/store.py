@@ -49,10 +49,10 @@ def enqueue_answer(
     details: dict[str, Any],
     config_hash: str | None,
     now: datetime,
-) -> None:
+) -> int | None:
     """Enqueue one ``command_result`` message (validated by its body model) for
     ``destinations``; ``command`` longer than the body allows is cut, an unreadable one is
-    ``'?'``."""
+    ``'?'``. Returns the outbox message's pk (None: no destination, nothing written)."""
     body = CommandResultBody(
         command_id=command_id[:200] or "?",
         command=(command or "?")[:50],
@@ -62,7 +62,7 @@ def enqueue_answer(
         config_hash_in_force=config_hash,
         at=now,
     )
-    enqueue(
+    message = enqueue(
         session,
         kind="command_result",
         body=to_wire(body),
@@ -70,6 +70,10 @@ def enqueue_answer(
         now=now,
         station_id=station_id,
     )
+    if message is None:
+        return None
+    session.flush()
+    return message.id
 
 
 def insert_command(
