@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from fieldstation.clock import Clock
@@ -35,7 +36,9 @@ class CommandsJob:
     ``pollers``: output name -> a function returning the commands (wire dicts) the hub holds
     for this station (:func:`fieldstation.outbox.http.poll_commands` bound to the output);
     each is called every ``poll_interval`` seconds; a failure is logged (once per new reason)
-    and retried at the next turn of the interval.
+    and retried at the next turn of the interval. ``may_poll(name)``: whether that output may
+    use the network now (the delivery loop's gate: the power suspenders and the network
+    monitor); while it may not, it is not polled (asked again at each turn, :data:`TURN`).
     """
 
     def __init__(
@@ -46,12 +49,14 @@ class CommandsJob:
         *,
         pollers: dict[str, Any] | None = None,
         poll_interval: float = 60.0,
+        may_poll: Callable[[str], bool] = lambda name: True,
     ) -> None:
         self.inbox = inbox
         self.executor = executor
         self.clock = clock
         self.pollers = dict(pollers or {})
         self.poll_interval = poll_interval
+        self.may_poll = may_poll
         self._next_poll: dict[str, float] = {}
         self._poll_errors: dict[str, str] = {}
 
@@ -81,6 +86,9 @@ class CommandsJob:
         for name, poll in self.pollers.items():
             now = self.clock.monotonic()
             if now < self._next_poll.get(name, now):
+                continue
+            if not self.may_poll(name):  # held by a suspender, or its network is down
+                self._next_poll[name] = now + TURN
                 continue
             self._next_poll[name] = now + self.poll_interval
             try:
