@@ -129,11 +129,11 @@ class MqttMessenger:
         commands: Any = None,
     ) -> None:
         self.config = config
-        self.commands = commands if config.commands else None
+        self.commands: Any = commands if config.commands else None
         """The station's :class:`~fieldstation.commands.inbox.CommandInbox`, or None (also
-        with ``commands = false`` on the output). When given, the client subscribes to ``{prefix}/{station}/cmd`` (QoS 1) in a persistent
-        session (MQTT v5: clean start off and a session expiry of the inbox's
-        ``session_expiry``; 3.1.1: clean session off), so commands published while the
+        with ``commands = false`` on the output). When given, the client subscribes to
+        ``{prefix}/{station}/cmd`` (QoS 1) in a persistent session (MQTT v5: clean start off
+        and a session expiry of the inbox's ``session_expiry``; 3.1.1: clean session off), so commands published while the
         station is away are delivered when it connects again; each is acknowledged only
         once the inbox stored it (decision record 0140)."""
         self.station_id = station_id
