@@ -133,9 +133,9 @@ class MqttMessenger:
         """The station's :class:`~fieldstation.commands.inbox.CommandInbox`, or None (also
         with ``commands = false`` on the output). When given, the client subscribes to
         ``{prefix}/{station}/cmd`` (QoS 1) in a persistent session (MQTT v5: clean start off
-        and a session expiry of the inbox's ``session_expiry``; 3.1.1: clean session off), so commands published while the
-        station is away are delivered when it connects again; each is acknowledged only
-        once the inbox stored it (decision record 0140)."""
+        and a session expiry of the inbox's ``session_expiry``; 3.1.1: clean session off),
+        so commands published while the station is away are delivered when it connects
+        again; each is acknowledged only once the inbox stored it (decision record 0140)."""
         self.station_id = station_id
         self.clock = clock
         self.discovery: list[DiscoveryMessage] = []
