@@ -24,7 +24,9 @@ from fieldstation.config import StationConfig
 from fieldstation.messages import CommandResultBody, parse_message
 from fieldstation.messages.commands import generate_private_key, public_key_text, sign_command
 from fieldstation.processing.reprocess import reprocess_in_child
+from fieldstation.runtime.liveness import ThreadLiveness
 from fieldstation.runtime.station import THREAD_LIVENESS
+from fieldstation.runtime.supervisor import TickingEvent
 from fieldstation.store.db import Database
 from fieldstation.store.models import Message
 
@@ -177,10 +179,12 @@ def test_the_commands_thread_keeps_turning_through_a_run_longer_than_its_limit(
     rig: Rig,
 ) -> None:
     """Virtual time runs past the thread's liveness limit while the reprocess runs; the loop
-    keeps polling it and answers a ping sent after that; a stop ends the run, which the next
-    start refuses as interrupted."""
+    keeps polling it, the supervisor's verdict (its stop event's touches judged by the job's
+    ThreadLiveness) stays "alive", and a ping sent after that is answered; a stop ends the
+    run, which the next start refuses as interrupted."""
     job = CommandsJob(rig.inbox, rig.executor, rig.clock)
-    stop = threading.Event()
+    stop = TickingEvent(rig.clock)  # what the supervisor hands a thread job
+    liveness = ThreadLiveness(THREAD_LIVENESS["commands"])
     thread = threading.Thread(target=job.run, args=(stop,), name="commands")
     reprocess = rig.send("reprocess", {"model": "energy"})
     start = rig.clock.monotonic()
@@ -191,6 +195,8 @@ def test_the_commands_thread_keeps_turning_through_a_run_longer_than_its_limit(
         limit = THREAD_LIVENESS["commands"]
         _until(lambda: rig.clock.monotonic() - start > limit + 600, "virtual time past the limit")
         assert rig.calls[0].polls > limit / 60.0  # polled at each turn, never waited for
+        what, at = stop.state
+        assert liveness.stalled(what, at, rig.clock.monotonic()) is None  # not hung
         ping = rig.send("ping", {})
         _until(lambda: rig.states(ping) == ["accepted", "done"], "the ping's answer")
         assert rig.state(reprocess) == "running"
