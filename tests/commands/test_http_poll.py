@@ -137,7 +137,9 @@ def test_the_commands_job_polls_the_hub_and_runs_what_it_gets(
         assert hub.requests == [("default", f"Bearer {TOKEN}")]
         assert job.poll_due() == 0  # not due again before poll_interval
         clock.advance(30)
-        assert job.poll_due() == 1  # the hub still lists it (not yet accepted there): a replay
+        # the hub still lists it (not yet accepted there): a replay, not answered again while
+        # the station's "accepted" is still in its outbox (docs/commands.md, "Copies")
+        assert job.poll_due() == 1
         executor.run_pending()
         with db.session() as session:
             payloads = session.scalars(
@@ -146,7 +148,7 @@ def test_the_commands_job_polls_the_hub_and_runs_what_it_gets(
         bodies = [parse_message(p.encode()).body for p in payloads]
         assert all(isinstance(b, CommandResultBody) for b in bodies)
         states = [(b.state, b.details.get("replay")) for b in bodies]  # type: ignore[union-attr]
-        assert states == [("accepted", None), ("refused", True), ("done", None)]
+        assert states == [("accepted", None), ("done", None)]
     finally:
         db.dispose()
 
@@ -186,3 +188,61 @@ class _Station:
         raise AssertionError(name)
 
     stop_job = restart_job = start_job
+
+
+def test_polling_waits_for_the_network_and_the_power_gate(
+    hub: Hub, home: StationHome, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The station's ``commands`` job asks an output's ``commands_url`` only when the
+    delivery loop would use that output: not while its network is down or a suspender holds
+    it; an output with ``commands = false`` is never asked."""
+    from fieldstation.runtime.liveness import ThreadLiveness
+    from fieldstation.runtime.station import Station
+
+    monkeypatch.setenv("TEST_HUB_TOKEN", TOKEN)
+    data = station_data(home, hub.url, poll_interval="30s")
+    data["outputs"].append({**data["outputs"][-1], "name": "other", "commands": False})
+    config = parse_config(data)
+    station = Station(config, clock=clock)
+    station.db = open_database(home.database)
+    up, held = threading.Event(), threading.Event()
+    station.network = _Gate(is_up_for=lambda output: up.is_set())
+    station.power = _Gate(allows=lambda name: not held.is_set())
+    (spec,) = station._command_jobs(ThreadLiveness(60.0))
+    stop = threading.Event()
+    thread = threading.Thread(target=spec.run, args=(stop,), name="commands")
+    start = clock.monotonic()
+    thread.start()
+    try:
+        _until(lambda: clock.monotonic() - start > 300, "five minutes of virtual time")
+        assert hub.requests == []  # network down: not polled
+        up.set()
+        _until(lambda: len(hub.requests) >= 1, "a poll once the network is up")
+        held.set()
+        time_held = clock.monotonic()
+        seen = len(hub.requests)
+        _until(lambda: clock.monotonic() - time_held > 300, "five minutes held")
+        assert len(hub.requests) <= seen + 1  # at most one already under way when held
+        held.clear()
+        seen = len(hub.requests)
+        _until(lambda: len(hub.requests) > seen, "a poll once released")
+        assert {s for s, _ in hub.requests} == {"default"}  # "other" (commands = false) never
+    finally:
+        stop.set()
+        thread.join(60)
+        station.db.dispose()
+    assert not thread.is_alive()
+
+
+class _Gate:
+    def __init__(self, **methods: Any) -> None:
+        self.__dict__.update(methods)
+
+
+def _until(condition: Any, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)

@@ -9,12 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from fieldstation.clock import VirtualClock
 from fieldstation.commands import store
-from fieldstation.commands.executor import CommandExecutor
-from fieldstation.commands.inbox import CommandInbox
+from fieldstation.commands.executor import CommandExecutor, run_now
+from fieldstation.commands.inbox import REPLAY_QUIET, UNVERIFIED_QUIET, CommandInbox
 from fieldstation.config import StationConfig
 from fieldstation.messages import CommandResultBody, parse_message
 from fieldstation.messages.commands import (
@@ -26,7 +26,7 @@ from fieldstation.messages.commands import (
 from fieldstation.runtime.supervisor import UnknownJobError
 from fieldstation.store.db import Database
 from fieldstation.store.deployments import start_deployment
-from fieldstation.store.models import CommandRow, Event, Message, Recording
+from fieldstation.store.models import CommandRow, Delivery, Event, Message, Recording
 from fieldstation.testing.rows import add_recording
 
 HUB_KEY = generate_private_key()
@@ -122,7 +122,7 @@ def rig(config: StationConfig, db: Database, clock: VirtualClock) -> Rig:
         events_to=config.destinations_for("event"),
         config_hash=lambda: station.config_hash,
     )
-    executor = CommandExecutor(db, station, clock, runner=lambda f, *a: f(*a))
+    executor = CommandExecutor(db, station, clock, starter=run_now)
     return Rig(inbox, executor, station, db, clock)
 
 
@@ -154,15 +154,63 @@ def test_a_command_is_applied_at_most_once_by_id(rig: Rig) -> None:
     assert rig.inbox.receive(raw, "mqtt:hub") == "refused"  # and after
     assert rig.executor.run_pending() == 0
     assert rig.station.calls == [("restart", "processor:energy")]
-    states = rig.states(command_id(raw))
-    assert states == ["accepted", "refused", "done", "refused"]
-    replays = [r for r in rig.results() if r.state == "refused"]
-    assert all(r.reason and r.reason.startswith("already received at ") for r in replays)
-    assert [r.details for r in replays] == [
-        {"replay": True, "state": "accepted"},
-        {"replay": True, "state": "done"},
-    ]
-    assert len(rig.refusal_events()) == 2
+    # the copies are not answered: the station's own answers are still unsent (below)
+    assert rig.states(command_id(raw)) == ["accepted", "done"]
+    assert rig.refusal_events() == []
+
+
+def _deliver_all(rig: Rig) -> None:
+    with rig.db.session() as session:
+        session.execute(update(Delivery).values(state="sent"))
+
+
+def test_copies_of_a_command_are_answered_rarely_and_never_behind_an_unsent_answer(
+    rig: Rig,
+) -> None:
+    """A hub polling over HTTP lists a command until it saw ``accepted``; a copy published
+    again and again (a broker with weak ACLs) must not add outbox rows at each copy."""
+    raw = rig.command("ping", {})
+    cid = command_id(raw)
+    assert rig.inbox.receive(raw, "mqtt:hub") == "accepted"
+    for _ in range(50):  # "accepted" still unsent: nothing added
+        assert rig.inbox.receive(raw, "http:hub") == "refused"
+    assert rig.states(cid) == ["accepted"]
+    _deliver_all(rig)
+    rig.clock.advance(REPLAY_QUIET - 1)
+    assert rig.inbox.receive(raw, "http:hub") == "refused"
+    assert rig.states(cid) == ["accepted"]  # sent, but answered less than REPLAY_QUIET ago
+    rig.clock.advance(1)
+    for _ in range(50):
+        assert rig.inbox.receive(raw, "http:hub") == "refused"
+    assert rig.states(cid) == ["accepted", "refused"]  # one answer for the 50 copies
+    (replay,) = [r for r in rig.results() if r.state == "refused"]
+    assert (replay.reason or "").startswith("already received at ")
+    assert replay.details == {"replay": True, "state": "accepted"}
+    assert len(rig.refusal_events()) == 1
+    rig.clock.advance(REPLAY_QUIET)  # quiet time over, but that answer is still unsent
+    assert rig.inbox.receive(raw, "http:hub") == "refused"
+    assert rig.states(cid) == ["accepted", "refused"]
+    _deliver_all(rig)
+    assert rig.inbox.receive(raw, "http:hub") == "refused"
+    assert rig.states(cid) == ["accepted", "refused", "refused"]
+
+
+def test_forged_messages_are_answered_once_a_minute_per_source_with_a_count(rig: Rig) -> None:
+    forger = generate_private_key()
+    for n in range(100):
+        raw = rig.command("restart", {"job": f"processor:{n}"}, key=forger)
+        assert rig.inbox.receive(raw, "mqtt:homeassistant") == "refused"
+    assert rig.inbox.receive(b"garbage", "mqtt:hub") == "refused"  # another source: its own turn
+    assert len(rig.results()) == 2
+    (first, other) = rig.refusal_events()
+    assert "suppressed" not in first.data and other.data["from"] == "mqtt:hub"
+    rig.clock.advance(UNVERIFIED_QUIET)
+    assert rig.inbox.receive(rig.command("ping", {}, key=forger), "mqtt:homeassistant") == "refused"
+    assert len(rig.results()) == 3
+    last = rig.refusal_events()[-1]
+    assert last.data["suppressed"] == 99 and "99 more from mqtt:homeassistant" in last.message
+    # a genuine command is never held back by the forger
+    assert rig.inbox.receive(rig.command("ping", {}), "mqtt:homeassistant") == "accepted"
 
 
 def test_an_expired_command_is_refused_and_not_stored(rig: Rig) -> None:

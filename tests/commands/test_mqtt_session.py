@@ -152,3 +152,28 @@ def test_without_commands_the_session_stays_clean(
         assert [raw for raw, _ in inbox.received] == [b'{"n": 2}']
     finally:
         again.close()
+
+
+def test_an_output_with_commands_false_takes_no_command(
+    broker: MosquittoBroker, status: Subscriber
+) -> None:
+    """``commands = false`` (a Home Assistant broker): no subscription to ``/cmd``, whatever
+    is published there; the hub's output (the default, true) takes them."""
+    ha = MqttOutputConfig(
+        name="ha", kind="mqtt", host=broker.host, port=broker.port, client_id="ha", commands=False
+    )
+    inbox = Inbox()
+    messenger = MqttMessenger(ha, station_id="s1", clock=SystemClock(), commands=inbox)
+    hub = MqttOutputConfig(name="hub", kind="mqtt", host=broker.host, port=broker.port)
+    hub_inbox = Inbox()
+    taking = MqttMessenger(hub, station_id="s1", clock=SystemClock(), commands=hub_inbox)
+    try:
+        connected(messenger, status, 1)
+        connected(taking, status, 2)
+        assert messenger.commands is None
+        publish(broker, b'{"n": 1}')
+        assert hub_inbox.wait_count(1)  # delivered: had ha subscribed, it would have it too
+        assert inbox.received == []
+    finally:
+        messenger.close()
+        taking.close()

@@ -525,11 +525,18 @@ def test_detections_today_counts_the_stations_local_day_on_virtual_time(
         "count": 0,
         "since": "2026-06-02T00:00:00-04:00",
     }
-    # a station whose database could not be read: the sensor is unknown, not 0
-    del beat["metrics"]["detections_today"]
-    envelope = _heartbeat_envelope(beat)
-    assert render(template.value_template, envelope) == "None"
-    assert render(reset, envelope) == "None"
+    # a station whose database could not be read (null, or absent): both render empty, which
+    # Home Assistant's MQTT sensor ignores for a numeric sensor and for last_reset (the count
+    # stays as it was): never "None" (unknown, and a warning per heartbeat for last_reset),
+    # never a false 0 in a state_class total
+    for absent in (None, ...):
+        if absent is None:
+            beat["metrics"]["detections_today"] = None
+        else:
+            del beat["metrics"]["detections_today"]
+        envelope = _heartbeat_envelope(beat)
+        assert render(template.value_template, envelope) == ""
+        assert render(reset, envelope) == ""
 
 
 def test_messenger_publishes_configs_only_when_asked(broker: MosquittoBroker) -> None:

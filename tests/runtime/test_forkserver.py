@@ -195,3 +195,34 @@ def test_the_server_is_forked_only_from_a_single_threaded_process(
     )
     assert done.returncode == 0, done.stderr
     assert ("-m fieldstation.runtime.forkserver" in done.stdout) == execd, done.stdout
+
+
+def test_a_started_call_is_polled_not_waited_for_and_can_be_cancelled() -> None:
+    """:func:`start_call` returns at once; ``poll`` says when the child ended (its result or
+    exception then), ``cancel`` ends a child that runs on (a stop during a reprocess)."""
+    from fieldstation.runtime.forkserver import start_call
+
+    quick = start_call(operator.truediv, 1, 4)
+    assert quick.poll(WAIT_CHILD)
+    assert quick.result() == 0.25
+    failing = start_call(operator.truediv, 1, 0)
+    assert failing.poll(WAIT_CHILD)
+    with pytest.raises(ZeroDivisionError):
+        failing.result()
+    slow = start_call(time.sleep, 3600)
+    assert not slow.poll()  # at once, never blocking
+    assert psutil.pid_exists(slow.pid)
+    slow.cancel()
+    assert slow.ended
+    _wait_until(
+        lambda: (
+            not psutil.pid_exists(slow.pid)
+            or psutil.Process(slow.pid).status() == psutil.STATUS_ZOMBIE
+        )
+    )
+    with pytest.raises(ForkServerError, match="no result"):
+        slow.result()
+
+
+WAIT_CHILD = 60.0
+"""Real seconds a started call may take to answer on a busy machine."""

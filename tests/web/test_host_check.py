@@ -4,12 +4,14 @@ TrustedHostMiddleware): a site whose DNS name is rebound to 127.0.0.1 (DNS rebin
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
 from fieldstation.config import ConfigError
 from fieldstation.config.web import WebConfig
+from fieldstation.web.hostcheck import suggested_entry
 
 from .conftest import WebStation
 
@@ -26,7 +28,7 @@ def test_a_loopback_page_refuses_a_rebound_host(web_station: WebStation) -> None
         assert status(web_station, host) == 400, host
     client = web_station.client()
     refused = client.get("/detections.csv", headers={"Host": "attacker.example"})
-    assert refused.status_code == 400 and "Invalid host header" in refused.text
+    assert refused.status_code == 400 and "attacker.example" in refused.text
     assert client.get("/static/style.css", headers={"Host": "attacker.example"}).status_code == (
         400
     )
@@ -60,3 +62,37 @@ def test_a_bad_allowed_host_is_refused_naming_the_key(web_station: WebStation, e
         web_station.client(allowed_hosts=["ok.example", entry])
     text = str(caught.value)
     assert "web.allowed_hosts" in text and "without scheme or port" in text
+
+
+def test_the_refusal_names_the_host_and_the_setting_and_is_logged_once_per_host(
+    web_station: WebStation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator reaching the station by a new name learns the fix from the page; the log
+    says it once per distinct host, however many requests."""
+    client = web_station.client()
+    with caplog.at_level(logging.WARNING, logger="fieldstation.web.hostcheck"):
+        for _ in range(3):
+            page = client.get("/", headers={"Host": "Hedge-07.local:8080"})
+        other = client.get("/", headers={"Host": "<b>x</b>.example"})
+    assert page.status_code == 400 and page.headers["content-type"].startswith("text/html")
+    assert "Hedge-07.local:8080" in page.text  # the Host received
+    assert "allowed_hosts" in page.text and "[web]" in page.text  # the setting
+    assert 'allowed_hosts = ["hedge-07.local"]' in page.text  # the entry, without the port
+    assert "<b>x</b>" not in other.text and "&lt;b&gt;x&lt;/b&gt;.example" in other.text
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2, warnings
+    assert "'Hedge-07.local:8080'" in warnings[0] and "[web] allowed_hosts" in warnings[0]
+    # the name added: answered
+    assert status(web_station, "hedge-07.local:8080", allowed_hosts=["hedge-07.local"]) == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "entry"),
+    [
+        ("Hedge-07.local:8080", "hedge-07.local"),
+        ("[FE80::1]:8080", "fe80::1"),
+        ("fe80::1", "fe80::1"),
+    ],
+)
+def test_the_suggested_entry_drops_the_port(host: str, entry: str) -> None:
+    assert suggested_entry(host) == entry

@@ -13,7 +13,14 @@ What each command does:
   command channel (:data:`KEEP_RUNNING`) is refused: the station would stop hearing commands.
 - ``pin`` / ``unpin``: :func:`fieldstation.store.retention.set_pinned`.
 - ``reprocess``: :func:`fieldstation.processing.reprocess.reprocess` in a child process (the
-  supervisor keeps numpy and the models out); done with its counts.
+  supervisor keeps numpy and the models out), started and left running (:data:`LATER`): the
+  executor polls it at each turn of the job's loop (:meth:`CommandExecutor.poll_background`)
+  and answers ``done`` with its counts (``refused`` when recordings failed) when it ends, so
+  the ``commands`` thread keeps turning its loop (and stays within its liveness limit) through
+  a run of hours, and the other commands run meanwhile. A second ``reprocess`` waits
+  (``accepted``) until the first ended. A stop ends the child
+  (:meth:`CommandExecutor.stop_background`); the command stays ``running`` and is refused as
+  interrupted at the next start.
 - ``set_config``: ``fieldstation.commands.config_apply.apply_remote_config(station, args,
   answer)``, which answers by itself, a refusal at once, ``done`` or a rollback at the end of
   its trial (:data:`LATER`: the command stays ``running`` until then); ``upload``:
@@ -45,7 +52,16 @@ from fieldstation.store.db import Database
 from fieldstation.store.events import record_event
 from fieldstation.store.models import CommandRow
 
-__all__ = ["KEEP_RUNNING", "LATER", "Answer", "CommandExecutor", "StationControl"]
+__all__ = [
+    "KEEP_RUNNING",
+    "LATER",
+    "Answer",
+    "Background",
+    "CommandExecutor",
+    "Starter",
+    "StationControl",
+    "run_now",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +96,64 @@ class StationControl(Protocol):
     def restart_job(self, name: str) -> dict[str, Any]: ...
 
 
-Runner = Callable[..., Any]
-"""Runs ``function(*args)`` somewhere (a child process in the station; a direct call in tests)."""
+class Background(Protocol):
+    """A call running on its own (:class:`~fieldstation.runtime.forkserver.CallInChild`)."""
+
+    def poll(self) -> bool:
+        """True once the call ended (never blocks)."""
+        ...
+
+    def result(self) -> Any:
+        """What the ended call returned; raises what it raised."""
+        ...
+
+    def cancel(self) -> None:
+        """End the call (a stop of the station)."""
+        ...
+
+
+Starter = Callable[..., Background]
+"""``starter(function, *args)`` starts ``function(*args)`` and returns at once (a child
+process of the fork server in the station: :func:`~fieldstation.runtime.forkserver.start_call`;
+:func:`run_now` or a controllable fake in tests)."""
+
+
+class _Done:
+    """A call that ran already (:func:`run_now`)."""
+
+    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._value: Any = None
+        self._error: Exception | None = None
+        try:
+            self._value = function(*args)
+        except Exception as error:
+            self._error = error
+
+    def poll(self) -> bool:
+        return True
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def cancel(self) -> None:
+        pass
+
+
+def run_now(function: Callable[..., Any], *args: Any) -> Background:
+    """A :data:`Starter` that runs ``function(*args)`` in this thread before returning (tests,
+    one-shot tools)."""
+    return _Done(function, args)
 
 
 class CommandExecutor:
     """Runs accepted commands (see the module docstring).
 
-    ``station``: the :class:`StationControl`; ``runner``: how ``reprocess`` runs (default:
-    :func:`~fieldstation.runtime.startup.run_in_child`); ``answer_to`` / ``events_to``: the
-    outputs of ``command_result`` / ``event`` messages (default: the station config's).
+    ``station``: the :class:`StationControl`; ``starter``: how ``reprocess`` is started
+    (default: :func:`~fieldstation.runtime.forkserver.start_call`, a child process);
+    ``answer_to`` / ``events_to``: the outputs of ``command_result`` / ``event`` messages
+    (default: the station config's).
     """
 
     def __init__(
@@ -98,14 +162,16 @@ class CommandExecutor:
         station: StationControl,
         clock: Clock,
         *,
-        runner: Runner | None = None,
+        starter: Starter | None = None,
         answer_to: list[str] | None = None,
         events_to: list[str] | None = None,
     ) -> None:
         self.db = db
         self.station = station
         self.clock = clock
-        self.runner = runner
+        self.starter = starter
+        self._background: dict[str, tuple[str, Background, Answer]] = {}
+        """Command id -> (command, its running call, its answer)."""
         config = station.config
         self.station_id: str = config.station.id
         self.answer_to = (
@@ -189,12 +255,15 @@ class CommandExecutor:
         return len(rows)
 
     def run_pending(self, should_stop: Callable[[], bool] = lambda: False) -> int:
-        """Run every accepted command, oldest first, until none is left or ``should_stop()``;
-        returns how many ran."""
+        """Answer the background calls that ended (:meth:`poll_background`), then run every
+        accepted command, oldest first, until none is left or ``should_stop()``; a command
+        whose kind runs in the background already waits. Returns how many ran."""
         ran = 0
         while not should_stop():
+            self.poll_background()
+            busy = {command for command, _, _ in self._background.values()}
             with self.db.session() as session:
-                rows = store.accepted_commands(session, limit=1)
+                rows = store.accepted_commands(session, limit=1, exclude=busy)
                 row = rows[0] if rows else None
                 if row is not None:
                     session.expunge(row)
@@ -203,6 +272,44 @@ class CommandExecutor:
             self.execute(row)
             ran += 1
         return ran
+
+    @property
+    def busy(self) -> bool:
+        """True while a command runs in the background (the job then polls it each turn)."""
+        return bool(self._background)
+
+    def poll_background(self) -> int:
+        """Answer each background call that ended (never blocks); returns how many ended."""
+        ended = 0
+        for command_id, (command, call, answer) in list(self._background.items()):
+            try:
+                if not call.poll():
+                    continue
+                result = call.result()
+            except Exception as error:
+                log.exception("command %s %s failed", command_id, command)
+                answer("refused", f"failed: {type(error).__name__}: {error}", {})
+            else:
+                getattr(self, f"_end_{command}")(result, answer)
+            del self._background[command_id]
+            ended += 1
+        return ended
+
+    def stop_background(self) -> int:
+        """End every background call (a stop): each command stays ``running``, refused as
+        interrupted at the next start (:meth:`recover`); returns how many were ended."""
+        stopped = 0
+        for command_id, (command, call, _) in list(self._background.items()):
+            log.warning(
+                "command %s %s cut by a stop (refused at the next start)", command_id, command
+            )
+            try:
+                call.cancel()
+            except Exception:
+                log.exception("ending command %s %s failed", command_id, command)
+            del self._background[command_id]
+            stopped += 1
+        return stopped
 
     def execute(self, row: CommandRow) -> None:
         """Take one accepted command and run it; every outcome is answered."""
@@ -217,7 +324,7 @@ class CommandExecutor:
         try:
             args = ARGS_MODELS[row.command].model_validate(row.args)
             handler = getattr(self, f"_do_{row.command}")
-            details = handler(args, answer)
+            details = handler(args, answer, row.id)
         except CommandRefusedError as error:
             answer("refused", error.reason, {})
             return
@@ -238,7 +345,7 @@ class CommandExecutor:
 
     # --- the commands ------------------------------------------------------------------------
 
-    def _do_ping(self, args: Any, answer: Answer) -> dict[str, Any]:
+    def _do_ping(self, args: Any, answer: Answer, command_id: str) -> dict[str, Any]:
         return {
             "uptime_s": round(self.clock.monotonic() - self.station.started_at, 3),
             "version": __version__,
@@ -260,13 +367,13 @@ class CommandExecutor:
             raise CommandRefusedError(str(error)) from None
         return {"job": args.job, "state": snapshot.get("state")}
 
-    def _do_start(self, args: JobArgs, answer: Answer) -> dict[str, Any]:
+    def _do_start(self, args: JobArgs, answer: Answer, command_id: str) -> dict[str, Any]:
         return self._job("start", args)
 
-    def _do_stop(self, args: JobArgs, answer: Answer) -> dict[str, Any]:
+    def _do_stop(self, args: JobArgs, answer: Answer, command_id: str) -> dict[str, Any]:
         return self._job("stop", args)
 
-    def _do_restart(self, args: JobArgs, answer: Answer) -> dict[str, Any]:
+    def _do_restart(self, args: JobArgs, answer: Answer, command_id: str) -> dict[str, Any]:
         return self._job("restart", args)
 
     def _pin(self, args: PinArgs, pinned: bool) -> dict[str, Any]:
@@ -279,13 +386,13 @@ class CommandExecutor:
             raise CommandRefusedError(str(error)) from None
         return {"recording_id": args.recording_id, "pinned": pinned}
 
-    def _do_pin(self, args: PinArgs, answer: Answer) -> dict[str, Any]:
+    def _do_pin(self, args: PinArgs, answer: Answer, command_id: str) -> dict[str, Any]:
         return self._pin(args, True)
 
-    def _do_unpin(self, args: PinArgs, answer: Answer) -> dict[str, Any]:
+    def _do_unpin(self, args: PinArgs, answer: Answer, command_id: str) -> dict[str, Any]:
         return self._pin(args, False)
 
-    def _do_reprocess(self, args: ReprocessArgs, answer: Answer) -> dict[str, Any] | None:
+    def _do_reprocess(self, args: ReprocessArgs, answer: Answer, command_id: str) -> dict[str, Any]:
         from fieldstation.config.station import config_data
         from fieldstation.processing.reprocess import reprocess_in_child
 
@@ -301,23 +408,30 @@ class CommandExecutor:
             raise CommandRefusedError(
                 f"no processor named (or using model) {args.model!r}: {names}"
             )
-        runner = self.runner
-        if runner is None:
-            from fieldstation.runtime.startup import run_in_child
+        starter = self.starter
+        if starter is None:
+            from fieldstation.runtime.forkserver import start_call
 
-            runner = run_in_child
-        result: dict[str, Any] = runner(reprocess_in_child, config_data(config), args.model, since)
+            starter = start_call
+        call = starter(reprocess_in_child, config_data(config), args.model, since)
+        self._background[command_id] = ("reprocess", call, answer)
+        log.info("command %s reprocess started in the background", command_id)
+        return LATER
+
+    def _end_reprocess(self, result: dict[str, Any], answer: Answer) -> None:
         if result.get("failed"):
             answer("refused", f"{result['failed']} recording(s) failed", result)
-            return None  # answered
-        return result
+        else:
+            answer("done", None, result)
 
-    def _do_set_config(self, args: SetConfigArgs, answer: Answer) -> dict[str, Any]:
+    def _do_set_config(
+        self, args: SetConfigArgs, answer: Answer, command_id: str
+    ) -> dict[str, Any]:
         apply = _optional("fieldstation.commands.config_apply", "apply_remote_config")
         apply(self.station, args, answer)
         return LATER
 
-    def _do_upload(self, args: UploadArgs, answer: Answer) -> dict[str, Any]:
+    def _do_upload(self, args: UploadArgs, answer: Answer, command_id: str) -> dict[str, Any]:
         if self.station.config.upload is None:
             raise CommandRefusedError(
                 "this station has no [upload] section: no hub to upload to (docs/upload.md)"

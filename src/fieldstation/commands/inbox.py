@@ -5,14 +5,21 @@ through :meth:`CommandInbox.receive`, which verifies it, stores it and answers i
   transaction; the executor is woken.
 - Verified but its id is stored already (a replay, or a second copy: the broker's persistent
   session and the hub's re-publish may both deliver it): refused, "already received at ...",
-  with ``details`` ``{"replay": true, "state": <its state>}``; it is not run again.
+  with ``details`` ``{"replay": true, "state": <its state>}``; it is not run again. Such a
+  copy is **answered at most once per ``replay_quiet`` seconds per id, and not while the
+  previous answer of this inbox for that id is still unsent** (the hub learns nothing new from
+  a second answer waiting behind the first): a hub (or a replaying intruder) sending copies
+  cannot grow the outbox.
 - Not verified (not JSON, another station, unknown key, bad signature, expired, issued too far
   ahead, bad arguments): refused with :func:`~fieldstation.messages.commands.verify_command`'s
-  reason; no row (its id is not trusted, so it can block no genuine command), but an event
-  ``command_refused``.
+  reason; no row (its id is not trusted, so it can block no genuine command). **At most one
+  such refusal per source per ``unverified_quiet`` seconds is answered and recorded as an
+  event**; the others are only counted, and the next event says how many were passed over
+  (``data.suppressed``): forged messages cannot grow the database.
 
-Every refusal is also an event (kind ``command_refused``, warning). Thread-safe: called from
-paho's network thread and the commands job's thread; the database serialises the writes.
+Every refusal answered is also an event (kind ``command_refused``, warning). Thread-safe:
+called from paho's network thread and the commands job's thread; the database serialises the
+writes, a lock the rate limits.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from fieldstation.clock import Clock
@@ -35,10 +43,18 @@ from fieldstation.messages.commands import (
 )
 from fieldstation.store.db import Database
 from fieldstation.store.events import record_event
+from fieldstation.store.models import Delivery
 
-__all__ = ["CommandInbox"]
+__all__ = ["REPLAY_QUIET", "UNVERIFIED_QUIET", "CommandInbox"]
 
 log = logging.getLogger(__name__)
+
+REPLAY_QUIET = 600.0
+"""Seconds: a copy of a stored command id is answered at most once in this time."""
+UNVERIFIED_QUIET = 60.0
+"""Seconds: at most one unverified message per source is answered (and an event) in this time."""
+MAX_REMEMBERED = 10_000
+"""Command ids whose last replay answer is remembered (the oldest are forgotten past this)."""
 
 
 class CommandInbox:
@@ -48,7 +64,9 @@ class CommandInbox:
     a command's ``issued_at`` may be ahead of ``clock``; ``answer_to`` / ``events_to``: the
     outputs that take ``command_result`` / ``event`` messages; ``config_hash``: the hash in
     force, put in every answer; ``session_expiry``: seconds the broker keeps the MQTT session
-    (the command subscription) of a disconnected station (MQTT outputs read it).
+    (the command subscription) of a disconnected station (MQTT outputs read it);
+    ``replay_quiet`` / ``unverified_quiet``: seconds of the rate limits (module docstring;
+    :data:`REPLAY_QUIET`, :data:`UNVERIFIED_QUIET`), on ``clock.monotonic()``.
     """
 
     def __init__(
@@ -63,6 +81,8 @@ class CommandInbox:
         config_hash: Callable[[], str | None] = lambda: None,
         skew: float = 300.0,
         session_expiry: float = 7 * 86400.0,
+        replay_quiet: float = REPLAY_QUIET,
+        unverified_quiet: float = UNVERIFIED_QUIET,
     ) -> None:
         self.db = db
         self.station_id = station_id
@@ -75,6 +95,13 @@ class CommandInbox:
         self.session_expiry = session_expiry
         self.arrived = threading.Event()
         """Set when a command was accepted (the executor waits on it)."""
+        self.replay_quiet = replay_quiet
+        self.unverified_quiet = unverified_quiet
+        self._lock = threading.Lock()
+        self._answers: dict[str, tuple[float, int | None]] = {}
+        """Command id -> (monotonic time, outbox message pk) of this inbox's last answer."""
+        self._unverified: dict[str, tuple[float, int]] = {}
+        """Source -> (monotonic time of its last answered refusal, refusals passed over since)."""
 
     def receive(self, raw: bytes | str, source: str) -> str:
         """Handle one command as received from ``source`` (``mqtt:<output>``,
@@ -94,26 +121,84 @@ class CommandInbox:
             details: dict[str, Any] = {"stage": "verify"}
             if digest is not None:  # the hub applies the refusal only to the command it sent
                 details["digest"] = digest
-            self._refuse(command_id, name, error.reason, details, source)
+            suppressed = self._unverified_turn(source)
+            if suppressed is None:
+                log.debug(
+                    "command %s from %s refused (not answered: rate limit)", command_id, source
+                )
+                return "refused"
+            self._refuse(command_id, name, error.reason, details, source, suppressed=suppressed)
             return "refused"
         try:
             with self.db.session() as session:
                 row, new = insert_command(session, command, source=source, now=now)
                 if new:
-                    self._answer(session, command.id, command.command, "accepted", None, {})
+                    pk = self._answer(session, command.id, command.command, "accepted", None, {})
+                    self._remember(command.id, pk)
                     first = None
                 else:
                     first = (row.received_at.isoformat(), row.state)
         except IntegrityError:  # the same id stored by another thread meanwhile
             first = ("the same moment", "accepted")
         if first is not None:
+            if not self._replay_turn(command.id):
+                log.info(
+                    "copy of command %s from %s not answered again (answered recently)",
+                    command.id,
+                    source,
+                )
+                return "refused"
             reason = f"already received at {first[0]}; not applied again"
             details = {"replay": True, "state": first[1]}
-            self._refuse(command.id, command.command, reason, details, source)
+            pk = self._refuse(command.id, command.command, reason, details, source)
+            self._remember(command.id, pk)
             return "refused"
         log.info("command %s %s accepted (from %s)", command.id, command.command, source)
         self.arrived.set()
         return "accepted"
+
+    # --- rate limits ---------------------------------------------------------------------------
+
+    def _unverified_turn(self, source: str) -> int | None:
+        """None when an unverified message from ``source`` is passed over (one was answered
+        less than ``unverified_quiet`` s ago), else how many were passed over before it."""
+        now = self.clock.monotonic()
+        with self._lock:
+            last = self._unverified.get(source)
+            if last is not None and now - last[0] < self.unverified_quiet:
+                self._unverified[source] = (last[0], last[1] + 1)
+                return None
+            self._unverified[source] = (now, 0)
+            return 0 if last is None else last[1]
+
+    def _replay_turn(self, command_id: str) -> bool:
+        """Whether a copy of stored command ``command_id`` is answered: not when this inbox
+        answered it less than ``replay_quiet`` s ago or that answer is still unsent."""
+        with self._lock:
+            last = self._answers.get(command_id)
+        if last is None:
+            return True
+        at, pk = last
+        if self.clock.monotonic() - at < self.replay_quiet:
+            return False
+        if pk is None:
+            return True
+        with self.db.session() as session:
+            unsent = session.scalar(
+                select(Delivery.id)
+                .where(Delivery.message_pk == pk, Delivery.state == "pending")
+                .limit(1)
+            )
+        return unsent is None
+
+    def _remember(self, command_id: str, pk: int | None) -> None:
+        with self._lock:
+            self._answers.pop(command_id, None)
+            self._answers[command_id] = (self.clock.monotonic(), pk)
+            while len(self._answers) > MAX_REMEMBERED:
+                del self._answers[next(iter(self._answers))]
+
+    # --- answers -------------------------------------------------------------------------------
 
     def _answer(
         self,
@@ -123,8 +208,9 @@ class CommandInbox:
         state: str,
         reason: str | None,
         details: dict[str, Any],
-    ) -> None:
-        enqueue_answer(
+    ) -> int | None:
+        """Enqueue an answer; returns its outbox message's pk (None: no destination)."""
+        return enqueue_answer(
             session,
             station_id=self.station_id,
             destinations=self.answer_to,
@@ -138,22 +224,38 @@ class CommandInbox:
         )
 
     def _refuse(
-        self, command_id: str, command: str, reason: str, details: dict[str, Any], source: str
-    ) -> None:
-        log.warning("command %s (%s) from %s refused: %s", command_id, command, source, reason)
+        self,
+        command_id: str,
+        command: str,
+        reason: str,
+        details: dict[str, Any],
+        source: str,
+        *,
+        suppressed: int = 0,
+    ) -> int | None:
+        """Answer a refusal and record its event; returns the answer's outbox message pk.
+        ``suppressed``: refusals from ``source`` passed over since its previous event."""
+        more = f" ({suppressed} more from {source} not answered)" if suppressed else ""
+        log.warning(
+            "command %s (%s) from %s refused: %s%s", command_id, command, source, reason, more
+        )
+        data = {"command_id": command_id, "command": command, "from": source, **details}
+        if suppressed:
+            data["suppressed"] = suppressed
         with self.db.session() as session:
-            self._answer(session, command_id, command, "refused", reason, details)
+            pk = self._answer(session, command_id, command, "refused", reason, details)
             record_event(
                 session,
                 kind="command_refused",
                 source="commands",
-                message=f"command {command} {command_id} refused: {reason}",
+                message=f"command {command} {command_id} refused: {reason}{more}",
                 now=self.clock.now(),
                 station_id=self.station_id,
                 destinations=self.events_to,
                 severity="warning",
-                data={"command_id": command_id, "command": command, "from": source, **details},
+                data=data,
             )
+        return pk
 
 
 def _claimed(raw: bytes | str) -> tuple[str, str, str | None]:

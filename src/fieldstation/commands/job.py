@@ -4,7 +4,10 @@ CommandExecutor`) and polls the hub's command endpoint of HTTP outputs with ``co
 Commands that arrive over MQTT are stored by the MQTT output itself (paho's thread calls
 :meth:`CommandInbox.receive <fieldstation.commands.inbox.CommandInbox.receive>` and
 acknowledges the message only once it is stored); this job runs them. At start it refuses the
-commands a stop left ``running`` (at most once), then runs those still ``accepted``.
+commands a stop left ``running`` (at most once), then runs those still ``accepted``. A command
+that runs long (``reprocess``) runs in a child process that the loop polls at each turn, so the
+thread never stays busy longer than one short command; the job's stop ends that child (the
+command is then refused as interrupted at the next start).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from fieldstation.clock import Clock
@@ -32,7 +36,9 @@ class CommandsJob:
     ``pollers``: output name -> a function returning the commands (wire dicts) the hub holds
     for this station (:func:`fieldstation.outbox.http.poll_commands` bound to the output);
     each is called every ``poll_interval`` seconds; a failure is logged (once per new reason)
-    and retried at the next turn of the interval.
+    and retried at the next turn of the interval. ``may_poll(name)``: whether that output may
+    use the network now (the delivery loop's gate: the power suspenders and the network
+    monitor); while it may not, it is not polled (asked again at each turn, :data:`TURN`).
     """
 
     def __init__(
@@ -43,12 +49,14 @@ class CommandsJob:
         *,
         pollers: dict[str, Any] | None = None,
         poll_interval: float = 60.0,
+        may_poll: Callable[[str], bool] = lambda name: True,
     ) -> None:
         self.inbox = inbox
         self.executor = executor
         self.clock = clock
         self.pollers = dict(pollers or {})
         self.poll_interval = poll_interval
+        self.may_poll = may_poll
         self._next_poll: dict[str, float] = {}
         self._poll_errors: dict[str, str] = {}
 
@@ -56,15 +64,20 @@ class CommandsJob:
         recovered = self.executor.recover()
         if recovered:
             log.warning("%d command(s) cut by the last stop refused (not run again)", recovered)
-        while not stop.is_set():
-            self.inbox.arrived.clear()  # before the pass: an arrival during it is not missed
-            self.executor.run_pending(stop.is_set)
-            self.poll_due()
-            wait = TURN
-            if self._next_poll:
-                wait = max(0.0, min(TURN, min(self._next_poll.values()) - self.clock.monotonic()))
-            if not self.inbox.arrived.is_set():
-                self.clock.wait(self.inbox.arrived, wait)
+        try:
+            while not stop.is_set():
+                self.inbox.arrived.clear()  # before the pass: an arrival during it is not missed
+                self.executor.run_pending(stop.is_set)
+                self.poll_due()
+                wait = TURN  # also how often a background command (reprocess) is polled
+                if self._next_poll:
+                    wait = max(
+                        0.0, min(TURN, min(self._next_poll.values()) - self.clock.monotonic())
+                    )
+                if not self.inbox.arrived.is_set():
+                    self.clock.wait(self.inbox.arrived, wait)
+        finally:
+            self.executor.stop_background()  # refused as interrupted at the next start
 
     def poll_due(self) -> int:
         """Ask each HTTP output whose poll is due for its commands and receive them; returns
@@ -73,6 +86,9 @@ class CommandsJob:
         for name, poll in self.pollers.items():
             now = self.clock.monotonic()
             if now < self._next_poll.get(name, now):
+                continue
+            if not self.may_poll(name):  # held by a suspender, or its network is down
+                self._next_poll[name] = now + TURN
                 continue
             self._next_poll[name] = now + self.poll_interval
             try:

@@ -8,7 +8,7 @@ once (its id is unique; decision record 0140).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -49,10 +49,10 @@ def enqueue_answer(
     details: dict[str, Any],
     config_hash: str | None,
     now: datetime,
-) -> None:
+) -> int | None:
     """Enqueue one ``command_result`` message (validated by its body model) for
     ``destinations``; ``command`` longer than the body allows is cut, an unreadable one is
-    ``'?'``."""
+    ``'?'``. Returns the outbox message's pk (None: no destination, nothing written)."""
     body = CommandResultBody(
         command_id=command_id[:200] or "?",
         command=(command or "?")[:50],
@@ -62,7 +62,7 @@ def enqueue_answer(
         config_hash_in_force=config_hash,
         at=now,
     )
-    enqueue(
+    message = enqueue(
         session,
         kind="command_result",
         body=to_wire(body),
@@ -70,6 +70,10 @@ def enqueue_answer(
         now=now,
         station_id=station_id,
     )
+    if message is None:
+        return None
+    session.flush()
+    return message.id
 
 
 def insert_command(
@@ -104,14 +108,15 @@ def get_command(session: Session, command_id: str) -> CommandRow | None:
 _get = get_command
 
 
-def accepted_commands(session: Session, limit: int = 100) -> list[CommandRow]:
-    """Commands waiting to run, oldest first."""
-    query = (
-        select(CommandRow)
-        .where(CommandRow.state == "accepted")
-        .order_by(CommandRow.pk)
-        .limit(limit)
-    )
+def accepted_commands(
+    session: Session, limit: int = 100, exclude: Collection[str] = ()
+) -> list[CommandRow]:
+    """Commands waiting to run, oldest first; ``exclude``: command names passed over (they
+    wait: one of their kind is running)."""
+    query = select(CommandRow).where(CommandRow.state == "accepted")
+    if exclude:
+        query = query.where(CommandRow.command.not_in(list(exclude)))
+    query = query.order_by(CommandRow.pk).limit(limit)
     return list(session.scalars(query))
 
 

@@ -93,13 +93,18 @@ SENSORS: tuple[SensorSpec, ...] = (
         "detections",
         "Detections today",
         "heartbeat",
-        # the station's local day so far, counted by the station at each heartbeat
+        # the station's local day so far, counted by the station at each heartbeat. A
+        # heartbeat without it (null: the database could not be read) renders "" for both
+        # templates: Home Assistant's MQTT sensor ignores an empty state of a numeric sensor
+        # and an empty last_reset, so the count stays as it was. Not 0 (a false drop, then a
+        # jump, in a state_class total's statistics) nor "None" (unknown, and as last_reset
+        # a warning "Invalid last_reset message" at every heartbeat)
         "{{ value_json.body.metrics.detections_today.count"
-        " if value_json.body.metrics.detections_today else None }}",
+        " if value_json.body.metrics.detections_today else '' }}",
         {
             "state_class": "total",
             "last_reset_value_template": "{{ value_json.body.metrics.detections_today.since"
-            " if value_json.body.metrics.detections_today else None }}",
+            " if value_json.body.metrics.detections_today else '' }}",
             "unit_of_measurement": "detections",
             "icon": "mdi:counter",
         },

@@ -53,6 +53,11 @@ class HttpOutputConfig(OutputConfig):
         description="The hub's command endpoint, polled with GET ?station=ID and this output's "
         "token every commands.poll_interval when [commands] is enabled (docs/commands.md).",
     )
+    commands: bool = Field(
+        default=True,
+        description="Take fleet commands from commands_url when [commands] is enabled; false: "
+        "never poll it (docs/commands.md).",
+    )
     verify: bool = Field(default=True, description="Verify the server's TLS certificate.")
     ca_file: Path | None = Field(
         default=None,

@@ -75,6 +75,12 @@ class MqttOutputConfig(OutputConfig):
     max_inflight: int = Field(
         default=1000, ge=1, le=65535, description="QoS 1 messages awaiting PUBACK at once."
     )
+    commands: bool = Field(
+        default=True,
+        description="Take fleet commands from {prefix}/{station}/cmd on this broker when "
+        "[commands] is enabled; set false on every broker but the hub's (a Home Assistant "
+        "broker: whoever may publish there could send the station messages to refuse).",
+    )
     home_assistant: bool = Field(
         default=False,
         description="Publish Home Assistant MQTT discovery configs (retained) on every connection, "
@@ -123,13 +129,13 @@ class MqttMessenger:
         commands: Any = None,
     ) -> None:
         self.config = config
-        self.commands = commands
-        """The station's :class:`~fieldstation.commands.inbox.CommandInbox`, or None. When
-        given, the client subscribes to ``{prefix}/{station}/cmd`` (QoS 1) in a persistent
-        session (MQTT v5: clean start off and a session expiry of the inbox's
-        ``session_expiry``; 3.1.1: clean session off), so commands published while the
-        station is away are delivered when it connects again; each is acknowledged only
-        once the inbox stored it (decision record 0140)."""
+        self.commands: Any = commands if config.commands else None
+        """The station's :class:`~fieldstation.commands.inbox.CommandInbox`, or None (also
+        with ``commands = false`` on the output). When given, the client subscribes to
+        ``{prefix}/{station}/cmd`` (QoS 1) in a persistent session (MQTT v5: clean start off
+        and a session expiry of the inbox's ``session_expiry``; 3.1.1: clean session off),
+        so commands published while the station is away are delivered when it connects
+        again; each is acknowledged only once the inbox stored it (decision record 0140)."""
         self.station_id = station_id
         self.clock = clock
         self.discovery: list[DiscoveryMessage] = []

@@ -41,11 +41,13 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
+    "CallInChild",
     "ChildProcess",
     "ForkServer",
     "ForkServerError",
@@ -54,6 +56,7 @@ __all__ = [
     "give_back_freed_memory",
     "call_in_child",
     "fork_server_pid",
+    "start_call",
     "start_fork_server",
 ]
 
@@ -471,6 +474,101 @@ def call_in_child(function: Callable[..., Any], *args: Any) -> Any:
     note. Raises :class:`ForkServerError` when the child died without an answer (its exit code
     in the message).
     """
+    call = start_call(function, *args)
+    call.poll(None)
+    return call.result()
+
+
+class CallInChild:
+    """A call started by :func:`start_call`, running in a child of the fork server, that the
+    caller polls instead of waiting for it (a thread that must keep turning its loop).
+
+    :meth:`poll` reads what the child sent so far without blocking (or waiting up to
+    ``timeout`` seconds) and says whether the call ended; :meth:`result` then returns what
+    ``function`` returned or re-raises what it raised (:class:`ForkServerError` when the child
+    died without an answer); :meth:`cancel` ends the child (SIGTERM, then SIGKILL after
+    ``grace`` seconds). Used by one thread.
+    """
+
+    def __init__(self, child: ChildProcess, data_fd: int, name: str) -> None:
+        self.child = child
+        self.name = name
+        self.pid = child.pid
+        self._fd: int | None = data_fd
+        self._data = bytearray()
+        self._code: int | None = None
+        os.set_blocking(data_fd, False)
+
+    @property
+    def ended(self) -> bool:
+        return self._fd is None
+
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        """Read what the child wrote; True once the call ended (its answer read, the child
+        reaped). ``timeout``: seconds to wait for the end (0: none; None: until it ends)."""
+        if self._fd is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self._fd], [], [], left)
+            if not ready:
+                return False
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                chunk = None  # a wake-up without data: wait on
+            if chunk == b"":
+                break  # EOF: the child ended
+            if chunk:
+                self._data += chunk
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        os.close(self._fd)
+        self._fd = None
+        try:
+            self._code = self.child.join()
+        finally:
+            self.child.close()
+        return True
+
+    def result(self) -> Any:
+        """What the call returned, or raises what it raised; only once :meth:`poll` said it
+        ended (:class:`RuntimeError` before)."""
+        if self._fd is not None:
+            raise RuntimeError(f"{self.name} in a child process has not ended")
+        if not self._data:
+            raise ForkServerError(
+                f"{self.name} in a child process ended with exit code {self._code}, no result"
+            )
+        kind, value = pickle.loads(bytes(self._data))
+        if kind == "ok":
+            return value
+        error, remote = value
+        if remote:
+            error.add_note(f"in the child process:\n{remote.rstrip()}")
+        raise error
+
+    def cancel(self, grace: float = 10.0) -> None:
+        """End the child (SIGTERM, SIGKILL after ``grace`` s) and forget its answer."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.child.terminate()
+        if self.child.join(grace) is None:
+            with contextlib.suppress(OSError):
+                self.child.kill()
+            self.child.join(grace)
+        os.close(self._fd)
+        self._fd = None
+        self._code = self.child.exitcode
+        self.child.close()
+
+
+def start_call(function: Callable[..., Any], *args: Any) -> CallInChild:
+    """Start ``function(*args)`` in a short-lived child of the fork server and return at once
+    (:class:`CallInChild`; :func:`call_in_child` is the waiting form). Raises
+    :class:`ForkServerError` when no child could be started."""
     server = start_fork_server()  # first: a server forked now must not inherit our pipe
     data_r, data_w = os.pipe()
     name = getattr(function, "__qualname__", "call")
@@ -479,21 +577,7 @@ def call_in_child(function: Callable[..., Any], *args: Any) -> Any:
     except BaseException:
         os.close(data_r)
         raise
-    try:
-        with open(data_r, "rb") as source:
-            data = source.read()
-        code = child.join()
-    finally:
-        child.close()
-    if not data:
-        raise ForkServerError(f"{name} in a child process ended with exit code {code}, no result")
-    kind, value = pickle.loads(data)
-    if kind == "ok":
-        return value
-    error, remote = value
-    if remote:
-        error.add_note(f"in the child process:\n{remote.rstrip()}")
-    raise error
+    return CallInChild(child, data_r, name)
 
 
 if __name__ == "__main__":  # the exec'd server: python -m fieldstation.runtime.forkserver FD ...

@@ -374,16 +374,33 @@ class Station:
                 session_expiry=settings.session_expiry,
             )
         )
-        pollers = {
-            output.name: partial(poll_commands, output, station_id=station_id)
+        polled = {
+            output.name: output
             for output in config.outputs
-            if output.enabled and isinstance(output, HttpOutputConfig) and output.commands_url
+            if output.enabled
+            and isinstance(output, HttpOutputConfig)
+            and output.commands_url
+            and output.commands
         }
+        pollers = {
+            name: partial(poll_commands, o, station_id=station_id) for name, o in polled.items()
+        }
+
+        def may_poll(name: str) -> bool:  # the delivery loop's gate (monitors in force now)
+            power, network = self.power, self.network
+            return (power is None or power.allows(name)) and (
+                network is None or network.is_up_for(polled[name])
+            )
 
         def run(stop: threading.Event) -> None:
             executor = CommandExecutor(db, self, self.clock)
             job = CommandsJob(
-                inbox, executor, self.clock, pollers=pollers, poll_interval=settings.poll_interval
+                inbox,
+                executor,
+                self.clock,
+                pollers=pollers,
+                poll_interval=settings.poll_interval,
+                may_poll=may_poll,
             )
             job.run(stop)
 

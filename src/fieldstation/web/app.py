@@ -31,7 +31,6 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -52,6 +51,7 @@ from fieldstation.config.web import is_loopback
 from fieldstation.home import StationHome
 from fieldstation.store.db import Database
 from fieldstation.web import auth, queries
+from fieldstation.web.hostcheck import HostCheck
 from fieldstation.web.spectrogram import SpectrogramCache, SpectrogramError, file_png
 
 __all__ = ["StationControl", "WebState", "create_app"]
@@ -666,7 +666,8 @@ def create_app(
     middleware = [
         # the Host header must name this page: a site rebinding its DNS name to the
         # station's address (DNS rebinding) is refused before anything else runs
-        Middleware(TrustedHostMiddleware, allowed_hosts=config.web.trusted_hosts),
+        # (Starlette's TrustedHostMiddleware decides; the refusal page names the setting)
+        Middleware(HostCheck, allowed_hosts=config.web.trusted_hosts),
         Middleware(
             SessionMiddleware,
             secret_key=session_secret or auth.session_key(home.root),
