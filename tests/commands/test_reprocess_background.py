@@ -1,6 +1,6 @@
 """A ``reprocess`` command runs in the background: the ``commands`` thread keeps turning its
 loop (and answering other commands) however long the run takes; a stop ends the run and the
-command is refused as interrupted at the next start. Virtual time and a controllable call
+command is refused as interrupted. Virtual time and a controllable call
 stand in for the child process (tests/runtime/test_forkserver.py has the real one)."""
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def test_the_commands_thread_keeps_turning_through_a_run_longer_than_its_limit(
     """Virtual time runs past the thread's liveness limit while the reprocess runs; the loop
     keeps polling it, the supervisor's verdict (its stop event's touches judged by the job's
     ThreadLiveness) stays "alive", and a ping sent after that is answered; a stop ends the
-    run, which the next start refuses as interrupted."""
+    run and refuses it as interrupted."""
     job = CommandsJob(rig.inbox, rig.executor, rig.clock)
     stop = TickingEvent(rig.clock)  # what the supervisor hands a thread job
     liveness = ThreadLiveness(THREAD_LIVENESS["commands"])
@@ -205,6 +205,24 @@ def test_the_commands_thread_keeps_turning_through_a_run_longer_than_its_limit(
         thread.join(WAIT)
     assert not thread.is_alive()
     assert rig.calls[0].cancelled.is_set()  # the stop ended the child
-    assert rig.state(reprocess) == "running"
-    assert rig.executor.recover() == 1  # the next start
-    assert rig.states(reprocess) == ["accepted", "refused"]
+    assert rig.states(reprocess) == ["accepted", "refused"]  # interrupted, said at once
+    assert rig.executor.recover() == 0  # nothing left running for the next start
+
+
+def test_a_restart_of_the_commands_job_leaves_running_commands_alone(rig: Rig) -> None:
+    """Only the station's start refuses the commands a stop left running: a restart of the job
+    in a running station (a crash, a ``restart commands``, a new file's ``[commands]``) must
+    not end a command that still runs elsewhere (a set_config on trial answers from its own
+    thread)."""
+    from fieldstation.commands import store
+
+    on_trial = rig.send("ping", {})
+    with rig.db.session() as session:
+        assert store.start(session, on_trial, now=rig.clock.now())
+    job = CommandsJob(rig.inbox, rig.executor, rig.clock, recover_at_start=False)
+    stop = threading.Event()
+    stop.set()  # one pass of the loop's set-up, then out
+    job.run(stop)
+    assert rig.state(on_trial) == "running"
+    CommandsJob(rig.inbox, rig.executor, rig.clock).run(stop)  # the station's start
+    assert rig.states(on_trial) == ["accepted", "refused"]

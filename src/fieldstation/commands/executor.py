@@ -19,8 +19,7 @@ What each command does:
   the ``commands`` thread keeps turning its loop (and stays within its liveness limit) through
   a run of hours, and the other commands run meanwhile. A second ``reprocess`` waits
   (``accepted``) until the first ended. A stop ends the child
-  (:meth:`CommandExecutor.stop_background`); the command stays ``running`` and is refused as
-  interrupted at the next start.
+  (:meth:`CommandExecutor.stop_background`) and refuses the command as interrupted.
 - ``set_config``: ``fieldstation.commands.config_apply.apply_remote_config(station, args,
   answer)``, which answers by itself, a refusal at once, ``done`` or a rollback at the end of
   its trial (:data:`LATER`: the command stays ``running`` until then); ``upload``:
@@ -73,7 +72,8 @@ NOT_SUPPORTED = "not supported by this station"
 
 LATER: dict[str, Any] = {}
 """What a handler returns when it answers later by itself (from another thread): the command
-stays ``running`` until then (a stop meanwhile: refused as interrupted at the next start)."""
+stays ``running`` until then (a station stop meanwhile: refused as interrupted at the next
+start)."""
 
 Answer = Callable[..., None]
 """``answer(state, reason, details, config_hash=None)``: record a state of the command
@@ -296,18 +296,26 @@ class CommandExecutor:
         return ended
 
     def stop_background(self) -> int:
-        """End every background call (a stop): each command stays ``running``, refused as
-        interrupted at the next start (:meth:`recover`); returns how many were ended."""
+        """End every background call (the ``commands`` job stops: the station stops, or the
+        job restarts) and refuse each command as interrupted; when that answer cannot be
+        written (the database going away) the command stays ``running`` and is refused at
+        the next start (:meth:`recover`). Returns how many were ended."""
         stopped = 0
-        for command_id, (command, call, _) in list(self._background.items()):
-            log.warning(
-                "command %s %s cut by a stop (refused at the next start)", command_id, command
-            )
+        for command_id, (command, call, answer) in list(self._background.items()):
+            log.warning("command %s %s cut by a stop of the commands job", command_id, command)
             try:
                 call.cancel()
             except Exception:
                 log.exception("ending command %s %s failed", command_id, command)
             del self._background[command_id]
+            try:
+                answer(
+                    "refused",
+                    "interrupted: the commands job stopped before it ended; send it again",
+                    {"interrupted": True},
+                )
+            except Exception:
+                log.exception("command %s %s: refused at the next start", command_id, command)
             stopped += 1
         return stopped
 

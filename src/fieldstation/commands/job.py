@@ -3,11 +3,11 @@ CommandExecutor`) and polls the hub's command endpoint of HTTP outputs with ``co
 
 Commands that arrive over MQTT are stored by the MQTT output itself (paho's thread calls
 :meth:`CommandInbox.receive <fieldstation.commands.inbox.CommandInbox.receive>` and
-acknowledges the message only once it is stored); this job runs them. At start it refuses the
-commands a stop left ``running`` (at most once), then runs those still ``accepted``. A command
-that runs long (``reprocess``) runs in a child process that the loop polls at each turn, so the
-thread never stays busy longer than one short command; the job's stop ends that child (the
-command is then refused as interrupted at the next start).
+acknowledges the message only once it is stored); this job runs them. At the station's start
+it refuses the commands a stop left ``running`` (at most once), then runs those still
+``accepted``. A command that runs long (``reprocess``) runs in a child process that the loop
+polls at each turn, so the thread never stays busy longer than one short command; the job's
+stop ends that child and refuses the command as interrupted.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class CommandsJob:
         pollers: dict[str, Any] | None = None,
         poll_interval: float = 60.0,
         may_poll: Callable[[str], bool] = lambda name: True,
+        recover_at_start: bool = True,
     ) -> None:
         self.inbox = inbox
         self.executor = executor
@@ -57,11 +58,16 @@ class CommandsJob:
         self.pollers = dict(pollers or {})
         self.poll_interval = poll_interval
         self.may_poll = may_poll
+        self.recover_at_start = recover_at_start
+        """Refuse the commands a stop left ``running`` when the job starts: at the station's
+        start only. A restart of the job in a running station (a crash, a ``restart``
+        command, a new file's ``[commands]``) must not refuse what still runs elsewhere: a
+        ``set_config`` on trial is answered by its own thread, and that ``restart`` itself."""
         self._next_poll: dict[str, float] = {}
         self._poll_errors: dict[str, str] = {}
 
     def run(self, stop: threading.Event) -> None:
-        recovered = self.executor.recover()
+        recovered = self.executor.recover() if self.recover_at_start else 0
         if recovered:
             log.warning("%d command(s) cut by the last stop refused (not run again)", recovered)
         try:
@@ -77,7 +83,7 @@ class CommandsJob:
                 if not self.inbox.arrived.is_set():
                     self.clock.wait(self.inbox.arrived, wait)
         finally:
-            self.executor.stop_background()  # refused as interrupted at the next start
+            self.executor.stop_background()  # each refused as interrupted
 
     def poll_due(self) -> int:
         """Ask each HTTP output whose poll is due for its commands and receive them; returns

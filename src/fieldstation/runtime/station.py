@@ -184,6 +184,9 @@ class Station:
     """The :class:`~fieldstation.field.wifi.Provisioner` (``[field.wifi]``)."""
     commands: Any = field(init=False, default=None)
     """The :class:`~fieldstation.commands.inbox.CommandInbox` (``[commands] enabled``)."""
+    _commands_ran: bool = field(init=False, default=False)
+    """Whether the ``commands`` job has started in this run (only its first start refuses
+    the commands a stop left running)."""
     _stop: threading.Event | None = field(init=False, default=None)
     _poweroff: bool = field(init=False, default=False)
     _reconfiguring: threading.Lock = field(init=False, default_factory=threading.Lock)
@@ -401,7 +404,9 @@ class Station:
                 pollers=pollers,
                 poll_interval=settings.poll_interval,
                 may_poll=may_poll,
+                recover_at_start=not self._commands_ran,
             )
+            self._commands_ran = True
             job.run(stop)
 
         return [ThreadJobSpec("commands", run, liveness=liveness)]
