@@ -41,7 +41,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,7 +50,7 @@ from sqlalchemy import desc, select
 
 from fieldstation.config.base import StrictModel
 from fieldstation.config.secrets import SecretRef
-from fieldstation.config.units import Bytes
+from fieldstation.config.units import Bytes, Seconds
 from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.models import UploadedFile
 
@@ -73,6 +73,8 @@ CHECKSUM_MISMATCH = 460
 """tus checksum extension: the bytes received do not match the declared checksum."""
 WRITE_BLOCK = 1024 * 1024
 """Bytes gathered before one write to the partial file."""
+SWEEP_EVERY = 3600.0
+"""Seconds between two sweeps of abandoned partial uploads (made by a create)."""
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
@@ -112,6 +114,12 @@ class UploadsConfig(StrictModel):
     s3: S3Config | None = Field(default=None, description="The bucket, with storage = 's3'.")
     max_bytes: Bytes = Field(
         default=ByteSize(4 * 1024**3), description="Largest file accepted (Upload-Length), bytes."
+    )
+    partial_max_age: Seconds = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Seconds after its last byte arrived that an unfinished upload is dropped "
+        "(partial file and row; the station creates it anew if it comes back); default 7 days.",
     )
 
     @model_validator(mode="after")
@@ -227,16 +235,66 @@ class UploadService:
     max_bytes: int
     path: str = "/uploads"
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    partial_max_age: float = 7 * 86400.0
+    """Seconds after its last byte that an unfinished upload is dropped (:meth:`expire`)."""
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     _hashes: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
     """(bytes hashed, running sha256) of uploads whose bytes all passed through this process
-    in order: the check at the end needs no second read of the file."""
+    in order: the check at the end needs no second read of the file. Entries of an upload
+    are dropped when it is stored, fails its checksum or expires."""
+    _swept_at: datetime | None = None
 
     def partial(self, station: str, upload_id: str) -> Path:
         return self.partial_root / station / upload_id
 
     def lock(self, station: str, upload_id: str) -> asyncio.Lock:
         return self._locks.setdefault((station, upload_id), asyncio.Lock())
+
+    def forget(self, station: str, upload_id: str) -> None:
+        """Drop the in-memory state (lock, running hash) of an upload that is over."""
+        self._locks.pop((station, upload_id), None)
+        self._hashes.pop((station, upload_id), None)
+
+    def expire(self) -> int:
+        """Drop the unfinished uploads whose last byte arrived more than
+        :attr:`partial_max_age` seconds ago (by ``now``): partial file, row and in-memory
+        state; returns how many. A station that comes back creates its upload anew (its
+        ``HEAD`` answers 404). Blocking: run it in a thread."""
+        now = self.now()
+        self._swept_at = now
+        cutoff = now - timedelta(seconds=self.partial_max_age)
+        dropped = 0
+        with self.db.session() as session:
+            candidates = session.scalars(
+                select(UploadedFile).where(
+                    UploadedFile.state == "partial", UploadedFile.created_at < cutoff
+                )
+            ).all()
+            for row in candidates:
+                partial = self.partial(row.station, row.upload_id)
+                try:
+                    if partial.stat().st_mtime > cutoff.timestamp():
+                        continue  # bytes arrived since: still alive
+                except FileNotFoundError:
+                    pass
+                lock = self._locks.get((row.station, row.upload_id))
+                if lock is not None and lock.locked():
+                    continue  # a PATCH is receiving it right now
+                partial.unlink(missing_ok=True)
+                session.delete(row)
+                self.forget(row.station, row.upload_id)
+                dropped += 1
+        if dropped:
+            log.info("uploads: %d abandoned partial upload(s) dropped", dropped)
+        return dropped
+
+    def maybe_expire(self) -> int:
+        """:meth:`expire` when the last sweep is :data:`SWEEP_EVERY` seconds old (or none
+        ran yet in this process); 0 otherwise."""
+        last = self._swept_at
+        if last is not None and (self.now() - last).total_seconds() < SWEEP_EVERY:
+            return 0
+        return self.expire()
 
     def row(self, station: str, upload_id: str) -> UploadedFile | None:
         with self.db.session() as session:
@@ -267,6 +325,7 @@ class UploadService:
             raise UploadError(400, "Upload-Metadata needs 'sha256' (64 hex digits)")
         if length > self.max_bytes:
             raise UploadError(413, f"Upload-Length {length} is above the hub's {self.max_bytes}")
+        self.maybe_expire()
         existing = self.row(station, upload_id)
         if existing is not None:
             if existing.length != length or existing.sha256 != sha256:
@@ -322,6 +381,7 @@ class UploadService:
                 while block := handle.read(WRITE_BLOCK):
                     digest.update(block)
         if digest.hexdigest() != row.sha256:
+            self._hashes.pop((row.station, row.upload_id), None)
             partial.write_bytes(b"")
             log.warning("upload %s of %s: sha256 mismatch, discarded", row.upload_id, row.station)
             return False
@@ -354,6 +414,7 @@ def make_upload_service(
         partial_root=folder / "partial",
         max_bytes=int(config.max_bytes),
         path=config.path,
+        partial_max_age=config.partial_max_age,
     )
 
 
@@ -485,33 +546,37 @@ def upload_routes(service: UploadService, check_token: Callable[[str, str], bool
                 return answer(204, **{"Upload-Offset": str(offset), STORED_HEADER: row.sha256})
             if claimed != offset:
                 return answer(409, f"Upload-Offset {claimed} is not the hub's {offset}: HEAD")
+            remaining = row.length - offset
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > remaining:  # refused before any byte
+                return answer(413, f"{declared} bytes sent, {remaining} left of Upload-Length")
             digest = service.running_hash(station, upload_id, offset)
+            partial = service.partial(station, upload_id)
             try:
-                offset, status = await _receive(
-                    request, service.partial(station, upload_id), offset, digest
-                )
+                received, status = await _receive(request, partial, offset, remaining, digest)
             except UploadError as error:
                 return answer(error.status, str(error))
-            service.keep_hash(station, upload_id, offset, digest)
-            if status is None:
+            if status == "overflow":  # chunked body longer than announced: drop it whole
+                await run_in_threadpool(_truncate, partial, offset)
+                return answer(413, f"more bytes than the {remaining} left of Upload-Length")
+            service.keep_hash(station, upload_id, received, digest)
+            if status == "cut":
                 return answer(400, "the connection ended early")  # never read: it is gone
-            if offset > row.length:
-                await run_in_threadpool(_truncate, service.partial(station, upload_id), row.length)
-                return answer(413, f"more bytes than Upload-Length {row.length}")
-            if offset < row.length:
-                return answer(204, **{"Upload-Offset": str(offset)})
-            if not await run_in_threadpool(service.finish, row):
-                return answer(
-                    CHECKSUM_MISMATCH, "sha256 of the bytes received does not match: resend"
-                )
-            return answer(204, **{"Upload-Offset": str(offset), STORED_HEADER: row.sha256})
+            if received < row.length:
+                return answer(204, **{"Upload-Offset": str(received)})
+            stored = await run_in_threadpool(service.finish, row)
+        service.forget(station, upload_id)  # complete or discarded: a new PATCH starts anew
+        if not stored:
+            return answer(CHECKSUM_MISMATCH, "sha256 of the bytes received does not match: resend")
+        return answer(204, **{"Upload-Offset": str(received), STORED_HEADER: row.sha256})
 
     async def _receive(
-        request: Request, partial: Path, offset: int, digest: Any
-    ) -> tuple[int, bool | None]:
-        """Append the body to ``partial`` (and to ``digest`` unless None); (new offset,
-        True) or (offset, None) when the client went away. What arrived is fsynced either
-        way."""
+        request: Request, partial: Path, offset: int, limit: int, digest: Any
+    ) -> tuple[int, str]:
+        """Append the body to ``partial`` (and to ``digest`` unless None), at most ``limit``
+        bytes; (new offset, ``complete``), (offset, ``cut``) when the client went away, or
+        (offset, ``overflow``) when the body goes past ``limit``: reading stops there (the
+        caller drops what this body wrote). What arrived is fsynced either way."""
         handle = partial.open("ab")
         try:  # one writer across hub processes too (the asyncio lock is per process)
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -523,10 +588,14 @@ def upload_routes(service: UploadService, check_token: Callable[[str, str], bool
             raise UploadError(409, "the upload's offset moved meanwhile: HEAD")
         pending: list[bytes] = []
         size = 0
-        complete: bool | None = True
+        outcome = "complete"
         try:
             try:
                 async for chunk in request.stream():
+                    limit -= len(chunk)
+                    if limit < 0:
+                        outcome = "overflow"
+                        break
                     pending.append(chunk)
                     size += len(chunk)
                     if size >= WRITE_BLOCK:
@@ -537,7 +606,7 @@ def upload_routes(service: UploadService, check_token: Callable[[str, str], bool
                         offset += size
                         pending, size = [], 0
             except ClientDisconnect:
-                complete = None
+                outcome = "cut"
             block = b"".join(pending)
             handle.write(block)
             if digest is not None:
@@ -547,7 +616,7 @@ def upload_routes(service: UploadService, check_token: Callable[[str, str], bool
             handle.flush()
             await run_in_threadpool(os.fsync, handle.fileno())
             handle.close()
-        return offset, complete
+        return offset, outcome
 
     return [
         Route(base, options, methods=["OPTIONS"]),
