@@ -229,6 +229,8 @@ class RetentionJob:
         if upload is None:
             return
         cfg = self.config.retention
+        if report.disk_free is None or report.disk_free >= cfg.min_free:
+            return  # measured enough (deleting since then only freed more)
         protection = self._protection()
         waiting = and_(
             deletable(Protection(protection.protect_unsent, protection.best_per_label)),

@@ -16,7 +16,7 @@ upload succeeds); the hub found another sha256 and the file, hashed again, no lo
 its recorded sha256 (``corrupt``, ``upload_corrupt``; when it still matches, the row retries);
 the row is older than ``[upload] max_age`` or failed ``max_attempts`` times (``expired``,
 ``upload_expired``). A final row no longer protects its recording from retention. The token is
-read at each turn: when it changed, rows refused with 401/403 are queued again.
+read at each turn: at start and when it changed, rows refused with 401/403 are queued again.
 """
 
 from __future__ import annotations
@@ -95,6 +95,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _hash_or_none(path: Path) -> str | None:
+    """The file's sha256, or None when it cannot be read (gone: the next turn says so)."""
+    try:
+        return _sha256(path)
+    except OSError:
+        return None
+
+
 class UploadJob:
     """Uploads what ``config.upload`` chooses to the hub. ``transport``: an httpx transport
     (tests). Raises ValueError when the station has no ``[upload]``."""
@@ -125,13 +133,14 @@ class UploadJob:
 
     def client(self) -> TusClient:
         """The HTTP client. The token is read again at each call (SecretError when it
-        cannot be): a changed token (e.g. a fixed ``file:`` token) makes a new client, and
-        rows the hub refused for the token (401, 403) are tried again."""
+        cannot be): a token read for the first time in this process or changed since (e.g. a
+        fixed ``file:`` token) makes a new client, and rows the hub refused for the token
+        (401, 403) are tried again."""
         cfg = self.upload
         token = cfg.token.reveal()
         if self._client is not None and token == self._token:
             return self._client
-        changed = self._client is not None or self._token is not None
+        changed = token != self._token
         self.close()
         verify: bool | str = str(cfg.ca_file) if cfg.ca_file else cfg.verify
         self._client = TusClient(
@@ -250,6 +259,8 @@ class UploadJob:
             final, event, severity, message = self._verdict(stored, file, error, now)
             if final is not None:
                 stored.state = final
+                if stored.kind == "log_bundle":
+                    file.path.unlink(missing_ok=True)
                 if final == "refused":
                     stored.last_error = f"refused {error.status}: {error}"
                 log.warning("upload %s: %s (%s)", file.upload_id, final, error)
@@ -292,7 +303,10 @@ class UploadJob:
                 f"the hub refused the {what} for good: {error}. Fix {setting}; the recording "
                 "is no longer kept for the hub (retention may delete it)",
             )
-        if error.status == CHECKSUM_MISMATCH and _sha256(file.path) != file.sha256:
+        if error.status == CHECKSUM_MISMATCH and _hash_or_none(file.path) not in (
+            None,
+            file.sha256,
+        ):
             return (
                 "corrupt",
                 "upload_corrupt",
