@@ -6,8 +6,10 @@ virtual time)."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ from sqlalchemy import select
 from fieldstation.clock import VirtualClock
 from fieldstation.hub.models import UploadedFile
 from fieldstation.hub.uploads import UploadsConfig
+from fieldstation.hub.uploads.service import SWEEP_EVERY
 
 from .test_hub_endpoint import create, patch
 
@@ -88,3 +91,28 @@ def test_memory_is_released_and_abandoned_uploads_expire(hub: Any, client: httpx
     # the station comes back: it creates the upload anew and sends it whole
     assert create(client, hub, abandoned, "gone-1").status_code == 201
     assert patch(client, hub, "gone-1", 0, abandoned).status_code == 204
+
+
+def test_hub_run_sweeps_abandoned_uploads_every_hour(hub: Any, client: httpx.Client) -> None:
+    service = hub.service
+    clock = VirtualClock(datetime.now(UTC))
+    service.now = clock.now
+    assert create(client, hub, b"a" * 100, "idle-1").status_code == 201
+    partial = service.partial("default", "idle-1")
+    stop = threading.Event()
+    sweeps: list[datetime] = []
+    expire = service.expire
+
+    def counted() -> int:
+        dropped = expire()
+        sweeps.append(clock.now())
+        if dropped:
+            stop.set()
+        return int(dropped)
+
+    service.expire = counted
+    service.run(stop, clock)  # virtual time: each hourly wait returns at once
+    assert not partial.exists()
+    waited = (sweeps[-1] - sweeps[0]).total_seconds()
+    assert 7 * 86400 - 3600 <= waited <= 7 * 86400 + 3600
+    assert all((b - a).total_seconds() == SWEEP_EVERY for a, b in pairwise(sweeps))

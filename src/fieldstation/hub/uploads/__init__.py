@@ -26,7 +26,7 @@ every request carries ``Authorization: Bearer <token of the station>`` and
   ``Tus-Max-Size``.
 
 Partial files live under ``<upload folder>/partial/``, dropped with their row when no byte
-arrived for ``partial_max_age`` (swept at most hourly when an upload is created); stored
+arrived for ``partial_max_age`` (swept hourly by ``hub run``, and by a create); stored
 files under ``<upload folder>/files/<station>/`` (``storage = "disk"``) or in an
 S3-compatible bucket (``storage = "s3"``, boto3). The dashboard plays stored recordings: a
 disk file is served with HTTP Range support (Starlette ``FileResponse``), an S3 object by a

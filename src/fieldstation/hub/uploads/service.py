@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import desc, select
 
+from fieldstation.clock import Clock
 from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.models import UploadedFile
 from fieldstation.hub.uploads.config import UploadsConfig
@@ -138,6 +140,19 @@ class UploadService:
         if dropped:
             log.info("uploads: %d abandoned partial upload(s) dropped", dropped)
         return dropped
+
+    def run(self, stop: threading.Event, clock: Clock) -> None:
+        """Sweep abandoned uploads (:meth:`expire`) at once, then every :data:`SWEEP_EVERY`
+        seconds of ``clock`` until ``stop`` (``hub run``'s thread, so that partial files
+        expire even when no station creates an upload); a failed sweep is logged and tried
+        again at the next."""
+        while not stop.is_set():
+            try:
+                self.expire()
+            except Exception:
+                log.exception("uploads: sweep of abandoned uploads failed")
+            if clock.wait(stop, SWEEP_EVERY):
+                return
 
     def maybe_expire(self) -> int:
         """:meth:`expire` when the last sweep is :data:`SWEEP_EVERY` seconds old (or none
