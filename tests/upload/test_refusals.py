@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import event, select
 
 from fieldstation.clock import VirtualClock
@@ -268,3 +269,13 @@ def test_two_threads_queueing_the_same_recording_share_one_row(
         event.remove(db.engine, "after_cursor_execute", job_first)
     assert made == ["1"]
     assert uploads(db)[third].upload_id == upload_id
+
+
+def test_give_up_settings_are_checked(make_station: Any) -> None:
+    from fieldstation.config import ConfigError
+
+    assert make_station(url="http://hub/uploads").upload.max_age == 30 * 86400
+    with pytest.raises(ConfigError, match="max_age"):
+        make_station(url="http://hub/uploads", max_age=0)
+    with pytest.raises(ConfigError, match="max_attempts"):
+        make_station(url="http://hub/uploads", max_attempts=-1)

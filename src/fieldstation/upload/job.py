@@ -251,16 +251,21 @@ class UploadJob:
         """Record a failed try: a final state (refused, corrupt, expired) with one warning
         event, or the next attempt after the backoff delay."""
         now = self.clock.now()
+        damaged = error.status == CHECKSUM_MISMATCH and _hash_or_none(file.path) not in (
+            None,
+            file.sha256,
+        )  # hashed before the transaction: a large file takes seconds
         with self.db.session() as session:
             stored = session.get(Upload, row_id)
             assert stored is not None
             stored.attempts += 1
             stored.last_error = str(error)
-            final, event, severity, message = self._verdict(stored, file, error, now)
+            final, event, severity, message = self._verdict(stored, file, error, now, damaged)
             if final is not None:
                 stored.state = final
-                if stored.kind == "log_bundle":
+                if stored.kind == "log_bundle":  # made again if the row is queued again
                     file.path.unlink(missing_ok=True)
+                    stored.path = None
                 if final == "refused":
                     stored.last_error = f"refused {error.status}: {error}"
                 log.warning("upload %s: %s (%s)", file.upload_id, final, error)
@@ -287,9 +292,10 @@ class UploadJob:
         log.warning("upload %s: %s; retry in %.0f s", file.upload_id, error, delay)
 
     def _verdict(
-        self, row: Upload, file: UploadFile, error: UploadFailed, now: datetime
+        self, row: Upload, file: UploadFile, error: UploadFailed, now: datetime, damaged: bool
     ) -> tuple[str | None, str | None, Severity, str]:
-        """(final state or None to retry, event kind or None, severity, event message)."""
+        """(final state or None to retry, event kind or None, severity, event message);
+        ``damaged``: the hub found another sha256 and so does the station."""
         what = f"upload of {file.path.name} ({file.upload_id})"
         if error.permanent:
             status = error.status or 0
@@ -303,10 +309,7 @@ class UploadJob:
                 f"the hub refused the {what} for good: {error}. Fix {setting}; the recording "
                 "is no longer kept for the hub (retention may delete it)",
             )
-        if error.status == CHECKSUM_MISMATCH and _hash_or_none(file.path) not in (
-            None,
-            file.sha256,
-        ):
+        if damaged:
             return (
                 "corrupt",
                 "upload_corrupt",
