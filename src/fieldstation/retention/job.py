@@ -223,8 +223,9 @@ class RetentionJob:
     def _free_unconfirmed(self, report: RetentionReport) -> None:
         """The ``min_free`` guard's last resort: when space is still short and ``[upload]``
         is configured, delete the oldest recordings still waiting for the hub (every other
-        protection holds), mark their uploads ``missing`` and record one ``upload_dropped``
-        warning event per run that did so: a hub away for months must not stop recording."""
+        protection holds), mark their uploads ``missing`` and record an ``upload_dropped``
+        warning event with each deletion (in its transaction): a hub away for months must
+        not stop recording."""
         upload = self.config.upload
         if upload is None:
             return
