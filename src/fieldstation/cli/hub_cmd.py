@@ -146,6 +146,9 @@ def run(config_path: ConfigArg = None) -> None:
                 raise typer.Exit(EXIT_INVALID) from error
             if dashboard is not None:
                 dashboard.uploads = uploads
+            workers.append(
+                threading.Thread(target=uploads.run, args=(stop, clock), name="upload-sweep")
+            )
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(db, path=config.http.path, dashboard=dashboard, uploads=uploads),

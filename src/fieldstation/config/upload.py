@@ -26,8 +26,11 @@ __all__ = ["UploadConfig"]
 class UploadConfig(StrictModel):
     """Recordings uploaded to the hub's upload endpoint, resumably (tus 1.0 core subset).
 
-    While ``[upload]`` is present, retention never deletes a recording the selection chose (or
-    the ``upload`` command asked for) before the hub confirmed it by its sha256.
+    While ``[upload]`` is present, retention's policies and ``max_bytes`` never delete a
+    recording the selection chose (or the ``upload`` command asked for) before the hub
+    confirmed it by its sha256, refused it for good, or the upload gave up (``max_age``,
+    ``max_attempts``); the ``min_free`` guard deletes such recordings last, with a warning
+    event (docs/upload.md).
     """
 
     url: str = Field(
@@ -61,6 +64,17 @@ class UploadConfig(StrictModel):
     )
     retry_initial: Seconds = Field(default=5.0, gt=0, description="First retry delay, seconds.")
     retry_max: Seconds = Field(default=600.0, gt=0, description="Longest retry delay, seconds.")
+    max_age: Seconds = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="Seconds an upload keeps being retried before it gives up (state "
+        "'expired', a warning event; retention may then delete the recording); default 30 days.",
+    )
+    max_attempts: int = Field(
+        default=0,
+        ge=0,
+        description="Failed tries after which an upload gives up like max_age; 0: no cap.",
+    )
     verify: bool = Field(default=True, description="Verify the hub's TLS certificate.")
     ca_file: Path | None = Field(
         default=None, description="CA bundle (PEM) of the hub's certificate (private CA)."

@@ -14,10 +14,11 @@ Order of one :meth:`RetentionJob.run_once`:
 Deletable (every step): file present, state processed/failed/quarantined (never recorded or
 processing), not pinned, no ``recording`` notice left unsent (pending, dead or dropped) when
 ``protect_unsent``, not among the best ``best_per_label`` of a label, not waiting for the
-hub to confirm its upload when ``[upload]`` is configured. Crash-safe order
-(decision 0050): the rows are marked deleted and committed first, then the files are unlinked;
-a crash in between leaves files whose rows say deleted, removed by the sweep of the first run
-after start-up.
+hub to confirm its upload when ``[upload]`` is configured (except as the ``min_free`` guard's
+last resort, with an ``upload_dropped`` warning event: :meth:`RetentionJob._free_unconfirmed`).
+Crash-safe order (decision 0050): the rows are marked deleted and committed first, then the
+files are unlinked; a crash in between leaves files whose rows say deleted, removed by the
+sweep of the first run after start-up.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from fieldstation.store.retention import (
     present_bytes,
     sensor_clause,
 )
-from fieldstation.store.uploads import UploadSelection
+from fieldstation.store.uploads import UploadSelection, awaiting_upload, forget_unconfirmed
 
 __all__ = ["MIN_FREE_ROUNDS", "DiskUsage", "RetentionJob", "RetentionReport"]
 
@@ -200,6 +201,7 @@ class RetentionJob:
             self._unlink([Deleted(*m) for m in marked], "min_free", report)
             if not marked:
                 break
+        self._free_unconfirmed(report)
         if cfg.readings_max_age is not None:
             with self.db.session() as session:
                 report.readings_deleted = delete_older_than(
@@ -217,6 +219,57 @@ class RetentionJob:
                 report.deleted,
             )
         return report
+
+    def _free_unconfirmed(self, report: RetentionReport) -> None:
+        """The ``min_free`` guard's last resort: when space is still short and ``[upload]``
+        is configured, delete the oldest recordings still waiting for the hub (every other
+        protection holds), mark their uploads ``missing`` and record an ``upload_dropped``
+        warning event with each deletion (in its transaction): a hub away for months must
+        not stop recording."""
+        upload = self.config.upload
+        if upload is None:
+            return
+        cfg = self.config.retention
+        if report.disk_free is None or report.disk_free >= cfg.min_free:
+            return  # measured enough (deleting since then only freed more)
+        protection = self._protection()
+        waiting = and_(
+            deletable(Protection(protection.protect_unsent, protection.best_per_label)),
+            awaiting_upload(UploadSelection.of(upload)),
+        )
+        reason = (
+            "deleted by retention before the hub confirmed it: the disk was below "
+            "retention.min_free"
+        )
+        for _ in range(MIN_FREE_ROUNDS):
+            usage = self._usage(report)
+            if usage is None or usage.free >= cfg.min_free:
+                return
+            now = self.clock.now()
+            with self.db.session() as session:
+                marked = mark_oldest_deleted(
+                    session, waiting, int(cfg.min_free) - usage.free, reason="min_free", now=now
+                )
+                if not marked:
+                    return
+                forget_unconfirmed(session, [m[0] for m in marked], reason)
+                freed = sum(m[2] for m in marked)
+                record_event(
+                    session,
+                    kind="upload_dropped",
+                    source=EVENT_SOURCE,
+                    message=f"{len(marked)} recording{'' if len(marked) == 1 else 's'} "
+                    f"({format_bytes(freed)}) deleted before the hub confirmed the upload: the "
+                    "disk is below retention.min_free and nothing else was deletable. Check "
+                    "that the hub is reachable ([upload] url, token), or free space",
+                    now=now,
+                    station_id=self.config.station.id,
+                    destinations=self.config.destinations_for("event"),
+                    severity="warning",
+                    data={"recordings": [m[0] for m in marked], "bytes": freed},
+                )
+            log.warning("retention: %d unconfirmed upload(s) deleted for min_free", len(marked))
+            self._unlink([Deleted(*m) for m in marked], "min_free", report)
 
     def _usage(self, report: RetentionReport) -> Any:
         try:

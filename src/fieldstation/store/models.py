@@ -295,9 +295,10 @@ class Upload(Base):
     """A file to upload to the hub (``fieldstation.upload``): a recording or a log bundle.
 
     ``state``: ``pending`` → ``sent`` (the hub confirmed the whole file by its sha256);
-    ``missing`` when the file is gone before it could be sent. ``offset``: bytes the hub
-    acknowledged so far (a resumed upload starts there). Retention never deletes a recording
-    with a row that is not ``sent`` (:mod:`fieldstation.store.uploads`).
+    final states: ``missing`` (the file is gone before it could be sent), ``refused``,
+    ``corrupt``, ``expired`` (:mod:`fieldstation.store.uploads`). ``offset``: bytes the hub
+    acknowledged so far (a resumed upload starts there). Retention's policies do not delete a
+    recording with a ``pending`` row; ``min_free`` does, last (docs/upload.md).
     """
 
     __tablename__ = "uploads"

@@ -18,7 +18,15 @@ from typing import Any
 
 import httpx
 
-__all__ = ["BLOCK", "TusClient", "UploadFailed", "UploadFile", "UploadStopped"]
+__all__ = [
+    "BLOCK",
+    "CHECKSUM_MISMATCH",
+    "PERMANENT",
+    "TusClient",
+    "UploadFailed",
+    "UploadFile",
+    "UploadStopped",
+]
 
 TUS_VERSION = "1.0.0"
 STORED_HEADER = "Fieldstation-Stored"
@@ -34,13 +42,23 @@ class UploadStopped(Exception):
     """The upload was stopped (the job is stopping); it resumes on the next turn."""
 
 
+PERMANENT = frozenset({400, 401, 403, 404, 405, 413, 415})
+"""Hub answers that retrying will not change (bad request, token refused, no upload endpoint
+at the URL, file above the hub's ``max_bytes``, wrong content type). A 404 counts only when
+creating the upload (``POST``): a ``HEAD`` 404 means the hub has no such upload yet."""
+CHECKSUM_MISMATCH = 460
+"""The hub's answer when the bytes it received do not match the declared sha256."""
+
+
 class UploadFailed(Exception):
     """An upload that did not complete this time; ``permanent``: the hub refused it for a
-    reason retrying soon will not fix (token, size); the message says what to do."""
+    reason retrying will not fix (token, size, no endpoint); ``status``: the hub's HTTP
+    status (None when it was not reached or made no progress); the message says what."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -166,17 +184,21 @@ class TusClient:
                 if response.headers.get(STORED_HEADER, "").lower() == file.sha256:
                     return
                 continue
-            if response.status_code == 409:  # the hub holds other bytes: ask again
+            if response.status_code in (404, 409):  # the hub holds other bytes (or dropped
+                # an abandoned upload): ask again, which creates it anew
                 continue
             if response.status_code == 460:
-                raise UploadFailed("the hub found another sha256 than the file's: resending")
+                raise UploadFailed(
+                    "the hub found another sha256 than the file's", status=CHECKSUM_MISMATCH
+                )
             raise _refusal(response, "sending the file")
 
 
 def _refusal(response: httpx.Response, doing: str) -> UploadFailed:
     text = response.text.strip()[:300]
-    permanent = response.status_code in (400, 401, 403, 413, 415)
+    status = response.status_code
     return UploadFailed(
-        f"hub answered {response.status_code} {doing}: {text or response.reason_phrase}",
-        permanent=permanent,
+        f"hub answered {status} {doing}: {text or response.reason_phrase}",
+        permanent=status in PERMANENT,
+        status=status,
     )
