@@ -348,8 +348,8 @@ def keygen(
     ] = None,
 ) -> None:
     """Make the fleet commands' Ed25519 signing key (kept when it exists, mode 0600) and print
-    its public half, ``ed25519:...``: give it to each station as
-    ``[commands] hub_keys = { <key_id> = "ed25519:..." }``."""
+    its public half, ed25519:...: give it to each station as
+    [commands] hub_keys = { <key_id> = "ed25519:..." }."""
     from fieldstation.hub.commands import keygen as make_key
     from fieldstation.messages.commands import public_key_text
 
@@ -408,7 +408,7 @@ def command(
     ] = None,
 ) -> None:
     """Queue a signed command for STATION and print its id; the hub delivers it when the
-    station is online (or polls), and follows its answer (``hub commands``)."""
+    station is online (or polls), and follows its answer (see: fieldstation hub commands)."""
     import getpass
 
     from fieldstation.hub.commands import queue_command, set_config_args
