@@ -73,11 +73,10 @@ def run(
     station file (decision record 0063).
     """
     from fieldstation.config.units import parse_duration
-    from fieldstation.home import StationLockedError
-    from fieldstation.runtime.logs import setup_logging
-    from fieldstation.runtime.station import Station
+    from fieldstation.runtime.run import exec_runner
 
-    cfg = load_or_exit(config_path(config, legacy, "run"))
+    path = config_path(config, legacy, "run")
+    load_or_exit(path)  # a bad station file is reported here, with the command line's output
     seconds = None
     if duration is not None:
         try:
@@ -85,40 +84,8 @@ def run(
         except ValueError as error:
             err_console.print(f"[red]--for {duration!r}: {error}[/]")
             raise typer.Exit(EXIT_INVALID) from None
-    # under systemd (Type=notify) the station stays up to report a config error remotely
-    station = Station(cfg, exit_when_unrunnable="NOTIFY_SOCKET" not in os.environ)
-    station.home.ensure()
-    setup_logging(cfg.logging, station.home.logs, name="station", console=True)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    console.print(
-        f"station [bold]{cfg.station.id}[/] in {station.home.root}"
-        + (f" for {duration}" if duration else " (Ctrl-C stops)"),
-        highlight=False,
-    )
-    try:
-        station.run(stop, duration=seconds)
-    except StationLockedError as error:
-        err_console.print(f"[red]{error}[/]", highlight=False)
-        raise typer.Exit(EXIT_FAILED) from None
-    code = station.exit_status()
-    if code:
-        bad = [
-            f"{j['name']} {j['state']}: {j.get('reason')}"
-            for j in (station.supervisor.snapshot() if station.supervisor else [])
-            if j["state"] in FAILING_STATES
-        ]
-        err_console.print(
-            f"station [bold]{cfg.station.id}[/] stopped with: " + "; ".join(bad), highlight=False
-        )
-        raise typer.Exit(code)
-    console.print(f"station [bold]{cfg.station.id}[/] stopped", highlight=False)
+    # the supervisor runs in a fresh interpreter without typer and rich (decision 0146)
+    exec_runner(path, seconds, duration)
 
 
 def _age(seconds: float | None) -> str:
