@@ -13,7 +13,7 @@ from fieldstation.config import ConfigError, StationConfig, default_config, load
 from fieldstation.home import StationHome
 from fieldstation.job import EXIT_CONFIG
 from fieldstation.runtime.console import TolerantConsole
-from fieldstation.runtime.run import EXIT_INVALID, exit_status_of, station_error
+from fieldstation.runtime.run import CONFIG_ENV, EXIT_INVALID, exit_status_of, station_error
 
 __all__ = [
     "CONFIG_ENV",
@@ -49,9 +49,6 @@ err_console = TolerantConsole(stderr=True)
 """Output of the commands: a reader that goes away (``| head``) silences them, never stops
 ``fieldstation run`` half-way."""
 
-
-CONFIG_ENV = "FIELDSTATION_CONFIG"
-"""The environment variable naming the station file when ``-c/--config`` is not given."""
 
 ConfigOpt = Annotated[
     Path | None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +28,7 @@ from fieldstation.cli.common import (
     load_or_exit,
 )
 from fieldstation.home import StationHome
-from fieldstation.progress import FAILING_STATES, JobState
+from fieldstation.progress import JobState
 
 __all__ = ["register"]
 

@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import Any
 
 from fieldstation.config.runtime import LoggingConfig
 
@@ -74,8 +73,8 @@ CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class PlainConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The console when stderr is not a terminal (systemd's journal, a pipe, a file): one line
     per record, never wrapped or padded, ISO 8601 UTC times (:class:`OneLineFormatter`). A
-    reader that goes away (a broken pipe) silences it, as :class:`~fieldstation.runtime.console.TolerantConsole` does,
-    instead of printing a logging traceback per record."""
+    reader that goes away (a broken pipe) silences it, as the command line's console does
+    (:mod:`fieldstation.runtime.console`), instead of printing a logging traceback per record."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)

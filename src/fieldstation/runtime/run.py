@@ -19,10 +19,12 @@ of :func:`station_error`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -30,11 +32,14 @@ if TYPE_CHECKING:
     from fieldstation.config.station import StationConfig
 
 __all__ = [
+    "CONFIG_ENV",
     "EXIT_FAILED",
     "EXIT_INVALID",
     "exec_runner",
     "exit_status_of",
     "main",
+    "plain_run",
+    "run_plain",
     "station_error",
 ]
 
@@ -42,6 +47,8 @@ EXIT_INVALID = 2
 """Exit status for invalid input (a bad station file, a bad argument)."""
 EXIT_FAILED = 1
 """Exit status when the station cannot run or does not answer."""
+CONFIG_ENV = "FIELDSTATION_CONFIG"
+"""The environment variable naming the station file when ``-c/--config`` is not given."""
 
 
 def station_error(error: BaseException) -> BaseException | None:
@@ -108,10 +115,8 @@ def exec_runner(config: Path | None, seconds: float | None, text: str | None) ->
     if seconds is not None:
         argv += ["--for", repr(seconds), "--for-text", text or f"{seconds}s"]
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a reader gone away: nothing to keep
             stream.flush()
-        except (OSError, ValueError):  # a reader gone away: nothing to keep
-            pass
     os.execve(sys.executable, argv, env)
 
 
@@ -130,12 +135,10 @@ def _say(text: str, *, stderr: bool = False, red: bool = False) -> None:
     try:
         print(_styled(text, "31", stream) if red else text, file=stream, flush=True)
     except (OSError, ValueError):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, stream.fileno())
             os.close(devnull)
-        except (OSError, ValueError):
-            pass
 
 
 def _load(path: Path | None) -> StationConfig:
@@ -150,14 +153,13 @@ def _load(path: Path | None) -> StationConfig:
         raise SystemExit(EXIT_INVALID) from None
 
 
-def run(config_path: Path | None, seconds: float | None, text: str | None) -> int:
-    """Run the station until a signal (or ``seconds``); its exit status."""
+def run(cfg: StationConfig, seconds: float | None, text: str | None) -> int:
+    """Run the station of ``cfg`` until a signal (or ``seconds``); its exit status."""
     from fieldstation.home import StationLockedError
     from fieldstation.progress import FAILING_STATES
     from fieldstation.runtime.logs import setup_logging
     from fieldstation.runtime.station import Station
 
-    cfg = _load(config_path)
     # under systemd (Type=notify) the station stays up to report a config error remotely
     station = Station(cfg, exit_when_unrunnable="NOTIFY_SOCKET" not in os.environ)
     station.home.ensure()
@@ -194,17 +196,61 @@ def run(config_path: Path | None, seconds: float | None, text: str | None) -> in
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m fieldstation.runtime.run``: exits with the station's exit status; the
-    errors a user must act on (:func:`station_error`) are one line on stderr, not a
-    traceback."""
-    parser = argparse.ArgumentParser(prog="fieldstation run", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--for", dest="seconds", type=float, default=None)
-    parser.add_argument("--for-text", dest="text", default=None)
-    args = parser.parse_args(argv)
+def plain_run(argv: list[str]) -> tuple[Path | None, str | None] | None:
+    """``(station file or None, --for text or None)`` when ``argv`` (without the program) is a
+    plain ``run`` command: ``run`` with only ``-c FILE``/``--config[=]FILE`` and
+    ``--for[=]DURATION``; the file is ``$FIELDSTATION_CONFIG`` when not given. None for
+    anything else (help, the deprecated positional file, an unknown or repeated option): the
+    command line (typer) parses those."""
+    if not argv or argv[0] != "run":
+        return None
+    values: dict[str, str] = {}
+    rest = argv[1:]
+    while rest:
+        word, rest = rest[0], rest[1:]
+        name, equals, value = word.partition("=")
+        key = {"-c": "config", "--config": "config", "--for": "for"}.get(name if equals else word)
+        if key is None or key in values or (equals and name == "-c"):
+            return None
+        if not equals:
+            if not rest or rest[0].startswith("-"):
+                return None
+            value, rest = rest[0], rest[1:]
+        if not value:
+            return None
+        values[key] = value
+    config = values.get("config") or os.environ.get(CONFIG_ENV) or None
+    return (Path(config) if config else None), values.get("for")
+
+
+def run_plain(argv: list[str]) -> None:
+    """Run the station in this process when ``argv`` is a plain ``run`` command
+    (:func:`plain_run`) whose station file loads and whose ``--for`` reads as a duration: never
+    returns then (``SystemExit`` with the station's exit status). Returns at once otherwise, for
+    the command line to parse ``argv`` and report what is wrong as it always has.
+
+    The ``fieldstation`` script calls it first (:mod:`fieldstation.cli.main`), so a station
+    started by systemd imports neither typer nor rich, and starts sooner."""
+    plain = plain_run(argv)
+    if plain is None:
+        return
+    config, text = plain
+    from fieldstation.config import ConfigError, default_config, load_config
+    from fieldstation.config.units import parse_duration
+
     try:
-        code = run(args.config, args.seconds, args.text)
+        seconds = None if text is None else parse_duration(text)
+        cfg = default_config() if config is None else load_config(config)
+    except (ConfigError, ValueError):
+        return  # the command line says what is wrong, with its own output
+    _guarded(lambda: run(cfg, seconds, text))
+
+
+def _guarded(start: Callable[[], int]) -> NoReturn:
+    """``start()``'s exit status as ``SystemExit``; the errors a user must act on
+    (:func:`station_error`) are one line on stderr, not a traceback."""
+    try:
+        code = start()
     except Exception as error:
         problem = station_error(error)
         if problem is None:
@@ -212,6 +258,17 @@ def main(argv: list[str] | None = None) -> None:
         _say(str(problem), red=True)
         raise SystemExit(exit_status_of(problem)) from None
     raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """``python -m fieldstation.runtime.run`` (what ``fieldstation run`` executes once it has
+    checked its options): exits with the station's exit status."""
+    parser = argparse.ArgumentParser(prog="fieldstation run", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--for", dest="seconds", type=float, default=None)
+    parser.add_argument("--for-text", dest="text", default=None)
+    args = parser.parse_args(argv)
+    _guarded(lambda: run(_load(args.config), args.seconds, args.text))
 
 
 if __name__ == "__main__":
