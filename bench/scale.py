@@ -281,7 +281,7 @@ def run_station(config: Path, home: Path, idle: float, timeout: float = 600) -> 
     socket = StationHome(home).control_socket
     began = time.monotonic()
     run = subprocess.Popen(
-        [sys.executable, "-m", "fieldstation.cli", "run", str(config)],
+        [sys.executable, "-m", "fieldstation.cli", "run", "-c", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
