@@ -20,6 +20,7 @@ from fieldstation.clock import VirtualClock
 from fieldstation.config import StationConfig, parse_config, template_text
 from fieldstation.home import StationHome
 from fieldstation.store import Database, open_database
+from fieldstation.testing.broker import MosquittoBroker, MosquittoMissingError
 
 SAMPLES = Path(
     os.environ.get("FIELDSTATION_SAMPLES", Path("~/.cache/fieldstation/samples").expanduser())
@@ -232,3 +233,17 @@ def postgres_url(postgres_admin: str) -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def broker(tmp_path: Path, require: Any) -> Iterator[MosquittoBroker]:
+    """A real Mosquitto on a free loopback port (persistent), stopped after the test.
+
+    Skips (``require("mosquitto")``) only when the binary is missing; a broker that is
+    installed but does not start fails the test with its log."""
+    try:
+        broker = MosquittoBroker(tmp_path / "broker")
+    except MosquittoMissingError as error:
+        require("mosquitto", str(error))
+    with broker as running:
+        yield running

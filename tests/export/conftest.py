@@ -50,10 +50,14 @@ class Data:
                 det.low_hz, det.high_hz = 2000.0, 8000.0
             return rec.id
 
-    def detections_on(self, recording_id: int, *labels: str, start: float = 30.0) -> None:
+    def detections_on(
+        self, recording_id: int, *labels: str, start: float = 30.0, processor: str = "birdnet"
+    ) -> None:
+        """A new run of ``processor`` on the recording (of ``birdnet``, which made the
+        recording's first run: a re-analysis) finding ``labels``."""
         with self.db.session() as session:
             run = rows.add_model_run(
-                session, recording_id, started_at=self.clock.now(), processor="birdnet"
+                session, recording_id, started_at=self.clock.now(), processor=processor
             )
             for i, label in enumerate(labels):
                 rows.add_detection(

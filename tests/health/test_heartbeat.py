@@ -79,6 +79,16 @@ def test_status_rules(home: StationHome) -> None:
     assert derive_status(metrics(errors=["database: locked"]), config)[0] == "failing"
 
 
+def test_heartbeat_reports_the_config_hash_in_force(home: StationHome, db: Database) -> None:
+    """The hash of the config actually in force (``Station.config_hash``, which a remote
+    configuration changes), read at every beat."""
+    in_force = ["a" * 64]
+    beat = Heartbeat(station(home), db, VirtualClock(), home, hash_in_force=lambda: in_force[0])
+    assert beat.beat_once()["config_hash_in_force"] == "a" * 64
+    in_force[0] = "b" * 64
+    assert beat.beat_once()["config_hash_in_force"] == "b" * 64
+
+
 def test_heartbeat_reports_real_metrics(home: StationHome, db: Database) -> None:
     clock = VirtualClock()
     config = station(home)

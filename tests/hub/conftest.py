@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fieldstation.testing.broker import MosquittoBroker, MosquittoMissingError
+from fieldstation.testing.broker import MosquittoBroker
 from fieldstation.testing.browser import chromium_driver
 
 
@@ -23,17 +23,6 @@ def hub_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'hub.db'}"
     return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def broker(tmp_path: Path, require: Any) -> Iterator[MosquittoBroker]:
-    """A real Mosquitto on a free loopback port (persistent), stopped after the test."""
-    try:
-        broker = MosquittoBroker(tmp_path / "broker")
-    except MosquittoMissingError as error:
-        require("mosquitto", str(error))
-    with broker as running:
-        yield running
 
 
 @pytest.fixture

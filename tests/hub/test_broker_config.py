@@ -1,5 +1,6 @@
 """``fieldstation hub broker-config`` against a REAL Mosquitto started with the files it
-writes: each station publishes under its own id only, the hub reads all, anonymous and
+writes: each station publishes under its own id only (never to a ``cmd`` topic: only the hub
+sends fleet commands, and a station reads its own), the hub reads all, anonymous and
 wrong-password clients are refused."""
 
 from __future__ import annotations
@@ -121,6 +122,29 @@ def test_a_station_may_publish_only_under_its_own_id(tmp_path: Path, require: An
             while ("fieldstation/st-a/detection", b"mine") not in got:
                 got.append(hub.messages.get(timeout=30))
             assert all(payload in (b"online", b"mine") for _, payload in got), got
+            # fleet commands: only the hub writes {prefix}/+/cmd; a station reads its own
+            # (Mosquitto 2.0 drops a client's connection after a refused publish: the victims
+            # below never publish, so their subscriptions stay)
+            subscribed: queue.Queue[Any] = queue.Queue()
+            victims = {}
+            for name in ("st-b", "st-c"):
+                secret = (folder / "credentials" / f"{name}.password").read_text().strip()
+                victims[name] = Client(broker, name, secret)
+                clients.append(victims[name])
+                victims[name].client.on_subscribe = lambda c, u, m, codes, p: subscribed.put(codes)
+                victims[name].client.subscribe(f"fieldstation/{name}/cmd", qos=1)
+            for _ in victims:
+                assert not subscribed.get(timeout=30)[0].is_failure
+            assert station.publish("fieldstation/st-b/cmd", b"forged").value == 0x87
+            assert station.publish("fieldstation/st-a/cmd", b"self-made").value == 0x87
+            assert not hub.publish("fieldstation/st-b/cmd", b"from the hub").is_failure
+            assert not hub.publish("fieldstation/st-c/cmd", b"yours").is_failure
+            # the forged copy was refused before the hub's was sent: it would have come first
+            assert victims["st-b"].messages.get(timeout=30) == (
+                "fieldstation/st-b/cmd",
+                b"from the hub",
+            )
+            assert victims["st-c"].messages.get(timeout=30) == ("fieldstation/st-c/cmd", b"yours")
             # no password, or a wrong one, or another station's: refused at CONNECT
             for user, secret in ((None, None), ("st-a", "wrong"), ("st-a", password["st-b"])):
                 stranger = Client(broker, user, secret)

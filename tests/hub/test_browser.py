@@ -1,7 +1,8 @@
 """The dashboard in a real browser (headless Chromium via Selenium) on a real hub process,
 a real station (``fieldstation run``) and a real Mosquitto: log in, open the fleet page, see
 the station go offline when it is SIGKILLed (its LWT; the page updates without a reload),
-acknowledge the alert. Screenshots of each page go to test-artifacts/screenshots/."""
+acknowledge the alert, queue a fleet command for it. Screenshots of each page go to
+test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def test_log_in_see_a_killed_station_go_offline_and_acknowledge_its_alert(
         text=True,
     )
     assert added.returncode == 0, added.stderr
+    keygen = subprocess.run([*CLI, "hub", "keygen", "-c", str(hub_config)], capture_output=True)
+    assert keygen.returncode == 0, keygen.stderr
     hub = fleet_tools.Process("hub", "run", str(hub_config))
     station = None
     try:
@@ -125,6 +128,13 @@ def test_log_in_see_a_killed_station_go_offline_and_acknowledge_its_alert(
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "svg.chart polyline"))
         assert browser.find_element(By.ID, "presence").text == "offline"
         shot(browser, "06-station")
+        # an operator queues a ping for the (offline) station: it waits, listed as queued
+        browser.find_element(By.ID, "command-verb").send_keys("ping")
+        browser.find_element(By.ID, "queue").click()
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#commands td.state.queued"))
+        row = browser.find_element(By.CSS_SELECTOR, "#commands tr[data-command]")
+        assert "ping" in row.text and "otto" in row.text
+        shot(browser, "06b-station-command-queued")
         browser.get(base + "/detections")
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#detections a"))
         shot(browser, "07-detections")

@@ -7,7 +7,7 @@ import copy
 import shutil
 import subprocess
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,6 @@ import pytest
 
 from fieldstation.config import StationConfig, parse_config, template_text
 from fieldstation.home import StationHome
-from fieldstation.testing.broker import MosquittoBroker, MosquittoMissingError
 
 MakeStation = Callable[..., StationConfig]
 
@@ -35,20 +34,6 @@ def make_station(home: StationHome) -> MakeStation:
         return parse_config(data)
 
     return make
-
-
-@pytest.fixture
-def broker(tmp_path: Path, require: Any) -> Iterator[MosquittoBroker]:
-    """A real Mosquitto on a free loopback port (persistent), stopped after the test.
-
-    Skips (``require("mosquitto")``) only when the binary is missing; a broker that is
-    installed but does not start fails the test with its log."""
-    try:
-        broker = MosquittoBroker(tmp_path / "broker")
-    except MosquittoMissingError as error:
-        require("mosquitto", str(error))
-    with broker as running:
-        yield running
 
 
 @dataclass(frozen=True)

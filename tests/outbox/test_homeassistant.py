@@ -246,7 +246,12 @@ def test_only_sensors_of_kinds_the_output_receives() -> None:
     kinds = ["heartbeat", "event"]
     messages = discovery_messages(station_id="s1", prefix="fs", kinds=kinds)
     assert {json.loads(m.payload)["state_topic"] for m in messages} == {"fs/s1/heartbeat"}
-    assert {m.topic.split("/")[3] for m in messages} == {"status", "disk_free", "battery"}
+    assert {m.topic.split("/")[3] for m in messages} == {
+        "status",
+        "detections",  # today's count comes with the heartbeat
+        "disk_free",
+        "battery",
+    }
     assert discovery_messages(station_id="s1", prefix="fs", kinds=["readings"]) == []
 
 
@@ -407,14 +412,16 @@ def test_a_subscriber_sees_retained_configs_whose_templates_read_the_real_messag
             "status": beat["status"],
             "last_detection": "Turdus merula",
             "last_detection_at": "2026-06-01T04:12:09+00:00",
-            "detections": "42",
+            "detections": str(beat["metrics"]["detections_today"]["count"]),  # not the 42
+            # of the summary: today's count, from the heartbeat
             "disk_free": str(beat["metrics"]["host"]["disk_free"]),
             "battery": "87.5",
         }
         assert int(values["disk_free"]) > 0
-        summary, _ = retained.last[f"fieldstation/{STATION}/summary"]
+        heartbeat, _ = retained.last[f"fieldstation/{STATION}/heartbeat"]
         reset = configs["homeassistant/sensor/hedge_07/detections/config"]
-        assert render(reset["last_reset_value_template"], summary) == "2026-06-01T00:00:00+00:00"
+        since = render(reset["last_reset_value_template"], heartbeat)
+        assert since == beat["metrics"]["detections_today"]["since"]
     finally:
         loop.close()
     # a late subscriber (Home Assistant starting after the station) still gets every config
@@ -448,6 +455,81 @@ def test_without_a_battery_the_battery_sensor_is_unknown(
     no_disk = json.loads(envelope)
     no_disk["body"]["metrics"]["host"] = {}
     assert render(template["disk_free"], json.dumps(no_disk)) == "None"
+
+
+def _heartbeat_envelope(body: dict[str, Any]) -> str:
+    envelope = json.dumps(
+        {
+            "schema": 1,
+            "id": "x",
+            "kind": "heartbeat",
+            "station": "s",
+            "created_at": "2026-06-01T00:00:00+00:00",
+            "body": body,
+        }
+    )
+    parse_message(envelope)  # a valid station message
+    return envelope
+
+
+def test_detections_today_counts_the_stations_local_day_on_virtual_time(
+    make_station: Callable[..., StationConfig], db: Database, home: StationHome
+) -> None:
+    """The "Detections today" sensor is the station's local day so far (its timezone), not a summary
+    period: at 03:00 UTC in New York (UTC-4) the day began at 04:00 UTC the day before; a
+    reprocessed recording counts once; the count starts again at local midnight."""
+    from datetime import timedelta
+
+    from fieldstation.store.deployments import start_deployment
+    from fieldstation.testing import rows
+
+    config = make_station([])
+    config.station.timezone = "America/New_York"
+    clock = VirtualClock(datetime(2026, 6, 2, 3, 0, tzinfo=UTC))  # 23:00 on June 1 in New York
+    with db.session() as session:
+        deployment = start_deployment(
+            session,
+            station_id="s",
+            config_hash="x" * 64,
+            config={},
+            version="test",
+            now=clock.now(),
+        ).id
+
+        def recording(at: datetime, labels: int, reruns: int = 0) -> None:
+            rec = rows.add_recording(session, deployment_id=deployment, started_at=at)
+            for _ in range(1 + reruns):  # each rerun: a re-analysis finding the same again
+                run = rows.add_model_run(session, rec.id, started_at=at)
+                for i in range(labels):
+                    rows.add_detection(
+                        session, run, label="owl", score=0.9, detected_at=at, start=float(i)
+                    )
+
+        recording(datetime(2026, 6, 1, 3, 59, tzinfo=UTC), 5)  # 23:59 on May 31 local
+        recording(datetime(2026, 6, 1, 4, 0, tzinfo=UTC), 2)  # 00:00 on June 1 local
+        recording(datetime(2026, 6, 1, 23, 30, tzinfo=UTC), 3, reruns=1)  # counted once
+        recording(datetime(2026, 6, 2, 2, 0, tzinfo=UTC), 1)  # 22:00 local, past UTC midnight
+    template = {s.object_id: s for s in SENSORS}["detections"]
+    beat = Heartbeat(config, db, clock, home).build()
+    assert beat["metrics"]["detections_today"] == {
+        "count": 6,
+        "since": "2026-06-01T00:00:00-04:00",
+    }
+    envelope = _heartbeat_envelope(beat)
+    assert render(template.value_template, envelope) == "6"
+    reset = template.extra["last_reset_value_template"]
+    assert render(reset, envelope) == "2026-06-01T00:00:00-04:00"
+    clock.advance(timedelta(hours=1, minutes=30).total_seconds())  # 00:30 on June 2 local
+    beat = Heartbeat(config, db, clock, home).build()
+    assert beat["metrics"]["detections_today"] == {
+        "count": 0,
+        "since": "2026-06-02T00:00:00-04:00",
+    }
+    # a station whose database could not be read: the sensor is unknown, not 0
+    del beat["metrics"]["detections_today"]
+    envelope = _heartbeat_envelope(beat)
+    assert render(template.value_template, envelope) == "None"
+    assert render(reset, envelope) == "None"
 
 
 def test_messenger_publishes_configs_only_when_asked(broker: MosquittoBroker) -> None:

@@ -100,6 +100,41 @@ def test_unfinished_chunk_is_salvaged_up_to_its_last_whole_block(ctx, db, spool_
     assert (row.session_id, row.started_at) == (spec.session_id, spec.started_at)
 
 
+def test_a_crash_after_a_salvaged_chunk_is_renamed_leaves_it_a_row(
+    ctx, db, spool_empty, monkeypatch
+):  # type: ignore[no-untyped-def]
+    """Recovery salvages an unfinished chunk, renames it into data/ and dies before its row
+    (a recorder SIGKILLed while it recovers its previous chunk): the next quick recovery, which
+    does not walk data/, still finds it by the hash in its sidecar."""
+    import fieldstation.recording.commit as commit
+
+    writer = ChunkWriter(ctx.home.spool, spec_for(ctx))
+    writer.write(noise(40000))
+    writer._writer._file.flush()
+    size = writer.audio.stat().st_size
+    with open(writer.audio, "rb") as f:
+        head = f.read(size * 2 // 3 + 1)
+    writer.abandon()
+    writer.audio.write_bytes(head)
+
+    class Killed(BaseException):
+        pass
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(commit, "insert_row", die)
+        with pytest.raises(Killed):
+            recover(ctx, full=False)
+    assert all_rows(db) == [] and len(list((ctx.home.root / "data").rglob("*.flac"))) == 1
+    report = recover(ctx, full=False)
+    (row,) = all_rows(db)
+    assert report.registered == [row.path] and spool_empty()
+    assert row.end_reason == "recovered" and 0 < row.frames < 40000
+    assert row.sha256 == sha256_file(ctx.home.root / row.path)
+
+
 def test_undecodable_or_unknown_spool_files_are_quarantined(ctx, db, spool_empty):  # type: ignore[no-untyped-def]
     writer = ChunkWriter(ctx.home.spool, spec_for(ctx))
     writer.abandon()

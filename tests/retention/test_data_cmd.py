@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fieldstation.cli.app import app
-from fieldstation.cli.data_cmd import parse_since
 from fieldstation.config import template_text
+from fieldstation.config.units import parse_since
 from fieldstation.home import StationHome
 from fieldstation.store import Database
 from fieldstation.store.models import Recording

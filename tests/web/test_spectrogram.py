@@ -119,7 +119,7 @@ from starlette.testclient import TestClient
 class Control:
     def status(self): return {{}}
 app = create_app(config, home=home, db=db, control=Control())
-client = TestClient(app)
+client = TestClient(app, base_url="http://127.0.0.1:8080")  # a Host the page answers to
 for path in ("/", "/recordings", "/detections", "/schedule", "/login", "/detections.csv"):
     assert client.get(path).status_code == 200, path
 wav = home.root / "t.wav"

@@ -5,10 +5,13 @@ Each pass, on the injected clock:
 
 1. loads ``state/alerts.json`` (cursors: the last detection, event and reading id seen; the
    rules' memory, :class:`~fieldstation.alerts.rules.AlertState`). With no file, the cursors
-   start at the current end of the data (history does not fire) and each detection rule's
-   ``last_seen`` is seeded from the database, so ``first_ever`` and ``not_seen_for`` know the
-   past;
-2. evaluates the new rows in id order (at most :data:`BATCH` of each per pass);
+   start at the current end of the data (history does not fire);
+2. evaluates the new rows in id order (at most :data:`BATCH` of each per pass). A detection
+   rule with no memory of a label yet (a rule added later, a state file lost) asks the
+   detections table for the label's newest earlier detection, so ``first_ever``,
+   ``first_of_day`` and ``not_seen_for`` know the station's past. A detection of a
+   re-analysis (:func:`~fieldstation.store.processing.is_reanalysis`: ``reprocess`` ran its
+   processor again on its recording) fires only rules with ``reanalysis = true``;
 3. enqueues each firing in one transaction, with the stable message id
    ``alert-<sha256(station, rule, fact)>``; an id already in the outbox is skipped, so a pass
    repeated after a crash (messages committed, state not yet saved) writes nothing twice;
@@ -20,12 +23,11 @@ offline is sent when the network returns.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,14 @@ from fieldstation.config.alerts import DetectionRule
 from fieldstation.config.jobs import JobConfig, JobPlugin
 from fieldstation.config.units import Seconds
 
-__all__ = ["BATCH", "AlertJob", "AlertsJobConfig", "alert_message_id", "plugin"]
+__all__ = [
+    "BATCH",
+    "AlertJob",
+    "AlertsJobConfig",
+    "alert_message_id",
+    "newest_before",
+    "plugin",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +121,8 @@ class AlertJob:
 
     def run_once(self) -> int:
         """One pass; returns the alert messages written."""
-        from fieldstation.store.models import Detection, Event, Reading, Recording
+        from fieldstation.store.models import Detection, Event, ModelRun, Reading, Recording
+        from fieldstation.store.processing import is_reanalysis
 
         saved = load_state(self.path)
         if saved is None:
@@ -120,32 +130,42 @@ class AlertJob:
         else:
             cursors = _Cursors(**saved.get("cursors", {}))
             state = AlertState.from_json(saved.get("rules", {}))
-        engine = RuleEngine(
-            self.station.alerts,
-            self.station.station.tz,
-            state,
-            station=self.station.station.name or self.station.station.id,
-        )
         now = self.clock.now()
         firings: list[Firing] = []
         with self.db.session() as session:
+            engine = RuleEngine(
+                self.station.alerts,
+                self.station.station.tz,
+                state,
+                station=self.station.station.name or self.station.station.id,
+                history=lambda rule, fact: newest_before(session, rule, fact),
+            )
             rows = session.execute(
-                select(Detection, Recording.sensor, Recording.extra)
+                select(
+                    Detection,
+                    Recording.sensor,
+                    Recording.extra,
+                    ModelRun.processor,
+                    is_reanalysis(ModelRun),
+                )
                 .join(Recording, Recording.id == Detection.recording_id)
+                .join(ModelRun, ModelRun.id == Detection.model_run_id)
                 .where(Detection.id > cursors.detection)
                 .order_by(Detection.id)
                 .limit(BATCH)
             ).all()
-            for det, sensor, extra in rows:
+            for det, sensor, extra, processor, reanalysis in rows:
                 thumbs = (extra or {}).get("thumbnails", {})
                 fact = DetectionFact(
                     id=det.id,
                     label=det.label,
                     score=det.score,
-                    detected_at=det.detected_at,
+                    detected_at=_utc(det.detected_at),
                     sensor=sensor,
                     recording_id=det.recording_id,
+                    processor=processor,
                     attachment=next(iter(thumbs.values()), None) if thumbs else None,
+                    reanalysis=bool(reanalysis),
                 )
                 firings += engine.evaluate(fact, now)
                 cursors.detection = det.id
@@ -226,29 +246,17 @@ class AlertJob:
         return written
 
     def _start_fresh(self) -> tuple[_Cursors, AlertState]:
-        """Cursors at the current end of the data; ``last_seen`` of each detection rule
-        seeded with the newest detection of each label it matches (any score)."""
+        """Cursors at the current end of the data and an empty memory (the rules ask the
+        detections table for what they have not seen yet: :func:`newest_before`)."""
         from fieldstation.store.models import Detection, Event, Reading
 
-        state = AlertState()
         with self.db.session() as session:
             cursors = _Cursors(
                 detection=session.scalar(select(func.max(Detection.id))) or 0,
                 event=session.scalar(select(func.max(Event.id))) or 0,
                 reading=session.scalar(select(func.max(Reading.id))) or 0,
             )
-            newest = session.execute(
-                select(Detection.label, func.max(Detection.detected_at)).group_by(Detection.label)
-            ).all()
-        for rule in self.station.alerts:
-            if not isinstance(rule, DetectionRule):
-                continue
-            for label, when in newest:
-                if rule.labels is None or any(fnmatch.fnmatchcase(label, p) for p in rule.labels):
-                    if when.tzinfo is None:
-                        when = when.replace(tzinfo=UTC)
-                    state.last_seen[f"{rule.name}|{label}"] = when.isoformat()
-        return cursors, state
+        return cursors, AlertState()
 
     def _save(self, cursors: _Cursors, state: AlertState) -> None:
         save_state(
@@ -275,6 +283,31 @@ class AlertJob:
                 log.exception("alerts pass failed; trying again in %g s", self.config.interval)
             if self.clock.wait(stop, self.config.interval):
                 break
+
+
+def _utc(when: datetime) -> datetime:
+    """A stored time as aware UTC (SQLite gives naive UTC)."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def newest_before(session: Any, rule: DetectionRule, fact: DetectionFact) -> datetime | None:
+    """The newest ``detected_at`` (aware UTC) of the detections stored before ``fact`` (lower
+    id, any run) of ``fact.label`` that ``rule`` matches (its sensors, score >= its
+    min_score), or None when the station never had one: the rule's memory of a label it has
+    not seen yet (:class:`~fieldstation.alerts.rules.RuleEngine` ``history``)."""
+    from fieldstation.store.models import Detection, Recording
+
+    query = select(func.max(Detection.detected_at)).where(
+        Detection.label == fact.label,
+        Detection.score >= rule.min_score,
+        Detection.id < fact.id,
+    )
+    if rule.sensors is not None:
+        query = query.join(Recording, Recording.id == Detection.recording_id).where(
+            Recording.sensor.in_(rule.sensors)
+        )
+    newest = session.scalar(query)
+    return _utc(newest) if newest is not None else None
 
 
 def _create(

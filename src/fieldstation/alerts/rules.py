@@ -11,7 +11,7 @@ absences and count windows are judged at the fact's own time.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -24,6 +24,7 @@ __all__ = [
     "DetectionFact",
     "EventFact",
     "Firing",
+    "History",
     "ReadingFact",
     "RuleEngine",
     "in_quiet_hours",
@@ -48,6 +49,9 @@ class DetectionFact:
     attachment: str | None = None
     """Path (relative to the station home) of an image of the recording (a motion
     thumbnail), or None."""
+    reanalysis: bool = False
+    """The detection belongs to a re-analysis (a later run of its processor on its recording,
+    ``fieldstation reprocess``): it fires only rules with ``reanalysis = true``."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,11 @@ def in_quiet_hours(now: datetime, quiet: tuple[time, time] | None, tz: ZoneInfo)
     return local >= start or local < end
 
 
+History = Callable[[DetectionRule, DetectionFact], datetime | None]
+"""``history(rule, fact)`` -> the newest earlier matching detection's time (see
+:class:`RuleEngine`)."""
+
+
 def _t(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -149,7 +158,11 @@ class RuleEngine:
     """Evaluates ``rules`` (disabled ones ignored) against facts, updating ``state``.
 
     ``tz``: the station's timezone (local days of ``first_of_day``, quiet hours).
-    ``default_outputs``: outputs of a rule that names none (None: the caller decides).
+    ``history(rule, fact)``: the newest ``detected_at`` (aware UTC) of a detection stored
+    before ``fact`` that ``rule`` matches (label, sensors, min score), or None: asked when the
+    rule has no memory of the label yet (a new rule, a new label pattern, a lost state file),
+    so ``first_ever``, ``first_of_day`` and ``not_seen_for`` know the station's past. None:
+    no history (the rule's memory starts empty).
     """
 
     def __init__(
@@ -158,11 +171,13 @@ class RuleEngine:
         tz: ZoneInfo,
         state: AlertState | None = None,
         station: str = "",
+        history: History | None = None,
     ) -> None:
         self.rules = [rule for rule in rules if rule.enabled]
         self.tz = tz
         self.state = state if state is not None else AlertState()
         self.station = station
+        self.history = history
 
     # --- one fact --------------------------------------------------------------------------
 
@@ -208,8 +223,15 @@ class RuleEngine:
             return None
         key = f"{rule.name}|{fact.label}"
         previous = self.state.last_seen.get(key)
+        if previous is None and self.history is not None:
+            before = self.history(rule, fact)  # the station's past, before this rule knew it
+            previous = before.isoformat() if before is not None else None
         if previous is None or _t(previous) < fact.detected_at:
             self.state.last_seen[key] = fact.detected_at.isoformat()
+        else:
+            self.state.last_seen[key] = previous
+        if fact.reanalysis and not rule.reanalysis:
+            return None  # seen (the memory knows it), but a re-analysis does not alert
         when = fact.detected_at.astimezone(self.tz)
         why = self._why(rule, fact, key, previous, when)
         if why is None or not self._allowed(rule, fact.label, now):

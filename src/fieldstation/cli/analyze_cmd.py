@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -257,63 +256,39 @@ def reprocess(
     them before or not (a processor added later); earlier runs are kept. Recordings not yet
     processed are left to its worker."""
     from fieldstation.cli.data_cmd import since_or_exit
-    from fieldstation.clock import SystemClock
-    from fieldstation.job import JobContext
-    from fieldstation.processing.model import ModelUnavailableError, model_media
-    from fieldstation.processing.worker import ProcessorWorker, build_model
-    from fieldstation.store import open_database
-    from fieldstation.store import processing as repo
-    from fieldstation.store.deployments import current_deployment
+    from fieldstation.processing.model import ModelUnavailableError
+    from fieldstation.processing.reprocess import UnknownProcessorError
+    from fieldstation.processing.reprocess import reprocess as run_again
 
     config = load_or_exit(config_path(config_file, legacy, "reprocess"))
     after = since_or_exit(since)
-    chosen = [p for p in config.processors if model in (p.name, p.model)]
-    if not chosen:
-        names = ", ".join(p.name for p in config.processors) or "none"
-        err_console.print(f"[red]no processor named (or using model) {model!r}: {names}[/]")
-        raise typer.Exit(EXIT_INVALID)
-    processor = chosen[0]
     home = home_of(config)
-    try:
-        station = config.station
-        detector = build_model(
-            processor, home=home.root, position=(station.latitude, station.longitude)
-        )
-    except ModelUnavailableError as error:
-        err_console.print(f"[red]{error}[/]")
-        raise typer.Exit(EXIT_INVALID) from None
-    media = model_media(detector)
-    db = open_database(home.database)
-    run_key = f"reprocess:{datetime.now(UTC).isoformat()}"
-    with db.session() as session:
-        rows = repo.reprocessable(
-            session, processor=processor.name, sensors=processor.sensors, since=after, media=media
-        )
-        waiting = repo.count_pending(
-            session, processor=processor.name, sensors=processor.sensors, media=media
-        )
-        deployment = current_deployment(session)
-        session.expunge_all()
-    ctx = JobContext(config, home, deployment.id if deployment else 0, SystemClock())
-    ctx.__dict__["db"] = db  # share the open database (cached_property slot)
-    worker = ProcessorWorker(ctx, processor.name, detector)  # the worker's own step
-    stored = failed = 0
     with _progress() as progress:
-        task = progress.add_task(processor.name, total=len(rows))
-        for row in rows:
-            result = worker.rerun(row, run_key)
-            if result.outcome == "failed":
-                failed += 1
-                err_console.print(f"[yellow]recording {row.id}: {result.error}[/]")
-            elif result.outcome == "processed":
-                stored += 1
+        task = progress.add_task(model, total=None)
+
+        def on_row(recording_id: int, outcome: str, error: str | None) -> None:
+            if outcome == "failed":
+                err_console.print(f"[yellow]recording {recording_id}: {error}[/]")
             progress.advance(task)
-    db.dispose()
-    console.print(f"{processor.name}: {plural(stored, 'recording')} reprocessed, {failed} failed")
-    if waiting:
+
+        try:
+            done = run_again(
+                config,
+                home,
+                model,
+                since=after,
+                on_total=lambda n: progress.update(task, total=n),
+                on_row=on_row,
+            )
+        except (UnknownProcessorError, ModelUnavailableError) as error:
+            err_console.print(f"[red]{error}[/]")
+            raise typer.Exit(EXIT_INVALID) from None
+    stored, failed = done.stored, done.failed
+    console.print(f"{done.processor}: {plural(stored, 'recording')} reprocessed, {failed} failed")
+    if done.waiting:
         console.print(
-            f"{plural(waiting, 'recording')} not yet processed by {processor.name} left to its "
-            "worker"
+            f"{plural(done.waiting, 'recording')} not yet processed by {done.processor} left to "
+            "its worker"
         )
     if failed:
         raise typer.Exit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,6 +24,7 @@ from fieldstation.cli.common import (
     load_or_exit,
     plural,
 )
+from fieldstation.config.units import parse_since
 
 if TYPE_CHECKING:
     from fieldstation.store import Database
@@ -53,26 +54,6 @@ DetectionLimitOpt = Annotated[
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")
 ]
-
-
-def parse_since(text: str, now: datetime) -> datetime:
-    """``text`` as an aware UTC time: ISO 8601 (naive = UTC) or an age before ``now`` ('2d').
-
-    Raises ``ValueError`` naming both accepted forms.
-    """
-    from fieldstation.config.units import parse_duration
-
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            return now - timedelta(seconds=parse_duration(text))
-        except ValueError:
-            raise ValueError(
-                f"--since {text!r}: give an ISO time ('2026-06-01', '2026-06-01T05:30') or an "
-                "age ('90m', '2d')"
-            ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def since_or_exit(text: str | None) -> datetime | None:

@@ -16,7 +16,7 @@ __all__ = ["export", "register"]
 def export(
     config: ConfigOpt = None,
     what: Annotated[
-        str, typer.Option("--what", help="detections, recordings or readings.")
+        str, typer.Option("--what", help="detections, recordings, readings or runs.")
     ] = "detections",
     fmt: Annotated[
         str, typer.Option("--format", help="csv, parquet, raven (detections) or sql.")

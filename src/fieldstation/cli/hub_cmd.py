@@ -7,6 +7,10 @@ database, MQTT broker and shared-subscription group, and listen address.
 ``hub token revoke STATION``: revoke every token of STATION.
 ``hub user add NAME --role viewer|operator|admin``: a dashboard user (password prompted).
 ``hub broker-config FOLDER STATION...``: Mosquitto password file + ACL for the stations.
+``hub keygen``: the fleet commands' signing key (printed: the stations' ``hub_keys`` line);
+``hub command STATION VERB [KEY=VALUE...]``: queue a signed command; ``hub commands``: list.
+``hub template set|member|show|push``: a station file shared by many stations, pushed as
+``set_config`` to every member with its overrides.
 """
 
 from __future__ import annotations
@@ -94,6 +98,12 @@ def run(config_path: ConfigArg = None) -> None:
     from fieldstation.clock import SystemClock
 
     clock = SystemClock()
+    if config.mqtt is not None:
+        from fieldstation.hub.publisher import CommandPublisher
+
+        publisher = CommandPublisher(config.mqtt, config.commands, db, clock)
+        workers.append(threading.Thread(target=publisher.run, args=(stop,), name="commands"))
+    signer = _signer(config, required=False)
     if config.alerts.enabled:
         from fieldstation.config.secrets import SecretError
         from fieldstation.hub.alerts import AlertLoop, Notifier
@@ -119,11 +129,26 @@ def run(config_path: ConfigArg = None) -> None:
             from fieldstation.hub.web import Dashboard, session_secret
 
             dashboard = Dashboard(
-                secret=session_secret(config.home), rules=config.alerts.rules, clock=clock
+                secret=session_secret(config.home),
+                rules=config.alerts.rules,
+                clock=clock,
+                signer=signer,
             )
+        uploads = None
+        if config.uploads.enabled:
+            from fieldstation.hub.uploads import make_upload_service
+
+            try:
+                uploads = make_upload_service(db, config.uploads, config.home)
+            except (SecretError, ValueError) as error:
+                typer.echo(f"uploads: {error}", err=True)
+                db.dispose()
+                raise typer.Exit(EXIT_INVALID) from error
+            if dashboard is not None:
+                dashboard.uploads = uploads
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(db, path=config.http.path, dashboard=dashboard),
+                create_app(db, path=config.http.path, dashboard=dashboard, uploads=uploads),
                 host=config.http.host,
                 port=config.http.port,
                 log_level="warning",
@@ -293,6 +318,280 @@ def broker_config(
         f"password_file {written.password_file}\nacl_file {written.acl_file}\n"
         f"# {len(written.credentials)} users; passwords in {folder / 'credentials'}"
     )
+
+
+def _signer(config: Any, *, required: bool) -> Any:
+    """The hub's command signer, or None when it has no key and ``required`` is False."""
+    from fieldstation.hub.commands import CommandSigner
+
+    path = config.commands.key_path(config.home)
+    try:
+        return CommandSigner.load(path, key_id=config.commands.key_id, ttl=config.commands.ttl)
+    except FileNotFoundError as error:
+        if not required:
+            typer.echo(f"{error}: commands cannot be queued", err=True)
+            return None
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_INVALID) from error
+    except ValueError as error:
+        typer.echo(f"commands.key_file: {error}", err=True)
+        raise typer.Exit(EXIT_INVALID) from error
+
+
+@hub_app.command("keygen")
+def keygen(
+    config_path: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")
+    ] = None,
+) -> None:
+    """Make the fleet commands' Ed25519 signing key (kept when it exists, mode 0600) and print
+    its public half, ``ed25519:...``: give it to each station as
+    ``[commands] hub_keys = { <key_id> = "ed25519:..." }``."""
+    from fieldstation.hub.commands import keygen as make_key
+    from fieldstation.messages.commands import public_key_text
+
+    config = _load(config_path)
+    path = config.commands.key_path(config.home)
+    try:
+        key, made = make_key(path)
+    except (OSError, ValueError) as error:
+        typer.echo(f"{path}: {error}", err=True)
+        raise typer.Exit(1) from error
+    line = public_key_text(key)
+    typer.echo(f"{'made' if made else 'kept the existing'} signing key {path}", err=True)
+    typer.echo(
+        f'stations: [commands] hub_keys = {{ {config.commands.key_id} = "{line}" }}', err=True
+    )
+    typer.echo(line)
+
+
+def _parse_args(pairs: list[str]) -> dict[str, Any]:
+    import json
+
+    args: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            typer.echo(
+                f"{pair!r}: give arguments as KEY=VALUE (e.g. job=processor:birds)", err=True
+            )
+            raise typer.Exit(EXIT_INVALID)
+        try:
+            args[key] = json.loads(value)  # numbers, true/false, null
+        except json.JSONDecodeError:
+            args[key] = value
+    return args
+
+
+@hub_app.command("command")
+def command(
+    station: Annotated[str, typer.Argument(help="The station's id.")],
+    verb: Annotated[
+        str,
+        typer.Argument(
+            help="ping, restart, start, stop, set_config, reprocess, upload, pin, unpin."
+        ),
+    ],
+    pairs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Arguments as KEY=VALUE: job=processor:birds, recording_id=12."),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="set_config: the station file (TOML) to send."),
+    ] = None,
+    config_path: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")
+    ] = None,
+) -> None:
+    """Queue a signed command for STATION and print its id; the hub delivers it when the
+    station is online (or polls), and follows its answer (``hub commands``)."""
+    import getpass
+
+    from fieldstation.hub.commands import queue_command, set_config_args
+    from fieldstation.messages.commands import CommandRefusedError
+
+    args = _parse_args(list(pairs or []))
+    if verb == "set_config":
+        if config_file is None:
+            typer.echo("set_config: give the station file with --file", err=True)
+            raise typer.Exit(EXIT_INVALID)
+        try:
+            args = set_config_args(config_file.read_text())
+        except OSError as error:
+            typer.echo(f"{config_file}: {error.strerror}", err=True)
+            raise typer.Exit(EXIT_INVALID) from error
+        except ValueError as error:
+            typer.echo(f"{config_file}: {error}", err=True)
+            raise typer.Exit(EXIT_INVALID) from error
+    config = _load(config_path)
+    signer = _signer(config, required=True)
+    db = _open(config)
+    from fieldstation.clock import SystemClock
+
+    try:
+        command_id = queue_command(
+            db,
+            signer,
+            station,
+            verb,
+            args,
+            now=SystemClock().now(),
+            created_by=f"cli:{getpass.getuser()}",
+        )
+    except (CommandRefusedError, ValueError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_INVALID) from error
+    finally:
+        db.dispose()
+    typer.echo(command_id)
+
+
+@hub_app.command("commands")
+def commands(
+    station: Annotated[str | None, typer.Argument(help="Only this station's.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest N.")] = 50,
+    config_path: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")
+    ] = None,
+) -> None:
+    """List the newest commands: id, station, command, state, reason."""
+    from fieldstation.hub.commands import list_commands
+
+    config = _load(config_path)
+    db = _open(config)
+    try:
+        rows = list_commands(db, station, limit=limit)
+    finally:
+        db.dispose()
+    for row in rows:
+        typer.echo(
+            f"{row['id']}  {row['created_at']:%Y-%m-%d %H:%M:%S}  {row['station']}  "
+            f"{row['command']}  {row['state']}" + (f"  {row['reason']}" if row["reason"] else "")
+        )
+
+
+template_app = typer.Typer(
+    help="Config templates: one station file for many stations, with per-station overrides.",
+    no_args_is_help=True,
+)
+hub_app.add_typer(template_app, name="template")
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")]
+
+
+def _template_call(config_path: Path | None, call: Any) -> Any:
+    from fieldstation.hub.templates import TemplateError
+
+    db = _open(_load(config_path))
+    try:
+        return call(db)
+    except TemplateError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_INVALID) from error
+    finally:
+        db.dispose()
+
+
+@template_app.command("set")
+def template_set(
+    name: Annotated[str, typer.Argument(help="Template name.")],
+    file: Annotated[Path, typer.Argument(help="The station file (TOML) shared by the members.")],
+    config_path: ConfigOption = None,
+) -> None:
+    """Store (or replace) template NAME from FILE (secrets as env:/file: references)."""
+    import getpass
+
+    from fieldstation.clock import SystemClock
+    from fieldstation.hub.templates import set_template
+
+    try:
+        text = file.read_text()
+    except OSError as error:
+        typer.echo(f"{file}: {error.strerror}", err=True)
+        raise typer.Exit(EXIT_INVALID) from error
+    _template_call(
+        config_path,
+        lambda db: set_template(
+            db, name, text, now=SystemClock().now(), by=f"cli:{getpass.getuser()}"
+        ),
+    )
+    typer.echo(f"template {name!r} stored")
+
+
+@template_app.command("member")
+def template_member(
+    name: Annotated[str, typer.Argument(help="Template name.")],
+    station: Annotated[str, typer.Argument(help="The station's id.")],
+    pairs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Overrides as KEY=VALUE: station.latitude=51.5, outputs.0.password=..."
+        ),
+    ] = None,
+    config_path: ConfigOption = None,
+) -> None:
+    """Make STATION a member of template NAME with its overrides (replacing earlier ones)."""
+    from fieldstation.clock import SystemClock
+    from fieldstation.hub.templates import set_member
+
+    overrides = _parse_args(list(pairs or []))
+    _template_call(
+        config_path, lambda db: set_member(db, name, station, overrides, now=SystemClock().now())
+    )
+    typer.echo(f"{station!r} takes template {name!r} ({len(overrides)} override(s))")
+
+
+@template_app.command("show")
+def template_show(
+    name: Annotated[str, typer.Argument(help="Template name.")],
+    station: Annotated[str, typer.Argument(help="A member station.")],
+    config_path: ConfigOption = None,
+) -> None:
+    """Print the station file STATION would receive from template NAME."""
+    from fieldstation.hub.models import ConfigTemplate, ConfigTemplateMember
+    from fieldstation.hub.templates import TemplateError, render
+
+    def read(db: Any) -> str:
+        with db.session() as session:
+            template = session.get(ConfigTemplate, name)
+            member = session.get(ConfigTemplateMember, (name, station))
+            if template is None or member is None:
+                raise TemplateError(f"{station!r} is not a member of template {name!r}")
+            return render(template.text, station, member.overrides)
+
+    typer.echo(_template_call(config_path, read), nl=False)
+
+
+@template_app.command("push")
+def template_push(
+    name: Annotated[str, typer.Argument(help="Template name.")],
+    stations: Annotated[
+        list[str] | None, typer.Argument(help="Only these members (default: every member).")
+    ] = None,
+    config_path: ConfigOption = None,
+) -> None:
+    """Queue a signed set_config for every member of template NAME (each file rendered and
+    checked first: nothing is queued when one fails); prints station and command id."""
+    import getpass
+
+    from fieldstation.clock import SystemClock
+    from fieldstation.hub.templates import push_template
+
+    config = _load(config_path)
+    signer = _signer(config, required=True)
+    queued = _template_call(
+        config_path,
+        lambda db: push_template(
+            db,
+            signer,
+            name,
+            now=SystemClock().now(),
+            by=f"cli:{getpass.getuser()}",
+            stations=list(stations) if stations else None,
+        ),
+    )
+    for station, command_id in queued.items():
+        typer.echo(f"{station} {command_id}")
 
 
 def register(app: typer.Typer) -> None:

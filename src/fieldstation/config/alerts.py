@@ -6,7 +6,11 @@ Three rule kinds, told apart by ``on``:
   groups such as ``"Strix*"``; omitted: every label) with ``score >= min_score``, and a
   ``condition``: ``any``, ``first_of_day`` (first of the label on the station's local day),
   ``first_ever``, ``not_seen_for`` (first after ``not_seen_days`` days without the label) or
-  ``count`` (``count`` detections of the label within ``window`` seconds).
+  ``count`` (``count`` detections of the label within ``window`` seconds). Detections of a
+  re-analysis (``fieldstation reprocess``: a later run of a processor on a recording it had
+  already analysed) fire only rules with ``reanalysis = true``; ``first_ever``,
+  ``first_of_day`` and ``not_seen_for`` judge against the station's whole history (its
+  detections table), also for a rule added long after the label was first seen.
 - ``on = "event"``: station events (``job_failed``, ``disk_low``, ``device_error``,
   ``battery_low``, or any event kind the station records).
 - ``on = "reading"``: a slow sensor's value crossing ``above`` (or ``below``); it fires again
@@ -128,6 +132,12 @@ class DetectionRule(_RuleBase):
     count: int = Field(default=5, ge=1, description="count: detections of a label in window.")
     window: Seconds = Field(
         default=3600.0, gt=0, description="count: seconds over which detections are counted."
+    )
+    reanalysis: bool = Field(
+        default=False,
+        description="Also fire on detections of a re-analysis (a later run of a processor on "
+        "a recording it had already analysed, as 'fieldstation reprocess' stores them); by "
+        "default those never fire and are not counted.",
     )
 
 

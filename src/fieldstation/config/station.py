@@ -25,6 +25,7 @@ from pydantic import (
 
 from fieldstation.config.alerts import AlertRule
 from fieldstation.config.base import Name, StrictModel
+from fieldstation.config.commands import CommandsConfig
 from fieldstation.config.field import FieldConfig
 from fieldstation.config.health import BatteryConfig, HeartbeatConfig, NetworkConfig
 from fieldstation.config.jobs import JobEntry
@@ -37,6 +38,7 @@ from fieldstation.config.runtime import LoggingConfig, RuntimeConfig
 from fieldstation.config.schedule import ScheduleConfig
 from fieldstation.config.sensors import SensorConfig
 from fieldstation.config.sessions import SessionConfig
+from fieldstation.config.upload import UploadConfig
 from fieldstation.config.web import WebConfig
 
 __all__ = [
@@ -167,6 +169,10 @@ class StationConfig(StrictModel):
         default_factory=WebConfig,
         description="The station's own web page: address, login, spectrogram cache.",
     )
+    commands: CommandsConfig = Field(
+        default_factory=CommandsConfig,
+        description="Fleet commands from the hub: signature keys, HTTP polling (docs/commands.md).",
+    )
     alerts: list[AlertRule] = Field(
         default_factory=list,
         description="Alert rules on detections, events and readings, sent as 'alert' messages.",
@@ -174,6 +180,10 @@ class StationConfig(StrictModel):
     jobs: list[JobEntry] = Field(
         default_factory=list,
         description="Jobs of job plugins (entry point group fieldstation.jobs): exports, ...",
+    )
+    upload: UploadConfig | None = Field(
+        default=None,
+        description="Recordings uploaded to the hub, resumably; retention waits for the hub.",
     )
 
     @model_validator(mode="after")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import BeforeValidator, ByteSize, PlainSerializer
 
 __all__ = [
+    "parse_since",
     "Bytes",
     "Hertz",
     "Seconds",
@@ -146,3 +148,22 @@ Bytes = Annotated[ByteSize, BeforeValidator(_parse_size)]
 
 Hertz = Annotated[int, BeforeValidator(parse_frequency)]
 """A frequency in Hz; accepts ``48000``, ``"48kHz"``, ``"44.1 kHz"``."""
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``text`` as an aware UTC time: ISO 8601 (naive = UTC) or an age before ``now`` ('2d'),
+    as ``--since`` options and the ``reprocess`` fleet command take it.
+
+    Raises ``ValueError`` naming both accepted forms.
+    """
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return now - timedelta(seconds=parse_duration(text))
+        except ValueError:
+            raise ValueError(
+                f"since {text!r}: give an ISO time ('2026-06-01', '2026-06-01T05:30') or an "
+                "age ('90m', '2d')"
+            ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

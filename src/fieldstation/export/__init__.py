@@ -1,5 +1,5 @@
-"""Exports of detections, recordings and readings: CSV, Parquet, Raven selection tables and
-SQL databases, incremental per target (:func:`run_export`; ``fieldstation export``; the
+"""Exports of detections, recordings, readings and model runs: CSV, Parquet, Raven selection
+tables and SQL databases, incremental per target (:func:`run_export`; ``fieldstation export``; the
 ``export`` job)."""
 
 from fieldstation.export.run import ExportError, ExportResult, run_export

@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 
 
 class ExportJobConfig(JobConfig):
-    """Export new detections, recordings or readings on a period."""
+    """Export new detections, recordings, readings or model runs on a period."""
 
-    what: Literal["detections", "recordings", "readings"] = Field(description="What to export.")
+    what: Literal["detections", "recordings", "readings", "runs"] = Field(
+        description="What to export (runs: every model run, also those that found nothing)."
+    )
     format: Literal["csv", "parquet", "raven", "sql"] = Field(
         description="csv (one file), parquet (a folder of parts), raven (a folder, one "
         "selection table per recording; detections only) or sql (a database URL)."

@@ -16,8 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from fieldstation.alerts.state import load_state, save_state, state_path
-from fieldstation.export.sources import count_rows, pages
-from fieldstation.export.writers import FORMATS, make_writer
+from fieldstation.export.sources import (
+    count_rows,
+    pages,
+    reanalysed_recordings,
+    recording_detections,
+    top_run,
+)
+from fieldstation.export.writers import FORMATS, RavenWriter, make_writer
 
 __all__ = ["ExportError", "ExportResult", "cursor_key", "run_export"]
 
@@ -57,7 +63,7 @@ def run_export(
     page: int = 50_000,
     progress: Progress | None = None,
 ) -> ExportResult:
-    """Export rows of ``what`` (detections, recordings, readings) newer than the target's
+    """Export rows of ``what`` (detections, recordings, readings, runs) newer than the target's
     cursor (all rows when ``incremental`` is False) and with time ``>= since`` (aware UTC,
     optional) as ``fmt`` to ``to`` (a path, or a database URL for ``sql``).
 
@@ -68,26 +74,20 @@ def run_export(
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if what not in COLUMNS:
-        raise ExportError(f"cannot export {what!r}: choose detections, recordings or readings")
+        raise ExportError(f"cannot export {what!r}: choose {', '.join(COLUMNS)}")
     path = state_path(home_root, "exports")
     cursors = load_state(path) or {}
     key = cursor_key(what, fmt, to)
     state: dict[str, Any] = dict(cursors.get(key, {})) if incremental else {}
     after = int(state.get("last_id", 0))
     written = 0
+    latest_only = fmt == "raven"  # a Raven table shows the latest run of each processor
     with db.session() as session:
-        total = count_rows(session, what, after, since)
+        total = count_rows(session, what, after, since, latest_only=latest_only)
+        last = after
 
         def detections_of(recording_ids: list[int]) -> list[dict[str, Any]]:
-            from fieldstation.export.sources import _columns
-            from fieldstation.store.models import Detection
-
-            statement, _, _ = _columns("detections")
-            names = COLUMNS["detections"]
-            found = session.execute(
-                statement.where(Detection.recording_id.in_(recording_ids), Detection.id <= last)
-            ).all()
-            return [dict(zip(names, row, strict=True)) for row in found]
+            return recording_detections(session, recording_ids, last)
 
         try:
             writer = make_writer(
@@ -95,15 +95,22 @@ def run_export(
             )
         except ValueError as error:
             raise ExportError(str(error)) from None
-        last = after
         if progress is not None:
             progress(0, total)
-        for columns in pages(session, what, after, since, page=page):
+        runs = top_run(session)
+        for columns in pages(session, what, after, since, page=page, latest_only=latest_only):
             last = int(columns["id"][-1])
             written += writer.write(columns)
             if progress is not None:
                 progress(written, total)
+        if isinstance(writer, RavenWriter):
+            # a re-analysis may have changed a table without adding a detection (it found
+            # fewer, or nothing): rewrite (or remove) the tables it touched
+            reanalysed = reanalysed_recordings(session, int(state.get("last_run", 0)), runs)
+            writer.refresh(list(reanalysed), paths=reanalysed)
         kept = writer.finish()
+        if isinstance(writer, RavenWriter):
+            kept["last_run"] = runs
     if incremental:
         cursors = load_state(path) or {}  # other targets may have moved on meanwhile
         cursors[key] = {"last_id": last, **kept}

@@ -13,8 +13,11 @@ again after a crash that came between its write and the saving of the export's c
   ``<recording file stem>.Table.1.selections.txt``: tab-separated, columns ``Selection``,
   ``View``, ``Channel``, ``Begin Time (s)``, ``End Time (s)``, ``Low Freq (Hz)``,
   ``High Freq (Hz)`` (Raven Pro's own), then ``Label``, ``Score``, ``Processor``,
-  ``Detected At``. A recording with new detections has its table rewritten whole (all its
-  detections), so a second export adds no duplicate.
+  ``Detected At``, ``Model Version``, ``Run ID``. A table holds the detections of the
+  **latest run** of each processor on its recording (a re-analysis replaces the selections
+  of the run before it). A recording with new detections, or with a re-analysis, has its
+  table rewritten whole, so a second export adds no duplicate; a table whose recording's
+  latest runs found nothing is removed.
 - **sql**: a SQLAlchemy URL; table ``fieldstation_<what>`` (created if missing) with the
   columns plus ``station``; primary key (station, id). Each page is one transaction that
   deletes the page's ids and inserts them, so a repeated page replaces itself.
@@ -56,6 +59,8 @@ RAVEN_COLUMNS = (
     "Score",
     "Processor",
     "Detected At",
+    "Model Version",
+    "Run ID",
 )
 """Columns of a Raven selection table written here: Raven Pro's seven, then ours."""
 
@@ -88,6 +93,15 @@ class CsvWriter:
         self.columns = list(columns)
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = int(state.get("bytes", 0))
+        if path.exists() and path.stat().st_size > 0:
+            with path.open(newline="", encoding="utf-8") as handle:
+                header = next(csv.reader(handle), [])
+            if header != self.columns:  # checked before anything is cut: not our file
+                raise ValueError(
+                    f"{path} has the columns {','.join(header)}, not this export's "
+                    f"{','.join(self.columns)} (written by another version or kind): export "
+                    "to a new file, or move this one away"
+                )
         if path.exists() and path.stat().st_size > kept:
             with path.open("r+b") as handle:  # an export that crashed before its cursor
                 handle.truncate(kept)
@@ -115,6 +129,9 @@ ARROW_TYPES: dict[str, str] = {
     ),
     **dict.fromkeys(("score", "start", "end", "low_hz", "high_hz", "duration", "value"), "float64"),
     **dict.fromkeys(("detected_at", "recording_started_at", "started_at", "measured_at"), "time"),
+    "model_run_id": "int64",
+    "n_detections": "int64",
+    "reanalysis": "bool",
 }
 """Arrow type of each exported column that is not a string: the same for every part, so a
 folder of parts reads back as one table (a page whose optional column is all null would
@@ -124,7 +141,12 @@ otherwise get Arrow's ``null`` type and clash with the next part's)."""
 def _arrow_table(page: dict[str, list[Any]]) -> Any:
     import pyarrow as pa
 
-    types = {"int64": pa.int64(), "float64": pa.float64(), "time": pa.timestamp("us", tz="UTC")}
+    types = {
+        "int64": pa.int64(),
+        "float64": pa.float64(),
+        "time": pa.timestamp("us", tz="UTC"),
+        "bool": pa.bool_(),
+    }
     arrays = {
         name: pa.array(values, type=types.get(ARROW_TYPES.get(name, ""), pa.string()))
         for name, values in page.items()
@@ -135,12 +157,24 @@ def _arrow_table(page: dict[str, list[Any]]) -> Any:
 class ParquetWriter:
     """One Parquet part file per page in a folder (module docstring)."""
 
-    def __init__(self, folder: Path, what: str, state: dict[str, Any]) -> None:
+    def __init__(
+        self, folder: Path, what: str, state: dict[str, Any], columns: Sequence[str]
+    ) -> None:
+        import pyarrow.parquet as pq
+
         self.folder = folder
         self.what = what
         folder.mkdir(parents=True, exist_ok=True)
         after = int(state.get("last_id", 0))
-        for part in folder.glob(f"{what}-*-*.parquet"):
+        parts = sorted(folder.glob(f"{what}-*-*.parquet"))
+        if parts and pq.read_schema(parts[0]).names != list(columns):
+            # a reader takes the first part's columns and would drop the new ones silently
+            raise ValueError(
+                f"{folder} holds parts with the columns "
+                f"{','.join(pq.read_schema(parts[0]).names)}, not this export's "
+                f"{','.join(columns)} (written by another version): export to a new folder"
+            )
+        for part in parts:
             first = part.stem.split("-")[1]
             if first.isdigit() and int(first) > after:
                 part.unlink()  # written by an export that crashed before its cursor
@@ -164,7 +198,8 @@ class ParquetWriter:
 
 class RavenWriter:
     """One Raven selection table per recording (module docstring). ``detections_of(ids)``
-    gives every detection of those recordings as rows of columns (from the database)."""
+    gives the detections of the latest runs of those recordings as rows of columns (from the
+    database, :func:`~fieldstation.export.sources.recording_detections`)."""
 
     def __init__(self, folder: Path, detections_of: Any) -> None:
         self.folder = folder
@@ -177,10 +212,19 @@ class RavenWriter:
         return f"{Path(recording_path).stem}.Table.1.selections.txt"
 
     def write(self, page: dict[str, list[Any]]) -> int:
-        recordings = sorted(set(page["recording_id"]))
+        self.refresh(sorted(set(page["recording_id"])))
+        return len(page["id"])
+
+    def refresh(self, recording_ids: list[int], paths: dict[int, str] | None = None) -> None:
+        """Rewrite the tables of ``recording_ids`` from their latest runs' detections; the
+        table of one whose latest runs found nothing (``paths``: recording id -> path, to
+        name it) is removed."""
         by_recording: dict[int, list[dict[str, Any]]] = {}
-        for row in self.detections_of(recordings):
+        for row in self.detections_of(recording_ids):
             by_recording.setdefault(row["recording_id"], []).append(row)
+        for recording_id, path in (paths or {}).items():
+            if recording_id not in by_recording:
+                (self.folder / self.table_name(path)).unlink(missing_ok=True)
         for rows in by_recording.values():
             rows.sort(key=lambda r: (r["start"], r["id"]))
             target = self.folder / self.table_name(rows[0]["recording_path"])
@@ -200,12 +244,13 @@ class RavenWriter:
                         f"{row['score']:.4f}",
                         row["processor"],
                         row["detected_at"].isoformat(),
+                        row["model_version"],
+                        row["run_id"] or "",
                     ]
                     handle.write("\t".join(fields) + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, target)
-        return len(page["id"])
 
     def finish(self) -> dict[str, Any]:
         fsync_dir(self.folder)
@@ -224,6 +269,16 @@ class SqlWriter:
         self.station = station
         self.table = _sql_table(what, COLUMNS[what])
         self.table.metadata.create_all(self.engine)
+        from sqlalchemy import inspect
+
+        there = {c["name"] for c in inspect(self.engine).get_columns(self.table.name)}
+        missing = [c.name for c in self.table.columns if c.name not in there]
+        if missing:
+            self.engine.dispose()
+            raise ValueError(
+                f"table {self.table.name} lacks the columns {', '.join(missing)} (made by an "
+                "earlier version): add them (ALTER TABLE) or export to another database"
+            )
 
     def write(self, page: dict[str, list[Any]]) -> int:
         from sqlalchemy import delete, insert
@@ -251,6 +306,7 @@ def _sql_table(what: str, names: Sequence[str]) -> Any:
     """The table of ``what``: column types from :mod:`.sources`' columns."""
     from sqlalchemy import (
         BigInteger,
+        Boolean,
         Column,
         DateTime,
         Float,
@@ -261,7 +317,17 @@ def _sql_table(what: str, names: Sequence[str]) -> Any:
 
     floats = {"score", "start", "end", "low_hz", "high_hz", "duration", "value"}
     times = {"detected_at", "recording_started_at", "started_at", "measured_at"}
-    ints = {"id", "recording_id", "chunk_index", "rate", "channels", "frames", "bytes"}
+    ints = {
+        "id",
+        "recording_id",
+        "model_run_id",
+        "n_detections",
+        "chunk_index",
+        "rate",
+        "channels",
+        "frames",
+        "bytes",
+    }
     columns: list[Any] = [Column("station", String(64), primary_key=True)]
     for name in names:
         if name == "id":
@@ -272,6 +338,8 @@ def _sql_table(what: str, names: Sequence[str]) -> Any:
             columns.append(Column(name, DateTime(timezone=True)))
         elif name in ints:
             columns.append(Column(name, BigInteger))
+        elif name == "reanalysis":
+            columns.append(Column(name, Boolean))
         else:
             columns.append(Column(name, String(512)))
     return Table(f"fieldstation_{what}", MetaData(), *columns)
@@ -293,7 +361,7 @@ def make_writer(
     if fmt == "csv":
         return CsvWriter(Path(to), COLUMNS[what], state)
     if fmt == "parquet":
-        return ParquetWriter(Path(to), what, state)
+        return ParquetWriter(Path(to), what, state, COLUMNS[what])
     if fmt == "raven":
         if what != "detections":
             raise ValueError("Raven selection tables hold detections only: use --what detections")

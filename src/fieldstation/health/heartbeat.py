@@ -120,8 +120,12 @@ class Heartbeat:
         network_up: Callable[[], bool] | None = None,
         power: Callable[[], dict[str, Any] | None] | None = None,
         network_info: Callable[[], dict[str, Any] | None] | None = None,
+        hash_in_force: Callable[[], str] | None = None,
     ) -> None:
         self.config = config
+        self.hash_in_force = hash_in_force
+        """The hash of the config actually in force (``Station.config_hash``, which a remote
+        configuration changes); None: the hash of ``config``."""
         self.db = db
         self.clock = clock
         self.home = home
@@ -156,8 +160,10 @@ class Heartbeat:
             host=self.host,
             job_states=self.job_states,
             battery=self.battery,
+            tz=self.config.station.tz,
         )
-        metrics.config_hash = metrics.config_hash or self.config_hash
+        in_force = self.hash_in_force() if self.hash_in_force is not None else self.config_hash
+        metrics.config_hash = metrics.config_hash or in_force
         if self.network_info is not None:
             try:
                 info = self.network_info()
@@ -187,7 +193,7 @@ class Heartbeat:
                 interval=self.config.heartbeat.interval,
                 network_up=network,
                 station_uptime_s=round(self.clock.monotonic() - self._started, 3),
-                config_hash_in_force=self.config_hash,
+                config_hash_in_force=in_force,
                 metrics=HeartbeatMetrics.model_validate(metrics.as_dict()),
                 **power,
             )

@@ -13,9 +13,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo
 
 from fieldstation import __version__
 from fieldstation.clock import Clock
@@ -27,6 +29,7 @@ __all__ = [
     "PsutilHostMetrics",
     "StationMetrics",
     "collect_station_metrics",
+    "local_day_start",
     "cpu_temperature",
 ]
 
@@ -162,6 +165,9 @@ class StationMetrics:
     battery: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
     """Metrics that could not be read, with the reason (e.g. a database error)."""
+    detections_today: dict[str, Any] | None = None
+    """``{"count": n, "since": start of the station's local day}`` (:func:`local_day_start`),
+    None when the database could not be read."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -175,6 +181,7 @@ class StationMetrics:
             "versions": self.versions,
             "battery": self.battery,
             "errors": self.errors,
+            "detections_today": self.detections_today,
         }
 
 
@@ -199,10 +206,17 @@ def collect_station_metrics(
     host: HostMetrics,
     job_states: Callable[[], list[dict[str, Any]]] | None = None,
     battery: Callable[[], dict[str, Any] | None] | None = None,
+    tz: ZoneInfo | None = None,
 ) -> StationMetrics:
-    """Read every metric once. Failures of one source are listed in ``errors``, not raised."""
+    """Read every metric once. Failures of one source are listed in ``errors``, not raised.
+    ``tz``: the station's timezone, whose local day ``detections_today`` counts (None: UTC)."""
     from fieldstation.store.deployments import current_deployment
-    from fieldstation.store.health import last_detection_at, last_recording_at, outbox_depth
+    from fieldstation.store.health import (
+        detections_between,
+        last_detection_at,
+        last_recording_at,
+        outbox_depth,
+    )
 
     now = clock.now()
     errors: list[str] = []
@@ -212,6 +226,7 @@ def collect_station_metrics(
     except Exception as error:  # a broken sensor must not stop the heartbeat
         errors.append(f"host: {type(error).__name__}: {error}")
     pending = oldest_age = rec_age = det_age = None
+    today: dict[str, Any] | None = None
     deployment_id: int | None = None
     chash: str | None = None
     try:
@@ -221,6 +236,9 @@ def collect_station_metrics(
             oldest_age = _age(now, depth.oldest_created_at)
             rec_age = _age(now, last_recording_at(session))
             det_age = _age(now, last_detection_at(session))
+            since = local_day_start(now, tz or ZoneInfo("UTC"))
+            count = detections_between(session, since, now + timedelta(microseconds=1))
+            today = {"count": count, "since": since.isoformat()}
             deployment = current_deployment(session)
             if deployment is not None:
                 deployment_id, chash = deployment.id, deployment.config_hash
@@ -250,4 +268,14 @@ def collect_station_metrics(
         versions=versions(),
         battery=battery_values,
         errors=errors,
+        detections_today=today,
     )
+
+
+def local_day_start(now: datetime, tz: ZoneInfo) -> datetime:
+    """The start (aware, in ``tz``) of the local day of ``now`` in ``tz``: local midnight, or
+    the first existing instant of a day whose midnight a DST change skips."""
+    day = now.astimezone(tz).date()
+    start = datetime.combine(day, time_of_day(0), tzinfo=tz)
+    # a skipped midnight (a spring-forward at 00:00) round-trips to the next valid time
+    return start.astimezone(UTC).astimezone(tz)

@@ -5,10 +5,14 @@
 - ``passwd``: Mosquitto's password file (``password_file``), one line per user in
   Mosquitto 2's ``$7$`` format: PBKDF2-HMAC-SHA512 over the password with a 12-byte random
   salt, 101 iterations, 64-byte key, base64 (what ``mosquitto_passwd`` writes);
-- ``acl``: Mosquitto's ACL file (``acl_file``): each station may write (publish) only under
-  ``{prefix}/{its id}/#`` (and its Home Assistant discovery configs under
-  ``{discovery_prefix}/+/{node id}/#``) and read its own topics; the hub user reads everything under
-  ``{prefix}/#`` (its shared subscription included);
+- ``acl``: Mosquitto's ACL file (``acl_file``): each station may write (publish) only its own
+  message topics ``{prefix}/{its id}/{kind}`` (one line per message kind and ``status``: its
+  ``cmd`` topic is not among them) and its Home Assistant discovery configs under
+  ``{discovery_prefix}/+/{node id}/#``, and read its own topics (its commands included); the
+  hub user reads everything under ``{prefix}/#`` (its shared subscription included) and is the
+  only user that may write ``{prefix}/+/cmd`` (fleet commands, docs/commands.md). Mosquitto's
+  ``deny`` would also stop a station reading its own commands, hence the list of kinds: a
+  release with a new message kind needs this file written again (passwords are kept);
 - ``credentials/<user>.password`` (mode 0600): each user's password, for the station's
   ``mqtt`` output (``password = "file:..."``) and the hub's ``[mqtt]`` section. An existing
   password file is kept, so running it again for a new station rotates no one.
@@ -28,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fieldstation.messages import KINDS
 from fieldstation.outbox.homeassistant import node_id
 
 __all__ = ["BrokerConfig", "BrokerConfigError", "mosquitto_hash", "write_broker_config"]
@@ -107,12 +112,13 @@ def write_broker_config(
         "# written by fieldstation hub broker-config: a station publishes only under its id",
         f"user {hub_user}",
         f"topic read {prefix}/#",
+        f"topic write {prefix}/+/cmd",
         "",
     ]
     for name in names:
         acl += [
             f"user {name}",
-            f"topic write {prefix}/{name}/#",
+            *(f"topic write {prefix}/{name}/{kind}" for kind in sorted({*KINDS, "status"})),
             f"topic read {prefix}/{name}/#",
             # its Home Assistant discovery configs (an mqtt output with home_assistant = true)
             f"topic write {discovery_prefix}/+/{node_id(name)}/#",

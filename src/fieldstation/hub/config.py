@@ -16,6 +16,13 @@ Example::
     [http]
     host = "127.0.0.1"          # loopback unless told otherwise
     port = 8780
+
+    [uploads]                   # recordings stations upload (docs/upload.md)
+    storage = "disk"            # or "s3" with [uploads.s3] bucket = "...", endpoint_url = "..."
+    [commands]                  # fleet commands (docs/commands.md); defaults shown
+    key_id = "hub"              # the name stations know the signing key by (hub_keys)
+    ttl = "1d"                  # a command not accepted by then expires
+    republish_after = "60s"     # a delivered command not yet accepted is sent again
 """
 
 from __future__ import annotations
@@ -30,12 +37,14 @@ from fieldstation.config.base import StrictModel
 from fieldstation.config.secrets import SecretRef
 from fieldstation.config.units import Seconds
 from fieldstation.hub.alerts import AlertsConfig
+from fieldstation.hub.uploads import UploadsConfig
 
 __all__ = [
     "DEFAULT_HOME",
     "HubConfig",
     "HubConfigError",
     "HttpIngestConfig",
+    "HubCommandsConfig",
     "MqttIngestConfig",
     "load_hub_config",
 ]
@@ -113,6 +122,41 @@ class HttpIngestConfig(StrictModel):
     )
 
 
+class HubCommandsConfig(StrictModel):
+    """Fleet commands: the signing key and how queued commands are delivered."""
+
+    key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs commands; default "
+        "<home>/command-key.pem (made by 'fieldstation hub keygen').",
+    )
+    key_id: str = Field(
+        default="hub",
+        pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+        description="Name of the key in the stations' [commands] hub_keys.",
+    )
+    ttl: Seconds = Field(
+        default=86400.0, gt=0, description="A command not accepted within this expires."
+    )
+    republish_after: Seconds = Field(
+        default=60.0,
+        gt=0,
+        description="A delivered command the station has not accepted is published again after "
+        "this (the station keeps ids, so a second copy is never applied twice).",
+    )
+    interval: Seconds = Field(
+        default=1.0, gt=0, le=60, description="How often the publisher looks for commands."
+    )
+
+    def key_path(self, home: Path) -> Path:
+        """``key_file`` or ``<home>/command-key.pem`` (home expanded)."""
+        return self.key_file.expanduser() if self.key_file else home.expanduser() / KEY_FILE
+
+
+KEY_FILE = "command-key.pem"
+"""File name of the signing key in the hub home."""
+
+
 class HubConfig(StrictModel):
     """A hub: its home folder, fleet database, MQTT ingest (optional) and HTTP ingest."""
 
@@ -126,6 +170,13 @@ class HubConfig(StrictModel):
     http: HttpIngestConfig = Field(default_factory=HttpIngestConfig)
     alerts: AlertsConfig = Field(
         default_factory=AlertsConfig, description="Fleet alerts: rules and Apprise targets."
+    )
+    uploads: UploadsConfig = Field(
+        default_factory=UploadsConfig,
+        description="Upload endpoint of recordings (resumable) and where files are stored.",
+    )
+    commands: HubCommandsConfig = Field(
+        default_factory=HubCommandsConfig, description="Fleet commands: signing and delivery."
     )
 
     def database_url(self) -> str:

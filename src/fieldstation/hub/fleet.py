@@ -12,14 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Date, and_, cast, desc, func, or_, select
 
 from fieldstation.hub.alerts import AlertRules, evaluate, station_state
+from fieldstation.hub.commands import list_commands
 from fieldstation.hub.db import HubDatabase
-from fieldstation.hub.models import Alert, Detection, Event, Heartbeat, Recording, Station
+from fieldstation.hub.models import (
+    Alert,
+    Detection,
+    Event,
+    Heartbeat,
+    HubCommand,
+    Recording,
+    Station,
+)
 
 __all__ = [
     "DetectionFilter",
@@ -34,6 +43,8 @@ __all__ = [
 
 PAGE = 100
 """Detections per explorer page."""
+FAILED_COMMANDS_WINDOW = 86400.0
+"""Seconds the fleet page counts refused and expired commands."""
 
 
 def jsonable(value: Any) -> Any:
@@ -54,7 +65,9 @@ def fleet(db: HubDatabase, now: datetime, rules: AlertRules) -> list[dict[str, A
     ``health`` (ok / degraded / failing, the newest heartbeat), ``reasons``, ``disk_percent``,
     ``disk_free`` (bytes), ``battery_percent``, ``outbox_pending``, ``last_detection_at``,
     ``last_recording_at``, ``last_heartbeat_at``, ``config_hash``, ``open_alerts``
-    (count), ``failed_jobs`` (names)."""
+    (count), ``failed_jobs`` (names), ``commands_pending`` (fleet commands queued, delivered
+    or accepted) and ``commands_failed`` (refused or expired in the last
+    :data:`FAILED_COMMANDS_WINDOW` seconds)."""
     with db.session() as session:
         rows = session.execute(select(*Station.__table__.c).order_by(Station.id)).all()
         open_counts = dict(
@@ -62,6 +75,23 @@ def fleet(db: HubDatabase, now: datetime, rules: AlertRules) -> list[dict[str, A
                 select(Alert.station, func.count())
                 .where(Alert.closed_at.is_(None))
                 .group_by(Alert.station)
+            ).all()
+        )
+        pending = dict(
+            session.execute(
+                select(HubCommand.station, func.count())
+                .where(HubCommand.state.in_(("queued", "delivered", "accepted")))
+                .group_by(HubCommand.station)
+            ).all()
+        )
+        failed = dict(
+            session.execute(
+                select(HubCommand.station, func.count())
+                .where(
+                    HubCommand.state.in_(("refused", "expired")),
+                    HubCommand.updated_at >= now - timedelta(seconds=FAILED_COMMANDS_WINDOW),
+                )
+                .group_by(HubCommand.station)
             ).all()
         )
     by_station: dict[str, set[str]] = {}
@@ -94,6 +124,8 @@ def fleet(db: HubDatabase, now: datetime, rules: AlertRules) -> list[dict[str, A
                 "last_seen_at": r.last_seen_at,
                 "config_hash": r.config_hash,
                 "open_alerts": int(open_counts.get(r.id, 0)),
+                "commands_pending": int(pending.get(r.id, 0)),
+                "commands_failed": int(failed.get(r.id, 0)),
                 "failed_jobs": sorted(
                     str(j.get("name"))
                     for j in (r.jobs or [])
@@ -125,7 +157,8 @@ def station_detail(
     """Everything the station page shows, or None for an unknown station: ``station`` (its
     row as a dict), ``series`` (the newest ``heartbeats`` heartbeats, oldest first: ``at``,
     ``status`` and the figures of :func:`_series`), ``jobs``, ``recordings`` and
-    ``detections`` (newest 20), ``events`` (newest 50), ``alerts`` (newest 20)."""
+    ``detections`` (newest 20), ``events`` (newest 50), ``alerts`` (newest 20), ``commands``
+    (newest 20 fleet commands: :func:`fieldstation.hub.commands.list_commands`)."""
     with db.session() as session:
         row = session.get(Station, station)
         if row is None:
@@ -184,6 +217,7 @@ def station_detail(
             for e in events
         ],
         "alerts": [_alert(a) for a in station_alerts],
+        "commands": list_commands(db, station, limit=20),
     }
 
 

@@ -32,7 +32,7 @@ from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.store import Incoming, set_station_status, store_batch
 from fieldstation.messages import MessageError, parse_status
 
-__all__ = ["MqttIngest", "shared_topic"]
+__all__ = ["MqttIngest", "apply_credentials", "shared_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,19 @@ RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 def shared_topic(config: MqttIngestConfig) -> str:
     """``$share/{group}/{prefix}/+/+``."""
     return f"$share/{config.group}/{config.prefix}/+/+"
+
+
+def apply_credentials(client: Any, config: MqttIngestConfig) -> None:
+    """Give a paho ``client`` the hub's broker user, password (revealed now: raises
+    :class:`~fieldstation.config.secrets.SecretError`), TLS and reconnect delays (1 s doubling
+    to 30 s)."""
+    if config.username is not None:
+        password = config.password.reveal() if config.password else None
+        client.username_pw_set(config.username, password)
+    if config.tls:
+        ca = config.ca_file
+        client.tls_set(ca_certs=str(ca) if ca is not None else None)
+    client.reconnect_delay_set(1, 30)
 
 
 @dataclass(frozen=True)
@@ -86,13 +99,7 @@ class MqttIngest:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        if self.config.username is not None:
-            password = self.config.password.reveal() if self.config.password else None
-            client.username_pw_set(self.config.username, password)
-        if self.config.tls:
-            ca = self.config.ca_file
-            client.tls_set(ca_certs=str(ca) if ca is not None else None)
-        client.reconnect_delay_set(1, 30)
+        apply_credentials(client, self.config)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message

@@ -38,9 +38,14 @@ __all__ = [
     "Recording",
     "Station",
     "StationToken",
+    "UploadedFile",
     "Summary",
     "User",
     "Alert",
+    "COMMAND_STATES",
+    "ConfigTemplate",
+    "ConfigTemplateMember",
+    "HubCommand",
     "ROLES",
 ]
 
@@ -281,6 +286,36 @@ class StationToken(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class UploadedFile(Base):
+    """A file a station uploaded (:mod:`fieldstation.hub.uploads`): ``partial`` while its
+    bytes arrive (kept on the hub's disk), ``stored`` once the whole file matched its sha256
+    and is in the store (``storage`` ``disk`` or ``s3``, at ``location``: a path relative to
+    the upload folder, or an object key)."""
+
+    __tablename__ = "uploaded_files"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    station: Mapped[str] = mapped_column(String(200))
+    upload_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(16))
+    recording_id: Mapped[int | None] = mapped_column(ID, nullable=True)
+    """The row id on the station."""
+    filename: Mapped[str] = mapped_column(String(255))
+    media_type: Mapped[str] = mapped_column(String(100))
+    length: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    storage: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    location: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        Index("ux_uploaded_files_station_upload", "station", "upload_id", unique=True),
+        Index("ix_uploaded_files_station_stored", "station", "stored_at"),
+    )
+
+
 class User(Base):
     """A dashboard user: argon2id password hash, role (one of :data:`ROLES`)."""
 
@@ -325,3 +360,68 @@ class Alert(Base):
         ),
         Index("ix_alerts_opened", "opened_at", "id"),
     )
+
+
+COMMAND_STATES = ("queued", "delivered", "expired", "accepted", "done", "refused")
+"""A fleet command's states in the order they may move (:mod:`fieldstation.hub.commands`):
+queued (signed, waiting for its station), delivered (handed to the broker or to the station's
+HTTP poll; handed again until accepted), expired (never accepted before ``expires_at``),
+accepted (the station stored it), done / refused (its answer; final)."""
+
+
+class HubCommand(Base):
+    """A signed command for one station (migration 0003). ``wire`` is the signed JSON exactly
+    as sent; ``args`` its arguments (for display); ``state`` only moves forward."""
+
+    __tablename__ = "commands"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    """The command id (uuid4 hex), the station's at-most-once key."""
+    station: Mapped[str] = mapped_column(String(200))
+    command: Mapped[str] = mapped_column(String(50))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    wire: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(100))
+    """``cli:<user>`` or the dashboard user's name."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """When it was last handed to the broker or to an HTTP poll."""
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    config_hash: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    """The station's config hash in force, as its answer said."""
+
+    __table_args__ = (
+        Index("ix_commands_station_created", "station", "created_at"),
+        Index("ix_commands_state", "state", "station"),
+    )
+
+
+class ConfigTemplate(Base):
+    """A station file shared by many stations (migration 0003): TOML text whose secrets are
+    ``env:`` / ``file:`` references; each member station's overrides are applied to it."""
+
+    __tablename__ = "config_templates"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(String(100))
+
+
+class ConfigTemplateMember(Base):
+    """A station that takes a template, with its overrides (dotted key -> value, e.g.
+    ``station.latitude``: position, names, secret references)."""
+
+    __tablename__ = "config_template_members"
+
+    template: Mapped[str] = mapped_column(
+        String(100), ForeignKey("config_templates.name", ondelete="CASCADE"), primary_key=True
+    )
+    station: Mapped[str] = mapped_column(String(200), primary_key=True)
+    overrides: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

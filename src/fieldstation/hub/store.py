@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session
 
+from fieldstation.hub.commands import apply_results
 from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.models import (
     DeadLetter,
@@ -32,6 +33,7 @@ from fieldstation.hub.models import (
     Summary,
 )
 from fieldstation.messages import (
+    CommandResultBody,
     DetectionBody,
     Envelope,
     EventBody,
@@ -200,6 +202,7 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
     latest: dict[str, dict[str, Any]] = {}
     newest_detection: dict[str, datetime] = {}
     newest_recording: dict[str, datetime] = {}
+    results: list[tuple[str, CommandResultBody]] = []
     for envelope in envelopes:
         station, mid, body = envelope.station, envelope.id, envelope.body
         if isinstance(body, HeartbeatBody):
@@ -297,6 +300,8 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
                 }
                 for quantity, value in body.values.items()
             )
+        elif isinstance(body, CommandResultBody):
+            results.append((station, body))
     stations = sorted({e.station for e in envelopes})
     session.execute(
         _insert(session, _table(Station)).on_conflict_do_nothing(),
@@ -332,6 +337,8 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
                 for station, values in latest.items()
             ],
         )
+    if results:  # fleet commands' states (forward only: a redelivered answer changes nothing)
+        apply_results(session, results, now)
     for column, newest in (
         ("last_detection_at", newest_detection),
         ("last_recording_at", newest_recording),

@@ -18,6 +18,7 @@ __all__ = [
     "CommandResultBody",
     "DetectionBody",
     "DetectionItem",
+    "DetectionsToday",
     "EventBody",
     "HeartbeatBody",
     "HeartbeatMetrics",
@@ -108,6 +109,17 @@ class DetectionBody(Body):
     detections: list[DetectionItem]
 
 
+class DetectionsToday(Body):
+    """``metrics.detections_today`` of a heartbeat: detections of the station's local day."""
+
+    count: int = Field(
+        ge=0,
+        description="Detections with detected_at from since to the heartbeat, of the latest "
+        "run of each processor on each recording (a reprocessed recording counts once).",
+    )
+    since: AwareDatetime = Field(description="Start of the station's local day (its timezone).")
+
+
 class HeartbeatMetrics(Body):
     """``metrics`` of a heartbeat (``health.metrics.StationMetrics.as_dict``)."""
 
@@ -121,6 +133,11 @@ class HeartbeatMetrics(Body):
     versions: dict[str, str]
     battery: dict[str, Any] | None = None
     errors: list[str] = Field(default_factory=list)
+    detections_today: DetectionsToday | None = Field(
+        default=None,
+        description="Detections so far on the station's local day (Home Assistant's "
+        "'Detections today'); null when the database could not be read.",
+    )
 
 
 class HeartbeatBody(Body):

@@ -35,19 +35,21 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:  # cryptography is imported by the functions that sign, verify or load keys,
+    # so an output that only needs command_topic does not load it
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 __all__ = [
     "ARGS_MODELS",
@@ -62,6 +64,7 @@ __all__ = [
     "ReprocessArgs",
     "SetConfigArgs",
     "UploadArgs",
+    "command_digest",
     "command_topic",
     "generate_private_key",
     "load_private_key",
@@ -208,6 +211,18 @@ def signed_bytes(data: Mapping[str, Any]) -> bytes:
     return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def command_digest(data: Mapping[str, Any]) -> str:
+    """sha256 (hex) of a command exactly as received: :func:`signed_bytes` of ``data``, a dot,
+    and its ``signature``. A station refusing a command it could not verify sends this digest
+    (``details.digest``), so the hub applies the refusal only to the command it really sent
+    (a forged copy carrying a genuine id has another digest)."""
+    import hashlib
+
+    signature = data.get("signature")
+    tail = signature.encode() if isinstance(signature, str) else b""
+    return hashlib.sha256(signed_bytes(data) + b"." + tail).hexdigest()
+
+
 def command_topic(prefix: str, station: str) -> str:
     """``{prefix}/{station}/cmd``: where the hub publishes a station's commands (only the hub's
     identity may publish there: ``fieldstation hub broker-config`` writes that ACL)."""
@@ -273,6 +288,8 @@ def verify_command(
         raise CommandRefusedError(_first_error(error)) from error
     if command.station != station_id:
         raise CommandRefusedError(f"addressed to station {command.station!r}, not {station_id!r}")
+    from cryptography.exceptions import InvalidSignature
+
     key = public_keys.get(command.key_id)
     if key is None:
         raise CommandRefusedError(f"unknown key_id {command.key_id!r}: not signed by the hub")
@@ -294,25 +311,32 @@ def verify_command(
 
 def generate_private_key() -> Ed25519PrivateKey:
     """A new Ed25519 private key (the hub's command signing key)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.generate()
 
 
 def write_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     """Write ``key`` as unencrypted PKCS#8 PEM, mode 0600 (created so; an existing file is
     refused with :class:`FileExistsError`)."""
+    from cryptography.hazmat.primitives import serialization
+
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "xb", opener=lambda p, flags: __import__("os").open(p, flags, 0o600)) as f:
+    with open(path, "xb", opener=lambda p, flags: os.open(p, flags, 0o600)) as f:
         f.write(pem)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """The Ed25519 private key in the PEM file ``path``; raises ``ValueError`` naming the path
     when it holds another kind of key or no key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path}: not an Ed25519 private key")
@@ -322,6 +346,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 def public_key_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     """The public half as one line, ``ed25519:<base64 of the 32 raw bytes>`` (what a station
     file's ``[commands] hub_keys`` holds)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return "ed25519:" + base64.b64encode(raw).decode()
@@ -330,6 +357,9 @@ def public_key_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
 def load_public_key(text: str) -> Ed25519PublicKey:
     """Parse ``ed25519:<base64>`` (:func:`public_key_text`) or a PEM public key; raises
     ``ValueError`` saying which form was expected."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     text = text.strip()
     if text.startswith("ed25519:"):
         try:

@@ -154,8 +154,11 @@ class OutputWorker:
         report: Progress | None = None,
         poll_interval: float = 1.0,
         stuck_after: float | None = None,
+        commands: Any = None,
     ) -> None:
         self.output = output
+        self.commands = commands
+        """The station's command inbox, handed to the messenger's factory (MQTT subscribes)."""
         self.name = output.name
         self.config = config
         self.db = db
@@ -325,6 +328,7 @@ class OutputWorker:
                 home=self.home,
                 clock=self.clock,
                 batch_size=self.config.outbox.batch_size,
+                commands=self.commands,
             )
         except Exception as error:
             delay = self._factory_backoff.next_delay()
@@ -444,6 +448,9 @@ class DeliveryLoop:
     ``stuck_after``: seconds one batch of a worker may take before it counts as stuck (None:
     each output's :func:`default_stuck_after`); while a worker is stuck, :meth:`run` stops
     touching its stop event (see the module docstring) and :attr:`stuck` names it.
+    ``commands``: the station's :class:`~fieldstation.commands.inbox.CommandInbox` (None: no
+    fleet commands), given to each messenger's factory (the MQTT output subscribes to the
+    station's command topic).
     """
 
     def __init__(
@@ -461,6 +468,7 @@ class DeliveryLoop:
         housekeeping_interval: float = 10.0,
         keep_settled: float = 7 * 86400.0,
         stuck_after: float | None = None,
+        commands: Any = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -495,6 +503,7 @@ class DeliveryLoop:
                 report=self._report,
                 poll_interval=poll_interval,
                 stuck_after=stuck_after,
+                commands=commands,
             )
             for output in config.outputs
             if output.enabled

@@ -4,7 +4,7 @@ Pure payload builder, no I/O: :func:`discovery_messages` returns the ``(topic, p
 the MQTT messenger publishes (retained, QoS 1) each time it connects, when the output sets
 ``home_assistant = true``. Home Assistant then shows the station as one device with the
 sensors of :data:`SENSORS`, read from the messages the station already sends
-(``{prefix}/{station}/heartbeat``, ``.../detection``, ``.../summary``) by a ``value_template``,
+(``{prefix}/{station}/heartbeat``, ``.../detection``) by a ``value_template``,
 and available while the station's retained presence (``{prefix}/{station}/status``, ``online``
 / ``offline``, also the connection's last will) says ``online``.
 
@@ -91,12 +91,15 @@ SENSORS: tuple[SensorSpec, ...] = (
     ),
     SensorSpec(
         "detections",
-        "Detections in the last summary period",
-        "summary",
-        "{{ value_json.body.detections }}",
+        "Detections today",
+        "heartbeat",
+        # the station's local day so far, counted by the station at each heartbeat
+        "{{ value_json.body.metrics.detections_today.count"
+        " if value_json.body.metrics.detections_today else None }}",
         {
             "state_class": "total",
-            "last_reset_value_template": "{{ value_json.body.period_start }}",
+            "last_reset_value_template": "{{ value_json.body.metrics.detections_today.since"
+            " if value_json.body.metrics.detections_today else None }}",
             "unit_of_measurement": "detections",
             "icon": "mdi:counter",
         },
@@ -122,8 +125,8 @@ SENSORS: tuple[SensorSpec, ...] = (
         {"device_class": "battery", "unit_of_measurement": "%", "state_class": "measurement"},
     ),
 )
-"""The sensors of a station (status, last detection and its time, detections per summary
-period, disk free in bytes, battery charge in %)."""
+"""The sensors of a station (status, last detection and its time, detections today: the
+station's local day so far, disk free in bytes, battery charge in %)."""
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ from fieldstation.config.units import Seconds
 from fieldstation.outbox.messenger import OutgoingMessage, Result, certificate_problem
 
 __all__ = [
+    "CommandPollError",
     "HttpMessenger",
     "HttpOutputConfig",
     "idempotency_key",
     "plugin",
+    "poll_commands",
     "retry_after_seconds",
 ]
 
@@ -45,6 +47,12 @@ class HttpOutputConfig(OutputConfig):
         default=None, description="Bearer token: 'env:NAME' or 'file:PATH'."
     )
     timeout: Seconds = Field(default=30.0, gt=0, description="Request timeout.")
+    commands_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The hub's command endpoint, polled with GET ?station=ID and this output's "
+        "token every commands.poll_interval when [commands] is enabled (docs/commands.md).",
+    )
     verify: bool = Field(default=True, description="Verify the server's TLS certificate.")
     ca_file: Path | None = Field(
         default=None,
@@ -247,3 +255,41 @@ def _create(
 
 
 plugin = Plugin(config_model=HttpOutputConfig, factory=_create, description=__doc__ or "")
+
+
+class CommandPollError(RuntimeError):
+    """The hub's command endpoint did not give a command list (the reason says why)."""
+
+
+def poll_commands(config: HttpOutputConfig, *, station_id: str) -> list[Any]:
+    """The commands the hub holds for ``station_id``: ``GET {commands_url}?station=ID`` with
+    the output's bearer token, TLS settings and timeout; the answer must be ``{"commands":
+    [command wire dicts]}``. Raises :class:`CommandPollError` (not configured, unreachable, a
+    status other than 200, a body of another shape) or the token's ``SecretError``."""
+    import httpx
+
+    if config.commands_url is None:
+        raise CommandPollError(f"output {config.name!r} has no commands_url")
+    headers = {"Accept": "application/json"}
+    if config.token is not None:
+        headers["Authorization"] = f"Bearer {config.token.reveal()}"
+    try:
+        response = httpx.get(
+            config.commands_url,
+            params={"station": station_id},
+            headers=headers,
+            timeout=config.timeout,
+            verify=_verify(config),
+        )
+    except httpx.HTTPError as error:
+        raise CommandPollError(f"{config.commands_url}: {error}") from error
+    if response.status_code != 200:
+        raise CommandPollError(f"{config.commands_url}: HTTP {response.status_code}")
+    try:
+        data = response.json()
+    except ValueError as error:
+        raise CommandPollError(f"{config.commands_url}: not JSON") from error
+    commands = data.get("commands") if isinstance(data, dict) else None
+    if not isinstance(commands, list):
+        raise CommandPollError(f"{config.commands_url}: no 'commands' list in the answer")
+    return commands

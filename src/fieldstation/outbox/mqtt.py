@@ -16,6 +16,7 @@ from fieldstation.config.outputs import OutputConfig
 from fieldstation.config.plugins import Plugin
 from fieldstation.config.secrets import SecretRef
 from fieldstation.config.units import Seconds
+from fieldstation.messages.commands import command_topic
 from fieldstation.outbox.homeassistant import DiscoveryMessage, discovery_messages
 from fieldstation.outbox.messenger import (
     OutgoingMessage,
@@ -119,8 +120,16 @@ class MqttMessenger:
         station_id: str,
         clock: Any,
         batch_size: int | None = None,
+        commands: Any = None,
     ) -> None:
         self.config = config
+        self.commands = commands
+        """The station's :class:`~fieldstation.commands.inbox.CommandInbox`, or None. When
+        given, the client subscribes to ``{prefix}/{station}/cmd`` (QoS 1) in a persistent
+        session (MQTT v5: clean start off and a session expiry of the inbox's
+        ``session_expiry``; 3.1.1: clean session off), so commands published while the
+        station is away are delivered when it connects again; each is acknowledged only
+        once the inbox stored it (decision record 0140)."""
         self.station_id = station_id
         self.clock = clock
         self.discovery: list[DiscoveryMessage] = []
@@ -165,11 +174,23 @@ class MqttMessenger:
         from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
         config = self.config
+        persistent = self.commands is not None
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id or f"fieldstation-{self.station_id}",
             protocol=MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if self._v5 else not persistent,
         )
+        connect_properties = None
+        if persistent:
+            client.on_message = self._on_message
+            client.manual_ack_set(True)  # acknowledged once stored (:meth:`_on_message`)
+            if self._v5:
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
+
+                connect_properties = Properties(PacketTypes.CONNECT)
+                connect_properties.SessionExpiryInterval = int(self.commands.session_expiry)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
@@ -186,7 +207,16 @@ class MqttMessenger:
         if config.tls:
             client.tls_set(ca_certs=str(config.ca_file) if config.ca_file else None)
         self._client = client  # before connecting: callbacks of other clients are ignored
-        client.connect_async(config.host, config.port, keepalive=int(config.keepalive))
+        if self._v5:
+            client.connect_async(
+                config.host,
+                config.port,
+                keepalive=int(config.keepalive),
+                clean_start=not persistent,
+                properties=connect_properties,
+            )
+        else:
+            client.connect_async(config.host, config.port, keepalive=int(config.keepalive))
         client.loop_start()
 
     def _retire_client(self) -> None:
@@ -299,12 +329,27 @@ class MqttMessenger:
                 self.config.port,
                 refused,
             )
+        if self.commands is not None:
+            client.subscribe(command_topic(self.config.prefix, self.station_id), qos=1)
         client.publish(self._status_topic, "online", qos=1, retain=True)
         self._connected.set()
         self._connack.set()
         log.info(
             "mqtt connected to %s:%s (MQTT %s)", self.config.host, self.config.port, self.protocol
         )
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        """A command (paho's network thread): handed to the inbox, acknowledged once stored.
+        A database that refuses the write leaves it unacknowledged: the broker delivers it
+        again on the next connection (and the hub re-publishes it)."""
+        if client is not self._client or self.commands is None:
+            return
+        try:
+            self.commands.receive(message.payload, f"mqtt:{self.config.name}")
+        except Exception:
+            log.exception("output %r: a command could not be stored", self.config.name)
+            return
+        client.ack(message.mid, message.qos)
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         if client is not self._client:
@@ -443,6 +488,7 @@ def _create(
     station_id: str,
     clock: Any = None,
     batch_size: int | None = None,
+    commands: Any = None,
     **context: object,
 ) -> MqttMessenger:
     """Build the messenger and start connecting (in the background); ``batch_size`` (the
@@ -451,7 +497,9 @@ def _create(
         from fieldstation.clock import SystemClock
 
         clock = SystemClock()
-    return MqttMessenger(config, station_id=station_id, clock=clock, batch_size=batch_size)
+    return MqttMessenger(
+        config, station_id=station_id, clock=clock, batch_size=batch_size, commands=commands
+    )
 
 
 plugin = Plugin(config_model=MqttOutputConfig, factory=_create, description=__doc__ or "")

@@ -42,6 +42,8 @@ from fieldstation.recording.chunk import (
     FinishedChunk,
     read_sidecar,
     sha256_file,
+    sidecar_closed,
+    write_json_atomic,
 )
 from fieldstation.recording.commit import commit_chunk, insert_row
 from fieldstation.recording.media import SUFFIXES, format_of_path, media_format
@@ -183,6 +185,10 @@ def _salvage(
         sha256=sha256_file(audio),
         extra={"salvaged_frames": frames},
     )
+    # the sidecar says "closed" with the salvaged file's hash before the commit renames it into
+    # data/: a crash between that rename and the row finds it there by hash (quick recovery
+    # does not walk data/, so an unfinished sidecar would leave it without a row for ever)
+    write_json_atomic(sidecar, sidecar_closed(finished))
     row = commit_chunk(ctx.db, ctx.config, ctx.home, finished, ctx.clock.now())
     report.salvaged.append(row.path)
 

@@ -13,7 +13,8 @@ Order of one :meth:`RetentionJob.run_once`:
 
 Deletable (every step): file present, state processed/failed/quarantined (never recorded or
 processing), not pinned, no ``recording`` notice left unsent (pending, dead or dropped) when
-``protect_unsent``, not among the best ``best_per_label`` of a label. Crash-safe order
+``protect_unsent``, not among the best ``best_per_label`` of a label, not waiting for the
+hub to confirm its upload when ``[upload]`` is configured. Crash-safe order
 (decision 0050): the rows are marked deleted and committed first, then the files are unlinked;
 a crash in between leaves files whose rows say deleted, removed by the sweep of the first run
 after start-up.
@@ -55,6 +56,7 @@ from fieldstation.store.retention import (
     present_bytes,
     sensor_clause,
 )
+from fieldstation.store.uploads import UploadSelection
 
 __all__ = ["MIN_FREE_ROUNDS", "DiskUsage", "RetentionJob", "RetentionReport"]
 
@@ -133,7 +135,11 @@ class RetentionJob:
     # -- the rules -------------------------------------------------------------------------
     def _protection(self) -> Protection:
         cfg = self.config.retention
-        return Protection(protect_unsent=cfg.protect_unsent, best_per_label=cfg.best_per_label)
+        return Protection(
+            protect_unsent=cfg.protect_unsent,
+            best_per_label=cfg.best_per_label,
+            upload=None if self.config.upload is None else UploadSelection.of(self.config.upload),
+        )
 
     def _policies(self) -> list[tuple[ColumnElement[bool], RetentionPolicy]]:
         cfg = self.config.retention

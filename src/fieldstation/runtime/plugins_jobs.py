@@ -8,7 +8,7 @@ from typing import Any
 
 from fieldstation.config.jobs import JobConfig, JobPlugin, load_job_plugin
 
-__all__ = ["plugin_thread_jobs"]
+__all__ = ["plugin_entries", "plugin_thread_jobs"]
 
 
 def plugin_thread_jobs(
@@ -19,9 +19,7 @@ def plugin_thread_jobs(
     kind ``alerts``. Each worker is built by its plugin's factory inside ``run``, so a job
     restarted by the supervisor starts from a fresh object; its ``close()`` (if any) is called
     when ``run`` ends."""
-    entries: list[JobConfig] = [job for job in station.jobs if job.enabled]
-    if station.alerts and not any(job.kind == "alerts" for job in station.jobs):
-        entries.append(load_job_plugin("alerts").config_model(name="alerts", kind="alerts"))
+    entries = _entries(station)
     specs: list[tuple[str, Callable[[Any], None], float]] = []
     for entry in entries:
         plugin = load_job_plugin(entry.kind)
@@ -37,3 +35,16 @@ def plugin_thread_jobs(
 
         specs.append((f"job:{entry.name}", run, plugin.liveness))
     return specs
+
+
+def _entries(station: Any) -> list[JobConfig]:
+    entries: list[JobConfig] = [job for job in station.jobs if job.enabled]
+    if station.alerts and not any(job.kind == "alerts" for job in station.jobs):
+        entries.append(load_job_plugin("alerts").config_model(name="alerts", kind="alerts"))
+    return entries
+
+
+def plugin_entries(station: Any) -> list[str]:
+    """Names of the plugin jobs' entries of ``station`` (a station config) that run: each is
+    job ``job:<name>`` (see :func:`plugin_thread_jobs`)."""
+    return [entry.name for entry in _entries(station)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -154,16 +155,24 @@ def _load(path: Path | None) -> StationConfig:
 
 
 def run(cfg: StationConfig, seconds: float | None, text: str | None) -> int:
-    """Run the station of ``cfg`` until a signal (or ``seconds``); its exit status."""
+    """Run the station of ``cfg`` (or the kept remote station file in force for it:
+    :func:`~fieldstation.runtime.kept_configs.config_in_force`) until a signal (or
+    ``seconds``); its exit status."""
     from fieldstation.home import StationLockedError
     from fieldstation.progress import FAILING_STATES
+    from fieldstation.runtime.kept_configs import config_in_force
     from fieldstation.runtime.logs import setup_logging
     from fieldstation.runtime.station import Station
 
+    given = cfg
+    # a station file applied remotely (set_config) and proven healthy stays in force
+    cfg, source = config_in_force(given)
     # under systemd (Type=notify) the station stays up to report a config error remotely
     station = Station(cfg, exit_when_unrunnable="NOTIFY_SOCKET" not in os.environ)
     station.home.ensure()
     setup_logging(cfg.logging, station.home.logs, name="station", console=True)
+    if cfg is not given:
+        logging.getLogger(__name__).info("station file in force: %s", source)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

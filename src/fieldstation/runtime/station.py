@@ -43,6 +43,7 @@ from fieldstation.runtime.liveness import (
     RecorderLiveness,
     ThreadLiveness,
 )
+from fieldstation.runtime.reconfigure import ConfigChange
 from fieldstation.runtime.startup import (
     MigrationError,
     migrate_in_child,
@@ -83,10 +84,12 @@ THREAD_LIVENESS: dict[str, float] = {
     "heartbeat": 300.0,
     "summary": 900.0,
     "retention": 3600.0,
+    "upload": 900.0,
     "power": 300.0,
     "field": 300.0,
     "netlevel": 300.0,
     "wifi": 600.0,
+    "commands": 3600.0,
 }
 """Seconds each thread job may stay busy without a turn of its loop before it counts as hung
 (:class:`~fieldstation.runtime.liveness.ThreadLiveness`). Generous: a hung thread starves the
@@ -179,8 +182,11 @@ class Station:
     """The :class:`~fieldstation.health.netlevel.NetLevelMonitor` (``[field.network]``)."""
     wifi: Any = field(init=False, default=None)
     """The :class:`~fieldstation.field.wifi.Provisioner` (``[field.wifi]``)."""
+    commands: Any = field(init=False, default=None)
+    """The :class:`~fieldstation.commands.inbox.CommandInbox` (``[commands] enabled``)."""
     _stop: threading.Event | None = field(init=False, default=None)
     _poweroff: bool = field(init=False, default=False)
+    _reconfiguring: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.home = StationHome(self.config.home_path())
@@ -238,9 +244,11 @@ class Station:
             data=data,
         )
 
-    def _thread_jobs(self) -> list[ThreadJobSpec]:
+    def _thread_jobs(self, keep: frozenset[str] = frozenset()) -> list[ThreadJobSpec]:
         """The supervisor's thread jobs: network monitor, delivery, heartbeat, summary,
-        retention. Each worker is built in its thread when the job (re)starts."""
+        retention. Each worker is built in its thread when the job (re)starts. ``keep``:
+        ``network`` / ``power`` / ``commands``: reuse the running monitor (inbox) instead of
+        building a new one."""
         from fieldstation.health.heartbeat import Heartbeat
         from fieldstation.health.network import NetworkMonitor
         from fieldstation.health.summary import Summarizer
@@ -264,11 +272,21 @@ class Station:
                 for j in self.supervisor.snapshot()
             ]
 
-        network = self.network = NetworkMonitor(config, clock, db=db)
-        power = self.power = self._suspenders()
+        # a reconfiguration (:meth:`reconfigure`) keeps the shared monitors it does not touch
+        network = self.network = (
+            self.network
+            if "network" in keep and self.network is not None
+            else NetworkMonitor(config, clock, db=db)
+        )
+        power = self.power = (
+            self.power if "power" in keep and self.power is not None else self._suspenders()
+        )
 
         def liveness(name: str) -> ThreadLiveness:
             return ThreadLiveness(self.thread_liveness.get(name, THREAD_LIVENESS[name]))
+
+        # sets the inbox, for delivery
+        command_jobs = self._command_jobs(liveness("commands"), keep="commands" in keep)
 
         def delivery() -> DeliveryLoop:
             loop = DeliveryLoop(
@@ -280,6 +298,7 @@ class Station:
                 if power is None
                 else lambda output: power.allows(output.name) and network.is_up_for(output),
                 poll_interval=config.runtime.outbox_poll,
+                commands=self.commands,
             )
             self.delivery = loop
             return loop
@@ -312,13 +331,73 @@ class Station:
                     network_up=network.is_up,
                     power=None if power is None else power.status,
                     network_info=lambda: self.netlevel.as_dict() if self.netlevel else None,
+                    hash_in_force=lambda: self.config_hash,
                 ),
             ),
             thread("summary", lambda: Summarizer(config, db, clock)),
             thread("retention", lambda: RetentionJob(config, db, home, clock)),
+            *self._upload_jobs(thread),
             *field_jobs(self, liveness),
             *self._plugin_jobs(),
+            *command_jobs,
         ] + ([ThreadJobSpec("power", power.run, liveness=liveness("power"))] if power else [])
+
+    def _command_jobs(self, liveness: ThreadLiveness, keep: bool = False) -> list[ThreadJobSpec]:
+        """The ``commands`` job when ``[commands] enabled`` (its inbox, :attr:`commands`, is
+        handed to the outputs: MQTT subscribes, HTTP outputs with ``commands_url`` are polled
+        by the job); docs/commands.md."""
+        settings = self.config.commands
+        if not settings.enabled:
+            return []
+        from functools import partial
+
+        from fieldstation.commands.executor import CommandExecutor
+        from fieldstation.commands.inbox import CommandInbox
+        from fieldstation.commands.job import CommandsJob
+        from fieldstation.outbox.http import HttpOutputConfig, poll_commands
+
+        config, db = self.config, self.db
+        assert db is not None
+        station_id = config.station.id
+        inbox = self.commands = (
+            self.commands  # a reconfiguration that does not touch the job keeps its inbox
+            if keep and self.commands is not None
+            else CommandInbox(
+                db,
+                station_id=station_id,
+                hub_keys=settings.hub_keys,
+                clock=self.clock,
+                answer_to=config.destinations_for("command_result"),
+                events_to=config.destinations_for("event"),
+                config_hash=lambda: self.config_hash,
+                skew=settings.max_skew,
+                session_expiry=settings.session_expiry,
+            )
+        )
+        pollers = {
+            output.name: partial(poll_commands, output, station_id=station_id)
+            for output in config.outputs
+            if output.enabled and isinstance(output, HttpOutputConfig) and output.commands_url
+        }
+
+        def run(stop: threading.Event) -> None:
+            executor = CommandExecutor(db, self, self.clock)
+            job = CommandsJob(
+                inbox, executor, self.clock, pollers=pollers, poll_interval=settings.poll_interval
+            )
+            job.run(stop)
+
+        return [ThreadJobSpec("commands", run, liveness=liveness)]
+
+    def _upload_jobs(self, thread: Callable[[str, Callable[[], Any]], Any]) -> list[Any]:
+        """The ``upload`` thread job when the station has ``[upload]``."""
+        if self.config.upload is None:
+            return []
+        from fieldstation.upload.job import UploadJob
+
+        config, db, home, clock = self.config, self.db, self.home, self.clock
+        assert db is not None
+        return [thread("upload", lambda: UploadJob(config, db, home, clock))]
 
     def _suspenders(self) -> Any:
         """The ``power`` job's :class:`~fieldstation.power.job.Suspenders`, or None without
@@ -346,6 +425,80 @@ class Station:
             ThreadJobSpec(name, run, liveness=ThreadLiveness(self.thread_liveness.get(name, live)))
             for name, run, live in plugin_thread_jobs(self.config, self.db, self.clock, self.home)
         ]
+
+    # --- a new station file while running ---------------------------------------------------
+
+    def reconfigure(self, new: StationConfig) -> ConfigChange:
+        """Put ``new`` in force without stopping: restart only the jobs whose settings
+        changed, start the new ones, stop the removed ones (:func:`.reconfigure.plan_change`),
+        and start a new deployment (``config_hash`` is then ``new``'s). Returns the change;
+        one that touches nothing only updates the config and its hash.
+
+        Raises :class:`~.reconfigure.NotAppliableError` (before anything changes) when
+        ``new`` changes what cannot change while running (station id or home, ``[runtime]``,
+        ``[logging]``), and :class:`UnknownJobError` before the station has started its jobs
+        or once it is stopping.
+        """
+        from fieldstation.runtime.reconfigure import NotAppliableError, plan_change
+
+        with self._reconfiguring:
+            supervisor = self._require()
+            if supervisor.shutting_down or self._stop is None or self._stop.is_set():
+                raise UnknownJobError("the station is stopping")
+            old = self.config
+            change = plan_change(old, new, threads=self.threads)
+            if change.refused:
+                raise NotAppliableError(change.refused)
+            assert self.db is not None
+            keep = frozenset(
+                name for name in ("network", "power", "commands") if name not in change.touched
+            )
+            saved = (self.netlevel, self.wifi, self.network, self.power, self.commands)
+            self.config = new
+            try:
+                specs: list[ProcessJobSpec | ThreadJobSpec] = list(
+                    process_jobs(new) if self.jobs is None else self.jobs
+                )
+                if self.threads:
+                    specs += self._thread_jobs(keep)
+            except BaseException:
+                self.config = old
+                self.netlevel, self.wifi, self.network, self.power, self.commands = saved
+                raise
+            if not change.touched & {"field", "netlevel", "wifi"}:
+                self.netlevel, self.wifi = saved[:2]  # the running ones stay in use
+            with self.db.session() as session:
+                from fieldstation import __version__
+                from fieldstation.store.deployments import start_deployment
+
+                self.deployment_id = start_deployment(
+                    session,
+                    station_id=new.station.id,
+                    config_hash=config_hash(new),
+                    config=new.model_dump(mode="json"),
+                    version=__version__,
+                    now=self.clock.now(),
+                ).id
+            self.config_hash = config_hash(new)
+            if self._events is not None and not self._events.pending:
+                self._events = None  # rebuilt with the new file's event routes
+            names = {spec.name for spec in specs}
+            supervisor.reconfigure(
+                new,
+                self.deployment_id,
+                specs,
+                restart=change.restart & names,
+                add=change.add & names,
+                remove=change.remove,
+            )
+            log.info(
+                "station file %s in force: restarted %s; started %s; stopped %s",
+                self.config_hash[:12],
+                ", ".join(sorted(change.restart)) or "none",
+                ", ".join(sorted(change.add)) or "none",
+                ", ".join(sorted(change.remove)) or "none",
+            )
+            return change
 
     # --- running ---------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import os
 import queue
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -220,20 +220,12 @@ class Supervisor:
         self.tick = tick
         self.exit_when_unrunnable = exit_when_unrunnable
         self._config_data = config_data(config)
+        self._jitter = jitter
         self._jobs: dict[str, _Job] = {}
         for spec in jobs:
             if spec.name in self._jobs:
                 raise ValueError(f"two jobs named {spec.name!r}")
-            core = JobCore(
-                name=spec.name,
-                policy=RestartPolicy.from_config(config.runtime, jitter=jitter),
-                liveness=spec.liveness,
-                process=isinstance(spec, ProcessJobSpec),
-                drain=isinstance(spec, ProcessJobSpec) and spec.drain,
-                stop_timeout=config.runtime.stop_timeout,
-                failed_retry=config.runtime.failed_retry,
-            )
-            self._jobs[spec.name] = _Job(spec=spec, core=core)
+            self._jobs[spec.name] = self._new_job(spec)
         self._lock = threading.RLock()
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
             queue.SimpleQueue()
@@ -244,6 +236,20 @@ class Supervisor:
         self.last_tick: float = clock.monotonic()
         self.shutting_down = False
         self._last_chunk_at: float | None = None
+        self._retiring: set[str] = set()
+        """Jobs removed by :meth:`reconfigure`: dropped once they have ended."""
+
+    def _new_job(self, spec: ProcessJobSpec | ThreadJobSpec) -> _Job:
+        core = JobCore(
+            name=spec.name,
+            policy=RestartPolicy.from_config(self.config.runtime, jitter=self._jitter),
+            liveness=spec.liveness,
+            process=isinstance(spec, ProcessJobSpec),
+            drain=isinstance(spec, ProcessJobSpec) and spec.drain,
+            stop_timeout=self.config.runtime.stop_timeout,
+            failed_retry=self.config.runtime.failed_retry,
+        )
+        return _Job(spec=spec, core=core)
 
     # --- public API (any thread) -------------------------------------------------------------
 
@@ -356,6 +362,87 @@ class Supervisor:
         """Stop a job (reason ``stopped``) and start it again once it has exited."""
         return self._call(lambda: self._command(name, JobCore.restart), name)
 
+    def reconfigure(
+        self,
+        config: StationConfig,
+        deployment_id: int,
+        specs: Sequence[ProcessJobSpec | ThreadJobSpec],
+        *,
+        restart: Collection[str] = (),
+        add: Collection[str] = (),
+        remove: Collection[str] = (),
+    ) -> None:
+        """Take a new station file while running (:mod:`.reconfigure` decides the names).
+
+        From now on process jobs start with ``config`` and ``deployment_id``. Each job in
+        ``restart`` gets its new spec from ``specs`` and is stopped and started again (one an
+        operator stopped only gets the spec and stays stopped); each in ``add`` is started;
+        each in ``remove`` is stopped and dropped once it has ended. Other jobs run on
+        untouched. Runs in the loop thread; returns once the stops and starts are under way.
+        Raises ``KeyError`` when ``specs`` lacks a restarted or added job.
+        """
+        by_name = {spec.name: spec for spec in specs}
+        for name in (*restart, *add):
+            if name not in by_name:
+                raise KeyError(f"no spec for job {name!r}")
+
+        def command() -> None:
+            now = self.clock.monotonic()
+            self.config, self.deployment_id = config, deployment_id
+            self._config_data = config_data(config)
+            for name in remove:
+                job = self._jobs.get(name)
+                if job is None:
+                    continue
+                with self._lock:
+                    self._retiring.add(name)
+                    actions = job.core.stop(now)
+                self._apply(actions)
+            for name in restart:
+                job = self._jobs.get(name)
+                if job is None:
+                    continue
+                with self._lock:
+                    self._retiring.discard(name)
+                    job.spec = by_name[name]
+                    job.core.liveness = by_name[name].liveness
+                    held = not job.core.wanted and job.state == JobState.STOPPED
+                    actions = [] if held else job.core.restart(now)
+                self._apply(actions)
+            for name in add:
+                with self._lock:
+                    self._retiring.discard(name)
+                    job = self._jobs.get(name)
+                    if job is None:
+                        job = self._jobs[name] = self._new_job(by_name[name])
+                    else:  # still ending after a removal: it starts again once ended
+                        job.spec = by_name[name]
+                        job.core.liveness = by_name[name].liveness
+                    actions = job.core.start(now)
+                self._apply(actions)
+            self._drop_retired()
+
+        self._submit(command)
+
+    def _submit(self, command: Callable[[], Any]) -> Any:
+        """Run ``command`` in the loop thread (here when there is none) and return its result."""
+        loop = self._loop_thread
+        if loop is None or loop is threading.current_thread() or not loop.is_alive():
+            return command()
+        future: Future[Any] = Future()
+        self._commands.put((command, future))
+        self.wake()
+        return future.result(timeout=30)
+
+    def _drop_retired(self) -> None:
+        """Forget the removed jobs that have ended (loop thread)."""
+        for name in list(self._retiring):
+            job = self._jobs.get(name)
+            if job is None or not job.core.active:
+                with self._lock:
+                    self._jobs.pop(name, None)
+                    self._retiring.discard(name)
+
     # --- loop ---------------------------------------------------------------------------------
 
     def step(self, timeout: float) -> None:
@@ -380,6 +467,8 @@ class Supervisor:
             if job.conn is not None and job.conn in ready:
                 self._drain(job)
         self._check(self.clock.monotonic())
+        if self._retiring:
+            self._drop_retired()
 
     def _run_commands(self) -> None:
         while True:

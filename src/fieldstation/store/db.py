@@ -47,7 +47,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0007"
 """Alembic revision of the newest migration in this release (checked by a test)."""
 
 _MIGRATIONS = Path(__file__).parent / "migrations"

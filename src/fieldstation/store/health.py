@@ -26,6 +26,7 @@ from fieldstation.store.processing import in_latest_run
 __all__ = [
     "OutboxDepth",
     "detection_stats",
+    "detections_between",
     "last_detection_at",
     "last_recording_at",
     "last_summary_end",
@@ -113,6 +114,19 @@ def detection_stats(
         .order_by(Detection.label)
     ).all()
     return [(str(r[0]), int(r[1]), float(r[2]), float(r[3])) for r in rows]
+
+
+def detections_between(session: Session, start: datetime, end: datetime) -> int:
+    """Detections with ``start <= detected_at < end`` (aware UTC) of the latest run of each
+    processor on each recording: a reprocessed recording counts once."""
+    return int(
+        session.scalar(
+            select(func.count(Detection.id)).where(
+                Detection.detected_at >= start, Detection.detected_at < end, in_latest_run()
+            )
+        )
+        or 0
+    )
 
 
 def recordings_in_period(session: Session, start: datetime, end: datetime) -> tuple[int, float]:

@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
     "Base",
+    "CommandRow",
     "Delivery",
     "Deployment",
     "Detection",
@@ -41,6 +42,7 @@ __all__ = [
     "UNFINISHED",
     "UNFINISHED_HINT",
     "UTCDateTime",
+    "Upload",
     "unfinished",
 ]
 
@@ -289,6 +291,40 @@ class Delivery(Base):
     )
 
 
+class Upload(Base):
+    """A file to upload to the hub (``fieldstation.upload``): a recording or a log bundle.
+
+    ``state``: ``pending`` → ``sent`` (the hub confirmed the whole file by its sha256);
+    ``missing`` when the file is gone before it could be sent. ``offset``: bytes the hub
+    acknowledged so far (a resumed upload starts there). Retention never deletes a recording
+    with a row that is not ``sent`` (:mod:`fieldstation.store.uploads`).
+    """
+
+    __tablename__ = "uploads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upload_id: Mapped[str] = mapped_column(String(36), unique=True)
+    """Stable id of the upload on the hub (a UUID)."""
+    kind: Mapped[str] = mapped_column(String(16))
+    """``recording`` or ``log_bundle``."""
+    recording_id: Mapped[int | None] = mapped_column(
+        ForeignKey("recordings.id"), default=None, unique=True
+    )
+    path: Mapped[str | None] = mapped_column(String(512), default=None)
+    """Relative to the station home; None for a log bundle not built yet."""
+    bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column()
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+    __table_args__ = (Index("ix_uploads_queue", "state", "next_attempt_at", "id"),)
+
+
 class Event(Base):
     """Something that happened to the station (restart, failure, disk low, network down)."""
 
@@ -328,3 +364,34 @@ class Reading(Base):
         Index("ix_readings_time", "measured_at"),
         Index("ix_readings_quantity_time", "quantity", "measured_at"),
     )
+
+
+class CommandRow(Base):
+    """A fleet command the station verified and stored (``fieldstation.commands``).
+
+    The command's id is unique: a command is stored, hence applied, at most once. ``pk``
+    orders the commands by arrival (they run in that order).
+    ``state``: ``accepted`` (stored, waiting) -> ``running`` -> ``done`` or ``refused``; a
+    command found ``running`` at start-up was cut by a stop and is refused, never run twice.
+    Commands refused before they were verified (a bad signature, expired) have no row: their
+    id is not trusted, only reported (an event and a ``command_result``).
+    """
+
+    __tablename__ = "commands"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), unique=True)
+    command: Mapped[str] = mapped_column(String(32))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source: Mapped[str] = mapped_column(String(80))
+    """Where it came from: ``mqtt:<output>`` or ``http:<output>``."""
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    issued_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_commands_state", "state", "pk"),)

@@ -60,6 +60,7 @@ __all__ = [
     "file_missing",
     "latest_detection_counts",
     "in_latest_run",
+    "is_reanalysis",
     "list_run_detections",
     "quarantine",
     "release",
@@ -328,6 +329,20 @@ def _latest(run: Any) -> ColumnElement[bool]:
         later.processor == run.processor,
         later.status.in_(DONE_STATUSES),
         later.id > run.id,
+    )
+
+
+def is_reanalysis(run: Any) -> ColumnElement[bool]:
+    """``run`` (a ModelRun entity or alias) is a **re-analysis**: its processor had already
+    finished a run on its recording before it (a done run with a lower id), as ``fieldstation
+    reprocess`` stores them. The first done run of each processor on each recording (the
+    worker's, or a processor's first run through ``reprocess --model``) is not one."""
+    earlier = aliased(ModelRun)
+    return exists().where(
+        earlier.recording_id == run.recording_id,
+        earlier.processor == run.processor,
+        earlier.status.in_(DONE_STATUSES),
+        earlier.id < run.id,
     )
 
 

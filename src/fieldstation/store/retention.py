@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from fieldstation.store.models import Delivery, Detection, Message, Recording
+from fieldstation.store.uploads import UploadSelection, awaiting_upload
 
 __all__ = [
     "DONE_STATES",
@@ -64,11 +65,14 @@ UNSENT_STATES = ("pending", "dead", "dropped")
 @dataclass(frozen=True)
 class Protection:
     """What protects a recording besides being unprocessed: pins always, and optionally
-    a ``recording`` notice not yet sent to some destination and a place among the best
-    ``best_per_label``."""
+    a ``recording`` notice not yet sent to some destination, a place among the best
+    ``best_per_label``, and an upload the hub has not confirmed."""
 
     protect_unsent: bool = True
     best_per_label: int = 0
+    upload: UploadSelection | None = None
+    """When upload is configured (``[upload]``): what it chooses; such recordings, and those
+    the ``upload`` command asked for, wait for the hub's confirmation."""
 
 
 def _unsent_ids() -> ColumnElement[bool]:
@@ -122,6 +126,8 @@ def deletable(protection: Protection) -> ColumnElement[bool]:
         clauses.append(not_(_unsent_ids()))
     if protection.best_per_label > 0:
         clauses.append(not_(_best_ids(protection.best_per_label)))
+    if protection.upload is not None:
+        clauses.append(not_(awaiting_upload(protection.upload)))
     return and_(*clauses)
 
 

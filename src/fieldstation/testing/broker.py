@@ -67,6 +67,9 @@ class MosquittoBroker:
     Use as a context manager or call :meth:`start` / :meth:`stop`. ``folder`` (default: a new
     temporary folder, removed by :meth:`cleanup`) holds ``mosquitto.conf``, the persistence
     file and ``mosquitto.log``. ``extra_config`` lines are appended to the config.
+    ``users`` (user name -> password): anonymous clients are refused and only these log in
+    (a ``passwd`` file in Mosquitto 2's ``$7$`` format); ``acl``: the text of an ACL file
+    (``user NAME`` / ``topic read|write|readwrite PATTERN`` lines).
     """
 
     def __init__(
@@ -76,6 +79,8 @@ class MosquittoBroker:
         host: str = "127.0.0.1",
         port: int | None = None,
         extra_config: str = "",
+        users: dict[str, str] | None = None,
+        acl: str | None = None,
     ) -> None:
         executable = mosquitto_executable()
         if executable is None:
@@ -87,6 +92,8 @@ class MosquittoBroker:
         self.host = host
         self.port = port or free_port(host)
         self.extra_config = extra_config
+        self.users = dict(users) if users is not None else None
+        self.acl = acl
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -100,7 +107,7 @@ class MosquittoBroker:
     def _write_config(self) -> None:
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if self.users is not None else 'true'}",
             "persistence true",
             f"persistence_location {self.folder}/",
             f"log_dest file {self.log_file}",
@@ -110,6 +117,19 @@ class MosquittoBroker:
             "max_queued_messages 0",
             "max_inflight_messages 0",
         ]
+        if self.users is not None:
+            from fieldstation.hub.broker import mosquitto_hash
+
+            passwd = self.folder / "passwd"
+            passwd.write_text(
+                "".join(f"{user}:{mosquitto_hash(pw)}\n" for user, pw in self.users.items())
+            )
+            passwd.chmod(0o600)
+            lines.append(f"password_file {passwd}")
+        if self.acl is not None:
+            acl = self.folder / "acl"
+            acl.write_text(self.acl + "\n")
+            lines.append(f"acl_file {acl}")
         if os.geteuid() == 0:
             lines.append("user root")
         self.config_file.write_text("\n".join(lines) + "\n" + self.extra_config + "\n")
@@ -206,9 +226,19 @@ class Subscriber:
     persistent broker), so QoS 1 messages queued while it was disconnected still arrive.
     ``ids`` counts each envelope ``id`` received (a count above 1 is a duplicate);
     ``retained`` maps topics to the last payload (text) seen on them, for status topics.
+    ``username`` / ``password``: log in (a broker with ``users``).
     """
 
-    def __init__(self, host: str, port: int, topic: str, client_id: str = "test-subscriber"):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topic: str,
+        client_id: str = "test-subscriber",
+        *,
+        username: str | None = None,
+        password: str | None = None,
+    ):
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -224,6 +254,8 @@ class Subscriber:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.on_message = self._on_message
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(1, 2)
         self.client.connect_async(host, port, keepalive=30)
         self.client.loop_start()

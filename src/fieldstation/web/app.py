@@ -31,6 +31,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -389,6 +390,9 @@ CSV_HEADER = (
     "high_hz",
     "recording_id",
     "sensor",
+    "processor",
+    "model_version",
+    "run_id",
 )
 """Header of the CSV export (the columns of :data:`~fieldstation.web.queries.CSV_COLUMNS`)."""
 
@@ -406,7 +410,8 @@ def detections_csv(request: Request) -> Response:
         writer.writerow(CSV_HEADER)
         with web.db.session() as session:
             for n, row in enumerate(queries.iter_detections(session, label=label, span=span)):
-                ident, at, name, score, start, end, low, high, recording_id, sensor = row
+                ident, at, name, score, start, end, low, high, recording_id, sensor = row[:10]
+                processor, model_version, run_id = row[10:]
                 writer.writerow(
                     (
                         ident,
@@ -419,6 +424,9 @@ def detections_csv(request: Request) -> Response:
                         "" if high is None else f"{high:g}",
                         recording_id,
                         sensor,
+                        processor,
+                        model_version,
+                        run_id or "",
                     )
                 )
                 if n % 500 == 499:
@@ -656,6 +664,9 @@ def create_app(
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     middleware = [
+        # the Host header must name this page: a site rebinding its DNS name to the
+        # station's address (DNS rebinding) is refused before anything else runs
+        Middleware(TrustedHostMiddleware, allowed_hosts=config.web.trusted_hosts),
         Middleware(
             SessionMiddleware,
             secret_key=session_secret or auth.session_key(home.root),

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
-from fieldstation.store.models import Detection, Event, Recording
+from fieldstation.store.models import Detection, Event, ModelRun, Recording
 from fieldstation.store.processing import in_latest_run
 
 __all__ = [
@@ -223,8 +223,12 @@ CSV_COLUMNS = (
     Detection.high_hz,
     Detection.recording_id,
     Recording.sensor,
+    ModelRun.processor,
+    ModelRun.model_version,
+    ModelRun.run_id,
 )
-"""Columns of :func:`iter_detections`' rows, in order."""
+"""Columns of :func:`iter_detections`' rows, in order (the last three: the model run's
+identity, decision record 0135)."""
 
 
 def iter_detections(
@@ -234,12 +238,14 @@ def iter_detections(
     span: tuple[datetime, datetime] | None = None,
     batch: int = 1000,
 ) -> Iterator[tuple[Any, ...]]:
-    """Every detection matching, newest first, as plain tuples of :data:`CSV_COLUMNS`
-    (no ORM objects), fetched ``batch`` rows at a time from one query: one read snapshot,
-    so an export is consistent however long it takes."""
+    """Every detection matching, of the latest run of each processor on each recording,
+    newest first, as plain tuples of :data:`CSV_COLUMNS` (no ORM objects), fetched ``batch``
+    rows at a time from one query: one read snapshot, so an export is consistent however
+    long it takes."""
     query = (
         select(*CSV_COLUMNS)
         .join(Recording, Recording.id == Detection.recording_id)
+        .join(ModelRun, ModelRun.id == Detection.model_run_id)
         .where(*_detection_filters(label, span, None))
         .order_by(*NEWEST_DETECTIONS)
         .execution_options(yield_per=batch)

@@ -5,8 +5,9 @@
 Access: a signed session cookie (Starlette ``SessionMiddleware``, secret in
 ``<hub home>/session-secret``, mode 0600, made on first start) holds the user's name, role
 and CSRF token. Every POST form carries the token (``csrf`` field) and is refused (403)
-without the session's. Viewer: every page; operator: also acknowledges alerts; admin: also
-the users page. Unauthenticated page requests go to ``/login``; API requests get 401.
+without the session's. Viewer: every page; operator: also acknowledges alerts and queues
+fleet commands on a station's page (ping, restart a job, set_config); admin: also the users
+page. Unauthenticated page requests go to ``/login``; API requests get 401.
 """
 
 from __future__ import annotations
@@ -61,13 +62,19 @@ def session_secret(home: Path) -> str:
 @dataclass
 class Dashboard:
     """What the dashboard needs besides the database: the session ``secret``, the alert
-    ``rules`` (the fleet page's silent / heartbeat-missing columns), a ``clock`` and whether
-    the cookie is HTTPS-only (behind a TLS proxy)."""
+    ``rules`` (the fleet page's silent / heartbeat-missing columns), a ``clock``, whether
+    the cookie is HTTPS-only (behind a TLS proxy) and the command ``signer``."""
 
     secret: str
     rules: AlertRules
     clock: Clock = SystemClock()
     https_only: bool = False
+    uploads: Any = None
+    """The :class:`fieldstation.hub.uploads.UploadService`: the station page plays uploaded
+    recordings."""
+    signer: Any = None
+    """The hub's :class:`fieldstation.hub.commands.CommandSigner` (None: no signing key, no
+    commands can be queued)."""
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -200,7 +207,74 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
                 ("cpu_temp_c", "CPU temperature", "°C"),
             )
         ]
-        return page(request, "station.html", detail=detail, charts=charts)
+        uploads: list[dict[str, Any]] = []
+        if dashboard.uploads is not None:
+            from fieldstation.hub.uploads import recent_uploads
+
+            uploads = await run_in_threadpool(recent_uploads, db, station)
+        return page(
+            request,
+            "station.html",
+            detail=detail,
+            charts=charts,
+            uploads=uploads,
+            can_command=dashboard.signer is not None,
+            error=request.query_params.get("error"),
+        )
+
+    @guard("viewer")
+    async def uploaded_file(request: Request) -> Response:
+        from fieldstation.hub.uploads import file_response
+
+        if dashboard.uploads is None:
+            return PlainTextResponse("uploads are off on this hub", status_code=404)
+        params = request.path_params
+        return await run_in_threadpool(
+            file_response, dashboard.uploads, params["station"], params["upload_id"]
+        )
+
+    @guard("operator")
+    async def station_command(request: Request) -> Response:
+        from urllib.parse import quote
+
+        from fieldstation.hub.commands import queue_command, set_config_args
+        from fieldstation.messages.commands import CommandRefusedError
+
+        if not await csrf_ok(request):
+            return PlainTextResponse("CSRF token missing or wrong: reload the page", 403)
+        station = request.path_params["station"]
+        back = f"/stations/{quote(station)}"
+        if dashboard.signer is None:
+            return PlainTextResponse(
+                "no command signing key: run 'fieldstation hub keygen', then restart the hub",
+                status_code=409,
+            )
+        form = await request.form()
+        verb = str(form.get("command") or "")
+        args: dict[str, Any] = {}
+        try:
+            if verb in ("restart", "start", "stop"):
+                args = {"job": str(form.get("job") or "").strip()}
+            elif verb == "set_config":
+                args = set_config_args(str(form.get("config") or "").replace("\r\n", "\n"))
+            elif verb != "ping":
+                raise ValueError(
+                    f"command {verb!r}: the dashboard queues ping, restart, set_config"
+                )
+            await run_in_threadpool(
+                lambda: queue_command(
+                    db,
+                    dashboard.signer,
+                    station,
+                    verb,
+                    args,
+                    now=dashboard.clock.now(),
+                    created_by=str(request.session["user"]),
+                )
+            )
+        except (CommandRefusedError, ValueError) as error:
+            return RedirectResponse(f"{back}?error={quote(str(error))}#commands", status_code=303)
+        return RedirectResponse(f"{back}#commands", status_code=303)
 
     @guard("viewer", api=True)
     async def station_api(request: Request) -> Response:
@@ -299,8 +373,10 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
         Route("/logout", logout, methods=["POST"]),
         Route("/", fleet_page, methods=["GET"]),
         Route("/api/fleet", fleet_api, methods=["GET"]),
+        Route("/files/{station}/{upload_id}", uploaded_file, methods=["GET"]),
         Route("/stations/{station:path}", station_page, methods=["GET"]),
         Route("/api/stations/{station:path}", station_api, methods=["GET"]),
+        Route("/stations/{station:path}/commands", station_command, methods=["POST"]),
         Route("/detections", detections_page, methods=["GET"]),
         Route("/detections.csv", detections_csv, methods=["GET"]),
         Route("/alerts", alerts_page, methods=["GET"]),

@@ -67,6 +67,18 @@ def upgrade() -> None:
     op.create_index("ix_alerts_opened", "alerts", ["opened_at", "id"])
     op.drop_index("ix_detections_detected", table_name="detections")
     op.create_index("ix_detections_detected_id", "detections", ["detected_at", "id"])
+    # A fleet database of revision 0001 holds recordings and detections already: the stations'
+    # newest ones, so the fleet alerts do not find every station "silent" (no recording since
+    # it was first seen) the moment the hub is upgraded. One indexed lookup per station
+    # (ix_recordings_station_started, ix_detections_station_detected).
+    for column, table, time in (
+        ("last_recording_at", "recordings", "started_at"),
+        ("last_detection_at", "detections", "detected_at"),
+    ):
+        op.execute(
+            f"UPDATE stations SET {column} = "  # noqa: S608 (names above, no input)
+            f"(SELECT max(t.{time}) FROM {table} t WHERE t.station = stations.id)"
+        )
 
 
 def downgrade() -> None:

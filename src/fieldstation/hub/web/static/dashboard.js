@@ -66,6 +66,9 @@ var fieldstation = (function () {
         var code = document.createElement("code");
         code.textContent = (s.config_hash || "\u2013").substring(0, 10);
         cell(tr, "").appendChild(code);
+        cell(tr, s.commands_pending || s.commands_failed
+          ? s.commands_pending + " pending" + (s.commands_failed ? " \u00b7 " + s.commands_failed + " failed" : "")
+          : "\u2013", "commands");
         cell(tr, String(s.open_alerts));
         rows.appendChild(tr);
       });
@@ -82,6 +85,16 @@ var fieldstation = (function () {
       var text = online === null ? "unknown" : (online ? "online" : "offline");
       p.textContent = text;
       p.className = "presence " + text;
+      (data.commands || []).forEach(function (c) {
+        var row = document.querySelector('tr[data-command="' + c.id + '"]');
+        if (!row) { return; }
+        var state = row.querySelector("td.state");
+        state.textContent = c.state;
+        state.className = "state " + c.state;
+        row.querySelector("td.reason").textContent = c.reason || "";
+      });
+      var hash = document.getElementById("config-in-force");
+      if (hash) { hash.textContent = data.station.config_hash || "\u2013"; }
     });
   }
   function liveAlerts(every, canAck, csrf) {

@@ -1,0 +1,1 @@
+"""Fleet commands on the station: receive, verify, store, execute, answer."""
