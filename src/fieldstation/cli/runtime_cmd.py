@@ -1,7 +1,9 @@
 """Runtime commands: ``run``, ``status``, ``start/stop/restart JOB``, ``logs``, ``install``,
 ``uninstall``.
 
-``run`` runs the supervisor in this process; the other commands talk to a running station
+``run`` checks its options and station file, then replaces this process with the lean runner
+(:mod:`fieldstation.runtime.run`, same PID; a plain ``run`` never gets here: decision 0146);
+the other commands talk to a running station
 through its control socket (``run/control.sock`` in the station home), except ``logs`` which
 reads the log files directly (so it works on a stopped station too).
 """
