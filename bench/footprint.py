@@ -1,6 +1,6 @@
 """Station footprint: memory (RSS and PSS) and CPU of all station processes over a window.
 
-Runs ``fieldstation run CONFIG --for ...`` as a subprocess in a fresh home for each scenario,
+Runs ``fieldstation run -c CONFIG --for ...`` as a subprocess in a fresh home for each scenario,
 waits ``--warmup`` seconds, then samples every process of the station (supervisor, fork
 server, jobs) every ``--every`` seconds for ``--seconds`` seconds. Prints one
 JSON object with the targets and whether each is met. Targets: issue 22's PSS <= 80 MiB idle
@@ -178,6 +178,7 @@ def measure(name: str, seconds: float, warmup: float, every: float) -> dict[str,
                 "-m",
                 "fieldstation.cli",
                 "run",
+                "-c",
                 str(config),
                 "--for",
                 f"{warmup + seconds + 5:.0f}s",

@@ -9,8 +9,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 NOT_FOR_JOBS = (
     "rich",  # the command line's output
     "typer",
@@ -53,13 +51,8 @@ def test_a_job_child_of_the_runtime_loads_nothing_jobs_do_not_need() -> None:
     assert sorted(set(NOT_FOR_JOBS) & set(loaded)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`fieldstation run` imports typer and rich (the CLI) before it forks the fork "
-    "server, so every job carries them (~9 MiB PSS in the supervisor); the fix is for `run` "
-    "to hand over to a lean runner (os.execv) once the station file is checked: see the "
-    "scale helper's report. Strict: this turns into a failure once fixed.",
-)
-def test_a_job_child_of_the_command_line_loads_no_cli_module() -> None:
-    loaded = _job_modules("fieldstation.cli.app, fieldstation.cli.runtime_cmd")
+def test_a_job_child_of_the_lean_runner_loads_no_cli_module() -> None:
+    """What ``fieldstation run`` runs the supervisor in (decision 0146; the running station's
+    own supervisor: tests/runtime/test_lean_supervisor.py)."""
+    loaded = _job_modules("fieldstation.cli.main, fieldstation.runtime.run")
     assert sorted({"rich", "typer", "click", "shellingham"} & set(loaded)) == []

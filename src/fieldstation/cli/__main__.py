@@ -1,5 +1,5 @@
 """``python -m fieldstation.cli`` runs the command line."""
 
-from fieldstation.cli.app import main
+from fieldstation.cli.main import main
 
 main()

@@ -1,7 +1,9 @@
 """Runtime commands: ``run``, ``status``, ``start/stop/restart JOB``, ``logs``, ``install``,
 ``uninstall``.
 
-``run`` runs the supervisor in this process; the other commands talk to a running station
+``run`` checks its options and station file, then replaces this process with the lean runner
+(:mod:`fieldstation.runtime.run`, same PID; a plain ``run`` never gets here: decision 0146);
+the other commands talk to a running station
 through its control socket (``run/control.sock`` in the station home), except ``logs`` which
 reads the log files directly (so it works on a stopped station too).
 """
@@ -9,10 +11,8 @@ reads the log files directly (so it works on a stopped station too).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,7 +30,7 @@ from fieldstation.cli.common import (
     load_or_exit,
 )
 from fieldstation.home import StationHome
-from fieldstation.progress import FAILING_STATES, JobState
+from fieldstation.progress import JobState
 
 __all__ = ["register"]
 
@@ -74,14 +74,10 @@ def run(
     station file (decision record 0063).
     """
     from fieldstation.config.units import parse_duration
-    from fieldstation.home import StationLockedError
-    from fieldstation.runtime.kept_configs import config_in_force
-    from fieldstation.runtime.logs import setup_logging
-    from fieldstation.runtime.station import Station
+    from fieldstation.runtime.run import exec_runner
 
-    given = load_or_exit(config_path(config, legacy, "run"))
-    # a station file applied remotely (set_config) and proven healthy stays in force
-    cfg, source = config_in_force(given)
+    path = config_path(config, legacy, "run")
+    load_or_exit(path)  # a bad station file is reported here, with the command line's output
     seconds = None
     if duration is not None:
         try:
@@ -89,42 +85,8 @@ def run(
         except ValueError as error:
             err_console.print(f"[red]--for {duration!r}: {error}[/]")
             raise typer.Exit(EXIT_INVALID) from None
-    # under systemd (Type=notify) the station stays up to report a config error remotely
-    station = Station(cfg, exit_when_unrunnable="NOTIFY_SOCKET" not in os.environ)
-    station.home.ensure()
-    setup_logging(cfg.logging, station.home.logs, name="station", console=True)
-    if cfg is not given:
-        logging.getLogger(__name__).info("station file in force: %s", source)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    console.print(
-        f"station [bold]{cfg.station.id}[/] in {station.home.root}"
-        + (f" for {duration}" if duration else " (Ctrl-C stops)"),
-        highlight=False,
-    )
-    try:
-        station.run(stop, duration=seconds)
-    except StationLockedError as error:
-        err_console.print(f"[red]{error}[/]", highlight=False)
-        raise typer.Exit(EXIT_FAILED) from None
-    code = station.exit_status()
-    if code:
-        bad = [
-            f"{j['name']} {j['state']}: {j.get('reason')}"
-            for j in (station.supervisor.snapshot() if station.supervisor else [])
-            if j["state"] in FAILING_STATES
-        ]
-        err_console.print(
-            f"station [bold]{cfg.station.id}[/] stopped with: " + "; ".join(bad), highlight=False
-        )
-        raise typer.Exit(code)
-    console.print(f"station [bold]{cfg.station.id}[/] stopped", highlight=False)
+    # the supervisor runs in a fresh interpreter without typer and rich (decision 0146)
+    exec_runner(path, seconds, duration)
 
 
 def _age(seconds: float | None) -> str:

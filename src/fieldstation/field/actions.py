@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fieldstation.config.field import Action, ButtonConfig
 from fieldstation.field.press import Press
-from fieldstation.runtime.client import ControlClient
+
+if TYPE_CHECKING:  # httpx (and the click and rich it imports) only where a press acts
+    from fieldstation.runtime.client import ControlClient
 
 __all__ = ["PressActions", "RECORDER_PREFIX"]
 

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fieldstation.clock import Clock
 from fieldstation.config.station import StationConfig
@@ -21,7 +21,9 @@ from fieldstation.field.actions import PressActions
 from fieldstation.field.button import IDLE_WAIT, ButtonWatcher
 from fieldstation.field.led import StatusLed, led_state
 from fieldstation.job import ConfigurationError
-from fieldstation.runtime.client import ControlClient
+
+if TYPE_CHECKING:  # httpx (and the click and rich it imports) only where a press acts
+    from fieldstation.runtime.client import ControlClient
 
 __all__ = ["FieldJob"]
 
@@ -60,6 +62,8 @@ class FieldJob:
 
     def client(self) -> ControlClient:
         """A control client of the station (short timeout: the button must stay lively)."""
+        from fieldstation.runtime.client import ControlClient
+
         return ControlClient(self.socket, timeout=30.0)
 
     def refresh_led(self) -> str | None:

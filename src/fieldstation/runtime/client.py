@@ -67,6 +67,10 @@ class ControlClient:
         """The station status (see ``Station.status``)."""
         return self._request("GET", "/status")
 
+    def modules(self) -> dict[str, Any]:
+        """``{"pid": PID, "modules": [name, ...]}``: what the supervisor's process imported."""
+        return self._request("GET", "/modules")
+
     def start(self, job: str) -> dict[str, Any]:
         """Start ``job``; returns its snapshot. Raises :class:`ControlError` (404 unknown)."""
         return self._request("POST", f"/jobs/{quote(job, safe='')}/start")

@@ -7,6 +7,8 @@ Routes (all answers are JSON objects; errors are ``{"error": text}`` with a 4xx/
   (404 for an unknown job). Job names are URL-quoted (``recorder%3Amic``).
 - ``GET /logs?job=<name>&lines=<n>``: the last ``n`` lines of the job's log (``station`` for
   the supervisor's own log).
+- ``GET /modules``: ``{"pid": PID, "modules": [name, ...]}``, the modules the supervisor's
+  process has imported, sorted (what its memory carries: issue 22).
 - ``POST /events`` ``{"message": text, "kind": "marker", "data": {...}}``: store an event (a
   mark set with the field button); answers the event.
 - ``POST /shutdown`` ``{"reason": text, "poweroff": bool}``: stop the whole station (and run
@@ -24,6 +26,7 @@ import json
 import logging
 import os
 import socketserver
+import sys
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -93,6 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.server.api
         if parts.path == "/status":
             self._guard(lambda: (200, api.status()))
+        elif parts.path == "/modules":
+            self._send(200, {"pid": os.getpid(), "modules": sorted(sys.modules)})
         elif parts.path == "/logs":
             query = parse_qs(parts.query)
             job = query.get("job", ["station"])[0]

@@ -30,9 +30,6 @@ import time
 from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
 
 from fieldstation.config.runtime import LoggingConfig
 
@@ -41,7 +38,6 @@ __all__ = [
     "OneLineFormatter",
     "PlainConsoleHandler",
     "RotatingCompressedHandler",
-    "TolerantConsole",
     "setup_logging",
 ]
 
@@ -77,8 +73,8 @@ CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class PlainConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The console when stderr is not a terminal (systemd's journal, a pipe, a file): one line
     per record, never wrapped or padded, ISO 8601 UTC times (:class:`OneLineFormatter`). A
-    reader that goes away (a broken pipe) silences it, as :class:`TolerantConsole` does,
-    instead of printing a logging traceback per record."""
+    reader that goes away (a broken pipe) silences it, as the command line's console does
+    (:mod:`fieldstation.runtime.console`), instead of printing a logging traceback per record."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
@@ -92,29 +88,6 @@ class PlainConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 os.close(devnull)
             return
         super().handleError(record)
-
-
-class TolerantConsole(Console):
-    """A rich console whose reader may go away: on a broken pipe it falls silent (its file
-    descriptor is pointed at /dev/null) instead of raising ``SystemExit``. When its file is
-    not a terminal (a pipe, the journal) text is never wrapped at the assumed 80 columns
-    (``soft_wrap``), unless the caller says otherwise."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if "soft_wrap" not in kwargs and not self.is_terminal:
-            self.soft_wrap = True
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(devnull, self.file.fileno())
-            finally:
-                os.close(devnull)
-        except (OSError, ValueError):  # a file without a descriptor: quiet is enough
-            pass
 
 
 def _gzip_namer(name: str) -> str:
@@ -280,6 +253,8 @@ def setup_logging(
         root.addHandler(PlainConsoleHandler())
     elif console:
         from rich.logging import RichHandler
+
+        from fieldstation.runtime.console import TolerantConsole
 
         root.addHandler(
             RichHandler(
