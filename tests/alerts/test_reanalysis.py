@@ -26,9 +26,16 @@ def notify(hook: JsonHook) -> list[dict[str, Any]]:
     return [{"name": "notify", "kind": "apprise", "urls": [hook.url]}]
 
 
-def reprocess(db: Database, clock: VirtualClock, detection_id: int, *labels: str) -> None:
-    """Store a new run of the ``energy`` processor on the recording of ``detection_id`` the
-    way ``fieldstation reprocess`` does (no claim: ``token=None``), finding ``labels``."""
+def store_run(
+    db: Database,
+    clock: VirtualClock,
+    detection_id: int,
+    run: repo.RunInfo,
+    found: list[Found],
+    required: tuple[str, ...],
+) -> None:
+    """Store ``run`` on the recording of ``detection_id`` the way ``fieldstation reprocess``
+    does (no claim: ``token=None``), finding ``found``."""
     with db.session() as session:
         recording_id = session.scalar(
             select(Detection.recording_id).where(Detection.id == detection_id)
@@ -38,20 +45,28 @@ def reprocess(db: Database, clock: VirtualClock, detection_id: int, *labels: str
             session,
             recording_id=recording_id,
             token=None,
-            run=repo.RunInfo(
-                processor="energy",
-                model="energy",
-                model_version="1+0123456789ab",
-                started_at=clock.now(),
-                duration=0.1,
-                run_key=f"reprocess:{clock.now().isoformat()}",
-            ),
-            detections=[Found(label, 0.95, 0.0, 1.0) for label in labels],
-            required=("energy",),
+            run=run,
+            detections=found,
+            required=required,
             destinations=[],
             station_id="default",
             now=clock.now(),
         )
+
+
+def reprocess(db: Database, clock: VirtualClock, detection_id: int, *labels: str) -> None:
+    """Store a new run of the ``energy`` processor on the recording of ``detection_id``,
+    finding ``labels`` (:func:`store_run`)."""
+    run = repo.RunInfo(
+        processor="energy",
+        model="energy",
+        model_version="1+0123456789ab",
+        started_at=clock.now(),
+        duration=0.1,
+        run_key=f"reprocess:{clock.now().isoformat()}",
+    )
+    found = [Found(label, 0.95, 0.0, 1.0) for label in labels]
+    store_run(db, clock, detection_id, run, found, required=("energy",))
 
 
 def alert_labels(db: Database) -> list[str]:
@@ -127,26 +142,15 @@ def test_first_run_of_a_new_processor_is_not_a_reanalysis(
     job.run_once()
     first = stored.detection(OWL)  # a run of processor "energy"
     assert job.run_once() == 1
-    with db.session() as session:
-        recording_id = session.scalar(select(Detection.recording_id).where(Detection.id == first))
-        assert recording_id is not None
-        repo.complete(
-            session,
-            recording_id=recording_id,
-            token=None,
-            run=repo.RunInfo(
-                processor="bats",
-                model="batdetect2",
-                model_version="1.0+0123456789ab",
-                started_at=clock.now(),
-                duration=0.1,
-            ),
-            detections=[Found("Pipistrellus pipistrellus", 0.9, 0.0, 1.0)],
-            required=("energy", "bats"),
-            destinations=[],
-            station_id="default",
-            now=clock.now(),
-        )
+    bats = repo.RunInfo(
+        processor="bats",
+        model="batdetect2",
+        model_version="1.0+0123456789ab",
+        started_at=clock.now(),
+        duration=0.1,
+    )
+    found = [Found("Pipistrellus pipistrellus", 0.9, 0.0, 1.0)]
+    store_run(db, clock, first, bats, found, required=("energy", "bats"))
     assert job.run_once() == 1
     assert alert_labels(db) == [OWL, "Pipistrellus pipistrellus"]
 

@@ -12,9 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,37 +23,14 @@ import tomli_w
 from fieldstation.clock import VirtualClock
 from fieldstation.commands.config_apply import (
     apply_remote_config,
-    station_threads,
 )
-from fieldstation.config import config_hash, parse_config, template_text
+from fieldstation.config import config_hash, parse_config
 from fieldstation.messages.commands import SetConfigArgs
 from fieldstation.runtime.kept_configs import KeptConfigs, config_in_force
 from fieldstation.runtime.station import Station
 from fieldstation.testing.broker import MosquittoBroker, MosquittoMissingError, Subscriber
 
 CLI = [sys.executable, "-m", "fieldstation.cli"]
-
-
-def station_data(home: Path, outputs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The default station, fast: 16 kHz 2 s chunks at 4x, the energy processor polling
-    every 0.2 s, a heartbeat a second, quick supervisor settings."""
-    data = tomllib.loads(template_text())
-    data["station"]["home"] = str(home)
-    data["sensors"][0].update(sample_rate="16kHz", chunk="2s", speed=4.0, min_free="1MB")
-    data["processors"][0].update(poll_interval="0.2s", high="7kHz")
-    data["retention"]["min_free"] = "1MB"
-    data["heartbeat"].update(interval="1s", summary_interval="1h")
-    data["runtime"].update(
-        backoff_initial="0.05s",
-        backoff_max="0.3s",
-        liveness_grace="1s",
-        stop_timeout="3s",
-        status_interval="0.5s",
-        outbox_poll="0.2s",
-    )
-    if outputs is not None:
-        data["outputs"] = outputs
-    return data
 
 
 def command_args(data: dict[str, Any]) -> SetConfigArgs:
@@ -99,22 +74,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, what: str = 
     raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
-@contextmanager
-def running(data: dict[str, Any]) -> Iterator[Station]:
-    station = Station(parse_config(data), control=False, tick=0.1)
-    stop = threading.Event()
-    runner = threading.Thread(target=station.run, args=(stop,))
-    runner.start()
-    try:
-        assert station.ready.wait(60)
-        yield station
-    finally:
-        stop.set()
-        runner.join(60)
-        for thread in station_threads(station):
-            thread.join(30)
-
-
 def job(station: Station, name: str) -> dict[str, Any]:
     assert station.supervisor is not None
     return station.supervisor.job(name)
@@ -130,14 +89,15 @@ def heartbeats(home: Path) -> list[dict[str, Any]]:
 @pytest.mark.slow
 def test_a_new_processor_threshold_is_in_force_and_only_the_processor_restarted(
     tmp_path: Path,
+    station_tools: Any,
 ) -> None:
     home = tmp_path / "home"
-    old = station_data(home)
+    old = station_tools.data(home, speed=4.0)
     new = copy.deepcopy(old)
     new["processors"][0]["threshold_db"] = 20.0
     new_hash = config_hash(parse_config(new))
     answers = Answers()
-    with running(old) as station:
+    with station_tools.running(old) as station:
         old_hash = station.config_hash
         for name in ("recorder:mic", "processor:energy"):
             wait_until(lambda n=name: job(station, n)["state"] == "running", what=name)
@@ -171,9 +131,11 @@ def test_a_new_processor_threshold_is_in_force_and_only_the_processor_restarted(
     assert config_in_force(parse_config(edited))[0].station.name == "edited on site"
 
 
-def test_a_broken_file_is_refused_with_the_errors_validate_gives(tmp_path: Path) -> None:
+def test_a_broken_file_is_refused_with_the_errors_validate_gives(
+    tmp_path: Path, station_tools: Any
+) -> None:
     home = tmp_path / "home"
-    old = station_data(home)
+    old = station_tools.data(home, speed=4.0)
     station = Station(parse_config(old), control=False)  # refused before any job is touched
     broken = copy.deepcopy(old)
     broken["sensors"][0]["chunk"] = "-2s"
@@ -203,8 +165,10 @@ def test_a_broken_file_is_refused_with_the_errors_validate_gives(tmp_path: Path)
     assert KeptConfigs(station.home).files() == []  # nothing kept
 
 
-def test_a_wrong_sha256_and_a_new_station_id_are_refused(tmp_path: Path) -> None:
-    old = station_data(tmp_path / "home")
+def test_a_wrong_sha256_and_a_new_station_id_are_refused(
+    tmp_path: Path, station_tools: Any
+) -> None:
+    old = station_tools.data(tmp_path / "home", speed=4.0)
     station = Station(parse_config(old), control=False)
     answers = Answers()
     args = command_args(old)
@@ -257,7 +221,7 @@ def _secret(path: Path, text: str) -> Path:
 
 @pytest.mark.slow
 def test_wrong_broker_credentials_are_rolled_back_and_the_station_reconnects(
-    tmp_path: Path, require: Any
+    tmp_path: Path, require: Any, station_tools: Any
 ) -> None:
     good, wrong = _secret(tmp_path / "good", "right horse"), _secret(tmp_path / "bad", "nope")
     try:
@@ -277,7 +241,7 @@ def test_wrong_broker_credentials_are_rolled_back_and_the_station_reconnects(
             "connect_timeout": "1s",
             "reconnect_max": "1s",
         }
-        old = station_data(tmp_path / "home", [output])
+        old = station_tools.data(tmp_path / "home", [output], speed=4.0)
         new = copy.deepcopy(old)
         new["outputs"][0]["password"] = f"file:{wrong}"
         watcher = Subscriber(
@@ -289,7 +253,7 @@ def test_wrong_broker_credentials_are_rolled_back_and_the_station_reconnects(
             return [json.loads(p)["body"]["seq"] for p in watcher.payloads.get(watcher.topic, [])]
 
         try:
-            with running(old) as station:
+            with station_tools.running(old) as station:
                 old_hash = station.config_hash
                 assert watcher.wait_for(lambda s: len(beats()) >= 2, 60)
                 answers = Answers()
@@ -319,8 +283,10 @@ def test_wrong_broker_credentials_are_rolled_back_and_the_station_reconnects(
 
 
 @pytest.mark.slow
-def test_a_missing_device_is_rolled_back_and_the_recorder_records_again(tmp_path: Path) -> None:
-    old = station_data(tmp_path / "home")
+def test_a_missing_device_is_rolled_back_and_the_recorder_records_again(
+    tmp_path: Path, station_tools: Any
+) -> None:
+    old = station_tools.data(tmp_path / "home", speed=4.0)
     new = copy.deepcopy(old)
     new["sensors"][0] = {
         "name": "mic",
@@ -331,7 +297,7 @@ def test_a_missing_device_is_rolled_back_and_the_recorder_records_again(tmp_path
         "min_free": "1MB",
         "schedule": "always",
     }
-    with running(old) as station:
+    with station_tools.running(old) as station:
         wait_until(lambda: job(station, "recorder:mic")["state"] == "running", what="recorder")
         answers = Answers()
         clock = HeldClock(datetime(2026, 6, 1, tzinfo=UTC))
@@ -363,10 +329,11 @@ def test_a_missing_device_is_rolled_back_and_the_recorder_records_again(tmp_path
 @pytest.mark.slow
 def test_a_stop_during_the_trial_goes_back_to_the_previous_file_at_the_next_start(
     tmp_path: Path,
+    station_tools: Any,
 ) -> None:
     from fieldstation.testing.broker import free_port
 
-    old = station_data(tmp_path / "home")
+    old = station_tools.data(tmp_path / "home", speed=4.0)
     new = copy.deepcopy(old)
     new["outputs"].append(
         {
@@ -378,7 +345,7 @@ def test_a_stop_during_the_trial_goes_back_to_the_previous_file_at_the_next_star
         }
     )
     answers = Answers()
-    with running(old) as station:
+    with station_tools.running(old) as station:
         clock = HeldClock(datetime(2026, 6, 1, tzinfo=UTC))
         apply_remote_config(station, command_args(new), answers, clock=clock)
         assert station.config_hash == config_hash(parse_config(new))
@@ -397,11 +364,13 @@ def test_a_stop_during_the_trial_goes_back_to_the_previous_file_at_the_next_star
 
 
 @pytest.mark.slow
-def test_a_sensor_added_then_removed_on_a_running_station(tmp_path: Path) -> None:
-    old = station_data(tmp_path / "home")
+def test_a_sensor_added_then_removed_on_a_running_station(
+    tmp_path: Path, station_tools: Any
+) -> None:
+    old = station_tools.data(tmp_path / "home", speed=4.0)
     added = copy.deepcopy(old)
     added["sensors"].append({**old["sensors"][0], "name": "mic2"})
-    with running(old) as station:
+    with station_tools.running(old) as station:
         wait_until(lambda: job(station, "recorder:mic")["state"] == "running", what="recorder")
         pid = job(station, "recorder:mic")["pid"]
         answers = Answers()
@@ -425,7 +394,7 @@ def test_a_sensor_added_then_removed_on_a_running_station(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_a_signed_set_config_through_the_broker_is_answered_done_with_the_hash(
-    tmp_path: Path, require: Any
+    tmp_path: Path, require: Any, station_tools: Any
 ) -> None:
     """End to end through the command channel: the hub's signed ``set_config`` on the
     station's command topic; ``accepted`` then ``done`` with the new hash on its
@@ -448,7 +417,7 @@ def test_a_signed_set_config_through_the_broker_is_answered_done_with_the_hash(
         require("mosquitto", str(error))
     with broker:
         output = {"name": "hub", "kind": "mqtt", "host": broker.host, "port": broker.port}
-        old = station_data(tmp_path / "home", [output])
+        old = station_tools.data(tmp_path / "home", [output], speed=4.0)
         old["commands"] = {"enabled": True, "hub_keys": {"hub": public_key_text(key)}}
         new = copy.deepcopy(old)
         new["processors"][0]["threshold_db"] = 20.0
@@ -465,7 +434,7 @@ def test_a_signed_set_config_through_the_broker_is_answered_done_with_the_hash(
             return [json.loads(t)["body"]["config_hash_in_force"] for t in list(texts)]
 
         try:
-            with running(old) as station:
+            with station_tools.running(old) as station:
                 wait_until(lambda: job(station, "processor:energy")["state"] == "running")
                 assert watcher.wait_for(lambda s: beats(), 60)  # the station is connected
                 text = tomli_w.dumps(new)

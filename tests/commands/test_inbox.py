@@ -20,7 +20,6 @@ from fieldstation.messages import CommandResultBody, parse_message
 from fieldstation.messages.commands import (
     command_digest,
     generate_private_key,
-    public_key_text,
     sign_command,
 )
 from fieldstation.runtime.supervisor import UnknownJobError
@@ -111,17 +110,9 @@ class Rig:
 
 
 @pytest.fixture
-def rig(config: StationConfig, db: Database, clock: VirtualClock) -> Rig:
+def rig(config: StationConfig, db: Database, clock: VirtualClock, station_tools: Any) -> Rig:
     station = FakeStation(config)
-    inbox = CommandInbox(
-        db,
-        station_id="default",
-        hub_keys={"hub": public_key_text(HUB_KEY)},
-        clock=clock,
-        answer_to=config.destinations_for("command_result"),
-        events_to=config.destinations_for("event"),
-        config_hash=lambda: station.config_hash,
-    )
+    inbox = station_tools.inbox(config, db, clock, HUB_KEY, lambda: station.config_hash)
     executor = CommandExecutor(db, station, clock, starter=run_now)
     return Rig(inbox, executor, station, db, clock)
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from fieldstation.clock import SystemClock
-from fieldstation.messages.commands import command_topic
 from fieldstation.outbox.mqtt import MqttMessenger, MqttOutputConfig
 from fieldstation.testing.broker import MosquittoBroker, Subscriber
 
@@ -49,22 +48,6 @@ class Inbox:
         return True
 
 
-def publish(broker: MosquittoBroker, payload: bytes) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-hub")
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    try:
-        info = client.publish(command_topic("fieldstation", "s1"), payload, qos=1)
-        info.wait_for_publish(WAIT)
-        assert info.is_published()
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
 @pytest.fixture
 def status(broker: MosquittoBroker) -> Iterator[Subscriber]:
     sub = Subscriber(broker.host, broker.port, "fieldstation/s1/status", client_id="test-status")
@@ -83,7 +66,10 @@ def connected(messenger: MqttMessenger, status: Subscriber, times: int) -> None:
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_commands_published_while_away_arrive_on_reconnect(
-    broker: MosquittoBroker, status: Subscriber, protocol: str
+    broker: MosquittoBroker,
+    status: Subscriber,
+    protocol: str,
+    publish_command: Callable[[str, bytes], None],
 ) -> None:
     config = MqttOutputConfig(
         name="hub", kind="mqtt", host=broker.host, port=broker.port, protocol=protocol
@@ -95,12 +81,12 @@ def test_commands_published_while_away_arrive_on_reconnect(
 
     first = output()
     connected(first, status, 1)
-    publish(broker, b'{"n": 1}')
+    publish_command("s1", b'{"n": 1}')
     assert inbox.wait_count(1)
     assert inbox.received[0] == (b'{"n": 1}', "mqtt:hub")
     first.close()
 
-    publish(broker, b'{"n": 2}')  # the output is away: the broker keeps it in the session
+    publish_command("s1", b'{"n": 2}')  # the output is away: the broker keeps it in the session
     second = output()
     try:
         connected(second, status, 2)
@@ -111,7 +97,7 @@ def test_commands_published_while_away_arrive_on_reconnect(
 
 
 def test_a_command_not_stored_is_not_acknowledged(
-    broker: MosquittoBroker, status: Subscriber
+    broker: MosquittoBroker, status: Subscriber, publish_command: Callable[[str, bytes], None]
 ) -> None:
     """The inbox raised (the database refused the write): no PUBACK, so the broker delivers
     the command again on the next connection."""
@@ -120,7 +106,7 @@ def test_a_command_not_stored_is_not_acknowledged(
     inbox.fail = 1
     first = MqttMessenger(config, station_id="s1", clock=SystemClock(), commands=inbox)
     connected(first, status, 1)
-    publish(broker, b'{"n": 1}')
+    publish_command("s1", b'{"n": 1}')
     assert inbox.wait_count(1)
     first.close()
     second = MqttMessenger(config, station_id="s1", clock=SystemClock(), commands=inbox)
@@ -132,7 +118,7 @@ def test_a_command_not_stored_is_not_acknowledged(
 
 
 def test_without_commands_the_session_stays_clean(
-    broker: MosquittoBroker, status: Subscriber
+    broker: MosquittoBroker, status: Subscriber, publish_command: Callable[[str, bytes], None]
 ) -> None:
     """A station without [commands] keeps a clean session and no subscription, as before."""
     config = MqttOutputConfig(name="hub", kind="mqtt", host=broker.host, port=broker.port)
@@ -142,12 +128,12 @@ def test_without_commands_the_session_stays_clean(
         assert messenger.commands is None
     finally:
         messenger.close()
-    publish(broker, b'{"n": 1}')  # nobody's session holds it
+    publish_command("s1", b'{"n": 1}')  # nobody's session holds it
     inbox = Inbox()
     again = MqttMessenger(config, station_id="s1", clock=SystemClock(), commands=inbox)
     try:
         connected(again, status, 2)
-        publish(broker, b'{"n": 2}')
+        publish_command("s1", b'{"n": 2}')
         assert inbox.wait_count(1)
         assert [raw for raw, _ in inbox.received] == [b'{"n": 2}']
     finally:
@@ -155,7 +141,7 @@ def test_without_commands_the_session_stays_clean(
 
 
 def test_an_output_with_commands_false_takes_no_command(
-    broker: MosquittoBroker, status: Subscriber
+    broker: MosquittoBroker, status: Subscriber, publish_command: Callable[[str, bytes], None]
 ) -> None:
     """``commands = false`` (a Home Assistant broker): no subscription to ``/cmd``, whatever
     is published there; the hub's output (the default, true) takes them."""
@@ -171,7 +157,7 @@ def test_an_output_with_commands_false_takes_no_command(
         connected(messenger, status, 1)
         connected(taking, status, 2)
         assert messenger.commands is None
-        publish(broker, b'{"n": 1}')
+        publish_command("s1", b'{"n": 1}')
         assert hub_inbox.wait_count(1)  # delivered: had ha subscribed, it would have it too
         assert inbox.received == []
     finally:

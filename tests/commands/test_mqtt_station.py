@@ -7,26 +7,19 @@ forged one is refused and reported."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fieldstation.config import parse_config, template_text
 from fieldstation.messages import CommandResultBody, parse_message
 from fieldstation.messages.commands import (
-    command_topic,
     generate_private_key,
     public_key_text,
     sign_command,
 )
-from fieldstation.runtime.station import Station
 from fieldstation.testing.broker import MosquittoBroker, Subscriber
 
 STATION = "cmdtest"
@@ -36,58 +29,19 @@ WAIT = 90.0
 """Generous: a busy 2-core machine starts a station (and its processes) slowly."""
 
 
-def station_data(home: Path, broker: MosquittoBroker) -> dict[str, Any]:
-    data = tomllib.loads(template_text())
-    data["station"].update(id=STATION, home=str(home))
-    data["sensors"][0].update(sample_rate="16kHz", chunk="2s", min_free="1MB")
-    data["processors"][0].update(poll_interval="0.2s", high="7kHz")
-    data["retention"]["min_free"] = "1MB"
-    data["heartbeat"].update(interval="5s", summary_interval="30s")
-    data["runtime"].update(
-        backoff_initial="0.05s",
-        backoff_max="0.3s",
+def station_data(home: Path, broker: MosquittoBroker, station_tools: Any) -> dict[str, Any]:
+    output = {"name": "hub", "kind": "mqtt", "host": broker.host, "port": broker.port}
+    output["keepalive"] = "5s"
+    data = station_tools.data(
+        home,
+        [output],
+        heartbeat=("5s", "30s"),
         liveness_grace="2s",
         stop_timeout="5s",
-        status_interval="0.5s",
-        outbox_poll="0.2s",
     )
-    data["outputs"] = [
-        {"name": "hub", "kind": "mqtt", "host": broker.host, "port": broker.port, "keepalive": "5s"}
-    ]
+    data["station"]["id"] = STATION
     data["commands"] = {"enabled": True, "hub_keys": {"hub-2026": public_key_text(HUB_KEY)}}
     return data
-
-
-@contextmanager
-def running(data: dict[str, Any]) -> Iterator[Station]:
-    station = Station(parse_config(data), control=False, tick=0.1)
-    stop = threading.Event()
-    runner = threading.Thread(target=station.run, args=(stop,), name="station")
-    runner.start()
-    try:
-        assert station.ready.wait(WAIT), "the station did not start"
-        yield station
-    finally:
-        stop.set()
-        runner.join(WAIT)
-        assert not runner.is_alive()
-
-
-def publish(broker: MosquittoBroker, payload: bytes) -> None:
-    """Publish one command at QoS 1 as the hub would, and wait for the broker's PUBACK."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-hub")
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    try:
-        info = client.publish(command_topic(PREFIX, STATION), payload, qos=1)
-        info.wait_for_publish(WAIT)
-        assert info.is_published()
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def command(name: str, args: dict[str, Any], key: Any = HUB_KEY) -> tuple[str, bytes]:
@@ -131,26 +85,28 @@ def wait_status(sub: Subscriber, value: str) -> None:
 
 
 @pytest.mark.slow
-def test_commands_over_mqtt_reach_a_real_station(tmp_path: Path, broker: MosquittoBroker) -> None:
-    data = station_data(tmp_path / "home", broker)
+def test_commands_over_mqtt_reach_a_real_station(
+    tmp_path: Path, broker: MosquittoBroker, station_tools: Any, publish_command: Any
+) -> None:
+    data = station_data(tmp_path / "home", broker, station_tools)
     sub = Subscriber(broker.host, broker.port, f"{PREFIX}/{STATION}/#", client_id="test-results")
     try:
         assert sub.subscribed.wait(WAIT)
-        with running(data) as station:
+        with station_tools.running(data) as station:
             wait_status(sub, "online")  # subscribed to its cmd topic before it said online
             supervisor = station.supervisor
             assert supervisor is not None
             pid = supervisor.job("processor:energy")["pid"]
 
             ping_id, ping = command("ping", {})
-            publish(broker, ping)
+            publish_command(STATION, ping)
             wait_states(sub, ping_id, ["accepted", "done"])
             (done,) = [b for b in answers(sub, ping_id) if b.state == "done"]
             assert done.config_hash_in_force == station.config_hash
             assert done.details["uptime_s"] > 0
 
             restart_id, restart = command("restart", {"job": "processor:energy"})
-            publish(broker, restart)
+            publish_command(STATION, restart)
             wait_states(sub, restart_id, ["accepted", "done"])
             deadline = time.monotonic() + WAIT
             while supervisor.job("processor:energy")["pid"] in (pid, None):
@@ -159,7 +115,7 @@ def test_commands_over_mqtt_reach_a_real_station(tmp_path: Path, broker: Mosquit
 
             # reprocess runs in a child of the fork server (the supervisor stays light)
             reprocess_id, reprocess = command("reprocess", {"model": "energy", "since": "1h"})
-            publish(broker, reprocess)
+            publish_command(STATION, reprocess)
             wait_states(sub, reprocess_id, ["accepted", "done"])
             (finished,) = [b for b in answers(sub, reprocess_id) if b.state == "done"]
             assert finished.details["processor"] == "energy" and finished.details["failed"] == 0
@@ -167,7 +123,7 @@ def test_commands_over_mqtt_reach_a_real_station(tmp_path: Path, broker: Mosquit
             forged_id, forged = command(
                 "restart", {"job": "processor:energy"}, generate_private_key()
             )
-            publish(broker, forged)
+            publish_command(STATION, forged)
             wait_states(sub, forged_id, ["refused"])
             (refused,) = answers(sub, forged_id)
             assert "bad signature" in (refused.reason or "")
@@ -183,8 +139,8 @@ def test_commands_over_mqtt_reach_a_real_station(tmp_path: Path, broker: Mosquit
 
         # published while the station is stopped: the broker keeps it in the station's session
         later_id, later = command("restart", {"job": "processor:energy"})
-        publish(broker, later)
-        with running(data):
+        publish_command(STATION, later)
+        with station_tools.running(data):
             wait_states(sub, later_id, ["accepted", "done"])
         assert states(sub, ping_id) == ["accepted", "done"]  # not run again after the restart
         assert states(sub, restart_id) == ["accepted", "done"]

@@ -22,7 +22,7 @@ from fieldstation.commands.inbox import CommandInbox
 from fieldstation.commands.job import CommandsJob
 from fieldstation.config import StationConfig
 from fieldstation.messages import CommandResultBody, parse_message
-from fieldstation.messages.commands import generate_private_key, public_key_text, sign_command
+from fieldstation.messages.commands import generate_private_key, sign_command
 from fieldstation.processing.reprocess import reprocess_in_child
 from fieldstation.runtime.liveness import ThreadLiveness
 from fieldstation.runtime.station import THREAD_LIVENESS
@@ -114,21 +114,14 @@ class Rig:
 
 
 @pytest.fixture
-def rig(config: StationConfig, db: Database, clock: VirtualClock) -> Rig:
+def rig(config: StationConfig, db: Database, clock: VirtualClock, station_tools: Any) -> Rig:
     calls: list[SlowCall] = []
 
     def starter(function: Callable[..., Any], *args: Any) -> SlowCall:
         calls.append(SlowCall(function, args, clock))
         return calls[-1]
 
-    inbox = CommandInbox(
-        db,
-        station_id="default",
-        hub_keys={"hub": public_key_text(HUB_KEY)},
-        clock=clock,
-        answer_to=config.destinations_for("command_result"),
-        events_to=config.destinations_for("event"),
-    )
+    inbox = station_tools.inbox(config, db, clock, HUB_KEY)
     executor = CommandExecutor(db, _Station(config), clock, starter=starter)
     return Rig(db, clock, inbox, executor, calls)
 

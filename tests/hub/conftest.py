@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +90,17 @@ class Process:
 
 
 def station_file(
-    home: Path, station: str, broker: MosquittoBroker, sensor: dict[str, Any] | None = None
+    home: Path,
+    station: str,
+    broker: MosquittoBroker,
+    sensor: dict[str, Any] | None = None,
+    *,
+    hub_key: str | None = None,
 ) -> Path:
     """A fast station file: ``station`` publishing to ``broker`` (mqtt output), energy
     detector, heartbeats every second; the synthetic chirps sensor unless ``sensor`` (a
-    ``[[sensors]]`` table) is given."""
+    ``[[sensors]]`` table) is given; with ``hub_key`` (the ``ed25519:...`` line ``hub keygen``
+    prints), commands enabled and signed by key id ``hub``."""
     import tomllib
 
     import tomli_w
@@ -121,6 +127,8 @@ def station_file(
     data["outputs"] = [
         {"name": "hub", "kind": "mqtt", "host": broker.host, "port": broker.port, "keepalive": "5s"}
     ]
+    if hub_key is not None:
+        data["commands"] = {"enabled": True, "hub_keys": {"hub": hub_key}}
     home.mkdir(parents=True, exist_ok=True)
     path = home / "station.toml"
     path.write_text(tomli_w.dumps(data))
@@ -142,10 +150,40 @@ def hub_file(
     return path
 
 
+def commands_hub_file(folder: Path, url: str, broker: MosquittoBroker) -> Path:
+    """:func:`hub_file` ``hub-1`` on a free port, delivering commands every 0.2 s."""
+    from fieldstation.testing.broker import free_port
+
+    return hub_file(
+        folder, "hub-1", url, broker, port=free_port(), extra='[commands]\ninterval = "0.2s"\n'
+    )
+
+
+def hub_cli(config: Path) -> Callable[..., str]:
+    """``hub(*args)``: runs ``fieldstation hub ARGS -c config``, asserts it succeeded and
+    returns its stripped standard output."""
+
+    def hub(*args: str) -> str:
+        done = subprocess.run(
+            [*Process.CLI, "hub", *args, "-c", str(config)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    return hub
+
+
 @pytest.fixture
 def fleet_tools() -> Any:
-    """:class:`Process`, :func:`station_file` and :func:`hub_file` for the fleet tests (a
-    conftest module cannot be imported under ``--import-mode=importlib``)."""
+    """:class:`Process`, :func:`station_file`, :func:`hub_file`, :func:`commands_hub_file` and
+    :func:`hub_cli` for the fleet tests (a conftest module cannot be imported under
+    ``--import-mode=importlib``)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(Process=Process, station_file=station_file, hub_file=hub_file)
+    return SimpleNamespace(
+        Process=Process,
+        station_file=station_file,
+        hub_file=hub_file,
+        commands_hub_file=commands_hub_file,
+        hub_cli=hub_cli,
+    )

@@ -9,9 +9,8 @@ import json
 import queue
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,8 @@ from fieldstation.messages.commands import (
 )
 from fieldstation.testing.broker import MosquittoBroker
 
+from .test_mqtt_ingest import wait_until
+
 CLI = [sys.executable, "-m", "fieldstation.cli"]
 T0 = datetime(2026, 6, 1, 4, 0, tzinfo=UTC)
 
@@ -66,16 +67,6 @@ def result(station: str, command_id: str, state: str, at: datetime, **extra: Any
         created_at=at,
         message_id=str(uuid.uuid4()),
     ).to_json()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)  # polling the database for the rows we expect
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def state_of(db: HubDatabase, command_id: str) -> HubCommand:
@@ -392,24 +383,10 @@ def test_a_running_hub_delivers_over_mqtt_and_ingests_the_answers(
     station sends them (``{prefix}/{station}/command_result``), move it to done."""
     import paho.mqtt.client as mqtt
 
-    from fieldstation.testing.broker import free_port
-
-    config = fleet_tools.hub_file(
-        tmp_path,
-        "hub-1",
-        postgres_url,
-        broker,
-        port=free_port(),
-        extra='[commands]\ninterval = "0.2s"\n',
-    )
-    subprocess.run([*CLI, "hub", "keygen", "-c", str(config)], check=True, capture_output=True)
-    queued = subprocess.run(
-        [*CLI, "hub", "command", "hedge-07", "ping", "-c", str(config)],
-        capture_output=True,
-        text=True,
-    )
-    assert queued.returncode == 0, queued.stderr
-    command_id = queued.stdout.strip()
+    config = fleet_tools.commands_hub_file(tmp_path, postgres_url, broker)
+    hub_cli = fleet_tools.hub_cli(config)
+    hub_cli("keygen")
+    command_id = hub_cli("command", "hedge-07", "ping")
     hub = fleet_tools.Process("hub", "run", str(config))
     station = FakeStation(broker, "hedge-07")
     db = open_hub_database(postgres_url)

@@ -8,11 +8,7 @@ a tree without it."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,47 +19,20 @@ from fieldstation.hub.db import open_hub_database
 from fieldstation.hub.models import HubCommand
 from fieldstation.testing.broker import MosquittoBroker, free_port
 
+from .test_mqtt_ingest import wait_until
+
 pytest.importorskip("fieldstation.config.commands", reason="the station side of commands")
-
-CLI = [sys.executable, "-m", "fieldstation.cli"]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)  # polling the fleet database for the state we expect
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 @pytest.mark.slow
 def test_a_real_station_applies_hub_commands_queued_while_it_was_stopped(
     tmp_path: Path, broker: MosquittoBroker, postgres_url: str, fleet_tools: Any
 ) -> None:
-    config = fleet_tools.hub_file(
-        tmp_path,
-        "hub-1",
-        postgres_url,
-        broker,
-        port=free_port(),
-        extra='[commands]\ninterval = "0.2s"\n',
-    )
-
-    def hub(*args: str) -> str:
-        done = subprocess.run(
-            [*CLI, "hub", *args, "-c", str(config)], capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
+    config = fleet_tools.commands_hub_file(tmp_path, postgres_url, broker)
+    hub = fleet_tools.hub_cli(config)
     line = hub("keygen")
     ping = hub("command", "hedge-07", "ping")  # the station is not running yet
-    station_toml = fleet_tools.station_file(tmp_path / "hedge-07", "hedge-07", broker)
-    data = tomllib.loads(station_toml.read_text())
-    data["commands"] = {"enabled": True, "hub_keys": {"hub": line}}
-    station_toml.write_text(tomli_w.dumps(data))
+    station_toml = fleet_tools.station_file(tmp_path / "hedge-07", "hedge-07", broker, hub_key=line)
     db = open_hub_database(postgres_url)
     hub_process = fleet_tools.Process("hub", "run", str(config))
     station = None
@@ -106,14 +75,7 @@ def test_a_real_http_station_polls_its_commands_and_answers(
     config.write_text(
         f'home = "{tmp_path / "hub-home"}"\ndatabase = "{hub_url}"\n[http]\nport = {port}\n'
     )
-
-    def hub(*args: str) -> str:
-        done = subprocess.run(
-            [*CLI, "hub", *args, "-c", str(config)], capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
+    hub = fleet_tools.hub_cli(config)
     line = hub("keygen")
     token_file = tmp_path / "token"
     token_file.write_text(hub("token", "add", "hedge-08") + "\n")

@@ -5,11 +5,8 @@ hash in force, and the heartbeats report that hash. Needs the station's remote c
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,52 +16,26 @@ from sqlalchemy import select
 
 from fieldstation.hub.db import open_hub_database
 from fieldstation.hub.models import HubCommand, Station
-from fieldstation.testing.broker import MosquittoBroker, free_port
+from fieldstation.testing.broker import MosquittoBroker
+
+from .test_mqtt_ingest import wait_until
 
 pytest.importorskip("fieldstation.commands.config_apply", reason="the station's remote config")
 
-CLI = [sys.executable, "-m", "fieldstation.cli"]
 STATIONS = ("hedge-01", "hedge-02", "hedge-03")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)  # polling the fleet database for the state we expect
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 @pytest.mark.slow
 def test_a_template_pushed_to_three_stations_is_in_force_on_all_three(
     tmp_path: Path, broker: MosquittoBroker, postgres_url: str, fleet_tools: Any
 ) -> None:
-    config = fleet_tools.hub_file(
-        tmp_path,
-        "hub-1",
-        postgres_url,
-        broker,
-        port=free_port(),
-        extra='[commands]\ninterval = "0.2s"\n',
-    )
-
-    def hub(*args: str) -> str:
-        done = subprocess.run(
-            [*CLI, "hub", *args, "-c", str(config)], capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
+    config = fleet_tools.commands_hub_file(tmp_path, postgres_url, broker)
+    hub = fleet_tools.hub_cli(config)
     line = hub("keygen")
     files = {}
     for name in STATIONS:
-        path = fleet_tools.station_file(tmp_path / name, name, broker)
-        data = tomllib.loads(path.read_text())
-        data["commands"] = {"enabled": True, "hub_keys": {"hub": line}}
-        path.write_text(tomli_w.dumps(data))
-        files[name] = data
+        path = fleet_tools.station_file(tmp_path / name, name, broker, hub_key=line)
+        files[name] = tomllib.loads(path.read_text())
     # the template: the same file with the detector's band changed (one job restarts)
     template = dict(files[STATIONS[0]])
     template["processors"] = [dict(template["processors"][0], high="6kHz")]

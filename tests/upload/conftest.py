@@ -73,6 +73,19 @@ class Hub:
     token: str
     app: Any
 
+    def upload(self, path: Path, upload_id: str, metadata: dict[str, str]) -> None:
+        """Send the file ``path`` as station ``default`` with the station's client (tus)."""
+        from fieldstation.upload.client import TusClient, UploadFile
+
+        data = path.read_bytes()
+        client = TusClient(self.url, self.token, STATION)
+        try:
+            client.send(
+                UploadFile(path, upload_id, len(data), hashlib.sha256(data).hexdigest(), metadata)
+            )
+        finally:
+            client.close()
+
 
 def start_hub(
     tmp_path: Path,

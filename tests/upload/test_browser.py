@@ -4,7 +4,6 @@ Chromium): a WAV uploaded by the station's client loads in the page's <audio> el
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import soundfile
 from fieldstation.hub.store import set_station_status
 from fieldstation.hub.users import add_user
 from fieldstation.testing.browser import screenshot
-from fieldstation.upload.client import TusClient, UploadFile
 
 PASSWORD = "a long enough password"
 
@@ -33,21 +31,11 @@ def test_station_page_plays_an_uploaded_recording(
     path = tmp_path / "chirp.wav"
     t = np.arange(16_000 * 6) / 16_000
     soundfile.write(path, 0.3 * np.sin(2 * np.pi * (500 + 300 * t) * t), 16_000)
-    data = path.read_bytes()
-    upload_id = "0b9f0a8e-0000-4000-8000-0000000000b1"
-    client = TusClient(hub.url, hub.token, "default")
-    try:
-        client.send(
-            UploadFile(
-                path,
-                upload_id,
-                len(data),
-                hashlib.sha256(data).hexdigest(),
-                {"filename": "chirp.wav", "media_type": "audio/wav", "recording_id": "1"},
-            )
-        )
-    finally:
-        client.close()
+    hub.upload(
+        path,
+        "0b9f0a8e-0000-4000-8000-0000000000b1",
+        {"filename": "chirp.wav", "media_type": "audio/wav", "recording_id": "1"},
+    )
     base = hub.url.removesuffix("/uploads")
     browser.get(base + "/login")
     browser.find_element(By.ID, "name").send_keys("vera")

@@ -151,19 +151,9 @@ def log_in(client: Any) -> None:
 def send(hub: Any, tmp_path: Path, data: bytes, upload_id: str) -> None:
     path = tmp_path / f"{upload_id}.wav"
     path.write_bytes(data)
-    client = TusClient(hub.url, hub.token, "default")
-    try:
-        client.send(
-            UploadFile(
-                path,
-                upload_id,
-                len(data),
-                hashlib.sha256(data).hexdigest(),
-                {"filename": "rec.wav", "media_type": "audio/wav", "recording_id": "7"},
-            )
-        )
-    finally:
-        client.close()
+    hub.upload(
+        path, upload_id, {"filename": "rec.wav", "media_type": "audio/wav", "recording_id": "7"}
+    )
 
 
 def dashboard_client(hub: Any) -> Any:

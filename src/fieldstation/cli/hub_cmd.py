@@ -19,14 +19,16 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 __all__ = ["register"]
 
 EXIT_INVALID = 2
+T = TypeVar("T")
 
 hub_app = typer.Typer(
     help="The fleet hub: ingest station messages into a fleet database.", no_args_is_help=True
@@ -37,6 +39,7 @@ hub_app.add_typer(token_app, name="token")
 ConfigArg = Annotated[
     Path | None, typer.Argument(help="Hub config (TOML); default: SQLite + HTTP on loopback.")
 ]
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")]
 
 
 def _load(path: Path | None) -> Any:
@@ -60,6 +63,23 @@ def _open(config: Any) -> Any:
         first = str(error).splitlines()[0][:300]
         typer.echo(f"database: cannot open {config.database_url()!r}: {first}", err=True)
         raise typer.Exit(1) from error
+
+
+def _with_db(
+    config: Any,
+    call: Callable[[Any], T],
+    refused: type[Exception] | tuple[type[Exception], ...] = (),
+) -> T:
+    """``call(db)`` on the fleet database of ``config`` (a loaded hub config), disposed after;
+    a ``refused`` error is printed and exits 2."""
+    db = _open(config)
+    try:
+        return call(db)
+    except refused as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_INVALID) from error
+    finally:
+        db.dispose()
 
 
 @hub_app.command("run")
@@ -192,41 +212,23 @@ def run(config_path: ConfigArg = None) -> None:
 @token_app.command("add")
 def token_add(
     station: Annotated[str, typer.Argument(help="The station's id (its station.id).")],
-    config_path: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")
-    ] = None,
+    config_path: ConfigOption = None,
 ) -> None:
     """Make a bearer token for STATION and print it (once: only its hash is stored)."""
     from fieldstation.hub.tokens import add_token
 
-    config = _load(config_path)
-    db = _open(config)
-    try:
-        token = add_token(db, station)
-    except ValueError as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(EXIT_INVALID) from error
-    finally:
-        db.dispose()
-    typer.echo(token)
+    typer.echo(_with_db(_load(config_path), lambda db: add_token(db, station), ValueError))
 
 
 @token_app.command("revoke")
 def token_revoke(
     station: Annotated[str, typer.Argument(help="The station's id (its station.id).")],
-    config_path: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")
-    ] = None,
+    config_path: ConfigOption = None,
 ) -> None:
     """Revoke every token of STATION (effective within a minute on running hubs)."""
     from fieldstation.hub.tokens import revoke_tokens
 
-    config = _load(config_path)
-    db = _open(config)
-    try:
-        count = revoke_tokens(db, station)
-    finally:
-        db.dispose()
+    count = _with_db(_load(config_path), lambda db: revoke_tokens(db, station))
     typer.echo(f"{count} token(s) of {station!r} revoked")
 
 
@@ -245,9 +247,7 @@ def user_add(
             help="viewer (reads), operator (acknowledges alerts) or admin (also sees users).",
         ),
     ] = "viewer",
-    config_path: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")
-    ] = None,
+    config_path: ConfigOption = None,
     password_stdin: Annotated[
         bool,
         typer.Option(
@@ -263,15 +263,7 @@ def user_add(
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    config = _load(config_path)
-    db = _open(config)
-    try:
-        add_user(db, name, password, role)
-    except UserError as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(EXIT_INVALID) from error
-    finally:
-        db.dispose()
+    _with_db(_load(config_path), lambda db: add_user(db, name, password, role), UserError)
     typer.echo(f"user {name!r} added ({role})")
 
 
@@ -303,12 +295,11 @@ def broker_config(
 
         from fieldstation.hub.models import Station
 
-        db = _open(_load(config_path))
-        try:
+        def known_ids(db: Any) -> list[str]:
             with db.session() as session:
-                names += list(session.scalars(select(Station.id)).all())
-        finally:
-            db.dispose()
+                return list(session.scalars(select(Station.id)).all())
+
+        names += _with_db(_load(config_path), known_ids)
     if not names:
         typer.echo("name at least one station (or --known)", err=True)
         raise typer.Exit(EXIT_INVALID)
@@ -343,9 +334,7 @@ def _signer(config: Any, *, required: bool) -> Any:
 
 @hub_app.command("keygen")
 def keygen(
-    config_path: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")
-    ] = None,
+    config_path: ConfigOption = None,
 ) -> None:
     """Make the fleet commands' Ed25519 signing key (kept when it exists, mode 0600) and print
     its public half, ed25519:...: give it to each station as
@@ -403,9 +392,7 @@ def command(
         Path | None,
         typer.Option("--file", "-f", help="set_config: the station file (TOML) to send."),
     ] = None,
-    config_path: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")
-    ] = None,
+    config_path: ConfigOption = None,
 ) -> None:
     """Queue a signed command for STATION and print its id; the hub delivers it when the
     station is online (or polls), and follows its answer (see: fieldstation hub commands)."""
@@ -429,11 +416,11 @@ def command(
             raise typer.Exit(EXIT_INVALID) from error
     config = _load(config_path)
     signer = _signer(config, required=True)
-    db = _open(config)
     from fieldstation.clock import SystemClock
 
-    try:
-        command_id = queue_command(
+    command_id = _with_db(
+        config,
+        lambda db: queue_command(
             db,
             signer,
             station,
@@ -441,12 +428,9 @@ def command(
             args,
             now=SystemClock().now(),
             created_by=f"cli:{getpass.getuser()}",
-        )
-    except (CommandRefusedError, ValueError) as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(EXIT_INVALID) from error
-    finally:
-        db.dispose()
+        ),
+        (CommandRefusedError, ValueError),
+    )
     typer.echo(command_id)
 
 
@@ -454,19 +438,12 @@ def command(
 def commands(
     station: Annotated[str | None, typer.Argument(help="Only this station's.")] = None,
     limit: Annotated[int, typer.Option(help="Newest N.")] = 50,
-    config_path: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")
-    ] = None,
+    config_path: ConfigOption = None,
 ) -> None:
     """List the newest commands: id, station, command, state, reason."""
     from fieldstation.hub.commands import list_commands
 
-    config = _load(config_path)
-    db = _open(config)
-    try:
-        rows = list_commands(db, station, limit=limit)
-    finally:
-        db.dispose()
+    rows = _with_db(_load(config_path), lambda db: list_commands(db, station, limit=limit))
     for row in rows:
         typer.echo(
             f"{row['id']}  {row['created_at']:%Y-%m-%d %H:%M:%S}  {row['station']}  "
@@ -479,20 +456,12 @@ template_app = typer.Typer(
     no_args_is_help=True,
 )
 hub_app.add_typer(template_app, name="template")
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Hub config (TOML).")]
 
 
-def _template_call(config_path: Path | None, call: Any) -> Any:
+def _template_call(config: Any, call: Callable[[Any], T]) -> T:
     from fieldstation.hub.templates import TemplateError
 
-    db = _open(_load(config_path))
-    try:
-        return call(db)
-    except TemplateError as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(EXIT_INVALID) from error
-    finally:
-        db.dispose()
+    return _with_db(config, call, TemplateError)
 
 
 @template_app.command("set")
@@ -513,7 +482,7 @@ def template_set(
         typer.echo(f"{file}: {error.strerror}", err=True)
         raise typer.Exit(EXIT_INVALID) from error
     _template_call(
-        config_path,
+        _load(config_path),
         lambda db: set_template(
             db, name, text, now=SystemClock().now(), by=f"cli:{getpass.getuser()}"
         ),
@@ -539,7 +508,8 @@ def template_member(
 
     overrides = _parse_args(list(pairs or []))
     _template_call(
-        config_path, lambda db: set_member(db, name, station, overrides, now=SystemClock().now())
+        _load(config_path),
+        lambda db: set_member(db, name, station, overrides, now=SystemClock().now()),
     )
     typer.echo(f"{station!r} takes template {name!r} ({len(overrides)} override(s))")
 
@@ -562,7 +532,7 @@ def template_show(
                 raise TemplateError(f"{station!r} is not a member of template {name!r}")
             return render(template.text, station, member.overrides)
 
-    typer.echo(_template_call(config_path, read), nl=False)
+    typer.echo(_template_call(_load(config_path), read), nl=False)
 
 
 @template_app.command("push")
@@ -583,7 +553,7 @@ def template_push(
     config = _load(config_path)
     signer = _signer(config, required=True)
     queued = _template_call(
-        config_path,
+        config,
         lambda db: push_template(
             db,
             signer,

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from fieldstation import __version__
 from fieldstation.clock import Clock
 from fieldstation.commands import store
+from fieldstation.commands.inbox import AnswerRoute
 from fieldstation.config.units import parse_since
 from fieldstation.messages.commands import (
     ARGS_MODELS,
@@ -48,7 +49,6 @@ from fieldstation.messages.commands import (
     UploadArgs,
 )
 from fieldstation.store.db import Database
-from fieldstation.store.events import record_event
 from fieldstation.store.models import CommandRow
 
 __all__ = [
@@ -174,10 +174,11 @@ class CommandExecutor:
         """Command id -> (command, its running call, its answer)."""
         config = station.config
         self.station_id: str = config.station.id
-        self.answer_to = (
-            answer_to if answer_to is not None else config.destinations_for("command_result")
+        self.route = AnswerRoute(
+            self.station_id,
+            answer_to if answer_to is not None else config.destinations_for("command_result"),
+            events_to if events_to is not None else config.destinations_for("event"),
         )
-        self.events_to = events_to if events_to is not None else config.destinations_for("event")
 
     # --- answers -----------------------------------------------------------------------------
 
@@ -202,29 +203,22 @@ class CommandExecutor:
                 if not changed:
                     log.warning("command %s has ended already; %s not sent", command_id, state)
                     return
-                store.enqueue_answer(
+                self.route.answer(
                     session,
-                    station_id=self.station_id,
-                    destinations=self.answer_to,
-                    command_id=command_id,
-                    command=command,
-                    state=state,
-                    reason=reason,
-                    details=details,
+                    command_id,
+                    command,
+                    state,
+                    reason,
+                    details,
                     config_hash=config_hash or self.station.config_hash,
                     now=now,
                 )
                 if state == "refused":
-                    record_event(
+                    self.route.refused_event(
                         session,
-                        kind="command_refused",
-                        source="commands",
-                        message=f"command {command} {command_id} refused: {reason}",
+                        f"command {command} {command_id} refused: {reason}",
+                        {"command_id": command_id, "command": command, **details},
                         now=now,
-                        station_id=self.station_id,
-                        destinations=self.events_to,
-                        severity="warning",
-                        data={"command_id": command_id, "command": command, **details},
                     )
             log.info(
                 "command %s %s: %s%s", command_id, command, state, f" ({reason})" * bool(reason)
@@ -240,15 +234,13 @@ class CommandExecutor:
         with self.db.session() as session:
             rows = store.refuse_interrupted(session, now=now)
             for row in rows:
-                store.enqueue_answer(
+                self.route.answer(
                     session,
-                    station_id=self.station_id,
-                    destinations=self.answer_to,
-                    command_id=row.id,
-                    command=row.command,
-                    state="refused",
-                    reason=row.reason,
-                    details={"interrupted": True},
+                    row.id,
+                    row.command,
+                    "refused",
+                    row.reason,
+                    {"interrupted": True},
                     config_hash=self.station.config_hash,
                     now=now,
                 )

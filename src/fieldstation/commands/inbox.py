@@ -27,7 +27,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -45,7 +47,7 @@ from fieldstation.store.db import Database
 from fieldstation.store.events import record_event
 from fieldstation.store.models import Delivery
 
-__all__ = ["REPLAY_QUIET", "UNVERIFIED_QUIET", "CommandInbox"]
+__all__ = ["REPLAY_QUIET", "UNVERIFIED_QUIET", "AnswerRoute", "CommandInbox"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,59 @@ UNVERIFIED_QUIET = 60.0
 """Seconds: at most one unverified message per source is answered (and an event) in this time."""
 MAX_REMEMBERED = 10_000
 """Command ids whose last replay answer is remembered (the oldest are forgotten past this)."""
+
+
+@dataclass(frozen=True)
+class AnswerRoute:
+    """Where a station's command answers go: ``command_result`` messages to the outputs
+    ``answer_to``, ``command_refused`` events (warning) to ``events_to``, both as
+    ``station_id``. Used by the inbox and the executor, inside their own transactions."""
+
+    station_id: str
+    answer_to: Sequence[str]
+    events_to: Sequence[str]
+
+    def answer(
+        self,
+        session: Any,
+        command_id: str,
+        command: str,
+        state: str,
+        reason: str | None,
+        details: dict[str, Any],
+        *,
+        config_hash: str | None,
+        now: datetime,
+    ) -> int | None:
+        """Enqueue one answer; returns its outbox message's pk (None: no destination)."""
+        return enqueue_answer(
+            session,
+            station_id=self.station_id,
+            destinations=self.answer_to,
+            command_id=command_id,
+            command=command,
+            state=state,
+            reason=reason,
+            details=details,
+            config_hash=config_hash,
+            now=now,
+        )
+
+    def refused_event(
+        self, session: Any, message: str, data: dict[str, Any], *, now: datetime
+    ) -> None:
+        """Record (and enqueue) the ``command_refused`` event ``message`` with ``data``."""
+        record_event(
+            session,
+            kind="command_refused",
+            source="commands",
+            message=message,
+            now=now,
+            station_id=self.station_id,
+            destinations=self.events_to,
+            severity="warning",
+            data=data,
+        )
 
 
 class CommandInbox:
@@ -88,8 +143,7 @@ class CommandInbox:
         self.station_id = station_id
         self.public_keys = {key_id: load_public_key(text) for key_id, text in hub_keys.items()}
         self.clock = clock
-        self.answer_to = answer_to
-        self.events_to = events_to
+        self.route = AnswerRoute(station_id, answer_to, events_to)
         self.config_hash = config_hash
         self.skew = skew
         self.session_expiry = session_expiry
@@ -210,15 +264,13 @@ class CommandInbox:
         details: dict[str, Any],
     ) -> int | None:
         """Enqueue an answer; returns its outbox message's pk (None: no destination)."""
-        return enqueue_answer(
+        return self.route.answer(
             session,
-            station_id=self.station_id,
-            destinations=self.answer_to,
-            command_id=command_id,
-            command=command,
-            state=state,
-            reason=reason,
-            details=details,
+            command_id,
+            command,
+            state,
+            reason,
+            details,
             config_hash=self.config_hash(),
             now=self.clock.now(),
         )
@@ -244,16 +296,11 @@ class CommandInbox:
             data["suppressed"] = suppressed
         with self.db.session() as session:
             pk = self._answer(session, command_id, command, "refused", reason, details)
-            record_event(
+            self.route.refused_event(
                 session,
-                kind="command_refused",
-                source="commands",
-                message=f"command {command} {command_id} refused: {reason}{more}",
+                f"command {command} {command_id} refused: {reason}{more}",
+                data,
                 now=self.clock.now(),
-                station_id=self.station_id,
-                destinations=self.events_to,
-                severity="warning",
-                data=data,
             )
         return pk
 
