@@ -31,6 +31,7 @@ from fieldstation.hub.models import (
     Station,
     Summary,
 )
+from fieldstation.hub.rollup import count_inserted
 from fieldstation.messages import (
     DetectionBody,
     Envelope,
@@ -305,6 +306,9 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> N
     for model, rows in tables.items():
         if rows:
             session.execute(_insert(session, _table(model)), rows)  # Core executemany
+    # detection rollup (decision 0145), same transaction: exactly the detection rows inserted
+    # just above (only new messages get rows, so a redelivery counts nothing)
+    count_inserted(session, tables.get(Detection, ()))
     session.execute(update(Station).where(Station.id.in_(stations)).values(last_seen_at=now))
     if latest:  # one executemany: the newest heartbeat of each station, unless older news
         table = _table(Station)
