@@ -200,6 +200,29 @@ def test_fleet_page_shows_presence_silence_health_and_figures(db: HubDatabase) -
     assert client.get("/stations/none").status_code == 404
 
 
+def test_the_fleet_is_read_once_per_polling_period_for_every_viewer(db: HubDatabase) -> None:
+    from fieldstation.hub.web.app import FLEET_POLL
+
+    add_user(db, "vera", PASSWORD, "viewer")
+    clock = VirtualClock(T0 + timedelta(hours=1))
+    store(db, heartbeat("one", T0 + timedelta(hours=1)))
+    client = client_for(db, clock)
+    log_in(client, "vera")
+    page = client.get("/").text
+    assert f"every {FLEET_POLL:g} s" in page and f"liveFleet({FLEET_POLL * 1000:.0f})" in page
+    assert 'data-station="one"' in page
+    store(db, heartbeat("two", T0 + timedelta(hours=1)))
+    # within the period: the snapshot already made (one read for every viewer of this hub)
+    assert [s["id"] for s in client.get("/api/fleet").json()["stations"]] == ["one"]
+    clock.advance(FLEET_POLL)
+    fleet = client.get("/api/fleet").json()
+    assert [s["id"] for s in fleet["stations"]] == ["one", "two"]
+    assert fleet["now"] == clock.now().isoformat()
+    other = client_for(db, clock)  # another app (a second hub process): its own snapshot
+    log_in(other, "vera")
+    assert 'data-station="two"' in other.get("/").text
+
+
 def test_detections_explorer_keyset_pages_counts_and_csv(db: HubDatabase) -> None:
     add_user(db, "vera", PASSWORD, "viewer")
     # 250 detections over 3 days, 2 stations; equal timestamps across messages on purpose

@@ -36,11 +36,13 @@ def _upsert(connection: Connection, table: Table, keys: list[str], counts: Count
     """Add ``counts`` ({key tuple: n}) to ``table``'s ``count`` column, in key order."""
     if not counts:
         return
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table)
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    statement: Any = (
+        postgresql.insert(table)
+        if connection.dialect.name == "postgresql"
+        else sqlite.insert(table)
+    )
     statement = statement.on_conflict_do_update(
         index_elements=keys, set_={"count": table.c["count"] + statement.excluded["count"]}
     )

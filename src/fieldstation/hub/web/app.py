@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import json
 import os
 import secrets
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ from fieldstation.hub.alerts import AlertRules, acknowledge
 from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.users import authenticate, role_allows
 from fieldstation.hub.web.charts import line_chart
+from fieldstation.hub.web.snapshot import FleetSnapshot, Snapshots
 
 __all__ = ["Dashboard", "dashboard_routes", "session_secret"]
 
@@ -35,6 +37,9 @@ COUNT_DAYS = 30
 """Days the explorer's per-day counts cover when no 'since' is given."""
 SESSION_MAX_AGE = 12 * 3600
 """Seconds a log-in lasts."""
+FLEET_POLL = 2.0
+"""Seconds between the fleet page's polls of ``/api/fleet``, and the most a fleet snapshot
+is reused for (:mod:`fieldstation.hub.web.snapshot`)."""
 
 
 def session_secret(home: Path) -> str:
@@ -82,6 +87,7 @@ def _parse_time(text: str | None) -> datetime | None:
 
 def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], list[Any]]:
     """The dashboard's routes and middleware, for the hub's Starlette app."""
+    from markupsafe import Markup
     from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
     from starlette.middleware.sessions import SessionMiddleware
@@ -167,20 +173,38 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
-    def fleet_now() -> list[dict[str, Any]]:
-        return queries.fleet(db, dashboard.clock.now(), dashboard.rules)
+    fleet_rows = templates.env.get_template("fleet_rows.html")
+
+    def fleet_snapshot(now: datetime) -> FleetSnapshot:
+        rows = queries.fleet(db, now, dashboard.rules)
+        body = json.dumps(
+            {"now": now.isoformat(), "stations": rows},
+            default=_iso,
+            ensure_ascii=False,
+            allow_nan=False,
+            separators=(",", ":"),
+        )
+        html = fleet_rows.render(stations=rows, now=now, ago=_ago)
+        return FleetSnapshot(now, rows, body.encode(), html)
+
+    snapshots = Snapshots(fleet_snapshot, dashboard.clock, FLEET_POLL)
 
     @guard("viewer")
     async def fleet_page(request: Request) -> Response:
-        rows = await run_in_threadpool(fleet_now)
-        return page(request, "fleet.html", stations=rows)
+        snapshot = await run_in_threadpool(snapshots.get)
+        return page(
+            request,
+            "fleet.html",
+            count=len(snapshot.stations),
+            rows_html=Markup(snapshot.rows_html),  # rendered (escaped) by fleet_rows.html
+            at=snapshot.at,
+            poll_ms=int(FLEET_POLL * 1000),
+        )
 
     @guard("viewer", api=True)
     async def fleet_api(request: Request) -> Response:
-        rows = await run_in_threadpool(fleet_now)
-        return JSONResponse(
-            {"now": dashboard.clock.now().isoformat(), "stations": queries.jsonable(rows)}
-        )
+        snapshot = await run_in_threadpool(snapshots.get)
+        return Response(snapshot.json, media_type="application/json")
 
     @guard("viewer")
     async def station_page(request: Request) -> Response:
@@ -331,6 +355,13 @@ def _ago(then: datetime | None, now: datetime) -> str:
         if seconds >= 2 * size:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
+
+
+def _iso(value: Any) -> str:
+    """JSON for the values :func:`json.dumps` does not know: datetimes as ISO 8601."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _bytes(value: int | None) -> str:
