@@ -16,7 +16,7 @@ from fieldstation.hub.web.snapshot import Snapshots
 T0 = datetime(2026, 6, 1, 4, 0, tzinfo=UTC)
 
 
-def test_a_snapshot_is_made_once_per_period() -> None:
+def test_a_snapshot_is_reused_then_served_stale_while_refreshed_then_made_first() -> None:
     clock = VirtualClock(T0)
     made: list[datetime] = []
 
@@ -24,17 +24,24 @@ def test_a_snapshot_is_made_once_per_period() -> None:
         made.append(now)
         return len(made)
 
-    snapshots = Snapshots(make, clock, max_age=2.0)
-    assert snapshots.get() == 1 and snapshots.get() == 1
+    snapshots = Snapshots(make, clock, max_age=2.0, stale_after=6.0)
+    assert snapshots.get() == (1, False) and snapshots.get() == (1, False)
     clock.advance(1.9)
-    assert snapshots.get() == 1
+    assert snapshots.get() == (1, False)
+    snapshots.refresh()  # young enough: nothing made
+    assert made == [T0]
     clock.advance(0.1)
-    assert snapshots.get() == 2 and made == [T0, T0 + timedelta(seconds=2)]
-    with pytest.raises(ValueError, match="max_age"):
-        Snapshots(make, clock, max_age=-1)
+    assert snapshots.get() == (1, True)  # served, to be refreshed after the response
+    snapshots.refresh()
+    assert snapshots.get() == (2, False) and made == [T0, T0 + timedelta(seconds=2)]
+    clock.advance(6.0)
+    assert snapshots.get() == (3, False)  # too old to serve: made first
+    for max_age, stale_after in ((-1.0, 1.0), (3.0, 2.0)):
+        with pytest.raises(ValueError, match="max_age"):
+            Snapshots(make, clock, max_age=max_age, stale_after=stale_after)
 
 
-def test_clients_asking_at_once_share_one_snapshot_and_a_failure_keeps_nothing() -> None:
+def test_clients_asking_at_once_share_one_snapshot_and_failures_keep_the_old_one() -> None:
     clock = VirtualClock(T0)
     started, release = threading.Event(), threading.Event()
     calls: list[int] = []
@@ -43,15 +50,15 @@ def test_clients_asking_at_once_share_one_snapshot_and_a_failure_keeps_nothing()
     def make(now: datetime) -> str:
         calls.append(1)
         if fail[0]:
-            fail[0] = False
             raise ConnectionError("database gone")
         started.set()
         assert release.wait(30), "never released"
-        return "fleet"
+        return f"fleet {len(calls)}"
 
-    snapshots = Snapshots(make, clock, max_age=2.0)
-    with pytest.raises(ConnectionError):
+    snapshots = Snapshots(make, clock, max_age=2.0, stale_after=6.0)
+    with pytest.raises(ConnectionError):  # none to serve: the caller gets the error
         snapshots.get()
+    fail[0] = False
     results: list[Any] = []
     threads = [threading.Thread(target=lambda: results.append(snapshots.get())) for _ in range(8)]
     for thread in threads:
@@ -60,4 +67,12 @@ def test_clients_asking_at_once_share_one_snapshot_and_a_failure_keeps_nothing()
     release.set()
     for thread in threads:
         thread.join(30)
-    assert results == ["fleet"] * 8 and len(calls) == 2
+    assert results == [("fleet 2", False)] * 8 and len(calls) == 2
+    # a failing refresh is logged and keeps serving the old one until it is too old
+    fail[0] = True
+    clock.advance(2.0)
+    snapshots.refresh()
+    assert snapshots.get() == ("fleet 2", True) and len(calls) == 3
+    clock.advance(4.0)
+    with pytest.raises(ConnectionError):
+        snapshots.get()

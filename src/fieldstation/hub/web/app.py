@@ -38,8 +38,10 @@ COUNT_DAYS = 30
 SESSION_MAX_AGE = 12 * 3600
 """Seconds a log-in lasts."""
 FLEET_POLL = 2.0
-"""Seconds between the fleet page's polls of ``/api/fleet``, and the most a fleet snapshot
-is reused for (:mod:`fieldstation.hub.web.snapshot`)."""
+"""Seconds between the fleet page's polls of ``/api/fleet``, and the age at which the fleet
+snapshot is made again (:mod:`fieldstation.hub.web.snapshot`)."""
+FLEET_STALE = 3 * FLEET_POLL
+"""Seconds after which a fleet snapshot is no longer served (a request makes a new one)."""
 
 
 def session_secret(home: Path) -> str:
@@ -88,6 +90,7 @@ def _parse_time(text: str | None) -> datetime | None:
 def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], list[Any]]:
     """The dashboard's routes and middleware, for the hub's Starlette app."""
     from markupsafe import Markup
+    from starlette.background import BackgroundTask
     from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
     from starlette.middleware.sessions import SessionMiddleware
@@ -187,24 +190,31 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
         html = fleet_rows.render(stations=rows, now=now, ago=_ago)
         return FleetSnapshot(now, rows, body.encode(), html)
 
-    snapshots = Snapshots(fleet_snapshot, dashboard.clock, FLEET_POLL)
+    snapshots = Snapshots(fleet_snapshot, dashboard.clock, FLEET_POLL, FLEET_STALE)
+
+    def refreshing(stale: bool) -> BackgroundTask | None:
+        """A stale snapshot is served, then a new one made after the response is sent."""
+        return BackgroundTask(snapshots.refresh) if stale else None
 
     @guard("viewer")
     async def fleet_page(request: Request) -> Response:
-        snapshot = await run_in_threadpool(snapshots.get)
-        return page(
+        snapshot, stale = await run_in_threadpool(snapshots.get)
+        response = page(
             request,
             "fleet.html",
             count=len(snapshot.stations),
             rows_html=Markup(snapshot.rows_html),  # rendered (escaped) by fleet_rows.html
             at=snapshot.at,
-            poll_ms=int(FLEET_POLL * 1000),
+            poll_s=FLEET_POLL,
+            stale_s=FLEET_STALE,
         )
+        response.background = refreshing(stale)
+        return response
 
     @guard("viewer", api=True)
     async def fleet_api(request: Request) -> Response:
-        snapshot = await run_in_threadpool(snapshots.get)
-        return Response(snapshot.json, media_type="application/json")
+        snapshot, stale = await run_in_threadpool(snapshots.get)
+        return Response(snapshot.json, media_type="application/json", background=refreshing(stale))
 
     @guard("viewer")
     async def station_page(request: Request) -> Response:
