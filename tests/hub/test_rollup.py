@@ -190,3 +190,31 @@ def test_migration_0005_backfills_the_detections_stored_before_it(hub_url: str) 
         assert per_station == Counter((s, d) for s, _, d in rows)
     finally:
         db.dispose()
+
+
+def test_two_writers_adding_to_the_same_days_at_once_count_exactly(hub_url: str) -> None:
+    """Two threads (as two hub processes would) store overlapping batches at once: the same
+    stations, labels and days, each message delivered to both; no deadlock, exact counts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = random.Random(3)
+    db = open_hub_database(hub_url)
+    try:
+        messages = [
+            detection_message(rng, f"st-{i % 2}", T0 + timedelta(hours=i % 5)) for i in range(120)
+        ]
+        batches = [messages[i : i + 15] for i in range(0, len(messages), 15)]
+
+        def writer(order: int) -> int:
+            stored = 0
+            for batch in batches[::order]:
+                result = store_batch(db, [Incoming(p, "test") for p in batch], via="t", now=T0)
+                stored += result.stored
+            return stored
+
+        with ThreadPoolExecutor(2) as pool:
+            stored = sum(pool.map(writer, (1, -1)))
+        assert stored == 120
+        assert rolled(db) == truth(db)
+    finally:
+        db.dispose()
