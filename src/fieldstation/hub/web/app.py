@@ -178,8 +178,7 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
 
     fleet_rows = templates.env.get_template("fleet_rows.html")
 
-    def fleet_snapshot(now: datetime) -> FleetSnapshot:
-        rows = queries.fleet(db, now, dashboard.rules)
+    def encode(now: datetime, rows: list[dict[str, Any]]) -> bytes:
         body = json.dumps(
             {"now": now.isoformat(), "stations": rows},
             default=_iso,
@@ -187,8 +186,22 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
             allow_nan=False,
             separators=(",", ":"),
         )
-        html = fleet_rows.render(stations=rows, now=now, ago=_ago)
-        return FleetSnapshot(now, rows, body.encode(), html)
+        return body.encode()
+
+    def render(now: datetime, rows: list[dict[str, Any]]) -> str:
+        return fleet_rows.render(stations=rows, now=now)
+
+    def fleet_snapshot(now: datetime) -> FleetSnapshot:
+        rows = queries.fleet(db, now, dashboard.rules)
+        return FleetSnapshot(now, rows, encode(now, rows), render)
+
+    def fleet_rows_now() -> tuple[FleetSnapshot, str, bool]:
+        snapshot, stale = snapshots.get()
+        return snapshot, snapshot.rows_html, stale
+
+    def fleet_json_now() -> tuple[bytes, bool]:
+        snapshot, stale = snapshots.get()
+        return snapshot.json, stale
 
     snapshots = Snapshots(fleet_snapshot, dashboard.clock, FLEET_POLL, FLEET_STALE)
 
@@ -198,12 +211,12 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
 
     @guard("viewer")
     async def fleet_page(request: Request) -> Response:
-        snapshot, stale = await run_in_threadpool(snapshots.get)
+        snapshot, rows_html, stale = await run_in_threadpool(fleet_rows_now)
         response = page(
             request,
             "fleet.html",
             count=len(snapshot.stations),
-            rows_html=Markup(snapshot.rows_html),  # rendered (escaped) by fleet_rows.html
+            rows_html=Markup(rows_html),  # rendered (escaped) by fleet_rows.html
             at=snapshot.at,
             poll_s=FLEET_POLL,
             stale_s=FLEET_STALE,
@@ -213,8 +226,8 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
 
     @guard("viewer", api=True)
     async def fleet_api(request: Request) -> Response:
-        snapshot, stale = await run_in_threadpool(snapshots.get)
-        return Response(snapshot.json, media_type="application/json", background=refreshing(stale))
+        body, stale = await run_in_threadpool(fleet_json_now)
+        return Response(body, media_type="application/json", background=refreshing(stale))
 
     @guard("viewer")
     async def station_page(request: Request) -> Response:

@@ -1,6 +1,6 @@
 """The fleet page's snapshot: the fleet read, its alert rules evaluated, its JSON encoded and
-its table rendered once per period for every viewer, made after a response rather than
-before it (decision 0145).
+(on the first page load) its table rendered once per period for every viewer, made after a
+response rather than before it (decision 0145).
 
 Reading, evaluating and rendering 1,000 stations costs ~70-100 ms of CPU; every open fleet
 page polls ``/api/fleet`` every :data:`~fieldstation.hub.web.app.FLEET_POLL` seconds. Done per
@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from fieldstation.clock import Clock
@@ -37,16 +37,27 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
 class FleetSnapshot:
     """The fleet at ``at`` (aware UTC): ``stations`` (:func:`fieldstation.hub.fleet.fleet`'s
     rows), ``json`` (the ``/api/fleet`` body, UTF-8 bytes) and ``rows_html`` (the fleet
-    table's ``<tr>`` rows, escaped HTML)."""
+    table's ``<tr>`` rows, escaped HTML), made by ``render(at, stations)`` on first use, once
+    per snapshot: the polls ask for the JSON only."""
 
-    at: datetime
-    stations: list[dict[str, Any]]
-    json: bytes
-    rows_html: str
+    def __init__(
+        self,
+        at: datetime,
+        stations: list[dict[str, Any]],
+        json: bytes,
+        render: Callable[[datetime, list[dict[str, Any]]], str],
+    ) -> None:
+        self.at = at
+        self.stations = stations
+        self.json = json
+        self._render = render
+
+    @cached_property
+    def rows_html(self) -> str:
+        return self._render(self.at, self.stations)
 
 
 class Snapshots(Generic[T]):
