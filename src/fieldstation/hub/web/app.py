@@ -191,11 +191,17 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
     def render(now: datetime, rows: list[dict[str, Any]]) -> str:
         return fleet_rows.render(stations=rows, now=now)
 
+    page_loaded = [float("-inf")]  # clock.monotonic() of the newest fleet page load
+
     def fleet_snapshot(now: datetime) -> FleetSnapshot:
         rows = queries.fleet(db, now, dashboard.rules)
-        return FleetSnapshot(now, rows, encode(now, rows), render)
+        html = None  # the table rows too when pages are being loaded (else on first use)
+        if dashboard.clock.monotonic() - page_loaded[0] < FLEET_STALE:
+            html = render(now, rows)
+        return FleetSnapshot(now, rows, encode(now, rows), render, html)
 
     def fleet_rows_now() -> tuple[FleetSnapshot, str, bool]:
+        page_loaded[0] = dashboard.clock.monotonic()
         snapshot, stale = snapshots.get()
         return snapshot, snapshot.rows_html, stale
 

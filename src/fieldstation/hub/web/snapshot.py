@@ -25,7 +25,6 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from fieldstation.clock import Clock
@@ -40,8 +39,8 @@ T = TypeVar("T")
 class FleetSnapshot:
     """The fleet at ``at`` (aware UTC): ``stations`` (:func:`fieldstation.hub.fleet.fleet`'s
     rows), ``json`` (the ``/api/fleet`` body, UTF-8 bytes) and ``rows_html`` (the fleet
-    table's ``<tr>`` rows, escaped HTML), made by ``render(at, stations)`` on first use, once
-    per snapshot: the polls ask for the JSON only."""
+    table's ``<tr>`` rows, escaped HTML): given, or made by ``render(at, stations)`` on first
+    use, once per snapshot (a hub whose viewers only poll the JSON never renders them)."""
 
     def __init__(
         self,
@@ -49,15 +48,19 @@ class FleetSnapshot:
         stations: list[dict[str, Any]],
         json: bytes,
         render: Callable[[datetime, list[dict[str, Any]]], str],
+        rows_html: str | None = None,
     ) -> None:
         self.at = at
         self.stations = stations
         self.json = json
         self._render = render
+        self._rows_html = rows_html
 
-    @cached_property
+    @property
     def rows_html(self) -> str:
-        return self._render(self.at, self.stations)
+        if self._rows_html is None:  # two threads may both render: same text, no harm
+            self._rows_html = self._render(self.at, self.stations)
+        return self._rows_html
 
 
 class Snapshots(Generic[T]):
