@@ -12,14 +12,15 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import select, text
+from sqlalchemy import literal, select, text
 
 from fieldstation.hub import rollup
 from fieldstation.hub.db import MIGRATIONS, HubDatabase, make_engine, open_hub_database
 from fieldstation.hub.fleet import DetectionFilter, detection_counts_per_day
-from fieldstation.hub.models import Detection, DetectionDay, StationDay
+from fieldstation.hub.models import Detection, DetectionDay, StationDay, UTCDateTime
 from fieldstation.hub.store import Incoming, store_batch
 from fieldstation.messages import build_envelope
 
@@ -216,5 +217,33 @@ def test_two_writers_adding_to_the_same_days_at_once_count_exactly(hub_url: str)
             stored = sum(pool.map(writer, (1, -1)))
         assert stored == 120
         assert rolled(db) == truth(db)
+    finally:
+        db.dispose()
+
+
+def test_count_inserted_takes_returned_rows_tuples_and_mappings_and_refuses_naive_times(
+    hub_url: str,
+) -> None:
+    db = open_hub_database(hub_url)
+    try:
+        late = datetime(2026, 6, 1, 23, 30, tzinfo=PLUS_TWO)  # 21:30 UTC, June 1st
+        with db.session() as session:
+            returned = session.execute(  # SQLAlchemy rows, as an insert's RETURNING gives
+                select(
+                    literal("st-r").label("station"),
+                    literal("wren").label("label"),
+                    literal(late, UTCDateTime()).label("detected_at"),
+                )
+            ).all()
+            rollup.count_inserted(session, returned)
+            rollup.count_inserted(
+                session, [{"station": "st-r", "label": "wren", "detected_at": T0}]
+            )
+        assert rolled(db) == (
+            Counter({("st-r", "wren", date(2026, 6, 1)): 2}),
+            Counter({("st-r", date(2026, 6, 1)): 2}),
+        )
+        with pytest.raises(ValueError, match="naive"), db.session() as session:
+            rollup.count_inserted(session, [("st-r", "wren", datetime(2026, 6, 1, 12))])
     finally:
         db.dispose()

@@ -52,23 +52,33 @@ def _upsert(connection: Connection, table: Table, keys: list[str], counts: Count
     )
 
 
-def count_inserted(target: Connection | Session, rows: Iterable[Mapping[str, Any]]) -> None:
+def _fields(row: Any) -> tuple[str, str, datetime]:
+    """(station, label, detected_at) of a mapping, a SQLAlchemy ``Row`` or a 3-tuple."""
+    mapping = row if isinstance(row, Mapping) else getattr(row, "_mapping", None)
+    if mapping is not None:
+        return mapping["station"], mapping["label"], mapping["detected_at"]
+    station, label, at = row
+    return station, label, at
+
+
+def count_inserted(target: Connection | Session, rows: Iterable[Any]) -> None:
     """Add the detections in ``rows`` to the rollup, in ``target``'s transaction.
 
-    ``rows``: the detection rows just inserted (mappings with ``station``, ``label`` and an
-    aware ``detected_at``), only those: a row counted here and not inserted, or inserted and
-    not counted, makes the counts wrong for good. Raises ValueError for a naive
-    ``detected_at``; the database's errors unchanged (the caller's transaction then rolls
-    back the detections too)."""
+    ``rows``: the detection rows just inserted, only those (e.g. an insert's ``RETURNING
+    station, label, detected_at``): mappings or SQLAlchemy rows with ``station``, ``label``
+    and an aware ``detected_at``, or (station, label, detected_at) tuples. A row counted here
+    and not inserted, or inserted and not counted, makes the counts wrong for good. Raises
+    ValueError for a naive ``detected_at``; the database's errors unchanged (the caller's
+    transaction then rolls back the detections too)."""
     per_label: Counter[tuple[str, str, date]] = Counter()
     per_station: Counter[tuple[str, date]] = Counter()
     for row in rows:
-        at: datetime = row["detected_at"]
+        station, label, at = _fields(row)
         if at.tzinfo is None:
             raise ValueError(f"detected_at {at!r} is naive: give an aware (UTC) time")
         day = at.astimezone(UTC).date()
-        per_label[(row["station"], row["label"], day)] += 1
-        per_station[(row["station"], day)] += 1
+        per_label[(station, label, day)] += 1
+        per_station[(station, day)] += 1
     connection = target.connection() if isinstance(target, Session) else target
     _upsert(connection, _table(DetectionDay), ["station", "label", "day"], per_label)
     _upsert(connection, _table(StationDay), ["station", "day"], per_station)
