@@ -200,6 +200,37 @@ def test_fleet_page_shows_presence_silence_health_and_figures(db: HubDatabase) -
     assert client.get("/stations/none").status_code == 404
 
 
+def test_the_fleet_is_read_once_per_polling_period_for_every_viewer(db: HubDatabase) -> None:
+    from fieldstation.hub.web.app import FLEET_POLL, FLEET_STALE
+
+    add_user(db, "vera", PASSWORD, "viewer")
+    clock = VirtualClock(T0 + timedelta(hours=1))
+    store(db, heartbeat("one", T0 + timedelta(hours=1)))
+    client = client_for(db, clock)
+    log_in(client, "vera")
+    page = client.get("/").text
+    assert f"every {FLEET_POLL:g} s" in page and f"liveFleet({FLEET_POLL * 1000:.0f})" in page
+    assert f"never older than {FLEET_STALE:g} s" in page and 'data-station="one"' in page
+
+    def fleet() -> list[str]:
+        return [s["id"] for s in client.get("/api/fleet").json()["stations"]]
+
+    store(db, heartbeat("two", T0 + timedelta(hours=1)))
+    # within the period: the snapshot already made (one read for every viewer of this hub)
+    assert fleet() == ["one"]
+    # older than the period: served at once, and a new one made after that response
+    clock.advance(FLEET_POLL)
+    assert fleet() == ["one"]
+    answer = client.get("/api/fleet").json()
+    assert [s["id"] for s in answer["stations"]] == ["one", "two"]
+    assert answer["now"] == clock.now().isoformat()
+    # older than FLEET_STALE (nobody looked): made before answering
+    store(db, heartbeat("three", T0 + timedelta(hours=1)))
+    clock.advance(FLEET_STALE)
+    assert fleet() == ["one", "three", "two"]
+    assert 'data-station="three"' in client.get("/").text
+
+
 def test_detections_explorer_keyset_pages_counts_and_csv(db: HubDatabase) -> None:
     add_user(db, "vera", PASSWORD, "viewer")
     # 250 detections over 3 days, 2 stations; equal timestamps across messages on purpose

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = ["HEAD", "HubDatabase", "open_hub_database"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0004"
+HEAD = "0005"
 """Revision the code expects."""
 
 

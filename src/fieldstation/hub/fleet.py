@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, and_, cast, desc, func, or_, select
+from sqlalchemy import and_, desc, func, or_, select
 
+from fieldstation.hub import rollup
 from fieldstation.hub.alerts import AlertRules, evaluate, station_state
 from fieldstation.hub.commands import list_commands
 from fieldstation.hub.db import HubDatabase
@@ -308,20 +309,25 @@ def detection_counts_per_day(
     db: HubDatabase, filters: DetectionFilter, *, days: int = 60
 ) -> list[tuple[str, int]]:
     """Detections per UTC day (``YYYY-MM-DD``, count), oldest first, the newest ``days``
-    days that have any under ``filters``."""
+    days that have any under ``filters``, read from the rollup
+    (:mod:`fieldstation.hub.rollup`: a few rows per day, whatever the number of detections).
+    Whole UTC days: from the day of ``since`` to the day of ``until`` (exclusive: a midnight
+    ``until`` ends the day before)."""
+    first = filters.since.astimezone(UTC).date() if filters.since else None
+    last = None
+    if filters.until is not None:
+        until = filters.until.astimezone(UTC)
+        last = until.date() - timedelta(days=1) if until.time() == time(0) else until.date()
     with db.session() as session:
-        if session.get_bind().dialect.name == "postgresql":
-            day: Any = cast(func.timezone("UTC", Detection.detected_at), Date)
-        else:
-            day = func.date(Detection.detected_at)
-        rows = session.execute(
-            select(day.label("day"), func.count())
-            .where(*filters.where())
-            .group_by(day)
-            .order_by(desc(day))
-            .limit(days)
-        ).all()
-    return [(str(r[0]), int(r[1])) for r in reversed(rows)]
+        rows = rollup.counts_per_day(
+            session,
+            station=filters.station,
+            label=filters.label,
+            first=first,
+            last=last,
+            days=days,
+        )
+    return [(day.isoformat(), count) for day, count in rows]
 
 
 CSV_COLUMNS = (

@@ -7,13 +7,14 @@ rows a message produces are written in the same transaction, only when that row 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -31,12 +32,14 @@ __all__ = [
     "Base",
     "DeadLetter",
     "Detection",
+    "DetectionDay",
     "Event",
     "Heartbeat",
     "IngestedMessage",
     "Reading",
     "Recording",
     "Station",
+    "StationDay",
     "StationToken",
     "UploadedFile",
     "Summary",
@@ -204,6 +207,35 @@ class Detection(Base):
         Index("ix_detections_detected_id", "detected_at", "id"),  # keyset pages (0002)
         Index("ix_detections_message", "message_id"),
     )
+
+
+class DetectionDay(Base):
+    """Detections per (station, label, UTC day): the explorer's counts per day (migration
+    0005). Kept by :func:`fieldstation.hub.rollup.count_inserted` in the transaction that
+    inserts the detections; backfilled from ``detections`` by the migration."""
+
+    __tablename__ = "detection_days"
+
+    station: Mapped[str] = mapped_column(String(200), primary_key=True)
+    label: Mapped[str] = mapped_column(String(300), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    """UTC date of ``detected_at``."""
+    count: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_detection_days_label_day", "label", "day"),)
+
+
+class StationDay(Base):
+    """Detections per (station, UTC day), every label: the unfiltered counts read one row per
+    station and day instead of one per label (migration 0005, kept with :class:`DetectionDay`)."""
+
+    __tablename__ = "station_days"
+
+    station: Mapped[str] = mapped_column(String(200), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_station_days_day", "day"),)
 
 
 class Event(Base):

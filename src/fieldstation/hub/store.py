@@ -34,6 +34,7 @@ from fieldstation.hub.models import (
     Station,
     Summary,
 )
+from fieldstation.hub.rollup import count_inserted
 from fieldstation.messages import (
     CommandResultBody,
     DetectionBody,
@@ -331,8 +332,9 @@ def _store_rows(session: Session, envelopes: list[Envelope], now: datetime) -> i
                 returning=[table.c.station, table.c.label, table.c.detected_at],
             )
             # ``inserted``: (station, label, detected_at UTC) of each detection row this
-            # transaction inserted (none of a duplicate message): per-day rollups are
-            # counted here, in the same transaction
+            # transaction inserted (none of a duplicate message): the per-day rollup
+            # (decision 0145) counts exactly these, in the same transaction
+            count_inserted(connection, inserted)
             detections = len(inserted)
         else:
             insert_rows(connection, _table(model), rows)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import json
 import os
 import secrets
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from fieldstation.hub.alerts import AlertRules, acknowledge
 from fieldstation.hub.db import HubDatabase
 from fieldstation.hub.users import authenticate, role_allows
 from fieldstation.hub.web.charts import line_chart
+from fieldstation.hub.web.snapshot import FleetSnapshot, Snapshots
 
 __all__ = ["Dashboard", "dashboard_routes", "session_secret"]
 
@@ -36,6 +38,11 @@ COUNT_DAYS = 30
 """Days the explorer's per-day counts cover when no 'since' is given."""
 SESSION_MAX_AGE = 12 * 3600
 """Seconds a log-in lasts."""
+FLEET_POLL = 2.0
+"""Seconds between the fleet page's polls of ``/api/fleet``, and the age at which the fleet
+snapshot is made again (:mod:`fieldstation.hub.web.snapshot`)."""
+FLEET_STALE = 3 * FLEET_POLL
+"""Seconds after which a fleet snapshot is no longer served (a request makes a new one)."""
 
 
 def session_secret(home: Path) -> str:
@@ -89,6 +96,8 @@ def _parse_time(text: str | None) -> datetime | None:
 
 def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], list[Any]]:
     """The dashboard's routes and middleware, for the hub's Starlette app."""
+    from markupsafe import Markup
+    from starlette.background import BackgroundTask
     from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
     from starlette.middleware.sessions import SessionMiddleware
@@ -174,20 +183,64 @@ def dashboard_routes(db: HubDatabase, dashboard: Dashboard) -> tuple[list[Any], 
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
-    def fleet_now() -> list[dict[str, Any]]:
-        return queries.fleet(db, dashboard.clock.now(), dashboard.rules)
+    fleet_rows = templates.env.get_template("fleet_rows.html")
+
+    def encode(now: datetime, rows: list[dict[str, Any]]) -> bytes:
+        body = json.dumps(
+            {"now": now.isoformat(), "stations": rows},
+            default=_iso,
+            ensure_ascii=False,
+            allow_nan=False,
+            separators=(",", ":"),
+        )
+        return body.encode()
+
+    def render(now: datetime, rows: list[dict[str, Any]]) -> str:
+        return fleet_rows.render(stations=rows, now=now)
+
+    page_loaded = [float("-inf")]  # clock.monotonic() of the newest fleet page load
+
+    def fleet_snapshot(now: datetime) -> FleetSnapshot:
+        rows = queries.fleet(db, now, dashboard.rules)
+        html = None  # the table rows too when pages are being loaded (else on first use)
+        if dashboard.clock.monotonic() - page_loaded[0] < FLEET_STALE:
+            html = render(now, rows)
+        return FleetSnapshot(now, rows, encode(now, rows), render, html)
+
+    def fleet_rows_now() -> tuple[FleetSnapshot, str, bool]:
+        page_loaded[0] = dashboard.clock.monotonic()
+        snapshot, stale = snapshots.get()
+        return snapshot, snapshot.rows_html, stale
+
+    def fleet_json_now() -> tuple[bytes, bool]:
+        snapshot, stale = snapshots.get()
+        return snapshot.json, stale
+
+    snapshots = Snapshots(fleet_snapshot, dashboard.clock, FLEET_POLL, FLEET_STALE)
+
+    def refreshing(stale: bool) -> BackgroundTask | None:
+        """A stale snapshot is served, then a new one made after the response is sent."""
+        return BackgroundTask(snapshots.refresh) if stale else None
 
     @guard("viewer")
     async def fleet_page(request: Request) -> Response:
-        rows = await run_in_threadpool(fleet_now)
-        return page(request, "fleet.html", stations=rows)
+        snapshot, rows_html, stale = await run_in_threadpool(fleet_rows_now)
+        response = page(
+            request,
+            "fleet.html",
+            count=len(snapshot.stations),
+            rows_html=Markup(rows_html),  # rendered (escaped) by fleet_rows.html
+            at=snapshot.at,
+            poll_s=FLEET_POLL,
+            stale_s=FLEET_STALE,
+        )
+        response.background = refreshing(stale)
+        return response
 
     @guard("viewer", api=True)
     async def fleet_api(request: Request) -> Response:
-        rows = await run_in_threadpool(fleet_now)
-        return JSONResponse(
-            {"now": dashboard.clock.now().isoformat(), "stations": queries.jsonable(rows)}
-        )
+        body, stale = await run_in_threadpool(fleet_json_now)
+        return Response(body, media_type="application/json", background=refreshing(stale))
 
     @guard("viewer")
     async def station_page(request: Request) -> Response:
@@ -407,6 +460,13 @@ def _ago(then: datetime | None, now: datetime) -> str:
         if seconds >= 2 * size:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
+
+
+def _iso(value: Any) -> str:
+    """JSON for the values :func:`json.dumps` does not know: datetimes as ISO 8601."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _bytes(value: int | None) -> str:

@@ -34,7 +34,8 @@ var fieldstation = (function () {
           if (data) {
             render(data);
             var u = document.getElementById("updated");
-            if (u) u.textContent = new Date().toISOString().substring(11, 19) + " UTC";
+            // the fleet's figures are as of its snapshot (data.now), not of this poll
+            if (u) u.textContent = (data.now || new Date().toISOString()).substring(11, 19) + " UTC";
           }
         })
         .catch(function () { /* the hub restarts: try again next period */ })
