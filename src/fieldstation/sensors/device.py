@@ -27,7 +27,7 @@ __all__ = ["AudioSensor", "find_input_device"]
 
 log = logging.getLogger(__name__)
 _WARN_EVERY = 10.0  # seconds between overflow warnings in the log
-SETTLE_SPAN = 0.5
+SETTLE_SPAN = 1.0
 """Seconds of frames, in two buffers or more, whose PortAudio input lag is plausible and whose
 frame-0 times agree (within :data:`SETTLE_TOLERANCE`) before a new stream's first buffer is
 stamped (decision 0148). While an overstated lag decays its estimate moves about as fast as
@@ -40,6 +40,19 @@ SETTLE_LIMIT = 5.0
 they are stamped with the latest (least early) estimate and a warning is logged."""
 _OFFSET_WINDOW = 64  # callbacks over which PortAudio's clock is placed on the sensor's
 _LAG_MARGIN = 0.01  # seconds of a callback's lateness beyond the stream latency and its buffer
+
+
+_CLUSTER = 0.001  # seconds: the width of agreement among settling estimates
+
+
+def _densest(times: list[datetime]) -> datetime:
+    """The time with the most others within :data:`_CLUSTER` seconds: PulseAudio's reported
+    lag is right for most buffers and early by up to a buffer (or clamped at 0) for the rest,
+    so neither the median nor an envelope of the estimates is (decision 0148)."""
+    seconds = np.array([(t - times[0]).total_seconds() for t in times])
+    near = (np.abs(seconds[:, None] - seconds[None, :]) <= _CLUSTER).sum(axis=1)
+    return times[int(np.argmax(near))]
+
 
 # (start frame, samples, wall time at the callback, reported lag or None, discontinuity)
 _Item = tuple[int, np.ndarray, datetime, float | None, bool]
@@ -201,10 +214,10 @@ class AudioSensor:
 
         A stream's first buffers are held until :data:`SETTLE_SPAN` seconds of them in a row
         report a plausible lag and agree on frame 0's time (no wait when the stream reports
-        no latency), then stamped from the latest of those times: through PulseAudio,
-        PortAudio's ADC time overstates the lag by up to 0.5 s for the first second or two of
-        a stream, with no frame missing (decision 0148). After an input overflow the stream
-        settles anew.
+        no latency), then stamped from the densest of those times (:func:`_densest`): through
+        PulseAudio, PortAudio's ADC time overstates the lag by up to 0.5 s for the first
+        second or two of a stream, with no frame missing (decision 0148). After an input
+        overflow the stream settles anew.
         """
         at, plausible = self._frame0(item)
         broken = item[4]
@@ -234,7 +247,7 @@ class AudioSensor:
             and all(p for _, p in estimates)
             and (max(times) - min(times)).total_seconds() <= SETTLE_TOLERANCE
         ):
-            self._release(max(times))  # an overstated lag only makes times early
+            self._release(_densest(times))
             return
         held = sum(len(i[1]) for i in self._pending) / self.sample_rate
         if held >= SETTLE_LIMIT:
