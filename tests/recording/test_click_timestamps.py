@@ -128,9 +128,8 @@ def found_clicks(rows: list[Recording], root: Path) -> list[tuple[int, float]]:
 @pytest.mark.heavy
 @pytest.mark.xfail(
     strict=False,
-    reason="not yet deterministic: at load 6-9 about one run in five settles on a plateau of "
-    "PulseAudio's overstated lag (6-170 ms early) or the output's reported latency is a buffer "
-    "off (decision 0148); the others are within 1 ms",
+    reason="not yet deterministic: 2 runs of 16 at load 3-5 failed (earlier settling rules: "
+    "about one in five, 6-170 ms off); the others are within 1 ms (decision 0148)",
 )
 def test_a_click_is_stamped_when_it_reached_the_microphone(  # type: ignore[no-untyped-def]
     pulse, make_station, make_ctx, db, home

@@ -165,13 +165,14 @@ class AudioSensor:
                 self._break = False
 
     def _max_lag(self, frames: int) -> float:
-        """The longest plausible lag of a ``frames`` buffer, seconds: the stream's input
-        latency, the buffer itself and a late callback's margin (1 s when the stream reports
-        no latency)."""
+        """The longest plausible lag of a ``frames`` buffer while a stream settles, seconds:
+        the buffer itself and a late callback's margin (1 s when the stream reports no
+        latency). PulseAudio's overstated lags were within the stream's reported latency
+        (0.2 s with 100 ms buffers), so that latency is no bound."""
         latency = getattr(self._stream, "latency", None)
         if not isinstance(latency, (int, float)):
             return 1.0
-        return float(latency) + frames / self.sample_rate + _LAG_MARGIN
+        return frames / self.sample_rate + _LAG_MARGIN
 
     def _frame0(self, item: _Item) -> tuple[datetime, bool]:
         """Wall time of the stream's frame 0 by ``item``'s reported lag, and whether that lag
