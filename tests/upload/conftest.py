@@ -9,7 +9,6 @@ import hashlib
 import random
 import socket
 import threading
-import time
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from fieldstation.clock import VirtualClock
 from fieldstation.config import StationConfig, parse_config, template_text
@@ -29,38 +27,11 @@ from fieldstation.hub.tokens import add_token
 from fieldstation.hub.uploads import UploadsConfig, UploadService, make_upload_service
 from fieldstation.store import Database
 from fieldstation.store.deployments import start_deployment
+from fieldstation.testing.asgi import AsgiServer
 from fieldstation.testing.rows import add_detection, add_model_run, add_recording
 
 STATION = "default"
 TOKEN_VARIABLE = "FIELDSTATION_TEST_UPLOAD_TOKEN"
-
-
-class Server:
-    """A real uvicorn server running ``app`` in a thread on a free loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]})
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-        self.socket.close()
 
 
 @dataclass
@@ -94,7 +65,7 @@ def start_hub(
     s3_client: Any = None,
     dashboard: bool = False,
     database: str | None = None,
-) -> tuple[Hub, Server]:
+) -> tuple[Hub, AsgiServer]:
     db = open_hub_database(database or f"sqlite:///{tmp_path / 'hub.db'}")
     service = make_upload_service(
         db, config or UploadsConfig(), tmp_path / "hub", s3_client=s3_client
@@ -106,7 +77,7 @@ def start_hub(
 
         board = Dashboard(secret="s" * 40, rules=AlertRules(), uploads=service)
     app = create_app(db, uploads=service, dashboard=board)
-    server = Server(app)
+    server = AsgiServer(app)
     token = add_token(db, STATION)
     hub = Hub(db, service, f"{server.url}/uploads", server.port, token, app)
     return hub, server
@@ -298,7 +269,7 @@ def make_station(home: StationHome) -> Callable[..., StationConfig]:
 @pytest.fixture
 def make_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Hub]]:
     """``make_hub(UploadsConfig(...), s3_client=...)``: a running hub like :func:`hub`."""
-    running: list[tuple[Hub, Server]] = []
+    running: list[tuple[Hub, AsgiServer]] = []
 
     def build(config: UploadsConfig | None = None, **kwargs: Any) -> Hub:
         made, server = start_hub(tmp_path, config, **kwargs)

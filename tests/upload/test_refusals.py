@@ -24,10 +24,9 @@ from fieldstation.retention import RetentionJob
 from fieldstation.store import Database
 from fieldstation.store.models import Event, Recording, Upload
 from fieldstation.store.uploads import UploadSelection, queue_chosen
+from fieldstation.testing.asgi import AsgiServer
 from fieldstation.upload.job import UploadJob
 from fieldstation.upload.queue import request_upload
-
-from .conftest import Server
 
 UNREACHABLE = "http://127.0.0.1:9/uploads"
 
@@ -124,7 +123,7 @@ def test_a_hub_without_the_upload_endpoint_refuses_for_good(
     monkeypatch.setenv("FIELDSTATION_TEST_UPLOAD_TOKEN", "fsh_x")
     hub_db = open_hub_database(f"sqlite:///{tmp_path / 'hub.db'}")
     try:
-        with Server(create_app(hub_db)) as server:  # [uploads] enabled = false
+        with AsgiServer(create_app(hub_db)) as server:  # [uploads] enabled = false
             recording = rows.recording()
             config = make_station(url=f"{server.url}/uploads", select="all")
             assert run(UploadJob(config, db, home, clock)) == 0

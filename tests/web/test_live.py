@@ -5,7 +5,6 @@ a PulseAudio virtual microphone plays a real bird recording (issue 18)."""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 import time
@@ -18,7 +17,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
@@ -32,38 +30,12 @@ from fieldstation.recording.tap import LiveTap
 from fieldstation.sensors.base import Block, StreamDescription, audio_description
 from fieldstation.store.deployments import start_deployment
 from fieldstation.store.models import Event, Recording
+from fieldstation.testing.asgi import AsgiServer
 from fieldstation.testing.browser import chromium_driver, screenshot
 from fieldstation.web import live
 from fieldstation.web.live import live_routes
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
-
-
-class Server:
-    """A real uvicorn server running ``app`` in a thread on a free loopback port."""
-
-    def __init__(self, app: Starlette) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]})
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-        self.socket.close()
 
 
 @pytest.fixture
@@ -188,7 +160,7 @@ def test_events_carry_levels_and_spectrogram_columns(make_station: Any, home: St
     app = Starlette(routes=live_routes(home, station_with(make_station, MIC)))
     try:
         with (
-            Server(app) as server,
+            AsgiServer(app) as server,
             httpx.stream("GET", f"{server.url}/live/mic/events", timeout=20) as response,
         ):
             assert response.headers["content-type"].startswith("text/event-stream")
@@ -230,7 +202,7 @@ def test_frame_jpg_serves_the_newest_camera_frame(make_station: Any, home: Stati
     thread = publishing(tap, lambda i: Block(frames, i, T0), stop)
     config = station_with(make_station, CAM_CONFIG)
     try:
-        with Server(Starlette(routes=live_routes(home, config))) as server:
+        with AsgiServer(Starlette(routes=live_routes(home, config))) as server:
             response = httpx.get(f"{server.url}/live/cam/frame.jpg", timeout=20)
             with httpx.stream("GET", f"{server.url}/live/cam/events", timeout=20) as events:
                 event = next(sse_events(events))
@@ -278,7 +250,7 @@ def recorded_slots(
     received: dict[int, int] = {}
     stop = threading.Event()
     app = Starlette(routes=live_routes(ctx.home, config))
-    with Server(app) as server:
+    with AsgiServer(app) as server:
 
         def browse(index: int) -> None:
             received[index] = 0
@@ -388,7 +360,7 @@ def test_a_browser_sees_the_level_move_while_a_bird_sings(  # type: ignore[no-un
     player = None
     recorder.start()
     try:
-        with Server(Starlette(routes=live_routes(ctx.home, config))) as server:
+        with AsgiServer(Starlette(routes=live_routes(ctx.home, config))) as server:
             browser.get(f"{server.url}/live")
             numbers = browser.find_element("id", "levels-mic")
 
