@@ -207,7 +207,9 @@ def test_stop_keeps_job_stopped_until_started(home: StationHome) -> None:
 
 
 def test_shutdown_stops_children_and_threads(home: StationHome) -> None:
-    config = fast_config(home)
+    # children that honour SIGTERM stop as soon as they run: a generous stop_timeout, so a
+    # busy machine that schedules them late does not SIGKILL them (as 1 s did once)
+    config = fast_config(home, stop_timeout=15.0)
     seen = threading.Event()
 
     def thread_job(stop: threading.Event) -> None:
