@@ -105,7 +105,7 @@ def progress_spec(marker: Path, name: str = "rec") -> ProcessJobSpec:
 
 
 def test_crashing_job_fails_after_limit_while_others_keep_running(home: StationHome) -> None:
-    config = fast_config(home, max_restarts=3)
+    config = fast_config(home, max_restarts=3, stop_timeout=15.0)  # rec honours SIGTERM
     marker = home.root / "rec"
     specs = [progress_spec(marker), ProcessJobSpec("crash", f"{HERE}:crashing")]
     with supervising(config, home, specs) as (sup, events):
@@ -187,7 +187,7 @@ def test_sigkilled_job_is_restarted_every_time(home: StationHome) -> None:
 
 
 def test_stop_keeps_job_stopped_until_started(home: StationHome) -> None:
-    config = fast_config(home)
+    config = fast_config(home, stop_timeout=15.0)  # it honours SIGTERM: never SIGKILLed
     marker = home.root / "rec"
     with supervising(config, home, [progress_spec(marker)]) as (sup, events):
         wait_for(lambda: state(sup, "rec") == "running")
@@ -473,7 +473,7 @@ def test_a_job_the_fork_server_cannot_start_backs_off_and_the_station_runs_on(
 ) -> None:
     """fork() refused (a real EAGAIN): the job goes through backoff like a crash, with the
     reason; the loop runs on, and the job runs again once forks work."""
-    config = fast_config(home)
+    config = fast_config(home, stop_timeout=15.0)  # rec honours SIGTERM: never SIGKILLed
     marker = home.root / "rec"
     with supervising(config, home, [progress_spec(marker)]) as (sup, events):
         wait_for(lambda: state(sup, "rec") == "running")
