@@ -115,3 +115,34 @@ def test_with_a_fixed_blocksize_the_flagged_buffer_is_dropped() -> None:
     assert (second.start_frame, second.discontinuity, int(second.data[0, 0])) == (200, True, 3)
     health = sensor.health()
     assert (health.overflows, health.lost_frames) == (1, 100)
+
+
+def _callbacks(sensor: AudioSensor, count: int, current: float, adc: float) -> list[float]:
+    """``count`` 100-frame buffers (12.5 ms at 8 kHz) delivered 12.5 ms apart on the sensor's
+    virtual clock with the given PortAudio times; returns each delivery's wall time."""
+    clock = sensor.clock
+    assert isinstance(clock, VirtualClock)
+    delivered = []
+    for _ in range(count):
+        clock.advance(0.0125)
+        delivered.append(clock.now().timestamp())
+        times = SimpleNamespace(currentTime=current, inputBufferAdcTime=adc)
+        status = SimpleNamespace(input_overflow=False)
+        sensor._callback(np.zeros((100, 1), dtype=np.int16), 100, times, status)
+    return delivered
+
+
+@pytest.mark.parametrize(("current", "adc"), [(0.0, 0.0), (0.0, 3.0), (5.0, 5.5)])
+def test_a_device_without_input_times_is_stamped_by_delivery_at_once(
+    current: float, adc: float
+) -> None:
+    """Some host APIs give 0 for both PortAudio times (or an ADC time after the current
+    time): there is no lag to settle on, so the first buffer is not held and each is placed
+    one buffer before it was delivered (not six seconds early)."""
+    sensor = make(queue_blocks=100)
+    sensor._stream.latency = 0.1  # a PortAudio stream: it would settle if it reported times
+    delivered = _callbacks(sensor, 3, current, adc)
+    blocks = [sensor.read() for _ in range(3)]
+    for block, at in zip(blocks, delivered, strict=True):
+        assert block is not None
+        assert abs(block.captured_at.timestamp() - (at - 0.0125)) < 1e-3

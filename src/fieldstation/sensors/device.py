@@ -133,15 +133,22 @@ class AudioSensor:
         lag: float | None
         try:
             current = float(time_info.currentTime)
-            lag = current - float(time_info.inputBufferAdcTime)
+            adc = float(time_info.inputBufferAdcTime)
         except (AttributeError, TypeError, ValueError):
-            lag = None
-        else:
+            current = adc = 0.0
+        if current > 0 and current - adc >= 0:
+            lag = current - adc
             # PortAudio's clock placed on ours: the smallest offset of recent callbacks (a
             # callback held up between PortAudio's reading and ours only makes it larger)
             offset = now.timestamp() - current
             self._offsets.append(offset)
             now -= timedelta(seconds=offset - min(self._offsets))
+        else:
+            # no times (some host APIs give 0 for both: a current time of 0 is no time) or a
+            # negative lag: nothing to trust, the buffer is placed by its delivery (one
+            # buffer's length before now). A lag of exactly 0 is PulseAudio's, and true
+            # (decision 0148)
+            lag = None
         start = self._cb_frame
         self._cb_frame += frames
         with self._lock:
@@ -234,6 +241,10 @@ class AudioSensor:
         self._pending.append(item)
         if not isinstance(getattr(self._stream, "latency", None), (int, float)):
             self._release(at)  # no reported latency (not PortAudio): nothing to settle
+            return
+        if all(held[3] is None for held in self._pending):
+            # the device reports no input times at all: nothing will settle, so no wait
+            self._release(at)
             return
         window: list[_Item] = []
         for held_item in reversed(self._pending):
