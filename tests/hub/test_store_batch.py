@@ -176,3 +176,28 @@ def test_a_mixed_batch_stores_each_new_message_exactly_once(hub_url: str) -> Non
         assert ("the database refused it" in reasons) is bool(refused)
     finally:
         db.dispose()
+
+
+def test_messages_that_cannot_be_parsed_or_named_are_dead_letters_not_a_stuck_batch(
+    hub_url: str,
+) -> None:
+    """A body nested far too deep and a topic whose station part is longer than the column
+    are stored as dead letters with the reason: the batch commits (an exception here would
+    leave ingest retrying the same batch for ever)."""
+    from fieldstation.hub.db import open_hub_database
+    from fieldstation.hub.store import Incoming, store_batch
+
+    db = open_hub_database(hub_url)
+    try:
+        deep = b'{"schema": 1, "body": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        long_station = "s" * 500
+        batch = [
+            Incoming(deep, "mqtt:fieldstation/st-1/event", "st-1"),
+            Incoming(b"{}", f"mqtt:fieldstation/{long_station}/event", long_station),
+        ]
+        result = store_batch(db, batch, via="test")
+        assert result.dead == 2 and result.stored == 0
+        assert result.reasons is not None
+        assert any("nested too deep" in reason for reason in result.reasons)
+    finally:
+        db.dispose()

@@ -136,7 +136,9 @@ def _dead_row(item: Incoming, reason: str, now: datetime) -> dict[str, Any]:
         "digest": hashlib.sha256(item.source.encode() + b"\0" + item.payload).hexdigest(),
         "received_at": now,
         "source": item.source[:300],
-        "station": item.expected_station,
+        # a topic's station part may be longer than the column: the dead letter must still
+        # be stored, or the batch would be refused (and retried) for ever
+        "station": None if item.expected_station is None else item.expected_station[:200],
         "reason": reason,
         "payload": item.payload,
     }

@@ -166,6 +166,13 @@ def parse_message(raw: bytes | str) -> Envelope:
     :class:`UnknownSchemaError` (``schema`` not in :data:`SCHEMA_VERSIONS`) or
     :class:`UnknownKindError`; each has a ``reason`` naming the field at fault.
     """
+    try:
+        return _parse_message(raw)
+    except RecursionError as error:  # a body nested thousands deep: refused, never a crash
+        raise MalformedMessageError("JSON nested too deep") from error
+
+
+def _parse_message(raw: bytes | str) -> Envelope:
     fast = _parse_fast(raw)
     if fast is not None:
         return fast
