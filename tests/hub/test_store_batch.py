@@ -201,3 +201,29 @@ def test_messages_that_cannot_be_parsed_or_named_are_dead_letters_not_a_stuck_ba
         assert any("nested too deep" in reason for reason in result.reasons)
     finally:
         db.dispose()
+
+
+def test_a_status_of_an_over_long_station_id_is_ignored_not_retried(hub_url: str) -> None:
+    """The retained status of a station id longer than the database holds is ignored with a
+    warning; the batch beside it commits (ingest's own commit step, no broker needed)."""
+    from fieldstation.hub.config import MqttIngestConfig
+    from fieldstation.hub.db import open_hub_database
+    from fieldstation.hub.ingest import MqttIngest, _Delivery
+
+    db = open_hub_database(hub_url)
+    try:
+        ingest = MqttIngest(MqttIngestConfig(host="127.0.0.1"), db)
+        long_station = "s" * 500
+        batch = [
+            _Delivery(0, 1, 1, f"fieldstation/{long_station}/status", b"online"),
+            _Delivery(0, 2, 1, "fieldstation/st-1/status", b"online"),
+        ]
+        ingest._commit(batch)  # raised (and was retried for ever) before
+        from sqlalchemy import select
+
+        from fieldstation.hub.models import Station
+
+        with db.session() as session:
+            assert list(session.scalars(select(Station.id))) == ["st-1"]
+    finally:
+        db.dispose()

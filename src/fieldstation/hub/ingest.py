@@ -35,6 +35,8 @@ __all__ = ["MqttIngest", "apply_credentials", "shared_topic"]
 
 log = logging.getLogger(__name__)
 
+STATION_MAX = 200
+"""Longest station id the fleet database holds (``stations.id``, ``String(200)``)."""
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 """Seconds between attempts to commit a batch the database refused (then 5 s each)."""
 
@@ -247,6 +249,11 @@ class MqttIngest:
             rest = delivery.topic.removeprefix(prefix)
             station, _, kind = rest.partition("/")
             if kind == "status":
+                if not station or len(station) > STATION_MAX:
+                    # no station row can hold it (the database would refuse the batch for
+                    # ever): ignored, as the broker's ACL should have refused it
+                    log.warning("ignored the status of a station id of %d characters", len(station))
+                    continue
                 try:
                     statuses[station] = parse_status(delivery.payload) == "online"
                 except MessageError as error:
