@@ -247,3 +247,18 @@ def broker(tmp_path: Path, require: Any) -> Iterator[MosquittoBroker]:
         require("mosquitto", str(error))
     with broker as running:
         yield running
+
+
+@pytest.fixture
+def pulse(tmp_path: Path, require: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A PulseAudio virtual microphone (:class:`fieldstation.testing.pulse.PulseVirtualMic`)
+    at the test module's ``PULSE_RATE`` (Hz; default 48000); requires ``pulse``."""
+    from fieldstation.testing.pulse import PulseVirtualMic, pulse_available
+
+    reason = pulse_available()
+    if reason:
+        require("pulse", reason)
+    with PulseVirtualMic(
+        tmp_path / "pulse", rate=getattr(request.module, "PULSE_RATE", 48000)
+    ) as mic:
+        yield mic

@@ -14,10 +14,8 @@ stands for a guessed time.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,6 @@ from sqlalchemy import select
 from fieldstation.clock import SystemClock
 from fieldstation.recording.job import run_recorder
 from fieldstation.store.models import Recording
-from fieldstation.testing.pulse import PulseVirtualMic, pulse_available
 
 RATE = 48000
 SPACING = RATE // 10  # a click every 100 ms
@@ -40,17 +37,8 @@ TOLERANCE = 0.005  # seconds
 LEAD = 12  # clicks start 1.2 s into the output stream, once its own reported latency settles
 
 
-@pytest.fixture
-def pulse(tmp_path: Path, require: Any) -> Iterator[PulseVirtualMic]:
-    reason = pulse_available()
-    if reason:
-        require("pulse", reason)
-    with PulseVirtualMic(tmp_path / "pulse", rate=RATE) as mic:
-        if "sounddevice" in sys.modules:  # PortAudio enumerates devices once: rescan
-            sd = sys.modules["sounddevice"]
-            sd._terminate()
-            sd._initialize()
-        yield mic
+PULSE_RATE = RATE
+"""Rate of the virtual microphone (the ``pulse`` fixture of tests/conftest.py)."""
 
 
 class Clicker:

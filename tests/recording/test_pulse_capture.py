@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,22 +13,12 @@ from sqlalchemy import select
 from fieldstation.clock import SystemClock
 from fieldstation.recording.job import run_recorder
 from fieldstation.store.models import Event, Recording
-from fieldstation.testing.pulse import PulseVirtualMic, pulse_available
 
 RATE = 32000  # the bird file's rate: the null sink runs at it, so nothing is resampled
 
 
-@pytest.fixture
-def pulse(tmp_path: Path, require: Any) -> Iterator[PulseVirtualMic]:
-    reason = pulse_available()
-    if reason:
-        require("pulse", reason)
-    with PulseVirtualMic(tmp_path / "pulse", rate=RATE) as mic:
-        if "sounddevice" in sys.modules:  # PortAudio enumerates devices once: rescan
-            sd = sys.modules["sounddevice"]
-            sd._terminate()
-            sd._initialize()
-        yield mic
+PULSE_RATE = RATE
+"""Rate of the virtual microphone (the ``pulse`` fixture of tests/conftest.py)."""
 
 
 def best_correlation(recorded: np.ndarray, source: np.ndarray) -> tuple[float, int]:

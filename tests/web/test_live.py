@@ -5,13 +5,11 @@ a PulseAudio virtual microphone plays a real bird recording (issue 18)."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -319,19 +317,8 @@ def test_five_browsers_on_the_live_view_cost_the_recorder_nothing(
 
 
 # --- a real browser, a real microphone (PulseAudio), a real bird ---
-@pytest.fixture
-def pulse(tmp_path: Path, require: Any) -> Iterator[Any]:
-    from fieldstation.testing.pulse import PulseVirtualMic, pulse_available
-
-    reason = pulse_available()
-    if reason:
-        require("pulse", reason)
-    with PulseVirtualMic(tmp_path / "pulse", rate=32000) as mic:
-        if "sounddevice" in sys.modules:  # PortAudio enumerates devices once: rescan
-            sd = sys.modules["sounddevice"]
-            sd._terminate()
-            sd._initialize()
-        yield mic
+PULSE_RATE = 32000
+"""Rate of the virtual microphone (the ``pulse`` fixture of tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -103,6 +104,10 @@ class PulseVirtualMic:
         for key in _ENV:
             self._saved[key] = os.environ.get(key)
         os.environ.update({k: env[k] for k in _ENV})
+        if "sounddevice" in sys.modules:  # PortAudio enumerates devices once: rescan them
+            sounddevice = sys.modules["sounddevice"]
+            sounddevice._terminate()
+            sounddevice._initialize()
         return self
 
     def play(self, path: Path, latency_ms: int = 20, timeout: float = 120.0) -> None:
