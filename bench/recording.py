@@ -16,9 +16,14 @@ target and whether it is met:
   synthetic sensor has no input latency: this is the scheduler's and recorder's jitter only.
 - ``real_device`` (``--real-device``; system clock, a **real PortAudio input**: a private
   PulseAudio daemon's virtual microphone, ``fieldstation.testing.pulse``): the same slots;
-  ``first_sample_error_ms`` is the anchor of each session minus the slot start (issue 22's
-  target p99 <= 5 ms; it includes the device open and PortAudio's first buffer), and the
-  block size the sensor chose.
+  ``first_sample_error_ms`` is the capture time of each session's first frame minus the slot
+  start (issue 22's target p99 <= 5 ms), with the sensor's default ``warmup`` (opened that
+  long before the slot, frames before the slot start dropped; a slot missed, or a first frame
+  late, means the device delivered nothing by the slot start), and the block size the sensor
+  chose. The capture times are the device's, settled (decision 0148): that they are true to
+  within a few ms is what ``tests/recording/test_click_timestamps.py`` shows, not this bench.
+  ``real_device_reopened``: the same with slots 6 s apart (the sensor is closed between
+  slots and reopened ``warmup`` seconds before each).
 
     python3 bench/recording.py [--format flac|wav] [--slots 20] [--skip-fast] [--skip-paced]
                                [--real-device]
@@ -142,8 +147,12 @@ def paced(root: Path, fmt: str, n_slots: int) -> dict[str, Any]:
     }
 
 
-def real_device(root: Path, fmt: str, n_slots: int, blocksize: int | None = None) -> dict[str, Any]:
-    """The slot-start error of a real PortAudio input (a PulseAudio virtual microphone)."""
+def real_device(
+    root: Path, fmt: str, n_slots: int, blocksize: int | str = "auto", every: float = 1.5
+) -> dict[str, Any]:
+    """The slot-start error of a real PortAudio input (a PulseAudio virtual microphone), 1 s
+    slots every ``every`` seconds (closer than the sensor's ``warmup``: it stays open between
+    them; farther: it is reopened ``warmup`` seconds before each)."""
     from fieldstation.testing.pulse import PulseVirtualMic, pulse_available
 
     reason = pulse_available()
@@ -160,7 +169,7 @@ def real_device(root: Path, fmt: str, n_slots: int, blocksize: int | None = None
             "min_free": "1MB",
         }
         sensor["blocksize"] = blocksize if blocksize == "auto" else int(blocksize)
-        errors, recs = _slot_errors(root / "real", sensor, fmt, n_slots)
+        errors, recs = _slot_errors(root / f"real{every}", sensor, fmt, n_slots, every)
     from fieldstation.sensors.audio import AudioConfig, callback_frames
 
     p = _percentiles(errors)
@@ -169,9 +178,12 @@ def real_device(root: Path, fmt: str, n_slots: int, blocksize: int | None = None
         "clock": "system (real time)",
         "sensor": "audio: PortAudio input from a PulseAudio virtual microphone (null sink "
         "monitor), device 'pulse'",
-        "target": {"first_sample_error_ms_p99": 5},
-        "met": p["p99"] <= 5,
+        "target": {"first_sample_error_ms_p99": 5, "slots_missed": 0},
+        "met": p["p99"] <= 5 and len(recs) == n_slots,
         "blocksize": blocksize,
+        "warmup_s": config.warmup,
+        "slot_every_s": every,
+        "sensor_kept_open_between_slots": every - 1 <= config.warmup,
         "blocksize_frames": callback_frames(config.sample_rate, float(config.chunk))
         if blocksize == "auto"
         else int(blocksize),
@@ -183,14 +195,16 @@ def real_device(root: Path, fmt: str, n_slots: int, blocksize: int | None = None
 
 
 def _slot_errors(
-    home: Path, sensor: dict[str, Any], fmt: str, n_slots: int
+    home: Path, sensor: dict[str, Any], fmt: str, n_slots: int, every: float = 1.5
 ) -> tuple[np.ndarray, list[Recording]]:
-    """Record ``n_slots`` slots of 1 s every 1.5 s with ``sensor``; the anchor of each
-    session minus its slot start (ms), and the first chunk of each session."""
+    """Record ``n_slots`` slots of 1 s every ``every`` seconds with ``sensor``; the anchor of
+    each session minus its slot start (ms), and the first chunk of each session. The first
+    slot starts 1 s after the sensor's ``warmup`` from now (the recorder knows it in time)."""
     config = station(home, sensor)
     clock = SystemClock()
-    first = clock.now() + timedelta(seconds=1)
-    starts = [first + timedelta(seconds=1.5 * k) for k in range(n_slots)]
+    warmup = float(getattr(config.sensor(sensor["name"]), "warmup", 0.0))
+    first = clock.now() + timedelta(seconds=1 + warmup)
+    starts = [first + timedelta(seconds=every * k) for k in range(n_slots)]
 
     def slots(now: datetime) -> ContinuousSlot | None:
         for start in starts:
@@ -233,7 +247,11 @@ def main() -> None:
         if not args.skip_paced:
             result["paced_synthetic"] = paced(Path(tmp), args.format, args.slots)
         if args.real_device:
-            result["real_device"] = real_device(Path(tmp), args.format, args.slots, args.blocksize)
+            blocksize = args.blocksize if args.blocksize == "auto" else int(args.blocksize)
+            result["real_device"] = real_device(Path(tmp), args.format, args.slots, blocksize)
+            result["real_device_reopened"] = real_device(
+                Path(tmp), args.format, max(5, args.slots // 2), blocksize, every=6.0
+            )
     print(json.dumps(result, indent=2))
 
 

@@ -6,7 +6,7 @@ A sensor entry in the station file is validated by its plugin's config model, wh
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ByteSize, Field, field_validator
 
@@ -21,6 +21,8 @@ __all__ = [
     "AudioSensorConfig",
     "SampleFormat",
     "SensorConfig",
+    "WARMUP_LIMIT",
+    "warmup_field",
 ]
 
 SampleFormat = Literal["int16", "int24", "int32", "float32"]
@@ -42,6 +44,26 @@ FLAC_MAX_SAMPLE_RATE = 655_350
 """Highest sample rate FLAC chunks can have, Hz: libsndfile (1.2) refuses to write FLAC above
 ``FLAC__MAX_SAMPLE_RATE`` = 655350 Hz ("flac does not support this sample rate"), the largest
 rate a FLAC frame header can code (in units of 10 Hz, 16 bits)."""
+
+
+WARMUP_LIMIT = 60.0
+"""Longest ``warmup`` accepted, seconds."""
+
+
+def warmup_field(default: float) -> Any:
+    """The ``warmup`` key of a live sensor's config (a pydantic ``Field``), ``default`` seconds:
+    how long before each slot starts the sensor is opened; frames captured before the slot
+    starts are dropped, so the recording starts at the slot start to the frame
+    (:mod:`fieldstation.recording.job`; issue 22)."""
+    return Field(
+        default=default,
+        ge=0,
+        le=WARMUP_LIMIT,
+        description="Seconds before each slot that the sensor is opened, so that the recording "
+        "starts at the slot start to the frame however long the device takes to deliver "
+        "(frames captured earlier are dropped); between slots closer than this it stays open. "
+        "0: opened when the slot starts.",
+    )
 
 
 class SensorConfig(StrictModel):

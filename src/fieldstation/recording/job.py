@@ -24,7 +24,12 @@ closing it, committing it, recovering the spool) is the same pause, never a cras
 with end reason ``disk_low``, salvaged up to its last decodable frame) and recording resumes.
 Events the full database refuses are kept in memory and written once it takes writes again.
 
-Progress reports: ``("slot", {"start", "end"})`` once the sensor is open in a slot,
+A live sensor with a ``warmup`` (an audio device: 2 s) is opened that many seconds before its
+slot and the frames captured before the slot start are dropped, so a session starts at the slot
+start to the frame however long the device takes to deliver; between slots closer than that it
+stays open.
+
+Progress reports: ``("slot", {"start", "end"})`` with the slot's first frame,
 ``("chunk", {"recording_id", "path", "frames"})``, ``("waiting", {"next_slot": iso or None})``
 whenever no chunk is due: between slots (``next_slot`` = the next slot start), while the disk is
 low or full, or a failed device waits to be reopened (``next_slot`` = when the recorder tries
@@ -235,6 +240,10 @@ class Recorder:
         self.anchor: datetime | None = None
         self.chunk_index = 0
         self.session_frame = 0
+        self.warmup = float(getattr(config, "warmup", 0.0))
+        """Seconds before a slot starts that the sensor is opened (live sensors' ``warmup``)."""
+        self._sensor_open = False
+        self._carry: Block | None = None  # frames read past a slot end, kept for the next slot
         self.tap = LiveTap.open(ctx.home, config.name, self.stream)  # live view (decision 0093)
 
     # --- the outer loop: slots, waiting, disk guard, device back-off ---
@@ -280,8 +289,9 @@ class Recorder:
             if slot is None or slot.end <= now:
                 self._idle(None, IDLE_POLL)
                 continue
-            if slot.start > now:
-                self._idle(slot.start, (slot.start - now).total_seconds())
+            opens = slot.start - timedelta(seconds=self.warmup)
+            if opens > now:
+                self._idle(slot.start, (opens - now).total_seconds())
                 continue
             if self._done_until is not None and slot.end <= self._done_until:
                 # recorded already (a stream faster than real time reached the end early)
@@ -377,7 +387,9 @@ class Recorder:
         ``reason``: why it is not recording in a slot, e.g. the device error, or absent) and
         wait up to ``seconds`` for ``ctx.stop``. The report tells the supervisor that no chunk
         is due (disk low, device back-off and between slots alike). With an end time
-        (``self.until``) the wait never runs past it."""
+        (``self.until``) the wait never runs past it. A sensor kept open after a slot (the
+        next one was near) is closed first."""
+        self.close_sensor()
         details: dict[str, Any] = {"next_slot": until.isoformat() if until else None}
         if reason is not None:
             details["reason"] = reason
@@ -385,6 +397,20 @@ class Recorder:
         if self.until is not None:
             seconds = min(seconds, max(0.0, (self.until - self.clock.now()).total_seconds()))
         self.gate.wait(self.ctx.stop, seconds)
+
+    def close_sensor(self) -> None:
+        """Close the sensor if it is open (idempotent); frames carried over are dropped."""
+        self._carry = None
+        if self._sensor_open:
+            self._sensor_open = False
+            self.sensor.close()
+
+    def _read(self) -> Block | None:
+        """The frames carried over from the previous slot, else the sensor's next block."""
+        if self._carry is not None:
+            block, self._carry = self._carry, None
+            return block
+        return self.sensor.read()
 
     def _past_until(self) -> bool:
         return self.until is not None and self.clock.now() >= self.until
@@ -430,14 +456,24 @@ class Recorder:
     # --- one session: a contiguous stream cut into chunks ---
     def record_session(self, slot: SlotLike) -> str:
         """Record during ``slot``; returns the outcome: ``window_end``, ``stopped``,
-        ``exhausted``, ``device_error``, ``disk_low`` or ``done`` (``max_frames`` recorded)."""
-        try:
-            self.sensor.open()
-        except DeviceError as error:
-            return self._device_error(error)
-        # reported once the sensor is open: the station logs "slot open" only while recording
-        self.ctx.progress("slot", {"start": slot.start.isoformat(), "end": slot.end.isoformat()})
+        ``exhausted``, ``device_error``, ``disk_low`` or ``done`` (``max_frames`` recorded).
+
+        With a ``warmup`` (live sensors), the sensor may be opened up to that many seconds
+        before ``slot.start``: the frames captured before the slot starts are dropped, so the
+        session's first frame is the first captured at or after the slot start
+        (:meth:`~fieldstation.sensors.Block.since`; issue 22: a device takes 0.1-0.7 s to
+        deliver its first frame). When the slot ends and the next one opens within
+        ``warmup`` seconds, the sensor stays open (with the frames already read past the
+        slot end) for it."""
+        if not self._sensor_open:
+            try:
+                self.sensor.open()
+            except DeviceError as error:
+                return self._device_error(error)
+            self._sensor_open = True
         self.anchor = None
+        reported = False
+        keep_open = False
         self._capture_for(slot)
         slot_end = slot.end
         limit = 0
@@ -452,13 +488,23 @@ class Recorder:
                     self._end_chunk(cut)
                     return cut
                 try:
-                    block = self.sensor.read()
+                    read = self._read()
                 except DeviceError as error:
                     self._end_chunk("device_error")
                     return self._device_error(error)
-                if block is None:
+                if read is None:
                     self._end_chunk("complete", {"source_ended": True})
                     return "exhausted"
+                block = read.since(slot.start, self.rate) if self.warmup > 0 else read
+                if block is None:  # captured while the sensor warmed up, before the slot
+                    continue
+                if not reported:
+                    # the station logs "slot open" only while recording, and liveness expects
+                    # chunks from now on: reported with the slot's first frame, not its warmup
+                    reported = True
+                    self.ctx.progress(
+                        "slot", {"start": slot.start.isoformat(), "end": slot.end.isoformat()}
+                    )
                 if self.tap is not None:
                     self.tap.publish(block)  # never blocks nor raises
                 if self.anchor is None or block.start_frame != expected or block.discontinuity:
@@ -485,6 +531,15 @@ class Recorder:
                             continue
                         self._end_chunk("window_end")
                         self._done_until = slot_end
+                        keep_open = self._near(following)
+                        if keep_open and len(data):
+                            used = block.frames - len(data)
+                            self._carry = Block(
+                                data,
+                                block.start_frame + used,
+                                frame_time(block.captured_at, used, self.rate),
+                                discontinuity=block.discontinuity,
+                            )
                         return "window_end"
                     if not len(data):
                         break
@@ -516,7 +571,14 @@ class Recorder:
             if self.writer is not None:  # an unexpected error: leave it to recovery
                 self.writer.abandon()
                 self.writer = None
-            self.sensor.close()
+            if not keep_open:
+                self.close_sensor()
+
+    def _near(self, slot: SlotLike | None) -> bool:
+        """True when ``slot`` opens within ``warmup`` seconds (the sensor stays open for it)."""
+        if slot is None or self.warmup <= 0:
+            return False
+        return (slot.start - self.clock.now()).total_seconds() <= self.warmup
 
     def _capture_for(self, slot: SlotLike) -> None:
         """Set the session of several streams of ``slot`` (``[[sessions]]``): its id and
@@ -725,5 +787,6 @@ def run_recorder(
     try:
         recorder.run(stop_when_exhausted=stop_when_exhausted)
     finally:
+        recorder.close_sensor()
         if recorder.tap is not None:
             recorder.tap.close()

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from fieldstation.config.plugins import Plugin
-from fieldstation.config.sensors import AudioSensorConfig
+from fieldstation.config.sensors import AudioSensorConfig, warmup_field
 from fieldstation.config.units import Seconds
 from fieldstation.sensors.base import check_file_format as _check_file_format
 
@@ -56,6 +56,7 @@ class AudioConfig(AudioSensorConfig):
     latency: float | str = Field(
         default="high", description="PortAudio input latency: 'low', 'high' or seconds."
     )
+    warmup: Seconds = warmup_field(2.0)
 
     @model_validator(mode="after")
     def _check(self) -> AudioConfig:

@@ -16,7 +16,7 @@ block marked ``discontinuity`` follows a loss the index cannot show (e.g. PortAu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from fieldstation.config.sensors import FLAC_MAX_SAMPLE_RATE, AudioSensorConfig
@@ -198,6 +198,26 @@ class Block:
     def frames(self) -> int:
         """Number of frames in the block."""
         return int(self.data.shape[0])
+
+    def since(self, start: datetime, rate: int) -> Block | None:
+        """The frames of this block captured at or after ``start`` (aware UTC) in a stream
+        of ``rate`` Hz: this block when its first frame is not earlier, None when its last
+        is, else its tail (``start_frame`` and ``captured_at`` advanced by the frames cut,
+        the time rounded to the microsecond). Frame *k* was captured at ``captured_at + k /
+        rate``; the first frame kept is the first at or after ``start``, so it is at most
+        one frame period (1 / ``rate`` s) later."""
+        early = (start - self.captured_at) // timedelta(microseconds=1)
+        if early <= 0:
+            return self
+        cut = -(-early * rate // 1_000_000)  # frames captured before start, rounded up
+        if cut >= self.frames:
+            return None
+        return Block(
+            self.data[cut:],
+            self.start_frame + cut,
+            self.captured_at + timedelta(microseconds=(cut * 2_000_000 + rate) // (2 * rate)),
+            discontinuity=self.discontinuity,
+        )
 
 
 @dataclass

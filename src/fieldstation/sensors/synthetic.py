@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from fieldstation.config.plugins import Plugin
-from fieldstation.config.sensors import AudioSensorConfig
+from fieldstation.config.sensors import AudioSensorConfig, warmup_field
 from fieldstation.config.units import Hertz, Seconds
 from fieldstation.sensors.base import check_file_format as _check_file_format
 
@@ -56,6 +56,7 @@ class SyntheticConfig(AudioSensorConfig):
     block: Seconds = Field(
         default=0.1, gt=0, le=10, description="Length of each block handed out, seconds."
     )
+    warmup: Seconds = warmup_field(0.0)
 
     @model_validator(mode="after")
     def _check(self) -> SyntheticConfig:
