@@ -495,7 +495,9 @@ class Recorder:
                 if read is None:
                     self._end_chunk("complete", {"source_ended": True})
                     return "exhausted"
-                block = read.since(slot.start, self.rate) if self.warmup > 0 else read
+                block: Block | None = read
+                if self.warmup > 0 and self.anchor is None:
+                    block = read.since(slot.start, self.rate)
                 if block is None:  # captured while the sensor warmed up, before the slot
                     continue
                 if not reported:
