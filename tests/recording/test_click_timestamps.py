@@ -5,11 +5,11 @@ The recorder's input stream is opened on the idle sink (PulseAudio then overstat
 a second or two: the case that stamped a click 75-530 ms early); once the recorder has written
 its first block, a PortAudio output stream on the sink plays the clicks. A click's instant is
 where it reaches the sink by the playback path's own reported latency: when output frame 0
-reached the sink (``outputBufferDacTime - frame / rate`` of the output callbacks, placed on
-``time.time()``, CLOCK_REALTIME, the clock of the recorder's ``SystemClock``) plus the click's
-frame / rate. Its stamped time is its chunk's ``started_at`` plus its sample index / rate.
-Clicks are coded by height (1,000-30,000) so each is matched to its own instant; no sleep
-stands for a guessed time.
+reached the sink (``outputBufferDacTime - frame / rate`` of the output callbacks, on
+``time.time()``, CLOCK_REALTIME: the clock of the recorder's ``SystemClock`` and of PortAudio
+through ALSA) plus the click's frame / rate. Its stamped time is its chunk's ``started_at``
+plus its sample index / rate. Clicks are coded by height (1,000-30,000) so each is matched to
+its own instant; no sleep stands for a guessed time.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from fieldstation.clock import SystemClock
 from fieldstation.recording.job import run_recorder
+from fieldstation.sensors.device import SAME_CLOCK
 from fieldstation.store.models import Recording
 
 RATE = 48000
@@ -35,6 +36,8 @@ MOST = 60  # clicks played at most
 STEP = 1000  # click i is STEP * (i % 30 + 1) high (int16)
 TOLERANCE = 0.005  # seconds
 LEAD = 12  # clicks start 1.2 s into the output stream, once its own reported latency settles
+AGREE = 0.8  # share of output callbacks that must agree on the playback timing (1 ms)
+ROUNDS = 6  # rounds of clicks played at most until one has a consistent playback timing
 
 
 PULSE_RATE = RATE
@@ -44,8 +47,8 @@ PULSE_RATE = RATE
 class Clicker:
     """A PortAudio output stream into the virtual mic's sink: click ``i`` (1-based) at output
     frame ``(i + LEAD) * SPACING``; ``played(i)`` is when it reaches the sink: the output
-    buffer's DAC time placed on time.time() by the smallest offset between the two clocks seen
-    so far (a callback held up only makes the offset larger)."""
+    buffer's DAC time, on time.time() (PortAudio's clock here), or placed on it by the
+    smallest offset between the two clocks seen so far."""
 
     def __init__(self) -> None:
         import sounddevice as sd
@@ -69,8 +72,11 @@ class Clicker:
     def _callback(self, out: np.ndarray, frames: int, times: Any, status: Any) -> None:
         if status.output_underflow:  # silence was played: later clicks reach the sink late
             self.underflows += 1
-        # a callback held up after PortAudio read its clock only makes the offset larger
-        self.offset = min(self.offset, time.time() - times.currentTime)
+        # PortAudio's times on the wall clock (ALSA's status time stamps) are taken as they
+        # are; on another clock, placed by the smallest offset seen (a callback held up after
+        # PortAudio read its clock only makes the offset larger), as the recorder's sensor does
+        offset = time.time() - times.currentTime
+        self.offset = 0.0 if abs(offset) < SAME_CLOCK else min(self.offset, offset)
         dac = times.outputBufferDacTime + self.offset
         if self.frame >= (LEAD - 2) * SPACING:  # once the output's reported latency settled
             self.zero.append(dac - self.frame / RATE)
@@ -89,6 +95,17 @@ class Clicker:
         """The clicks wanted (or the most) have been played, and 1 s of output after them."""
         enough = self.clean >= CLICKS or len(self.emitted) >= MOST
         return enough and self.frame > self.last + RATE
+
+    def agreement(self) -> float:
+        """The share of output callbacks whose estimate of when output frame 0 reached the
+        sink lies within 1 ms of the densest estimate (1.0: the path's timing agrees)."""
+        zero = np.array(self.zero)
+        near = (np.abs(zero[:, None] - zero[None, :]) <= 0.001).sum(axis=1)
+        return float(near.max()) / len(zero) if len(zero) else 0.0
+
+    def consistent(self) -> bool:
+        """The playback path's reported timing agreed in this round (:data:`AGREE`)."""
+        return self.agreement() >= AGREE
 
     def played(self, click: int) -> float:
         """When ``click`` reached the sink (time.time()): the sink plays the output at its
@@ -114,17 +131,20 @@ def found_clicks(rows: list[Recording], root: Path) -> list[tuple[int, float]]:
 
 @pytest.mark.slow
 @pytest.mark.heavy
-@pytest.mark.xfail(
-    strict=False,
-    reason="not yet deterministic: 2 runs of 16 at load 3-5 failed (earlier settling rules: "
-    "about one in five, 6-170 ms off); the others are within 1 ms (decision 0148)",
-)
 def test_a_click_is_stamped_when_it_reached_the_microphone(  # type: ignore[no-untyped-def]
     pulse, make_station, make_ctx, db, home
 ):
     """With ``blocksize = "auto"`` (100 ms buffers at 48 kHz). With PortAudio's own tiny
     buffers (``blocksize = 0``) PulseAudio's reported lag jitters by a buffer (~9 ms) and the
-    anchor lands within about that: 0.1-8.3 ms off in the runs of decision 0148."""
+    anchor lands within about that: 0.1-8.3 ms off in the runs of decision 0148.
+
+    The reference is the playback path's own reported latency, and on a busy machine it is
+    not always self-consistent (PulseAudio's output latency interpolation wanders by 5-20 ms
+    while the input's stays within 0.02 ms): a round of clicks whose output callbacks do not
+    agree (fewer than :data:`AGREE` of them within 1 ms on when output frame 0 reached the
+    sink) measures nothing, and another round is played (at most :data:`ROUNDS`) while the
+    recorder goes on. The first consistent round is judged; which round it is does not
+    depend on the recorder's stamps."""
     sensor = {
         "name": "mic",
         "kind": "audio",
@@ -136,42 +156,57 @@ def test_a_click_is_stamped_when_it_reached_the_microphone(  # type: ignore[no-u
     }
     ctx, progress = make_ctx(make_station(sensor), SystemClock())
     thread = threading.Thread(target=run_recorder, args=(ctx, "mic"))
-    clicker = Clicker()
+    rounds: list[Clicker] = []
     thread.start()
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 30 * ROUNDS
         # the recorder has written its first block: the session is anchored (on main, 40-530
         # ms early: the input stream was opened on an idle sink, as with paplay in issue 22)
         while not any(home.spool.glob("*.flac")) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert any(home.spool.glob("*.flac")), "the recorder wrote nothing"
-        clicker.stream.start()
-        while not clicker.done() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert clicker.done(), f"{len(clicker.emitted)} clicks played in 30 s"
+        while len(rounds) < ROUNDS and not (rounds and rounds[-1].consistent()):
+            clicker = Clicker()
+            rounds.append(clicker)
+            clicker.stream.start()
+            try:
+                while not clicker.done() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                clicker.stream.abort()
+                clicker.stream.close()
+            assert clicker.done(), f"{len(clicker.emitted)} clicks played in round {len(rounds)}"
     finally:
-        clicker.stream.abort()
-        clicker.stream.close()
         ctx.stop_reason = "stopped"
         ctx.stop.set()
         thread.join(15)
     assert not thread.is_alive()
+    judged = rounds[-1]
+    assert judged.consistent(), (
+        f"the playback path's timing was inconsistent in all {ROUNDS} rounds: "
+        f"{[r.agreement() for r in rounds]} of output callbacks agreed within 1 ms"
+    )
     with db.session() as session:
         rows = list(session.scalars(select(Recording).order_by(Recording.id)))
     assert len({r.session_id for r in rows}) == 1, "the capture was not one session"
-    found = found_clicks(rows, home.root)
+    first, last = min(judged.emitted), max(judged.emitted)
+    span = (judged.played(first) - 0.5, judged.played(last) + 0.5)
+    found = [(level, at) for level, at in found_clicks(rows, home.root) if span[0] < at < span[1]]
     # a click is matched to the played click of its height nearest in time (30 heights: 3 s)
     errors = {}
     for level, stamped in found:
-        candidates = [c for c in clicker.emitted if c % 30 + 1 == level]
+        candidates = [c for c in judged.emitted if c % 30 + 1 == level]
         assert candidates, f"a click of height {level} was never played"
-        click = min(candidates, key=lambda c: abs(clicker.played(c) - stamped))
-        errors[click] = stamped - clicker.played(click)
-    clean = {c: e for c, e in errors.items() if c <= clicker.clean}
+        click = min(candidates, key=lambda c: abs(judged.played(c) - stamped))
+        errors[click] = stamped - judged.played(click)
+    clean = {c: e for c, e in errors.items() if c <= judged.clean}
     assert len(clean) >= 20, (
         f"{len(clean)} clicks found played before an output underflow "
-        f"({clicker.underflows} underflows, {len(errors)} clicks found)"
+        f"({judged.underflows} underflows, {len(errors)} clicks found)"
     )
     worst = max(clean.values(), key=abs)
     in_order = [round(e * 1000, 1) for _, e in sorted(clean.items())]
-    assert abs(worst) <= TOLERANCE, f"stamped - played, ms, in order: {in_order}"
+    assert abs(worst) <= TOLERANCE, (
+        f"stamped - played, ms, in order: {in_order} (round {len(rounds)}, "
+        f"{judged.agreement():.0%} of output callbacks agreed)"
+    )

@@ -146,3 +146,25 @@ def test_a_device_without_input_times_is_stamped_by_delivery_at_once(
     for block, at in zip(blocks, delivered, strict=True):
         assert block is not None
         assert abs(block.captured_at.timestamp() - (at - 0.0125)) < 1e-3
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.003, 0.2])
+def test_portaudio_times_on_the_wall_clock_are_taken_as_they_are(delay: float) -> None:
+    """ALSA (and PulseAudio through it) gives PortAudio times on the wall clock the sensor's
+    clock reads: each callback runs ``delay`` s after PortAudio read its clock (the machine
+    is busy), yet the first frame is stamped at its reported ADC time, not ``delay`` late."""
+    sensor = make(queue_blocks=200)
+    sensor._stream.latency = 0.1
+    clock = sensor.clock
+    assert isinstance(clock, VirtualClock)
+    adcs = []
+    for _ in range(100):  # 100 buffers of 12.5 ms: the lag settles after 1 s of them
+        clock.advance(0.0125)
+        current = clock.now().timestamp() - delay
+        adcs.append(current - 0.005)
+        times = SimpleNamespace(currentTime=current, inputBufferAdcTime=adcs[-1])
+        status = SimpleNamespace(input_overflow=False)
+        sensor._callback(np.zeros((100, 1), dtype=np.int16), 100, times, status)
+    block = sensor.read()
+    assert block is not None and block.start_frame == 0
+    assert abs(block.captured_at.timestamp() - adcs[0]) < 2e-6

@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 from collections import deque
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,9 @@ lag jitters by a buffer, ~9 ms)."""
 SETTLE_LIMIT = 5.0
 """Seconds of a new stream's frames held at most while its reported lag has not settled; then
 they are stamped with the latest (least early) estimate and a warning is logged."""
+SAME_CLOCK = 1.0
+"""Seconds: PortAudio's ``currentTime`` this close to the sensor clock's time at the callback
+is on the same clock (the wall clock: ALSA's status time stamps), and is used as it is."""
 _OFFSET_WINDOW = 64  # callbacks over which PortAudio's clock is placed on the sensor's
 _LAG_MARGIN = 0.01  # seconds of a callback's lateness beyond the stream latency and its buffer
 
@@ -138,11 +141,19 @@ class AudioSensor:
             current = adc = 0.0
         if current > 0 and current - adc >= 0:
             lag = current - adc
-            # PortAudio's clock placed on ours: the smallest offset of recent callbacks (a
-            # callback held up between PortAudio's reading and ours only makes it larger)
             offset = now.timestamp() - current
-            self._offsets.append(offset)
-            now -= timedelta(seconds=offset - min(self._offsets))
+            if abs(offset) < SAME_CLOCK:
+                # PortAudio's times are on the wall clock ours reads (ALSA's status time
+                # stamps, CLOCK_REALTIME): taken as they are, so this callback's own delay
+                # after PortAudio read its clock (0.1-0.3 ms idle, milliseconds under load)
+                # does not make the stamp late
+                now = datetime.fromtimestamp(current, UTC)
+            else:
+                # another clock (monotonic, or a virtual clock of ours): placed on ours by the
+                # smallest offset of recent callbacks (a callback held up between PortAudio's
+                # reading and ours only makes it larger)
+                self._offsets.append(offset)
+                now -= timedelta(seconds=offset - min(self._offsets))
         else:
             # no times (some host APIs give 0 for both: a current time of 0 is no time) or a
             # negative lag: nothing to trust, the buffer is placed by its delivery (one
