@@ -14,6 +14,9 @@ the fork server's preloaded modules, copy-on-write).
   and its children once per process: an over-estimate);
 - ``pss``: proportional set size (psutil ``memory_full_info().pss``): each shared page split
   between the processes sharing it, so the sum is the station's real share of RAM;
+- ``private``: the processes' private pages summed (their own, copied on write or allocated
+  after the fork): steadier than ``pss`` from run to run, which also moves with the file pages
+  (libpython, extension modules) that other processes on the machine happen to map;
 - ``cpu_percent``: CPU seconds (user + system) used by all station processes during the
   window / wall seconds x 100 (percent of ONE core).
 
@@ -192,11 +195,12 @@ def measure(name: str, seconds: float, warmup: float, every: float) -> dict[str,
         cpu_last: dict[int, float] = {}
         rss: list[int] = []
         pss: list[int] = []
+        private: list[int] = []
         processes: dict[int, str] = {}
         memory: dict[int, list[dict[str, int]]] = {}
         started = time.monotonic()
         while time.monotonic() - started < seconds:
-            total_rss = total_pss = 0
+            total_rss = total_pss = total_private = 0
             for proc in _tree(root):
                 try:
                     with proc.oneshot():
@@ -213,8 +217,10 @@ def measure(name: str, seconds: float, warmup: float, every: float) -> dict[str,
                 processes[proc.pid] = label if label != "job" else _job_name(proc)
                 total_rss += info.rss
                 total_pss += getattr(info, "pss", info.rss)
+                total_private += rollup["private"]
             rss.append(total_rss)
             pss.append(total_pss)
+            private.append(total_private)
             time.sleep(every)
         wall = time.monotonic() - started
         per_process_cpu = {pid: cpu_last[pid] - cpu_start[pid] for pid in cpu_last}
@@ -228,6 +234,10 @@ def measure(name: str, seconds: float, warmup: float, every: float) -> dict[str,
         "processes": len(processes),
         "rss_mib": {"mean": round(sum(rss) / len(rss) / MIB, 1), "max": round(max(rss) / MIB, 1)},
         "pss_mib": {"mean": round(sum(pss) / len(pss) / MIB, 1), "max": round(max(pss) / MIB, 1)},
+        "private_mib": {
+            "mean": round(sum(private) / len(private) / MIB, 1),
+            "max": round(max(private) / MIB, 1),
+        },
         "cpu_percent_of_one_core": round(100 * cpu / wall, 3),
         "memory_by_process_mib": {
             f"{pid} {processes[pid]}": {

@@ -37,6 +37,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ from fieldstation.runtime.forkserver import (
     ChildProcess,
     die_with_parent,
     start_fork_server,
+    trim_freed_memory,
 )
 from fieldstation.runtime.liveness import AlwaysAlive, Liveness
 
@@ -150,14 +152,30 @@ def start_job(
     return process, reader
 
 
-class _Reporter:
-    """``progress(what, details)`` writing JSON lines to the supervisor's pipe."""
+IDLE_REPORTS = frozenset({"waiting", "idle"})
+"""Progress reports after which a job sleeps (a recorder before its next slot, a processor with
+nothing to claim): its freed heap is then returned to the kernel."""
+TRIM_EVERY = 60.0
+"""Seconds: a job returns its freed heap at most this often (:data:`IDLE_REPORTS`)."""
 
-    def __init__(self, conn: Connection) -> None:
+
+class _Reporter:
+    """``progress(what, details)`` writing JSON lines to the supervisor's pipe; before an idle
+    report (:data:`IDLE_REPORTS`) it returns the job's freed heap to the kernel
+    (:func:`~.forkserver.trim_freed_memory`, at most every :data:`TRIM_EVERY` s)."""
+
+    def __init__(self, conn: Connection, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.conn = conn
         self.lock = threading.Lock()
+        self._monotonic = monotonic
+        self._trimmed: float | None = None
 
     def __call__(self, what: str, details: dict[str, Any]) -> None:
+        if what in IDLE_REPORTS:
+            now = self._monotonic()
+            if self._trimmed is None or now - self._trimmed >= TRIM_EVERY:
+                self._trimmed = now
+                trim_freed_memory()
         message = {"what": what, "details": details, "at": datetime.now(UTC).isoformat()}
         data = json.dumps(message, default=str).encode()
         with self.lock, contextlib.suppress(OSError, ValueError):

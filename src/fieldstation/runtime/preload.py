@@ -2,8 +2,9 @@
 
 Whatever this module loads is loaded once and shared (copy-on-write) by every job process
 instead of being loaded by each: the job modules, numpy and soundfile (recorders and
-processors both use them), the plugin registry (entry points) and the built-in plugins of the
-embedded default station. A missing module is skipped: the job that needs it reports it.
+processors both use them). The plugins the station file names are loaded already: the
+supervisor read the file before it forked this server. A missing module is skipped: the job
+that needs it reports it.
 """
 
 from __future__ import annotations
@@ -35,10 +36,9 @@ for _name in MODULES:
     with contextlib.suppress(ImportError):
         importlib.import_module(_name)
 
-with contextlib.suppress(Exception):  # warms the plugin caches (entry points, config models)
-    from fieldstation.config import default_config
-
-    default_config()
+# The plugin caches (entry points, config models) are not warmed here: the supervisor loaded
+# its station file before forking this server, so they are warm already; a second
+# default_config() here only copied about 2 MiB of the supervisor's pages (issue 22).
 
 with contextlib.suppress(Exception):  # the ORM's mappers, configured once for every job
     from sqlalchemy.orm import configure_mappers

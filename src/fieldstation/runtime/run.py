@@ -244,6 +244,7 @@ def run_plain(argv: list[str]) -> None:
     if plain is None:
         return
     config, text = plain
+    _memory_settings()
     from fieldstation.config import ConfigError, default_config, load_config
     from fieldstation.config.units import parse_duration
 
@@ -253,6 +254,15 @@ def run_plain(argv: list[str]) -> None:
     except (ConfigError, ValueError):
         return  # the command line says what is wrong, with its own output
     _guarded(lambda: run(cfg, seconds, text))
+
+
+def _memory_settings() -> None:
+    """glibc's malloc settings of the station's processes (:func:`~.forkserver.
+    give_back_freed_memory`: fixed thresholds, few arenas), set before the first thread and
+    before the fork server is forked (which inherits them, as its jobs do)."""
+    from fieldstation.runtime.forkserver import give_back_freed_memory
+
+    give_back_freed_memory()
 
 
 def _guarded(start: Callable[[], int]) -> NoReturn:
@@ -277,6 +287,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--for", dest="seconds", type=float, default=None)
     parser.add_argument("--for-text", dest="text", default=None)
     args = parser.parse_args(argv)
+    _memory_settings()
     _guarded(lambda: run(_load(args.config), args.seconds, args.text))
 
 

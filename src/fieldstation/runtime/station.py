@@ -31,7 +31,7 @@ from fieldstation.config.station import StationConfig, config_hash
 from fieldstation.home import StationHome
 from fieldstation.progress import FAILING_STATES, Waiting, judge_jobs, parse_report
 from fieldstation.runtime import systemd
-from fieldstation.runtime.forkserver import start_fork_server
+from fieldstation.runtime.forkserver import start_fork_server, trim_freed_memory
 from fieldstation.runtime.jobs import (
     ProcessJobSpec,
     ThreadJobSpec,
@@ -72,6 +72,12 @@ log = logging.getLogger(__name__)
 NEW_MESSAGES = frozenset({"chunk", "processed", "readings"})
 """Progress reports that mean new outbox messages were committed (a ``recording`` notice,
 detections, a ``readings`` batch): the station wakes its delivery workers on them."""
+
+TRIM_AFTER_START = 30.0
+TRIM_EVERY = 600.0
+"""Seconds: the supervisor returns its freed heap to the kernel (:func:`~.forkserver.
+trim_freed_memory`) this long after it started (start-up done, first heartbeat sent), then
+this often (issue 22: memory)."""
 
 RECORDER = "fieldstation.recording.job:run_recorder"
 PROCESSOR = "fieldstation.processing.worker:run_processor"
@@ -534,6 +540,7 @@ class Station:
             self._run(stop, duration)
 
     def _run(self, stop: threading.Event, duration: float | None) -> None:
+        configure_orm()  # once, shared with the fork server and its jobs
         start_fork_server()  # before any thread, lock or database (decision 0060)
         self.started_at = self.clock.monotonic()
         self._stop = stop
@@ -611,7 +618,11 @@ class Station:
     def _status_loop(self, stop: threading.Event) -> None:
         interval = self.config.runtime.status_interval
         failing = ""
+        trim_at = self.clock.monotonic() + TRIM_AFTER_START
         while True:
+            if self.clock.monotonic() >= trim_at:  # start-up's temporaries, then every 10 min
+                trim_freed_memory()
+                trim_at = self.clock.monotonic() + TRIM_EVERY
             try:
                 self._write_status()
                 failing = ""
@@ -865,6 +876,20 @@ class _ProgressLog:
             log.info("%s: %s %s", job, what, details)
         else:
             log.debug("%s: %s %s", job, what, details)
+
+
+def configure_orm() -> None:
+    """Configure the station's ORM mappers now (SQLAlchemy does it at the first query).
+
+    Called before the fork server is forked, so the supervisor, the server and every job share
+    one configured copy; configured on each side after the fork, it was written twice (issue 22:
+    about 7 MiB of pages copied in the supervisor and as many in the fork server).
+    """
+    from sqlalchemy.orm import configure_mappers
+
+    import fieldstation.store.models  # noqa: F401  (the station's mapped classes)
+
+    configure_mappers()
 
 
 def _expire_leases(db: Database, now: datetime, worker: str | None = None) -> int:
