@@ -24,23 +24,37 @@ target and whether it is met:
   within a few ms is what ``tests/recording/test_click_timestamps.py`` shows, not this bench.
   ``real_device_reopened``: the same with slots 6 s apart (the sensor is closed between
   slots and reopened ``warmup`` seconds before each).
+- ``real_device_cpu_blocksize_0`` / ``_auto`` (``--real-device-cpu SECONDS``; system clock, a
+  **real PortAudio input**): 384 kHz mono int16 from the PulseAudio virtual microphone, fed
+  gaussian noise by ``pacat`` (``bench/pulse_feed.py``), recorded continuously for SECONDS of
+  wall time in 60 s chunks (SECONDS / 4 when SECONDS < 120) through the real recorder, once per
+  block size (``--cpu-blocksizes``, default ``0,auto``). ``cpu_s_per_audio_hour`` is the
+  process's CPU (user + system, ``RUSAGE_SELF``: PortAudio's callback thread included) from
+  the slot's start to the last chunk's commit, per hour of frames recorded; the
+  PulseAudio daemon's (which acoupi reads through too) and the feed's CPU apart; frames
+  recorded against expected, the sensor's overflows and lost frames, the load average before
+  and after. Its side-by-side anchor is ``bench/acoupi_recording.py`` (acoupi 0.8.0, own venv).
 
     python3 bench/recording.py [--format flac|wav] [--slots 20] [--skip-fast] [--skip-paced]
-                               [--real-device]
+                               [--real-device] [--real-device-cpu SECONDS]
+                               [--cpu-blocksizes 0,auto]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 from common import context, station
 from sqlalchemy import select
 
@@ -194,6 +208,134 @@ def real_device(
     }
 
 
+def real_device_cpu(root: Path, fmt: str, seconds: int, blocksize: int | str) -> dict[str, Any]:
+    """CPU per audio hour of recording a real PortAudio input continuously: 384 kHz mono
+    int16 from a PulseAudio virtual microphone fed noise (:class:`pulse_feed.NoiseFeed`),
+    one slot of ``seconds`` wall seconds through the real recorder, in 60 s chunks (``seconds``
+    / 4 when ``seconds`` < 120). The process's CPU (``RUSAGE_SELF``, user + system: every
+    thread, PortAudio's callback thread included) is taken from the slot's start to the
+    recorder's report that it waits with no slot ahead (the last chunk committed, the device
+    closed), when ``ctx.stop`` is set; the PulseAudio daemon's and the feed's CPU over the same
+    span are reported apart. ``first_block_seen_after_slot_start_s``: when the recorder
+    handled the slot's first frame (its ``slot`` report), after the slot start."""
+    from pulse_feed import NoiseFeed, daemon_pid, process_cpu_seconds
+
+    from fieldstation.sensors import build_sensor
+    from fieldstation.sensors.audio import AudioConfig, callback_frames
+    from fieldstation.testing.pulse import PulseVirtualMic, pulse_available
+
+    reason = pulse_available()
+    if reason is not None:
+        return {"skipped": reason}
+    rate = 384_000
+    chunk = 60 if seconds >= 120 else max(1, seconds // 4)
+    sensor_config = {
+        "name": "mic",
+        "kind": "audio",
+        "device": "pulse",
+        "sample_rate": rate,
+        "chunk": f"{chunk}s",
+        "format": fmt,
+        "min_free": "1MB",
+        "blocksize": blocksize if blocksize == "auto" else int(blocksize),
+    }
+    label = f"cpu-{blocksize}"
+    with PulseVirtualMic(root / f"pulse-{label}", rate=rate) as mic, NoiseFeed(mic, rate) as feed:
+        pulse_pid = daemon_pid(mic)
+        config = station(root / label, sensor_config)
+        clock = SystemClock()
+        audio = config.sensor("mic")
+        assert isinstance(audio, AudioConfig)
+        sensor = build_sensor(audio, clock, home=root / label)
+        blocks = 0
+        read = sensor.read
+
+        def counted() -> Any:
+            nonlocal blocks
+            blocks += 1
+            return read()
+
+        sensor.read = counted  # type: ignore[method-assign]
+        start = clock.now() + timedelta(seconds=1 + audio.warmup)
+        slot = ContinuousSlot(start, start + timedelta(seconds=seconds))
+        marks: dict[str, tuple[float, float | None, float | None, float]] = {}
+
+        def mark() -> tuple[float, float | None, float | None, float]:
+            return (
+                cpu_seconds(),
+                process_cpu_seconds(pulse_pid),
+                feed.cpu_seconds(),
+                time.perf_counter(),
+            )
+
+        def progress(what: str, details: dict[str, Any]) -> None:
+            if what == "slot" and "first" not in marks:
+                marks["first"] = mark()
+            elif what == "waiting" and details["next_slot"] is None:
+                marks["end"] = mark()
+                ctx.stop.set()
+
+        def mark_start() -> None:  # the slot's start is a known instant: mark it then
+            ctx.stop.wait(max(0.0, (slot.start - clock.now()).total_seconds()))
+            marks["start"] = mark()
+
+        ctx = context(config, clock, progress)
+        load_before = os.getloadavg()
+        whole = mark()
+        marker = threading.Thread(target=mark_start, daemon=True)
+        marker.start()
+        run_recorder(ctx, "mic", slots=lambda now: slot if now < slot.end else None, sensor=sensor)
+        marker.join()
+        whole_end = mark()
+        load_after = os.getloadavg()
+        health = sensor.health()
+    recs = rows(ctx)
+    frames = sum(r.frames for r in recs)
+    audio_s = frames / rate
+    level = None
+    if recs:  # the first chunk's first second: the feed's noise (sd 1000), not silence
+        first_second = sf.read(str(ctx.home.root / recs[0].path), frames=rate, dtype="int16")[0]
+        level = round(float(np.sqrt(np.mean(first_second.astype(np.float64) ** 2))), 1)
+    first, end = marks["start"], marks["end"]
+
+    def per_hour(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None or not audio_s else round((b - a) * 3600 / audio_s, 1)
+
+    return {
+        "clock": "system (real time)",
+        "sensor": "audio: PortAudio input from a PulseAudio virtual microphone (null sink "
+        "monitor, 384 kHz s16le), device 'pulse'",
+        "feed": feed.describe(),
+        "target": "cpu_s_per_audio_hour <= acoupi 0.8.0's on the same device, side by side "
+        "(bench/acoupi_recording.py)",
+        "sample_rate": rate,
+        "format": fmt,
+        "chunk_s": chunk,
+        "blocksize": blocksize,
+        "blocksize_frames": callback_frames(rate, float(chunk))
+        if blocksize == "auto"
+        else int(blocksize),
+        "mean_frames_per_block": round(frames / blocks) if blocks else None,
+        "wall_s": round(end[3] - first[3], 1),
+        "first_block_seen_after_slot_start_s": round(marks["first"][3] - first[3], 2),
+        "chunks": len(recs),
+        "sessions": len({r.session_id for r in recs}),
+        "frames_recorded": frames,
+        "frames_expected": rate * seconds,
+        "signal_rms_first_chunk": level,
+        "overflows": health.overflows,
+        "lost_frames": health.lost_frames,
+        "input_overflows": health.details.get("input_overflows"),
+        "cpu_s": round(end[0] - first[0], 2),
+        "cpu_s_per_audio_hour": per_hour(first[0], end[0]),
+        "cpu_s_per_audio_hour_whole_run": per_hour(whole[0], whole_end[0]),
+        "pulseaudio_cpu_s_per_audio_hour": per_hour(first[1], end[1]),
+        "feed_cpu_s_per_audio_hour": per_hour(first[2], end[2]),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in load_after],
+    }
+
+
 def _slot_errors(
     home: Path, sensor: dict[str, Any], fmt: str, n_slots: int, every: float = 1.5
 ) -> tuple[np.ndarray, list[Recording]]:
@@ -239,6 +381,19 @@ def main() -> None:
     parser.add_argument(
         "--blocksize", default="auto", help="real device: 'auto', frames, or 0 (PortAudio)"
     )
+    parser.add_argument(
+        "--real-device-cpu",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="also CPU per audio hour of SECONDS of continuous 384 kHz recording from a real "
+        "PortAudio input (PulseAudio), once with blocksize 0 and once with 'auto'",
+    )
+    parser.add_argument(
+        "--cpu-blocksizes",
+        default="0,auto",
+        help="--real-device-cpu: the block sizes to run, in order (comma-separated)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fieldstation-bench-") as tmp:
         result: dict[str, Any] = {"benchmark": "recording"}
@@ -252,6 +407,12 @@ def main() -> None:
             result["real_device_reopened"] = real_device(
                 Path(tmp), args.format, max(5, args.slots // 2), blocksize, every=6.0
             )
+        if args.real_device_cpu:
+            for size in args.cpu_blocksizes.split(","):
+                blocksize = size if size == "auto" else int(size)
+                result[f"real_device_cpu_blocksize_{size}"] = real_device_cpu(
+                    Path(tmp), args.format, args.real_device_cpu, blocksize
+                )
     print(json.dumps(result, indent=2))
 
 
