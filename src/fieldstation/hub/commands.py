@@ -279,9 +279,11 @@ def apply_results(
     < done | refused; done and refused are final); an answer about another station's
     command, or an unknown id, changes nothing. A refusal with ``details["replay"]`` is the
     station refusing a second copy of a command it holds: it counts as ``accepted``.
-    Returns the rows changed."""
+    Rows are updated in the order of their ids (answers to one command keep their order), so
+    two hub processes applying overlapping batches lock rows in the same order and cannot
+    deadlock on them. Returns the rows changed."""
     changed = 0
-    for station, body in results:
+    for station, body in sorted(results, key=lambda result: result[1].command_id):
         state = body.state
         values: dict[str, Any] = {"updated_at": now}
         if state == "refused" and body.details.get("stage") == "verify":
