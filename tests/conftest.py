@@ -252,13 +252,13 @@ def broker(tmp_path: Path, require: Any) -> Iterator[MosquittoBroker]:
 @pytest.fixture
 def pulse(tmp_path: Path, require: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A PulseAudio virtual microphone (:class:`fieldstation.testing.pulse.PulseVirtualMic`)
-    at the test module's ``PULSE_RATE`` (Hz; default 48000); requires ``pulse``."""
+    at the rate given by indirect parametrization (``request.param``), else the test module's
+    ``PULSE_RATE`` (Hz; default 48000); requires ``pulse``."""
     from fieldstation.testing.pulse import PulseVirtualMic, pulse_available
 
     reason = pulse_available()
     if reason:
         require("pulse", reason)
-    with PulseVirtualMic(
-        tmp_path / "pulse", rate=getattr(request.module, "PULSE_RATE", 48000)
-    ) as mic:
+    rate = getattr(request, "param", None) or getattr(request.module, "PULSE_RATE", 48000)
+    with PulseVirtualMic(tmp_path / "pulse", rate=rate) as mic:
         yield mic

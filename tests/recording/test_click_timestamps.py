@@ -29,8 +29,9 @@ from fieldstation.recording.job import run_recorder
 from fieldstation.sensors.device import SAME_CLOCK
 from fieldstation.store.models import Recording
 
-RATE = 48000
-SPACING = RATE // 10  # a click every 100 ms
+RATES = (48_000, 384_000)
+"""Rates of the virtual mic and the recorder: 48 kHz (100 ms blocks) and 384 kHz (the largest
+block under the byte limit: 30,720 frames; 38,400 were stamped 14.9 ms late)."""
 CLICKS = 24  # clicks wanted, all played before any output underflow
 MOST = 60  # clicks played at most
 STEP = 1000  # click i is STEP * (i % 30 + 1) high (int16)
@@ -40,19 +41,17 @@ AGREE = 0.8  # share of output callbacks that must agree on the playback timing 
 ROUNDS = 6  # rounds of clicks played at most until one has a consistent playback timing
 
 
-PULSE_RATE = RATE
-"""Rate of the virtual microphone (the ``pulse`` fixture of tests/conftest.py)."""
-
-
 class Clicker:
     """A PortAudio output stream into the virtual mic's sink: click ``i`` (1-based) at output
-    frame ``(i + LEAD) * SPACING``; ``played(i)`` is when it reaches the sink: the output
+    frame ``(i + LEAD) * rate / 10``; ``played(i)`` is when it reaches the sink: the output
     buffer's DAC time, on time.time() (PortAudio's clock here), or placed on it by the
     smallest offset between the two clocks seen so far."""
 
-    def __init__(self) -> None:
+    def __init__(self, rate: int) -> None:
         import sounddevice as sd
 
+        self.rate = rate
+        self.spacing = rate // 10  # a click every 100 ms
         self.emitted: dict[int, int] = {}  # click -> its output frame
         self.zero: list[float] = []  # per callback: when output frame 0 reaches the sink
         self.last = 0  # output frame of the latest click
@@ -61,7 +60,7 @@ class Clicker:
         self.frame = 0
         self.offset = float("inf")  # time.time() - PortAudio's time, its smallest so far
         self.stream = sd.OutputStream(
-            samplerate=RATE,
+            samplerate=rate,
             channels=1,
             dtype="int16",
             device="pulse",
@@ -78,12 +77,13 @@ class Clicker:
         offset = time.time() - times.currentTime
         self.offset = 0.0 if abs(offset) < SAME_CLOCK else min(self.offset, offset)
         dac = times.outputBufferDacTime + self.offset
-        if self.frame >= (LEAD - 2) * SPACING:  # once the output's reported latency settled
-            self.zero.append(dac - self.frame / RATE)
+        spacing = self.spacing
+        if self.frame >= (LEAD - 2) * spacing:  # once the output's reported latency settled
+            self.zero.append(dac - self.frame / self.rate)
         out[:] = 0
-        first = -(-self.frame // SPACING) * SPACING
-        for at in range(first, self.frame + frames, SPACING):
-            click = at // SPACING - LEAD
+        first = -(-self.frame // spacing) * spacing
+        for at in range(first, self.frame + frames, spacing):
+            click = at // spacing - LEAD
             if 1 <= click <= MOST and self.clean < CLICKS:
                 out[at - self.frame, 0] = STEP * (click % 30 + 1)
                 self.emitted[click] = self.last = at
@@ -94,7 +94,7 @@ class Clicker:
     def done(self) -> bool:
         """The clicks wanted (or the most) have been played, and 1 s of output after them."""
         enough = self.clean >= CLICKS or len(self.emitted) >= MOST
-        return enough and self.frame > self.last + RATE
+        return enough and self.frame > self.last + self.rate
 
     def agreement(self) -> float:
         """The share of output callbacks whose estimate of when output frame 0 reached the
@@ -113,7 +113,7 @@ class Clicker:
         1 ms of their estimates: a few are a buffer off)."""
         zero = np.array(self.zero)
         near = (np.abs(zero[:, None] - zero[None, :]) <= 0.001).sum(axis=1)
-        return float(zero[np.argmax(near)]) + self.emitted[click] / RATE
+        return float(zero[np.argmax(near)]) + self.emitted[click] / self.rate
 
 
 def found_clicks(rows: list[Recording], root: Path) -> list[tuple[int, float]]:
@@ -131,12 +131,14 @@ def found_clicks(rows: list[Recording], root: Path) -> list[tuple[int, float]]:
 
 @pytest.mark.slow
 @pytest.mark.heavy
+@pytest.mark.parametrize("pulse", RATES, indirect=True, ids=lambda rate: f"{rate // 1000}kHz")
 def test_a_click_is_stamped_when_it_reached_the_microphone(  # type: ignore[no-untyped-def]
     pulse, make_station, make_ctx, db, home
 ):
-    """With ``blocksize = "auto"`` (100 ms buffers at 48 kHz). With PortAudio's own tiny
-    buffers (``blocksize = 0``) PulseAudio's reported lag jitters by a buffer (~9 ms) and the
-    anchor lands within about that: 0.1-8.3 ms off in the runs of decision 0148.
+    """With ``blocksize = "auto"`` (100 ms buffers at 48 kHz, 80 ms at 384 kHz). With
+    PortAudio's own tiny buffers (``blocksize = 0``) PulseAudio's reported lag jitters by a
+    buffer (~9 ms) and the anchor lands within about that: 0.1-8.3 ms off in the runs of
+    decision 0148.
 
     The reference is the playback path's own reported latency, and on a busy machine it is
     not always self-consistent (PulseAudio's output latency interpolation wanders by 5-20 ms
@@ -149,7 +151,7 @@ def test_a_click_is_stamped_when_it_reached_the_microphone(  # type: ignore[no-u
         "name": "mic",
         "kind": "audio",
         "device": "pulse",
-        "sample_rate": RATE,
+        "sample_rate": pulse.rate,
         "chunk": "2s",  # the clicks span chunks: each chunk's started_at is checked
         "timeout": "5s",
         "blocksize": "auto",
@@ -166,7 +168,7 @@ def test_a_click_is_stamped_when_it_reached_the_microphone(  # type: ignore[no-u
             time.sleep(0.01)
         assert any(home.spool.glob("*.flac")), "the recorder wrote nothing"
         while len(rounds) < ROUNDS and not (rounds and rounds[-1].consistent()):
-            clicker = Clicker()
+            clicker = Clicker(pulse.rate)
             rounds.append(clicker)
             clicker.stream.start()
             try:

@@ -375,7 +375,8 @@ def test_an_input_overflow_ends_the_chunk_and_re_anchors_the_session(  # type: i
 ):
     from fieldstation.sensors.device import AudioSensor
 
-    audio = {"name": "mic", "kind": "audio", "sample_rate": 8000, "chunk": "0.5s"}
+    # blocksize 0: the flagged buffer is kept (with a fixed size it is dropped: test_audio.py)
+    audio = {"name": "mic", "kind": "audio", "sample_rate": 8000, "chunk": "0.5s", "blocksize": 0}
     config = make_station({**audio, "timeout": "0.01s", "queue_blocks": 16})
     ctx, _ = make_ctx(config)
     sensor = AudioSensor(config.sensor("mic"), clock)  # type: ignore[arg-type]

@@ -1,12 +1,13 @@
 """The real-device block size ``"auto"``: a PortAudio callback every 50-100 ms, chosen from the
 rate and the chunk length (issue 22: ``blocksize = 0`` let PortAudio deliver tiny buffers, and
-the per-callback work cost three times acoupi's CPU at 384 kHz). Opt-in (decision 0121)."""
+the per-callback work cost three times acoupi's CPU at 384 kHz). The default since decision
+0150, at most 60 KiB a block."""
 
 from __future__ import annotations
 
 import pytest
 
-from fieldstation.sensors.audio import AudioConfig, callback_frames
+from fieldstation.sensors.audio import MAX_CALLBACK_BYTES, AudioConfig, callback_frames
 from fieldstation.sensors.device import AudioSensor
 
 
@@ -17,23 +18,32 @@ from fieldstation.sensors.device import AudioSensor
 def test_a_callback_comes_every_50_to_100_ms(rate: int, chunk: float) -> None:
     block = callback_frames(rate, chunk)
     assert 0.05 <= block / rate <= 0.1
+    assert block * 2 <= MAX_CALLBACK_BYTES
     frames = round(rate * chunk)
-    divisors = [b for b in range(round(rate * 0.05), round(rate * 0.1) + 1) if frames % b == 0]
+    longest = min(round(rate * 0.1), MAX_CALLBACK_BYTES // 2)
+    divisors = [b for b in range(round(rate * 0.05), longest + 1) if frames % b == 0]
     if divisors:  # every chunk holds a whole number of callbacks, the longest that do
         assert block == max(divisors)
     else:
-        assert block == round(rate * 0.1)
+        assert block == longest
 
 
-def test_384_khz_minute_chunks_get_100_ms_blocks() -> None:
-    assert callback_frames(384_000, 60.0) == 38_400
+def test_384_khz_blocks_stay_under_the_byte_limit() -> None:
+    """100 ms of 384 kHz int16 (76,800 bytes) was stamped 14.9 ms late through PulseAudio (a
+    block larger than the host period): 80 ms mono, 40 ms stereo."""
+    assert callback_frames(384_000, 60.0) == 30_720
+    assert callback_frames(384_000, 60.0, frame_bytes=4) == 15_360
+    assert callback_frames(48_000, 60.0, frame_bytes=4) == 4_800
 
 
 def test_auto_uses_the_chosen_size_and_a_number_is_used_as_given() -> None:
     base = {"name": "mic", "kind": "audio", "sample_rate": 384_000, "chunk": "60s"}
     auto = AudioConfig.model_validate({**base, "blocksize": "auto"})
-    assert AudioSensor(auto).blocksize == 38_400
-    assert AudioSensor(AudioConfig.model_validate(base)).blocksize == 0  # PortAudio's choice
+    assert AudioSensor(auto).blocksize == 30_720
+    stereo = AudioConfig.model_validate({**base, "blocksize": "auto", "channels": 2})
+    assert AudioSensor(stereo).blocksize == 15_360
+    assert AudioSensor(AudioConfig.model_validate(base)).blocksize == 30_720  # the default
+    assert AudioSensor(AudioConfig.model_validate({**base, "blocksize": 0})).blocksize == 0
     assert AudioSensor(AudioConfig.model_validate({**base, "blocksize": 512})).blocksize == 512
     with pytest.raises(ValueError, match="blocksize"):
         AudioConfig.model_validate({**base, "blocksize": -1})

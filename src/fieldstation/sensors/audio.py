@@ -11,8 +11,9 @@ capture time (decision record 0023). A device that disappears or stops deliverin
 ``timeout`` seconds raises :class:`~fieldstation.sensors.base.DeviceError` (end reason
 ``device_error``). ``sounddevice`` is imported only when the sensor is built (at the
 recorder's start, before its first slot, so the first slot does not pay for the import).
-With ``blocksize = "auto"`` the callback block size is chosen from the sample rate and the
-chunk length (a callback every 50-100 ms, :func:`callback_frames`).
+With ``blocksize = "auto"`` (the default) the callback block size is chosen from the sample
+rate and the chunk length (a callback every 50-100 ms, at most :data:`MAX_CALLBACK_BYTES`:
+:func:`callback_frames`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from fieldstation.config.sensors import AudioSensorConfig, warmup_field
 from fieldstation.config.units import Seconds
 from fieldstation.sensors.base import check_file_format as _check_file_format
 
-__all__ = ["CALLBACK_PERIOD", "AudioConfig", "callback_frames", "plugin"]
+__all__ = ["CALLBACK_PERIOD", "MAX_CALLBACK_BYTES", "AudioConfig", "callback_frames", "plugin"]
 
 
 class AudioConfig(AudioSensorConfig):
@@ -36,10 +37,11 @@ class AudioConfig(AudioSensorConfig):
         default=None, description="Device name (substring) or index; omitted: the default input."
     )
     blocksize: int | Literal["auto"] = Field(
-        default=0,
-        description="Frames per PortAudio callback; 0 lets PortAudio choose (often tiny "
-        "buffers: several times the CPU at high rates); 'auto': chosen from the sample rate "
-        "and chunk length for a callback every 50-100 ms (callback_frames; decision 0121).",
+        default="auto",
+        description="Frames per PortAudio callback. 'auto' (the default): chosen from the "
+        "sample rate and chunk length for a callback every 50-100 ms, at most 60 KiB "
+        "(callback_frames; decisions 0121, 0150); 0 lets PortAudio choose (often tiny "
+        "buffers: about six times the CPU at 384 kHz, but always the host's own period).",
     )
     queue_blocks: int = Field(
         default=256,
@@ -70,15 +72,26 @@ CALLBACK_PERIOD = (0.05, 0.1)
 """Seconds between PortAudio callbacks the automatic block size aims at (shortest, longest):
 long enough that the per-callback work (a copy, a queue put, a wake of the recorder) costs
 little, short enough that the queue and the slot-start latency stay small (issue 22)."""
+MAX_CALLBACK_BYTES = 61_440
+"""Largest automatic block, bytes (frames x channels x sample bytes). A block larger than the
+host API's largest period is assembled by PortAudio from smaller host buffers, and the ADC
+time it reports is then a later host buffer's: through PulseAudio's ALSA plugin, 384 kHz int16
+blocks of 38,400 frames (76,800 bytes) were stamped 14.9 ms late in every run of the click
+test (38,400 - 32,768 frames: a 64 KiB host period), and with 32,768 frames (65,536 bytes)
+the reported lag ran in a sawtooth that never settled; 30,720 frames (61,440 bytes) and every
+smaller block tried were within 0.3 ms (docs/performance.md, Recording). Such an offset is
+constant, so no settling rule can see it: the size must avoid it."""
 
 
-def callback_frames(rate: int, chunk: float) -> int:
+def callback_frames(rate: int, chunk: float, frame_bytes: int = 2) -> int:
     """Frames per PortAudio callback for a stream of ``rate`` Hz cut into ``chunk``-second
-    files: the largest block of 50-100 ms (:data:`CALLBACK_PERIOD`) that divides the frames of
-    a chunk, so every chunk holds a whole number of callbacks; 100 ms of frames when none
-    divides it. E.g. 384 kHz, 60 s chunks: 38,400 frames (a callback every 100 ms)."""
-    shortest = max(1, round(rate * CALLBACK_PERIOD[0]))
-    longest = max(shortest, round(rate * CALLBACK_PERIOD[1]))
+    files, whose frames are ``frame_bytes`` bytes (channels x sample bytes): the largest
+    block of 50-100 ms (:data:`CALLBACK_PERIOD`) and at most :data:`MAX_CALLBACK_BYTES` that
+    divides the frames of a chunk, so every chunk holds a whole number of callbacks; the
+    longest allowed block when none divides it. E.g. 48 kHz: 4,800 frames (100 ms); 384 kHz
+    mono int16, 60 s chunks: 30,720 frames (80 ms; 100 ms would be over the byte limit)."""
+    longest = max(1, min(round(rate * CALLBACK_PERIOD[1]), MAX_CALLBACK_BYTES // frame_bytes))
+    shortest = max(1, min(round(rate * CALLBACK_PERIOD[0]), longest))
     frames = round(rate * chunk)
     for block in range(longest, shortest - 1, -1):
         if frames % block == 0:

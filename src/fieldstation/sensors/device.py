@@ -110,7 +110,11 @@ class AudioSensor:
         self._error: str | None = None
         self._last_warning = float("-inf")
         self.blocksize = (
-            callback_frames(config.sample_rate, float(config.chunk))
+            callback_frames(
+                config.sample_rate,
+                float(config.chunk),
+                config.channels * np.dtype(self.dtype).itemsize,
+            )
             if config.blocksize == "auto"
             else int(config.blocksize)
         )
