@@ -96,7 +96,7 @@ def test_a_sensor_opened_late_starts_late_and_a_warmed_up_one_at_the_slot_start(
     assert np.array_equal(
         _read(sessions[0][0], ctx), _stream(config, skipped, sessions[0][0].frames)
     )
-    # "slot" is reported with each slot's first frame, "waiting" names the slot start
+    # "slot" is reported when the sensor opens for each slot, "waiting" names the slot start
     assert len(progress.of("slot")) == 3
     assert progress.of("waiting")[0] == {"next_slot": first.isoformat()}
 
@@ -123,6 +123,10 @@ def test_slots_closer_than_the_warmup_keep_the_sensor_open(  # type: ignore[no-u
     sessions = _sessions(db)
     assert sensor.opens == 1
     assert len(sessions) == 4
+    # each slot is reported as it begins (the liveness rule then expects its chunk), with no
+    # "waiting" between: the sensor stays open and the recorder goes on
+    assert len(progress.of("slot")) >= 4
+    assert len(progress.of("waiting")) == 1  # before the first slot's warmup
     opened = first - timedelta(seconds=2)
     for k, chunks in enumerate(sessions):
         start = first + timedelta(seconds=k * (1 + gap))
@@ -148,4 +152,20 @@ def test_a_stop_while_the_sensor_warms_up_closes_it_and_records_nothing(  # type
     sensor = Scripted(inner, {5: stop})
     run_recorder(ctx, "syn", sensor=sensor, slots=duty_cycle(first, record=5.0, every=60.0))
     assert sensor.opens == 1 and not inner._open
-    assert rows_of(db) == [] and progress.of("slot") == []
+    assert rows_of(db) == [] and len(progress.of("slot")) == 1  # reported at the open
+
+
+def test_the_liveness_limit_allows_for_the_warmup(make_station) -> None:  # type: ignore[no-untyped-def]
+    """The recorder reports its slot when the sensor opens, ``warmup`` s before the slot: the
+    supervisor's limit for the first chunk is that much longer."""
+    from fieldstation.runtime.liveness import RecorderLiveness
+    from fieldstation.runtime.station import process_jobs
+
+    config = make_station({**SYNTH, "chunk": "4s", "warmup": 20.0})
+    (spec,) = [s for s in process_jobs(config) if s.name == "recorder:syn"]
+    assert isinstance(spec.liveness, RecorderLiveness)
+    grace = config.runtime.liveness_grace
+    assert spec.liveness.limit == 2 * 4 + grace + 20
+    reported = spec.liveness.limit - 1
+    assert spec.liveness.stalled("slot", 0.0, reported) is None
+    assert spec.liveness.stalled("slot", 0.0, spec.liveness.limit + 1) is not None

@@ -168,3 +168,26 @@ def test_portaudio_times_on_the_wall_clock_are_taken_as_they_are(delay: float) -
     block = sensor.read()
     assert block is not None and block.start_frame == 0
     assert abs(block.captured_at.timestamp() - adcs[0]) < 2e-6
+
+
+def test_a_callback_held_up_a_second_keeps_the_wall_clock_times() -> None:
+    """Once a stream's PortAudio times are on the wall clock, a callback run 1.5 s late (a
+    stalled machine) is still stamped at its reported ADC time, not placed by an offset that
+    holds its delay."""
+    sensor = make(queue_blocks=200)
+    sensor._stream.latency = 0.1
+    clock = sensor.clock
+    assert isinstance(clock, VirtualClock)
+    adcs = []
+    for k in range(101):  # the last callback runs 1.5 s after PortAudio read its clock
+        clock.advance(0.0125)
+        current = clock.now().timestamp()
+        adcs.append(current - 0.005)
+        clock.advance(1.5 if k == 100 else 0.0)
+        times = SimpleNamespace(currentTime=current, inputBufferAdcTime=adcs[-1])
+        status = SimpleNamespace(input_overflow=False)
+        sensor._callback(np.zeros((100, 1), dtype=np.int16), 100, times, status)
+    blocks = [sensor.read() for _ in range(101)]
+    last = blocks[-1]
+    assert last is not None and last.start_frame == 100 * 100
+    assert abs(last.captured_at.timestamp() - adcs[-1]) < 2e-6

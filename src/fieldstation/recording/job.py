@@ -29,7 +29,8 @@ slot and the frames captured before the slot start are dropped, so a session sta
 start to the frame however long the device takes to deliver; between slots closer than that it
 stays open.
 
-Progress reports: ``("slot", {"start", "end"})`` with the slot's first frame,
+Progress reports: ``("slot", {"start", "end"})`` once the sensor is open for a slot (its
+warmup included),
 ``("chunk", {"recording_id", "path", "frames"})``, ``("waiting", {"next_slot": iso or None})``
 whenever no chunk is due: between slots (``next_slot`` = the next slot start), while the disk is
 low or full, or a failed device waits to be reopened (``next_slot`` = when the recorder tries
@@ -471,8 +472,11 @@ class Recorder:
             except DeviceError as error:
                 return self._device_error(error)
             self._sensor_open = True
+        # reported once the sensor is open (a warmup before the slot included: the liveness
+        # limit allows for it) and for each slot the open sensor goes on into: from now on a
+        # chunk is due, and a read that hangs is caught
+        self.ctx.progress("slot", {"start": slot.start.isoformat(), "end": slot.end.isoformat()})
         self.anchor = None
-        reported = False
         keep_open = False
         self._capture_for(slot)
         slot_end = slot.end
@@ -487,6 +491,7 @@ class Recorder:
                 if cut is not None:
                     self._end_chunk(cut)
                     return cut
+                carried = self._carry is not None
                 try:
                     read = self._read()
                 except DeviceError as error:
@@ -500,14 +505,7 @@ class Recorder:
                     block = read.since(slot.start, self.rate)
                 if block is None:  # captured while the sensor warmed up, before the slot
                     continue
-                if not reported:
-                    # the station logs "slot open" only while recording, and liveness expects
-                    # chunks from now on: reported with the slot's first frame, not its warmup
-                    reported = True
-                    self.ctx.progress(
-                        "slot", {"start": slot.start.isoformat(), "end": slot.end.isoformat()}
-                    )
-                if self.tap is not None:
+                if self.tap is not None and not carried:  # a carried block was published
                     self.tap.publish(block)  # never blocks nor raises
                 if self.anchor is None or block.start_frame != expected or block.discontinuity:
                     if self.anchor is not None:

@@ -52,14 +52,16 @@ class AlwaysAlive:
 
 @dataclass(frozen=True)
 class RecorderLiveness:
-    """Inside a slot, a chunk is due within ``2 * chunk + grace`` seconds."""
+    """Inside a slot, a chunk is due within ``2 * chunk + grace + warmup`` seconds (a sensor
+    with a ``warmup`` reports its slot when it opens, that long before the slot starts)."""
 
     chunk: float
     grace: float
+    warmup: float = 0.0
 
     @property
     def limit(self) -> float:
-        return 2 * self.chunk + self.grace
+        return 2 * self.chunk + self.grace + self.warmup
 
     def stalled(self, last_what: str | None, last_at: float | None, now: float) -> str | None:
         if last_what not in ("slot", "chunk") or last_at is None:

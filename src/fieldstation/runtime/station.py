@@ -128,7 +128,9 @@ def process_jobs(
             name=f"recorder:{sensor.name}",
             target=recorder,
             args=(sensor.name,),
-            liveness=RecorderLiveness(chunk=sensor.chunk, grace=grace),
+            liveness=RecorderLiveness(
+                chunk=sensor.chunk, grace=grace, warmup=float(getattr(sensor, "warmup", 0.0))
+            ),
         )
         for sensor in config.sensors
         if sensor.enabled

@@ -99,6 +99,7 @@ class AudioSensor:
         self._pending: list[_Item] = []  # a new stream's buffers held until it settles
         self._ready: deque[Block] = deque()
         self._offsets: deque[float] = deque(maxlen=_OFFSET_WINDOW)
+        self._same_clock = False  # PortAudio's times are on the sensor clock (this stream)
         self._stream: Any = None
         self._lock = threading.Lock()
         self._cb_frame = 0
@@ -146,7 +147,8 @@ class AudioSensor:
         if current > 0 and current - adc >= 0:
             lag = current - adc
             offset = now.timestamp() - current
-            if abs(offset) < SAME_CLOCK:
+            if self._same_clock or abs(offset) < SAME_CLOCK:
+                self._same_clock = True  # for the stream: a callback held up 1 s is no hint
                 # PortAudio's times are on the wall clock ours reads (ALSA's status time
                 # stamps, CLOCK_REALTIME): taken as they are, so this callback's own delay
                 # after PortAudio read its clock (0.1-0.3 ms idle, milliseconds under load)
@@ -295,6 +297,7 @@ class AudioSensor:
         self._pending = []
         self._ready = deque()
         self._offsets.clear()
+        self._same_clock = False
         self._cb_frame = self._frames = 0
         self._break = False
         self._error = None
