@@ -23,6 +23,7 @@ __all__ = [
     "SensorConfig",
     "WARMUP_LIMIT",
     "warmup_field",
+    "warmup_of",
 ]
 
 SampleFormat = Literal["int16", "int24", "int32", "float32"]
@@ -64,6 +65,12 @@ def warmup_field(default: float) -> Any:
         "(frames captured earlier are dropped); between slots closer than this it stays open. "
         "0: opened when the slot starts.",
     )
+
+
+def warmup_of(sensor: SensorConfig) -> float:
+    """Seconds before each slot that ``sensor`` is opened: its ``warmup`` (:func:`warmup_field`)
+    when its plugin's config has one (live sensors), else 0 (replays, readings, cameras)."""
+    return float(getattr(sensor, "warmup", 0.0))
 
 
 class SensorConfig(StrictModel):

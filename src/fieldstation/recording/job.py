@@ -51,7 +51,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fieldstation import __version__
 from fieldstation.backoff import Backoff
-from fieldstation.config.sensors import SensorConfig
+from fieldstation.config.sensors import SensorConfig, warmup_of
 from fieldstation.config.station import StationConfig, config_hash
 from fieldstation.job import JobContext
 from fieldstation.power.gate import RecorderGate
@@ -241,7 +241,7 @@ class Recorder:
         self.anchor: datetime | None = None
         self.chunk_index = 0
         self.session_frame = 0
-        self.warmup = float(getattr(config, "warmup", 0.0))
+        self.warmup = warmup_of(config)
         """Seconds before a slot starts that the sensor is opened (live sensors' ``warmup``)."""
         self._sensor_open = False
         self._carry: Block | None = None  # frames read past a slot end, kept for the next slot
@@ -533,13 +533,7 @@ class Recorder:
                         self._done_until = slot_end
                         keep_open = self._near(following)
                         if keep_open and len(data):
-                            used = block.frames - len(data)
-                            self._carry = Block(
-                                data,
-                                block.start_frame + used,
-                                frame_time(block.captured_at, used, self.rate),
-                                discontinuity=block.discontinuity,
-                            )
+                            self._carry = block.skip(block.frames - len(data), self.rate)
                         return "window_end"
                     if not len(data):
                         break

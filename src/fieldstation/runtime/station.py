@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from fieldstation.clock import Clock, SystemClock
+from fieldstation.config.sensors import warmup_of
 from fieldstation.config.station import StationConfig, config_hash
 from fieldstation.home import StationHome
 from fieldstation.progress import FAILING_STATES, Waiting, judge_jobs, parse_report
@@ -128,9 +129,7 @@ def process_jobs(
             name=f"recorder:{sensor.name}",
             target=recorder,
             args=(sensor.name,),
-            liveness=RecorderLiveness(
-                chunk=sensor.chunk, grace=grace, warmup=float(getattr(sensor, "warmup", 0.0))
-            ),
+            liveness=RecorderLiveness(chunk=sensor.chunk, grace=grace, warmup=warmup_of(sensor)),
         )
         for sensor in config.sensors
         if sensor.enabled

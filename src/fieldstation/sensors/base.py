@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from fieldstation.config.sensors import FLAC_MAX_SAMPLE_RATE, AudioSensorConfig
 from fieldstation.job import ConfigurationError
+from fieldstation.sensors.pacing import frame_time
 
 if TYPE_CHECKING:
     import numpy as np
@@ -212,10 +213,17 @@ class Block:
         cut = -(-early * rate // 1_000_000)  # frames captured before start, rounded up
         if cut >= self.frames:
             return None
+        return self.skip(cut, rate)
+
+    def skip(self, frames: int, rate: int) -> Block:
+        """This block without its first ``frames`` frames (``0 <= frames <= self.frames``) in
+        a stream of ``rate`` Hz: ``start_frame`` advanced by ``frames``, ``captured_at`` by
+        ``frames / rate`` seconds (:func:`~fieldstation.sensors.pacing.frame_time`, rounded to
+        the microsecond); ``discontinuity`` as it was."""
         return Block(
-            self.data[cut:],
-            self.start_frame + cut,
-            self.captured_at + timedelta(microseconds=(cut * 2_000_000 + rate) // (2 * rate)),
+            self.data[frames:],
+            self.start_frame + frames,
+            frame_time(self.captured_at, frames, rate),
             discontinuity=self.discontinuity,
         )
 
